@@ -1,0 +1,19 @@
+"""convtranspose: PyTorch-exact 2-D transposed convolution for NumPy, compiled with Numba.
+
+>>> import numpy as np
+>>> import convtranspose as ct
+>>> x = np.random.default_rng(0).standard_normal((2, 16, 8, 8)).astype(np.float32)
+>>> layer = ct.ConvTranspose2d(16, 8, kernel_size=4, stride=2, padding=1, seed=0)
+>>> layer(x).shape
+(2, 8, 16, 16)
+"""
+from .api import conv_transpose2d
+from .cpu.im2col import get_workspace_limit, set_workspace_limit
+from .dispatch import explain
+from .layer import ConvTranspose2d
+from .params import output_shape
+
+__version__ = "0.1.0"
+
+__all__ = ["conv_transpose2d", "output_shape", "ConvTranspose2d", "explain",
+           "get_workspace_limit", "set_workspace_limit", "__version__"]

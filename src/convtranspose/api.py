@@ -1,0 +1,145 @@
+"""The public entry point: :func:`conv_transpose2d`."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dispatch
+from .params import normalise
+
+__all__ = ["conv_transpose2d"]
+
+
+def _host_array(a, name):
+    if a is None:
+        return None
+    dispatch.reject_device_array(a, name)
+    try:
+        return np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of float32 or float64, "
+                        f"got {type(a).__name__}: {exc}") from None
+
+
+def _check_out(out, shape, dtype):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if out.dtype.newbyteorder("=") != dtype:
+        raise ValueError(f"out must have dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable, got a read-only array")
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, output_size=None, out=None, backend="auto"):
+    """2-D transposed convolution ("deconvolution") with PyTorch's semantics.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
+        Input, float32 or float64. Any memory layout, byte order or writeability.
+    weight : array_like, shape (C_in, C_out // groups, kH, kW)
+        Kernel, laid out as in ``torch.nn.ConvTranspose2d.weight``.
+    bias : array_like, shape (C_out,), optional
+        Added to every output pixel of its channel.
+    stride : int or (int, int), default 1
+        Spacing of the input pixels on the output grid.
+    padding : int, (int, int) or ((int, int), (int, int)), default 0
+        Rows and columns cropped from the full result: ``p`` crops ``p`` on every side,
+        ``(pH, pW)`` crops ``pH`` top and bottom and ``pW`` left and right, and
+        ``((top, bottom), (left, right))`` crops each side on its own (as ONNX's ``pads``).
+    output_padding : int or (int, int), default 0
+        Extra rows (columns) at the bottom (right); each must be smaller than the stride
+        or the dilation of its dimension.
+    groups : int, default 1
+        Input and output channels are split into ``groups`` independent groups;
+        ``groups == C_in`` is a depthwise transposed convolution.
+    dilation : int or (int, int), default 1
+        Spacing between kernel taps.
+    output_size : sequence of int, optional
+        Wanted ``(H_out, W_out)`` (or a full shape whose last two entries count); picks the
+        ``output_padding`` as ``torch.nn.ConvTranspose2d.forward`` does.
+    out : numpy.ndarray, optional
+        Array of exactly the result's shape and dtype to write into; returned.
+    backend : {"auto", "direct", "im2col"}, default "auto"
+        Which implementation runs; ``"auto"`` chooses by a cost model (see :func:`explain`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, H_out, W_out)``, or ``(C_out, H_out, W_out)`` for unbatched input, of
+        dtype ``np.result_type(x, weight, bias)``.
+
+    Raises
+    ------
+    TypeError
+        Non-float arrays (integer, bool, complex, float16, object), non-integer
+        hyper-parameters, an ``out`` that is not an ndarray.
+    ValueError
+        Wrong number of dimensions, inconsistent channels, bias shape, stride or dilation
+        below 1, negative padding, ``output_padding`` not below ``max(stride, dilation)``,
+        an empty or unreachable output size, ``out`` of the wrong shape or dtype, an
+        unknown backend.
+
+    See Also
+    --------
+    output_shape : the output shape alone.
+    explain : which backend ``"auto"`` picks, and why.
+
+    Notes
+    -----
+    Input pixel ``(ih, iw)`` reaches output pixel ``(ih*sH + kh*dH - top,
+    iw*sW + kw*dW - left)`` through kernel tap ``(kh, kw)``, so
+    ``H_out = (H - 1)*sH - (top + bottom) + dH*(kH - 1) + output_padding_H + 1``. This is
+    the gradient of a convolution with respect to its input, and equals a stride-1
+    convolution of the zero-inserted input with the flipped kernel (Dumoulin & Visin,
+    "A guide to convolution arithmetic for deep learning", 2016).
+
+    Inputs are never modified; they are copied only when they are not C-contiguous native
+    arrays of the result dtype. Results do not depend on the number of threads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x = np.ones((1, 1, 2, 2), np.float32)
+    >>> w = np.ones((1, 1, 3, 3), np.float32)
+    >>> ct.conv_transpose2d(x, w, stride=2)[0, 0]
+    array([[1., 1., 2., 1., 1.],
+           [1., 1., 2., 1., 1.],
+           [2., 2., 4., 2., 2.],
+           [1., 1., 2., 1., 1.],
+           [1., 1., 2., 1., 1.]], dtype=float32)
+    >>> ct.conv_transpose2d(np.zeros((16, 4, 4)), np.zeros((16, 8, 4, 4)),
+    ...                     stride=2, padding=1).shape
+    (8, 8, 8)
+    """
+    x = _host_array(x, "x")
+    weight = _host_array(weight, "weight")
+    bias = _host_array(bias, "bias")
+    operands = [a for a in (x, weight, bias) if a is not None]
+    params, shape, dtype = normalise(
+        x.shape, weight.shape, None if bias is None else bias.shape,
+        [a.dtype for a in operands], stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size)
+    name = dispatch.check_backend(backend)
+    if out is not None:
+        _check_out(out, shape, dtype)
+    x = np.ascontiguousarray(x, dtype)
+    weight = np.ascontiguousarray(weight, dtype)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype)
+    # compute straight into `out` when the kernels can write it and it aliases no input
+    direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
+                  and not any(np.may_share_memory(out, a) for a in operands))
+    result = out if direct_out else np.empty(shape, dtype)
+    if result.size:
+        x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
+        if name == "auto":
+            name = dispatch.choose(x4.shape, weight.shape, params, dtype).backend
+        dispatch.BACKENDS[name](x4, weight, bias, params, r4)
+    if out is not None and result is not out:
+        out[...] = result
+        return out
+    return result

@@ -1,0 +1,22 @@
+"""The ``direct`` backend: one parallel gather kernel, no workspace.
+
+Every output row is accumulated by one thread from the taps that reach it (see
+:mod:`convtranspose.cpu.taps`); no multiplication by inserted zeros happens.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels import direct_kernel
+from .taps import tap_tables
+
+__all__ = ["run"]
+
+
+def run(x, weight, bias, params, out):
+    """Compute into ``out``; all arrays C-contiguous, 4-D, one native float dtype."""
+    t = tap_tables(x.shape[2:], weight.shape[2:], out.shape[2:], params)
+    bias = np.empty(0, out.dtype) if bias is None else bias
+    direct_kernel(x, weight, bias, out, t.row_count, t.row_k, t.row_i,
+                  t.col_lo, t.col_hi, t.col_phase, t.col_q0, t.phases, t.q_len, params.groups)
+    return out

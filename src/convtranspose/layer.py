@@ -1,0 +1,102 @@
+"""``ConvTranspose2d``: a layer holding its weight and bias, initialised as PyTorch does."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .api import conv_transpose2d
+from .params import _as_pair, _make_params, _as_int
+
+__all__ = ["ConvTranspose2d"]
+
+
+class ConvTranspose2d:
+    """Transposed 2-D convolution layer, the NumPy twin of ``torch.nn.ConvTranspose2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output; both divisible by ``groups``.
+    kernel_size : int or (int, int)
+        Kernel height and width.
+    stride, padding, output_padding, groups, dilation
+        As for :func:`convtranspose.conv_transpose2d` (``padding`` may be asymmetric).
+    bias : bool, default True
+        Whether the layer adds a learnable bias.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Dtype of the parameters.
+    seed : int or numpy.random.Generator, optional
+        Seeds the initialisation.
+
+    Attributes
+    ----------
+    weight : numpy.ndarray, shape (in_channels, out_channels // groups, kH, kW)
+    bias : numpy.ndarray of shape (out_channels,), or None
+
+    Notes
+    -----
+    PyTorch's initialisation: ``kaiming_uniform_(weight, a=sqrt(5))`` with the fan-in
+    ``(out_channels // groups) * kH * kW`` that PyTorch computes from this weight layout,
+    which draws ``weight`` and ``bias`` from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=3, stride=2, seed=0)
+    >>> x = np.zeros((1, 4, 5, 5), np.float32)
+    >>> layer(x).shape
+    (1, 2, 11, 11)
+    >>> layer(x, output_size=(12, 12)).shape
+    (1, 2, 12, 12)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, *, dtype=np.float32,
+                 seed=None):
+        self.in_channels = _as_int(in_channels, "in_channels")
+        self.out_channels = _as_int(out_channels, "out_channels")
+        self.kernel_size = _as_pair(kernel_size, "kernel_size")
+        params = _make_params(stride, padding, output_padding, dilation, groups)
+        self.stride, self.padding = params.stride, padding
+        self.output_padding, self.dilation = params.output_padding, params.dilation
+        self.groups = params.groups
+        for name, value in (("in_channels", self.in_channels),
+                            ("out_channels", self.out_channels)):
+            if value < 1 or value % self.groups:
+                raise ValueError(f"{name} must be a positive multiple of groups = "
+                                 f"{self.groups}, got {value}")
+        if min(self.kernel_size) < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        rng = np.random.default_rng(seed)
+        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        fan_in = shape[1] * shape[2] * shape[3]
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
+        self.bias = rng.uniform(-bound, bound, self.out_channels).astype(dtype) if bias else None
+
+    def __call__(self, x, output_size=None):
+        """Apply the layer; see :meth:`forward`."""
+        return self.forward(x, output_size)
+
+    def forward(self, x, output_size=None):
+        """Transposed convolution of ``x`` with the layer's weight and bias.
+
+        With ``output_size`` the layer's ``output_padding`` is ignored and derived from the
+        wanted size instead, as in ``torch.nn.ConvTranspose2d.forward``.
+        """
+        output_padding = 0 if output_size is not None else self.output_padding
+        return conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                output_padding, self.groups, self.dilation,
+                                output_size=output_size)
+
+    def __repr__(self):
+        return (f"ConvTranspose2d({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, output_padding={self.output_padding}, "
+                f"groups={self.groups}, dilation={self.dilation}, "
+                f"bias={self.bias is not None}, dtype={self.weight.dtype})")
