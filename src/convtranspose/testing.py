@@ -1,0 +1,91 @@
+"""Helpers shared by the tests, ``python -m convtranspose check`` and the benchmarks.
+
+One tolerance table and one generator of random valid problems, so every place that
+checks a backend checks it the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .params import normalise
+
+__all__ = ["TOLERANCE", "Problem", "random_problem", "relative_error", "assert_close"]
+
+#: Largest allowed ``max|actual - expected| / max|expected|`` per result dtype, against the
+#: float64 reference (or PyTorch).
+TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def relative_error(actual, expected):
+    """``max|actual - expected| / max|expected|`` (absolute when ``expected`` is all zero)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {actual.shape} != expected {expected.shape}")
+    if expected.size == 0:
+        return 0.0
+    scale = np.max(np.abs(expected))
+    err = np.max(np.abs(actual - expected))
+    return float(err / scale) if scale > 0 else float(err)
+
+
+def assert_close(actual, expected, dtype, factor=1.0):
+    """Assert ``relative_error(actual, expected) <= factor * TOLERANCE[dtype]``."""
+    tol = factor * TOLERANCE[np.dtype(dtype)]
+    err = relative_error(actual, expected)
+    if not err <= tol:   # also catches NaN
+        raise AssertionError(f"relative error {err:.3g} exceeds {tol:.3g} ({np.dtype(dtype)})")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A valid random problem: shapes plus keyword arguments for ``conv_transpose2d``."""
+
+    x_shape: tuple
+    w_shape: tuple
+    bias: bool
+    kwargs: dict
+
+    def arrays(self, dtype=np.float64, seed=0):
+        """Random ``(x, weight, bias)`` (bias ``None`` when the problem has none)."""
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(self.x_shape).astype(dtype)
+        w = rng.standard_normal(self.w_shape).astype(dtype)
+        c_out = self.w_shape[1] * self.kwargs.get("groups", 1)
+        b = rng.standard_normal(c_out).astype(dtype) if self.bias else None
+        return x, w, b
+
+    def __str__(self):
+        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return f"x{self.x_shape} w{self.w_shape} bias={self.bias} {args}"
+
+
+def random_problem(rng, max_channels=8, max_size=9, max_kernel=5, max_stride=4,
+                   max_dilation=3):
+    """Draw a valid problem covering every parameter: strides, asymmetric padding,
+    output_padding, dilation, groups, non-square kernels and images, unbatched and N=0."""
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        c_in = groups * int(rng.integers(1, max_channels // groups + 1))
+        c_out_g = int(rng.integers(1, max(2, max_channels // groups) + 1))
+        k = tuple(int(v) for v in rng.integers(1, max_kernel + 1, 2))
+        hw = tuple(int(v) for v in rng.integers(1, max_size + 1, 2))
+        stride = tuple(int(v) for v in rng.integers(1, max_stride + 1, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, max_dilation + 1, 2))
+        op = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
+        if rng.random() < 0.3:
+            padding = tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2))
+        else:
+            padding = tuple(int(v) for v in rng.integers(0, 3, 2))
+        n = int(rng.choice([0, 1, 2, 3])) if rng.random() < 0.8 else None
+        x_shape = (c_in, *hw) if n is None else (n, c_in, *hw)
+        w_shape = (c_in, c_out_g, *k)
+        kwargs = dict(stride=stride, padding=padding, output_padding=op, groups=groups,
+                      dilation=dilation)
+        try:
+            normalise(x_shape, w_shape, None, [np.dtype(np.float64)], **kwargs)
+        except ValueError:      # e.g. padding crops the whole output: draw again
+            continue
+        return Problem(x_shape, w_shape, bool(rng.random() < 0.7), kwargs)
