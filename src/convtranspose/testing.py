@@ -63,9 +63,12 @@ class Problem:
 
 
 def random_problem(rng, max_channels=8, max_size=9, max_kernel=5, max_stride=4,
-                   max_dilation=3):
+                   max_dilation=3, asymmetric=True):
     """Draw a valid problem covering every parameter: strides, asymmetric padding,
-    output_padding, dilation, groups, non-square kernels and images, unbatched and N=0."""
+    output_padding, dilation, groups, non-square kernels and images, unbatched and N=0.
+
+    ``asymmetric=False`` keeps to what PyTorch can express (symmetric padding).
+    """
     while True:
         groups = int(rng.choice([1, 1, 2, 3]))
         c_in = groups * int(rng.integers(1, max_channels // groups + 1))
@@ -75,7 +78,7 @@ def random_problem(rng, max_channels=8, max_size=9, max_kernel=5, max_stride=4,
         stride = tuple(int(v) for v in rng.integers(1, max_stride + 1, 2))
         dilation = tuple(int(v) for v in rng.integers(1, max_dilation + 1, 2))
         op = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
-        if rng.random() < 0.3:
+        if asymmetric and rng.random() < 0.3:
             padding = tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2))
         else:
             padding = tuple(int(v) for v in rng.integers(0, 3, 2))

@@ -1,0 +1,178 @@
+"""Timing of the benchmark suite: medians of repeats after warm-up, against PyTorch.
+
+Used by ``python -m convtranspose bench``; the JSON it writes is read by the
+performance notebook. Speed is only ever measured here and in ``asv_benchmarks/``,
+never asserted in unit tests.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import __version__
+from .api import conv_transpose2d
+from .suite import SUITE
+
+__all__ = ["median_time", "gemm_gflops", "torch_runner", "run_suite", "geometric_mean"]
+
+
+def median_time(fn, repeat=5, warmup=1, min_seconds=0.05):
+    """Median wall time of ``fn()`` in seconds over ``repeat`` samples after ``warmup`` calls.
+
+    A sample of a fast call loops until it lasts ``min_seconds`` and reports the mean per
+    call, so timer resolution does not dominate tiny problems.
+    """
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    loops = max(1, int(min_seconds / max(once, 1e-9)))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        samples.append((time.perf_counter() - t0) / loops)
+    return float(np.median(samples))
+
+
+def gemm_gflops(dtype=np.float32, n=2048, repeat=5):
+    """The measured rate of a square ``n x n`` GEMM (NumPy's BLAS), in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    c = np.empty((n, n), dtype)
+    t = median_time(lambda: np.matmul(a, b, out=c), repeat=repeat, min_seconds=0.0)
+    return 2 * n ** 3 / t / 1e9
+
+
+def torch_runner(x, w, b, kwargs):
+    """A zero-argument callable running PyTorch's ``conv_transpose2d`` on the CPU, or None."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    tx, tw, tb = (torch.from_numpy(np.ascontiguousarray(a)) for a in (x, w, b))
+    kw = dict(kwargs)
+
+    def run():
+        with torch.no_grad():
+            return F.conv_transpose2d(tx, tw, tb, **kw)
+    return run
+
+
+def geometric_mean(values):
+    values = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def _progress(done, total, label, stream, width=30):
+    if stream is None or (not stream.isatty() and done not in (0, total)):
+        return
+    filled = int(width * done / max(total, 1))
+    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<28}")
+    if done == total:
+        stream.write("\n")
+    stream.flush()
+
+
+def _meta(dtype, threads, gemm):
+    import numba
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    return dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                machine=platform.processor() or platform.machine(), platform=platform.platform(),
+                python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
+                convtranspose=__version__, torch=torch_version, threads=threads,
+                dtype=np.dtype(dtype).name, gemm_gflops=gemm)
+
+
+def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float32,
+              repeat=5, with_torch=True, progress="stderr"):
+    """Time each backend (and PyTorch) on each suite shape; return a JSON-ready dict.
+
+    ``{"meta": {...}, "results": [{"shape", "backend", "dtype", "median_s", "gflops",
+    "ratio_torch"}, ...]}``; ``"backend": "torch"`` rows hold PyTorch's own times and
+    ``ratio_torch`` is this backend's time over PyTorch's in the same run.
+    """
+    import numba
+    progress = sys.stderr if progress == "stderr" else progress
+    shapes = list(SUITE if shapes is None else shapes)
+    threads = numba.get_num_threads()
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        with_torch = False
+    dtype = np.dtype(dtype)
+    total = len(shapes) * (len(backends) + bool(with_torch))
+    done = 0
+    rows = []
+    _progress(0, total, "GEMM rate", progress)
+    gemm = gemm_gflops(dtype, repeat=3)
+    for shape in shapes:
+        x, w, b = shape.arrays(dtype)
+        kw = shape.kwargs()
+        t_torch = None
+        runner = torch_runner(x, w, b, kw) if with_torch else None
+        if runner is not None:
+            _progress(done, total, f"{shape.name} torch", progress)
+            t_torch = median_time(runner, repeat)
+            rows.append(dict(shape=shape.name, backend="torch", dtype=dtype.name,
+                             median_s=t_torch, gflops=shape.flops / t_torch / 1e9,
+                             ratio_torch=1.0))
+            done += 1
+        out = np.empty(_out_shape(shape), dtype)
+        for backend in backends:
+            _progress(done, total, f"{shape.name} {backend}", progress)
+            t = median_time(lambda: conv_transpose2d(x, w, b, out=out, backend=backend, **kw),
+                            repeat)
+            rows.append(dict(shape=shape.name, backend=backend, dtype=dtype.name, median_s=t,
+                             gflops=shape.flops / t / 1e9,
+                             ratio_torch=None if t_torch is None else t / t_torch))
+            done += 1
+    _progress(total, total, "done", progress)
+    return dict(meta=_meta(dtype, threads, gemm), results=rows)
+
+
+def _out_shape(shape):
+    from .params import output_shape
+    return output_shape(shape.x_shape, shape.w_shape, **shape.kwargs())
+
+
+def format_table(report):
+    """The report as a fixed-width text table with geometric means of the ratios."""
+    rows = report["results"]
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    by = {(r["shape"], r["backend"]): r for r in rows}
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    head = f"{'shape':<14}" + "".join(f"{b:>30}" for b in backends)
+    lines = [f"dtype {report['meta']['dtype']}, {report['meta']['threads']} threads, "
+             f"GEMM {report['meta']['gemm_gflops']:.0f} GFLOP/s; per backend: ms  GFLOP/s  "
+             "(time / torch)", head]
+    for s in shapes:
+        cells = []
+        for b in backends:
+            r = by.get((s, b))
+            if r is None:
+                cells.append(f"{'-':>30}")
+                continue
+            ratio = "" if r["ratio_torch"] is None else f"({r['ratio_torch']:.2f}x)"
+            cells.append(f"{r['median_s'] * 1e3:>11.3f} {r['gflops']:>8.1f} {ratio:>9}")
+        lines.append(f"{s:<14}" + "".join(cells))
+    gm = [geometric_mean([by[(s, b)]["ratio_torch"] for s in shapes if (s, b) in by])
+          for b in backends]
+    if any(g is not None for g in gm):
+        lines.append(f"{'geomean':<14}" + "".join(
+            f"{'' if g is None else f'({g:.2f}x)':>30}" for g in gm))
+    return "\n".join(lines)
