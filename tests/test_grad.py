@@ -210,3 +210,17 @@ def test_layer_backward_needs_forward():
         ct.ConvTranspose2d(1, 1, 2).backward(np.ones((1, 1, 3, 3), np.float32))
     with pytest.raises(RuntimeError, match="forward"):
         ct.Conv2d(1, 1, 2).backward(np.ones((1, 1, 3, 3), np.float32))
+
+
+def test_training_example_step_matches_torch():
+    """examples/train_autoencoder.py: forward, backward and one Adam step as in PyTorch."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_autoencoder.py"
+    spec = importlib.util.spec_from_file_location("train_autoencoder", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check = module.torch_check(seed=1, batch=8)
+    assert max(check.values()) < 1e-10, check
