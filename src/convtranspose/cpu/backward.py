@@ -107,8 +107,12 @@ def weight_grad_kernel(a, b, gw, sh, sw, dh, dw, top, left, groups):
                 for kw in range(k_w):
                     off = kw * dw - left
                     lo, hi = _span(off, sw, w, w_o)
-                    for ow in range(lo, hi):
-                        acc[kw] += arow[ow] * brow[ow * sw + off]
+                    if hi > lo:
+                        # a typed scalar accumulator, so the loop vectorises
+                        s = arow[lo] * brow[lo * sw + off]
+                        for ow in range(lo + 1, hi):
+                            s += arow[ow] * brow[ow * sw + off]
+                        acc[kw] += s
         row = gw[ca, j, kh]
         for kw in range(k_w):
             row[kw] = acc[kw]
