@@ -93,7 +93,8 @@ class ConvTranspose2d:
         """Transposed convolution of ``x`` with the layer's weight and bias.
 
         With ``output_size`` the layer's ``output_padding`` is ignored and derived from the
-        wanted size instead, as in ``torch.nn.ConvTranspose2d.forward``.
+        wanted size instead, as in ``torch.nn.ConvTranspose2d.forward``. The layer keeps
+        a reference to ``x`` for :meth:`backward`.
         """
         output_padding = 0 if output_size is not None else self.output_padding
         y = conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
