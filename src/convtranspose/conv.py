@@ -29,14 +29,22 @@ def check_method(backend):
     return backend
 
 
-def correlate_method(c_out_g, c_in_g, k_hw):
-    """``"im2col"`` when the GEMM has enough rows and depth to beat the gather kernel."""
-    return "im2col" if c_out_g >= 4 and c_in_g * k_hw[0] * k_hw[1] >= 16 else "direct"
+#: Multiply-adds per group below which the gather kernel's lower overhead wins.
+_SMALL_WORK = 2 ** 20
 
 
-def weight_grad_method(c_a_g, c_b_g, k_hw):
-    """The same choice for a weight gradient ``(C_a_g, C_b_g*kH*kW)`` per group."""
-    return "im2col" if c_a_g >= 4 and c_b_g * k_hw[0] * k_hw[1] >= 16 else "direct"
+def correlate_method(c_out_g, c_in_g, k_hw, pixels):
+    """``"im2col"`` when the GEMM (``C_out_g`` rows, ``C_in_g*kH*kW`` deep, ``pixels``
+    columns) is large enough to beat the gather kernel, else ``"direct"``."""
+    depth = c_in_g * k_hw[0] * k_hw[1]
+    big = c_out_g * depth * pixels >= _SMALL_WORK
+    return "im2col" if big and c_out_g >= 4 and depth >= 16 else "direct"
+
+
+def weight_grad_method(c_a_g, c_b_g, k_hw, pixels):
+    """The same choice for a weight gradient ``(C_a_g, C_b_g*kH*kW)`` per group, summed
+    over ``pixels``."""
+    return correlate_method(c_a_g, c_b_g, k_hw, pixels)
 
 
 def _batched(a):
@@ -119,7 +127,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if out.size:
         g = params.groups
         if method == "auto":
-            method = correlate_method(weight.shape[0] // g, weight.shape[1], weight.shape[2:])
+            method = correlate_method(weight.shape[0] // g, weight.shape[1], weight.shape[2:],
+                                      out.size // out.shape[-3])
         kernels.correlate(_batched(x), weight, bias, _batched(out), params.stride,
                           params.dilation, (params.pad_h[0], params.pad_w[0]), g, method)
     return out
@@ -218,7 +227,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         grad_weight = np.empty(weight.shape, dtype)
         name = method
         if name == "auto":
-            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:])
+            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
+                                      g4.size // g4.shape[1])
         kernels.weight_grad(g4, x4, grad_weight, params.stride, params.dilation,
                             (params.pad_h[0], params.pad_w[0]), grp, name)
     if needs_bias_grad:

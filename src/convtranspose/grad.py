@@ -107,14 +107,15 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
             name = method
             if name == "auto":
                 name = correlate_method(weight.shape[0] // grp, weight.shape[1],
-                                        weight.shape[2:])
+                                        weight.shape[2:], x4.size // x4.shape[1])
             kernels.correlate(g4, weight, None, _batched(grad_input), params.stride,
                               params.dilation, before, grp, name)
     if needs_weight_grad:
         grad_weight = np.empty(weight.shape, dtype)
         name = method
         if name == "auto":
-            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:])
+            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
+                                      x4.size // x4.shape[1])
         kernels.weight_grad(x4, g4, grad_weight, params.stride, params.dilation, before, grp,
                             name)
     if needs_bias_grad:
