@@ -67,8 +67,12 @@ def correlate_kernel(x, weight, bias, out, sh, sw, dh, dw, top, left, groups):
                     wv = weight[co, c, kh, kw]
                     off = kw * dw - left
                     lo, hi = _span(off, sw, w, w_out)
-                    for ow in range(lo, hi):
-                        acc[ow] += wv * xrow[ow * sw + off]
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            acc[ow] += wv * xrow[ow + off]
+                    else:
+                        for ow in range(lo, hi):
+                            acc[ow] += wv * xrow[ow * sw + off]
         row = out[n, co, oh]
         if bias.shape[0] > 0:
             bv = bias[co]
@@ -110,8 +114,12 @@ def weight_grad_kernel(a, b, gw, sh, sw, dh, dw, top, left, groups):
                     if hi > lo:
                         # a typed scalar accumulator, so the loop vectorises
                         s = arow[lo] * brow[lo * sw + off]
-                        for ow in range(lo + 1, hi):
-                            s += arow[ow] * brow[ow * sw + off]
+                        if sw == 1:
+                            for ow in range(lo + 1, hi):
+                                s += arow[ow] * brow[ow + off]
+                        else:
+                            for ow in range(lo + 1, hi):
+                                s += arow[ow] * brow[ow * sw + off]
                         acc[kw] += s
         row = gw[ca, j, kh]
         for kw in range(k_w):
@@ -144,8 +152,12 @@ def im2col_kernel(src, cols, n0, sh, sw, dh, dw, top, left):
         lo, hi = _span(off, sw, w, w_o)
         for ow in range(lo):
             dst[ow] = 0
-        for ow in range(lo, hi):
-            dst[ow] = srow[ow * sw + off]
+        if sw == 1:              # contiguous: a plain copy the compiler vectorises
+            for ow in range(lo, hi):
+                dst[ow] = srow[ow + off]
+        else:
+            for ow in range(lo, hi):
+                dst[ow] = srow[ow * sw + off]
         for ow in range(hi, w_o):
             dst[ow] = 0
 
