@@ -14,10 +14,14 @@ import numpy as np
 from .cpu import direct, im2col
 from .params import normalise
 
-__all__ = ["BACKENDS", "Choice", "check_backend", "choose", "explain", "flops"]
+__all__ = ["BACKENDS", "GPU_BACKENDS", "Choice", "check_backend", "choose", "explain", "flops",
+           "is_device_array", "run_backend"]
 
 #: name -> run(x, weight, bias, params, out), every one computing into ``out``.
 BACKENDS = {"direct": direct.run, "im2col": im2col.run}
+#: Backends on the GPU, loaded lazily by :func:`run_backend` (not in ``BACKENDS``, so
+#: loops over the CPU backends never touch numba.cuda).
+GPU_BACKENDS = ("cuda",)
 
 # Fitted rates, FLOP/s, per dtype: direct kernel at long rows, GEMM at large K,
 # col2im bytes/s, and the half-efficiency lengths (row length for direct, K for GEMM).
@@ -31,21 +35,31 @@ _GEMM_HALF_K = 16.0        # GEMM inner dimension (C_in / groups) at which BLAS 
 
 def check_backend(backend):
     """Return ``backend`` if it names a backend or ``"auto"``, else raise ``ValueError``."""
-    names = ("auto", *BACKENDS)
+    names = ("auto", *BACKENDS, *GPU_BACKENDS)
     if not isinstance(backend, str) or backend not in names:
         raise ValueError(f"backend must be one of {names}, got {backend!r}")
     return backend
 
 
-def reject_device_array(a, name):
-    """Raise ``TypeError`` for a GPU array: this version computes on the CPU only."""
+def is_device_array(a, name):
+    """True for a CUDA array (``__cuda_array_interface__``, or a simulated Numba device
+    array); ``TypeError`` for a torch tensor that requires grad. Never imports numba.cuda."""
     try:
-        is_device = hasattr(a, "__cuda_array_interface__")
-    except Exception:   # torch tensors that require grad raise from the attribute
-        is_device = True
-    if is_device:
-        raise TypeError(f"{name} is a CUDA array; this version of convtranspose runs on the "
-                        "CPU only: copy it to a NumPy array first")
+        if hasattr(a, "__cuda_array_interface__"):
+            return True
+    except RuntimeError:   # torch tensors that require grad raise from the attribute
+        raise TypeError(f"{name} is a torch tensor that requires grad; convtranspose does not "
+                        f"track gradients: pass {name}.detach()") from None
+    return type(a).__module__.startswith(("numba.cuda.", "numba_cuda."))
+
+
+def run_backend(name):
+    """The ``run(x, weight, bias, params, out)`` of backend ``name`` (host arrays);
+    ``"cuda"`` copies to the GPU and back and is imported only when asked for."""
+    if name in GPU_BACKENDS:
+        from .cuda import run
+        return run
+    return BACKENDS[name]
 
 
 def flops(x_shape, w_shape, groups):
