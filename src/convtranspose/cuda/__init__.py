@@ -130,15 +130,17 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     Examples
     --------
     >>> import numpy as np
+    >>> import convtranspose as ct
     >>> from convtranspose import cuda
-    >>> if cuda.is_available():
+    >>> x = np.ones((1, 1, 2, 2), np.float32)
+    >>> w = np.ones((1, 1, 3, 3), np.float32)
+    >>> if cuda.is_available():             # a Numba device array in, one out
     ...     from numba import cuda as nbcuda
-    ...     x = nbcuda.to_device(np.ones((1, 1, 2, 2), np.float32))
-    ...     y = cuda.conv_transpose2d(x, np.ones((1, 1, 3, 3), np.float32), stride=2)
-    ...     print(y.copy_to_host()[0, 0, 2])
+    ...     y = cuda.conv_transpose2d(nbcuda.to_device(x), w, stride=2).copy_to_host()
     ... else:
-    ...     print([2., 2., 4., 2., 2.])
-    [2. 2. 4. 2. 2.]
+    ...     y = ct.conv_transpose2d(x, w, stride=2)
+    >>> y[0, 0, 2]
+    array([2., 2., 4., 2., 2.], dtype=float32)
     """
     from .arrays import conv_transpose2d as impl
     return impl(x, weight, bias, stride, padding, output_padding, groups, dilation,

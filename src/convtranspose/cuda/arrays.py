@@ -44,7 +44,10 @@ def _device_id(a, kind):
     if kind == "cupy":
         return a.device.id
     if kind == "numba" and not _SIM:
-        return a.gpu_data.context.device.id if a.gpu_data is not None else None
+        try:
+            return a.gpu_data.context.device.id
+        except AttributeError:
+            return None
     return None     # unknown: the current device
 
 
@@ -117,7 +120,13 @@ def _overlaps(d, others):
 
 
 def _as4(d):
-    return d if d.ndim == 4 else d.reshape(1, *d.shape)
+    """``(C, H, W)`` -> ``(1, C, H, W)`` as a view, whatever the strides."""
+    if d.ndim == 4:
+        return d
+    if _SIM or d.is_c_contiguous():
+        return d[None] if _SIM else d.reshape(1, *d.shape)
+    return cuda.devicearray.DeviceNDArray((1, *d.shape), (d.strides[0] * d.shape[0], *d.strides),
+                                          d.dtype, gpu_data=d.gpu_data)
 
 
 def _compute(x4, w, b, out4, params, stream=0):

@@ -26,10 +26,12 @@ for ``.f64``). Kernels assume valid arguments and never allocate the result.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numba
 import numpy as np
 from numba import cuda
+from numba.core.errors import NumbaPerformanceWarning
 
 __all__ = ["GATHER_THREADS", "GATHER_MAX_BLOCKS", "TILE_CO", "TILE_P", "TILE_K", "REG_CO",
            "REG_P", "TILED_MAX_BLOCKS", "TILED_MIN_CHANNELS", "gather_kernel", "tiled_kernel",
@@ -261,7 +263,10 @@ def launch(kind, x, weight, bias, out, params, stream=0):
         kern = gather_kernel(dtype)
         threads = GATHER_THREADS
         blocks = max(1, min(-(-total // threads), GATHER_MAX_BLOCKS))
-    kern[blocks, threads, stream](x, weight, bias, out, *_args(params), has_bias)
+    with warnings.catch_warnings():
+        # small problems legitimately launch few blocks
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        kern[blocks, threads, stream](x, weight, bias, out, *_args(params), has_bias)
     return out
 
 

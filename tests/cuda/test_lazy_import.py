@@ -1,0 +1,27 @@
+"""``import convtranspose`` and the CPU paths never import numba.cuda (no GPU needed)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import convtranspose
+
+CODE = """
+import sys, numpy as np
+import convtranspose as ct
+assert ct.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), stride=2).shape == (1, 1, 4, 4)
+ct.explain(np.empty((1, 1, 2, 2)), np.empty((1, 1, 2, 2)))
+import convtranspose.cuda                      # the package itself is light too
+print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda"))))
+"""
+
+
+def test_import_does_not_load_numba_cuda():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(convtranspose.__file__)), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
