@@ -12,8 +12,8 @@ zero is formed and results do not depend on the launch shape.
   ``sH*sW`` residue classes (``(oh + top) % sH``, ``(ow + left) % sW``); inside one class
   every pixel uses the same taps, so the problem becomes a GEMM per class:
   ``out[co, p] = sum_{ci, kh, kw} weight[ci, co, kh, kw] * x[ci, ih(p, kh), iw(p, kw)]``.
-  A block owns ``TILE_CO`` output channels by ``TILE_P`` pixels of one class and
-  one image; it stages ``TILE_K`` input channels of weights and (zero-filled at the
+  A block owns ``TILE_CO`` output channels by ``TILE_P`` pixels of one class (the
+  batch is folded into the pixels, so small images with a large batch fill tiles); it stages ``TILE_K`` input channels of weights and (zero-filled at the
   borders) inputs in shared memory, and each thread keeps ``REG_CO x REG_P`` results in
   registers.
 
@@ -135,9 +135,9 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
         c_in_g = c_in // groups
         cls_h = (h_out + s_h - 1) // s_h           # most rows in one residue class
         cls_w = (w_out + s_w - 1) // s_w
-        p_tiles = (cls_h * cls_w + tile_p - 1) // tile_p
+        p_tiles = (n_img * cls_h * cls_w + tile_p - 1) // tile_p
         co_tiles = (c_out_g + tile_co - 1) // tile_co
-        n_tiles = n_img * s_h * s_w * groups * co_tiles * p_tiles
+        n_tiles = s_h * s_w * groups * co_tiles * p_tiles
 
         w_s = cuda.shared.array((tile_k, tile_co), nbt)
         x_s = cuda.shared.array((tile_k, tile_p), nbt)
@@ -154,18 +154,17 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
             g = r % groups
             r = r // groups
             rw = r % s_w
-            r = r // s_w
-            rh = r % s_h
-            n = r // s_h
+            rh = r // s_w
             # the class: rows oh with (oh + top) % s_h == rh, columns likewise
             oh0 = (rh + s_h - top % s_h) % s_h
             ow0 = (rw + s_w - left % s_w) % s_w
             nh = (h_out - oh0 + s_h - 1) // s_h if oh0 < h_out else 0
             nw = (w_out - ow0 + s_w - 1) // s_w if ow0 < w_out else 0
-            npix = nh * nw
+            npix = nh * nw                           # pixels of the class in one image
+            total = n_img * npix                     # ... in the whole batch
             p0 = pt * tile_p
             j0 = ct * tile_co
-            if p0 >= npix:
+            if p0 >= total:
                 continue                             # the same for the whole block
             for a in range(reg_co):
                 for b in range(reg_p):
@@ -192,7 +191,9 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
                             ci = ci0 + kk
                             p = p0 + pp
                             v = zero
-                            if ci < c_in_g and p < npix:
+                            if ci < c_in_g and p < total:
+                                n = p // npix
+                                p = p - n * npix
                                 pa = p // nw
                                 t = oh0 + pa * s_h + top - kh * d_h
                                 u = ow0 + (p - pa * nw) * s_w + left - kw * d_w
@@ -218,7 +219,9 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
                         bv = nbt(bias[co])
                     for b in range(reg_p):
                         p = p0 + tx + b * tx_n
-                        if p < npix:
+                        if p < total:
+                            n = p // npix
+                            p = p - n * npix
                             pa = p // nw
                             out[n, co, oh0 + pa * s_h, ow0 + (p - pa * nw) * s_w] = acc[a, b] + bv
 
@@ -254,9 +257,9 @@ def launch(kind, x, weight, bias, out, params, stream=0):
         kern = tiled_kernel(dtype, TILE_CO, TILE_P, TILE_K, REG_CO, REG_P)
         n, _, h_out, w_out = out.shape
         s_h, s_w = params.stride
-        p_tiles = -(-(-(-h_out // s_h) * -(-w_out // s_w)) // TILE_P)
+        p_tiles = -(-(n * -(-h_out // s_h) * -(-w_out // s_w)) // TILE_P)
         co_tiles = -(-weight.shape[1] // TILE_CO)
-        tiles = n * s_h * s_w * params.groups * co_tiles * p_tiles
+        tiles = s_h * s_w * params.groups * co_tiles * p_tiles
         threads = (TILE_CO // REG_CO) * (TILE_P // REG_P)
         blocks = max(1, min(tiles, TILED_MAX_BLOCKS))
     else:
