@@ -135,9 +135,22 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
     'im2col'
     """
     b_shape = None if bias is None else tuple(bias.shape)
+    on_gpu = any(is_device_array(a, n) for a, n in ((x, "x"), (weight, "weight"), (bias, "bias"))
+                 if a is not None)
+    dtypes = [x.dtype, weight.dtype]
+    if on_gpu:
+        from .cuda.arrays import dtype_of
+        dtypes = [np.dtype(dtype_of(a, n)) for a, n in ((x, "x"), (weight, "weight"))]
     params, _, dtype = normalise(tuple(x.shape), tuple(weight.shape), b_shape,
-                                 [x.dtype, weight.dtype], stride=stride, padding=padding,
+                                 dtypes, stride=stride, padding=padding,
                                  output_padding=output_padding, dilation=dilation,
                                  groups=groups, output_size=output_size)
     x_shape = tuple(x.shape) if len(x.shape) == 4 else (1, *x.shape)
+    if on_gpu:
+        from .cuda.kernels import pick_kernel
+        kernel = pick_kernel(x_shape, tuple(weight.shape), params.groups)
+        return Choice("cuda", f"CUDA arrays run on their GPU; the {kernel} kernel "
+                      f"(C_in/groups = {x_shape[1] // params.groups}, "
+                      f"C_out/groups = {weight.shape[1]})", {}, flops(x_shape, weight.shape,
+                                                                      params.groups))
     return choose(x_shape, tuple(weight.shape), params, dtype)

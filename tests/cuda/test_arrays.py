@@ -256,3 +256,14 @@ def test_suite_shapes_against_torch(dtype):
         ref = torch.nn.functional.conv_transpose2d(x.double(), w.double(), b.double(),
                                                    **shape.kwargs())
         assert_close(y.cpu().numpy(), ref.cpu().numpy(), dtype, factor=10)
+
+
+def test_explain_names_the_gpu_and_kernel(monkeypatch):
+    from convtranspose.cuda import kernels
+    monkeypatch.setattr(kernels, "TILED_MIN_CHANNELS", 4)
+    x = cuda.device_array((2, 8, 4, 4), np.float32)
+    choice = ct.explain(x, cuda.device_array((8, 4, 3, 3), np.float32), stride=2)
+    assert choice.backend == "cuda" and "tiled kernel" in choice.reason
+    choice = ct.explain(x, np.empty((8, 1, 3, 3), np.float32), groups=8)
+    assert choice.backend == "cuda" and "gather kernel" in choice.reason
+    assert choice.flops == 2 * 2 * 8 * 1 * 9 * 16

@@ -21,7 +21,7 @@ from ..dispatch import is_device_array
 from ..params import normalise
 from . import kernels
 
-__all__ = ["conv_transpose2d", "run_host", "array_kind", "caller_stream"]
+__all__ = ["conv_transpose2d", "run_host", "array_kind", "caller_stream", "dtype_of"]
 
 _SIM = bool(config.ENABLE_CUDASIM)
 
@@ -160,7 +160,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     operands = {"x": x, "weight": weight, "bias": bias}
     params, shape, dtype = normalise(
         tuple(x.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape),
-        [np.dtype(_dtype_of(a, n)) for n, a in operands.items() if a is not None],
+        [np.dtype(dtype_of(a, n)) for n, a in operands.items() if a is not None],
         stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
         groups=groups, output_size=output_size)
     devices = {n: _device_id(a, kinds.get(n, kx)) for n, a in
@@ -173,8 +173,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if out is not None:
         if tuple(out.shape) != shape:
             raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
-        if np.dtype(_dtype_of(out, "out")) != dtype:
-            raise ValueError(f"out must have dtype {dtype}, got {np.dtype(_dtype_of(out, 'out'))}")
+        if np.dtype(dtype_of(out, "out")) != dtype:
+            raise ValueError(f"out must have dtype {dtype}, got {np.dtype(dtype_of(out, 'out'))}")
     dev = next(iter(known.values()), None)
     ctx = cuda.gpus[dev] if (dev is not None and not _SIM) else contextlib.nullcontext()
     with ctx:
@@ -202,7 +202,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return result
 
 
-def _dtype_of(a, name):
+def dtype_of(a, name):
     dt = getattr(a, "dtype", None)
     if dt is None:
         raise TypeError(f"{name} must be an array of float32 or float64, got {type(a).__name__}")
