@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
 
 # Tiny launch shapes for the simulator; the real GPU keeps the defaults but also runs the
 # tiny shapes in test_kernels.py's launch-shape test.
-TINY = dict(GATHER_THREADS=4, GATHER_MAX_BLOCKS=2, TILE_CO=2, TILE_P=4, TILE_K=2, REG_CO=1,
+TINY = dict(GATHER_THREADS=4, GATHER_MAX_GRID=(1, 2, 2), TILE_CO=2, TILE_P=4, TILE_K=2, REG_CO=1,
             REG_P=2, TILED_MAX_BLOCKS=2)
 
 

@@ -91,15 +91,29 @@ def test_pick_kernel_by_size():
     assert kernels.pick_kernel((8, 3, 8, 8), (3, big, 4, 4), 1) == "gather"
 
 
-def test_launch_shape_does_not_change_result(monkeypatch):
-    """Different block and tile shapes give the same numbers (each output has one writer)."""
+@pytest.mark.parametrize("shape", [
+    dict(TILE_CO=4, TILE_P=2, TILE_K=3, REG_CO=2, REG_P=1),    # 4 threads share a pixel column
+    dict(TILE_CO=2, TILE_P=8, TILE_K=2, REG_CO=2, REG_P=4),    # 2 threads load 4 pixels each
+    dict(GATHER_THREADS=2, GATHER_MAX_GRID=(2, 1, 3)),
+], ids=["k_split", "p_slots", "gather_grid"])
+def test_launch_shape_does_not_change_result(shape, monkeypatch):
+    """Other block and tile shapes give the same numbers (each output has one writer)."""
     from convtranspose.cuda import kernels
-    x = np.random.default_rng(2).standard_normal((1, 5, 3, 3))
-    w = np.random.default_rng(3).standard_normal((5, 3, 3, 3))
-    monkeypatch.setattr(kernels, "TILED_MIN_CHANNELS", 1)
-    first = _run(x, w, None, dict(stride=2))
-    for name, value in dict(TILE_CO=4, TILE_P=2, TILE_K=3, REG_CO=2, REG_P=1).items():
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 5, 3, 4)), rng.standard_normal((5, 3, 3, 3))
+    kwargs = dict(stride=(2, 3), padding=((1, 0), (0, 2)), dilation=(1, 2))
+    monkeypatch.setattr(kernels, "TILED_MIN_CHANNELS", 1 if "TILE_P" in shape else 10**9)
+    first = _run(x, w, None, kwargs)
+    for name, value in shape.items():
         monkeypatch.setattr(kernels, name, value)
-    second = _run(x, w, None, dict(stride=2))
-    assert_close(first, conv_transpose2d_reference(x, w, stride=2), np.float64)
+    second = _run(x, w, None, kwargs)
+    assert_close(first, conv_transpose2d_reference(x, w, **kwargs), np.float64)
     np.testing.assert_array_equal(first, second)
+
+
+def test_bad_tiled_shape_is_value_error():
+    from convtranspose.cuda import kernels
+    with pytest.raises(ValueError, match="bad tiled launch shape"):
+        kernels.tiled_kernel(np.float32, 4, 6, 2, 1, 3)     # 8 threads for 6 pixel columns
+    with pytest.raises(ValueError, match="bad tiled launch shape"):
+        kernels.tiled_kernel(np.float32, 3, 4, 2, 2, 1)     # 3 channels in registers of 2

@@ -26,8 +26,11 @@ F64 = re.compile(r"\.f64\b")
 NB = {np.float32: numba.float32, np.float64: numba.float64}
 
 
-def _signature(dtype):
+def _signature(dtype, name):
     a4, a1, i = NB[dtype][:, :, :, ::1], NB[dtype][::1], numba.int64
+    if name == "gather":
+        t1, t2 = numba.int32[::1], numba.int32[:, ::1]
+        return (a4, a4, a1, a4, t1, t2, t2, t1, t2, t2, i, numba.boolean)
     return (a4, a4, a1, a4, i, i, i, i, i, i, i, numba.boolean)
 
 
@@ -51,16 +54,17 @@ KERNELS = {
 
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_float32_ptx_has_no_f64(name):
-    ptx = _ptx(KERNELS[name](np.float32).py_func, _signature(np.float32))
+    ptx = _ptx(KERNELS[name](np.float32).py_func, _signature(np.float32, name))
     assert ".target sm_90" in ptx
     assert "fma.rn.f32" in ptx                       # the arithmetic is there ...
     lines = [ln.strip() for ln in ptx.splitlines() if F64.search(ln)]
     assert not lines, f"float64 instructions in the float32 {name} kernel: {lines[:5]}"
+    assert ".local" not in ptx, "register tiles spilled to local memory"
 
 
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_float64_ptx_computes_in_f64(name):
-    ptx = _ptx(KERNELS[name](np.float64).py_func, _signature(np.float64))
+    ptx = _ptx(KERNELS[name](np.float64).py_func, _signature(np.float64, name))
     assert "fma.rn.f64" in ptx
 
 
