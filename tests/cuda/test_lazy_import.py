@@ -25,3 +25,15 @@ def test_import_does_not_load_numba_cuda():
                             env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_backend_cuda_without_gpu_says_why():
+    import numpy as np
+    import pytest
+
+    from convtranspose import cuda
+    if cuda.is_available():
+        pytest.skip("a GPU (or the simulator) is present")
+    with pytest.raises(RuntimeError, match="backend='cuda' needs a CUDA GPU"):
+        convtranspose.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), backend="cuda")
+    assert cuda.info()["available"] is False

@@ -9,14 +9,16 @@ import it when called, so ``import convtranspose`` works without a GPU, a CUDA d
 * :func:`run` -- the backend entry used by ``backend="cuda"`` with NumPy arrays: copies to
   the GPU, computes, copies back into ``out``.
 * :func:`is_available`, :func:`info` -- for ``python -m convtranspose info``.
-* :func:`time_call` -- synchronised timing for ``python -m convtranspose bench``.
+* :func:`time_call`, :func:`to_device` -- synchronised timing of device-resident calls for
+  ``python -m convtranspose bench``.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import time
 
-__all__ = ["conv_transpose2d", "run", "is_available", "info", "time_call", "implementation"]
+__all__ = ["conv_transpose2d", "run", "is_available", "info", "require", "time_call", "to_device",
+           "implementation"]
 
 
 def _numba_cuda():
@@ -153,8 +155,40 @@ def run(x, weight, bias, params, out):
     Same contract as the CPU backends' ``run``: 4-D C-contiguous arrays of one native
     float dtype, validated ``params``; returns ``out``.
     """
+    require()
     from .arrays import run_host
     return run_host(x, weight, bias, params, out)
+
+
+def require():
+    """Raise ``RuntimeError`` saying why, unless :func:`is_available`."""
+    if not is_available():
+        details = info()
+        raise RuntimeError(f"backend='cuda' needs a CUDA GPU: {details.get('reason')} "
+                           f"({details['implementation']}); use backend='auto' for the CPU, "
+                           "or NUMBA_ENABLE_CUDASIM=1 for Numba's (slow) simulator")
+
+
+def to_device(*arrays):
+    """Copy NumPy arrays to the current GPU as Numba device arrays (``None`` stays ``None``).
+
+    For timing the kernels without transfers, e.g. with :func:`time_call`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose import cuda
+    >>> if cuda.is_available():
+    ...     (x,) = cuda.to_device(np.ones((1, 1, 2, 2), np.float32))
+    ...     shape = x.shape
+    ... else:
+    ...     shape = (1, 1, 2, 2)
+    >>> shape
+    (1, 1, 2, 2)
+    """
+    require()
+    cuda = _numba_cuda()
+    return tuple(None if a is None else cuda.to_device(a) for a in arrays)
 
 
 def time_call(fn, repeat=10, warmup=2):
