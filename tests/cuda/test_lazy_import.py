@@ -1,9 +1,13 @@
-"""``import convtranspose`` and the CPU paths never import numba.cuda (no GPU needed)."""
+"""Without a GPU: ``import convtranspose`` and the CPU paths never import numba.cuda, and
+the cuda backend says clearly why it cannot run."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+import numpy as np
+import pytest
 
 import convtranspose
 
@@ -28,12 +32,25 @@ def test_import_does_not_load_numba_cuda():
 
 
 def test_backend_cuda_without_gpu_says_why():
-    import numpy as np
-    import pytest
-
     from convtranspose import cuda
     if cuda.is_available():
         pytest.skip("a GPU (or the simulator) is present")
     with pytest.raises(RuntimeError, match="backend='cuda' needs a CUDA GPU"):
         convtranspose.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), backend="cuda")
     assert cuda.info()["available"] is False
+
+
+class _FakeCudaArray:
+    """Claims to be a CUDA array (shape and dtype only)."""
+
+    shape, dtype = (1, 1, 2, 2), np.dtype(np.float32)
+    __cuda_array_interface__ = {"shape": (1, 1, 2, 2), "typestr": "<f4", "data": (0, False),
+                                "version": 2}
+
+
+def test_cuda_array_without_gpu_is_type_error():
+    from convtranspose import cuda
+    if cuda.is_available():
+        pytest.skip("a GPU (or the simulator) is present")
+    with pytest.raises(TypeError, match="no CUDA GPU can be used"):
+        convtranspose.conv_transpose2d(_FakeCudaArray(), np.ones((1, 1, 2, 2), np.float32))

@@ -124,7 +124,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     ------
     TypeError
         Host ``x`` with CUDA ``weight``/``bias``/``out`` (or CUDA ``out`` for host input),
-        a torch tensor that requires grad, non-float dtypes.
+        a torch tensor that requires grad, non-float dtypes, CUDA arrays where no GPU
+        can be used.
     ValueError
         Operands on different GPUs, and every bad argument
         :func:`convtranspose.conv_transpose2d` rejects.
@@ -144,6 +145,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     >>> y[0, 0, 2]
     array([2., 2., 4., 2., 2.], dtype=float32)
     """
+    if not is_available():
+        raise TypeError(f"CUDA arrays were given but no CUDA GPU can be used here: "
+                        f"{info().get('reason')}; copy them to NumPy arrays")
     from .arrays import conv_transpose2d as impl
     return impl(x, weight, bias, stride, padding, output_padding, groups, dilation,
                 output_size=output_size, out=out)

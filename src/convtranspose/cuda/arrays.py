@@ -68,7 +68,10 @@ def caller_stream(x, kind):
         ptr = torch.cuda.current_stream(x.device).cuda_stream
     elif kind == "cupy":
         import cupy
-        ptr = cupy.cuda.get_current_stream().ptr
+        try:
+            ptr = cupy.cuda.get_current_stream(x.device.id).ptr
+        except TypeError:       # CuPy < 13: the current device's stream
+            ptr = cupy.cuda.get_current_stream().ptr
     return cuda.external_stream(ptr) if ptr else cuda.default_stream()
 
 
