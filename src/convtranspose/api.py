@@ -68,9 +68,10 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, or an array of x's kind for CUDA input
         ``(N, C_out, H_out, W_out)``, or ``(C_out, H_out, W_out)`` for unbatched input, of
-        dtype ``np.result_type(x, weight, bias)``.
+        dtype ``np.result_type(x, weight, bias)``. CUDA arrays (Numba, CuPy, torch) give a
+        result of the same kind on the same GPU (see :func:`convtranspose.cuda.conv_transpose2d`).
 
     Raises
     ------

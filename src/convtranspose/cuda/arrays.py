@@ -155,7 +155,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                    output_size=output_size, out=out, backend="cuda")
     if kinds["out"] == "numpy":
         raise TypeError("x is a CUDA array but out is a host (NumPy) array: out must be a "
-                        "CUDA array of x's shape kind")
+                        "CUDA array too")
     host = {"weight": kinds["weight"] == "numpy", "bias": kinds["bias"] == "numpy"}
     weight = _host_ndarray(weight, "weight") if host["weight"] else weight
     if bias is not None and host["bias"]:
