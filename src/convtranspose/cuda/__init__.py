@@ -37,9 +37,12 @@ def implementation():
     True
     """
     try:
+        redirected = "numba_cuda" in (_numba_cuda().__file__ or "")
+    except ImportError:
+        redirected = False
+    if redirected:
         return f"numba-cuda {importlib.metadata.version('numba-cuda')}"
-    except importlib.metadata.PackageNotFoundError:
-        return f"numba {importlib.metadata.version('numba')} built-in numba.cuda"
+    return f"numba {importlib.metadata.version('numba')} built-in numba.cuda"
 
 
 def _simulator():
