@@ -95,7 +95,8 @@ def test_pick_kernel_by_size():
     dict(TILE_CO=4, TILE_P=2, TILE_K=3, REG_CO=2, REG_P=1),    # 4 threads share a pixel column
     dict(TILE_CO=2, TILE_P=8, TILE_K=2, REG_CO=2, REG_P=4),    # 2 threads load 4 pixels each
     dict(GATHER_THREADS=2, GATHER_MAX_GRID=(2, 1, 3)),
-], ids=["k_split", "p_slots", "gather_grid"])
+    dict(GATHER_THREADS=16, GATHER_MAX_GRID=(1, 1, 1)),        # 3-D block over planes
+], ids=["k_split", "p_slots", "gather_grid", "gather_planes"])
 def test_launch_shape_does_not_change_result(shape, monkeypatch):
     """Other block and tile shapes give the same numbers (each output has one writer)."""
     from convtranspose.cuda import kernels

@@ -43,7 +43,7 @@ __all__ = ["GATHER_THREADS", "GATHER_MAX_GRID", "TILE_CO", "TILE_P", "TILE_K", "
 # ---------------------------------------------------------------------------------------
 # launch shapes (patched small by tests/cuda/conftest.py)
 
-#: Threads per block of the gather kernel (a 2-D block: output columns by rows), and the
+#: Threads per block of the gather kernel (a 3-D block: output columns, rows, planes), and the
 #: most blocks along each grid axis (x: columns, y: rows, z: images x channels); the
 #: kernel loops over what a smaller grid does not cover.
 GATHER_THREADS = 256
@@ -74,7 +74,7 @@ def gather_kernel(dtype):
     int32 tap tables (``convtranspose.cpu.taps._row_table``, built once per shape): output row ``oh``
     receives ``row_count[oh]`` taps, tap ``t`` being kernel row ``row_k[oh, t]`` on input
     row ``row_i[oh, t]``; likewise for columns. So the kernel does no division at all.
-    Launch with a 2-D block (columns, rows) and a 3-D grid (columns, rows, N*C_out).
+    Launch with 3-D blocks and grid over (columns, rows, N*C_out).
     """
     nbt = _NB_TYPES[np.dtype(dtype)]
     zero = nbt(0)
@@ -90,7 +90,9 @@ def gather_kernel(dtype):
         oh_start = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
         ow_step = cuda.gridDim.x * cuda.blockDim.x
         oh_step = cuda.gridDim.y * cuda.blockDim.y
-        for plane in range(cuda.blockIdx.z, n_img * c_out, cuda.gridDim.z):
+        plane_start = cuda.blockIdx.z * cuda.blockDim.z + cuda.threadIdx.z
+        plane_step = cuda.gridDim.z * cuda.blockDim.z
+        for plane in range(plane_start, n_img * c_out, plane_step):
             n = plane // c_out
             co = plane - n * c_out
             g = co // c_out_g
@@ -282,12 +284,19 @@ def _tables(out_len, in_len, k, s, d, before):
     return _TABLES[key]
 
 
+def _pow2_at_least(v):
+    return 1 << max(0, v - 1).bit_length()
+
+
 def _gather_launch(n_img, c_out, h_out, w_out):
-    tx = min(GATHER_THREADS, max(32, 1 << (w_out - 1).bit_length()))
-    ty = max(1, GATHER_THREADS // tx)
+    """A 3-D block (columns, rows, planes) of ``GATHER_THREADS`` threads that small images
+    fill too, and a grid covering the output up to ``GATHER_MAX_GRID``."""
+    tx = min(GATHER_THREADS, _pow2_at_least(w_out))
+    ty = min(max(1, GATHER_THREADS // tx), _pow2_at_least(h_out))
+    tz = min(64, max(1, GATHER_THREADS // (tx * ty)))      # CUDA allows at most 64 in z
     grid = (min(-(-w_out // tx), GATHER_MAX_GRID[0]), min(-(-h_out // ty), GATHER_MAX_GRID[1]),
-            min(n_img * c_out, GATHER_MAX_GRID[2]))
-    return grid, (tx, ty)
+            min(-(-(n_img * c_out) // tz), GATHER_MAX_GRID[2]))
+    return grid, (tx, ty, tz)
 
 
 def launch(kind, x, weight, bias, out, params, stream=0):
