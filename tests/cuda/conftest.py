@@ -4,8 +4,8 @@
   real GPU every test runs; under the simulator the launch shapes are patched tiny
   (a simulated thread costs ~120 us, a barrier ~8 ms).
 * Without either, only the tests that need no device run (``NEEDS_NO_DEVICE``): the PTX
-  test (compiles for compute capability 9.0 with the CUDA toolkit) and the lazy-import
-  test. The PTX test skips itself under the simulator, whose ``compile_ptx`` is a stub.
+  test (compiles for compute capability 9.0 with the CUDA toolkit), the lazy-import and
+  no-GPU tests, and the benchmark helpers on the CPU. The PTX test skips itself under the simulator, whose ``compile_ptx`` is a stub.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 import pytest
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
-NEEDS_NO_DEVICE = {"test_ptx.py", "test_lazy_import.py"}
+NEEDS_NO_DEVICE = {"test_ptx.py", "test_lazy_import.py", "test_bench.py"}
 
 
 def _device_available():

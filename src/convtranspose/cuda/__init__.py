@@ -10,7 +10,8 @@ import it when called, so ``import convtranspose`` works without a GPU, a CUDA d
   the GPU, computes, copies back into ``out``.
 * :func:`is_available`, :func:`info` -- for ``python -m convtranspose info``.
 * :func:`time_call`, :func:`to_device` -- synchronised timing of device-resident calls for
-  ``python -m convtranspose bench``.
+  ``python -m convtranspose bench``; :mod:`convtranspose.cuda.bench` compares a suite
+  shape against PyTorch cuDNN.
 """
 from __future__ import annotations
 
