@@ -224,3 +224,14 @@ def test_training_example_step_matches_torch():
     spec.loader.exec_module(module)
     check = module.torch_check(seed=1, batch=8)
     assert max(check.values()) < 1e-10, check
+
+
+def test_cuda_arrays_are_refused_with_a_clear_error():
+    class FakeDeviceArray:
+        __cuda_array_interface__ = {"shape": (1, 4, 3, 3), "typestr": "<f8", "version": 2}
+
+    with pytest.raises(TypeError, match="grad_output is a CUDA array"):
+        ct.conv_transpose2d_backward(FakeDeviceArray(), np.ones((1, 4, 3, 3)),
+                                     np.ones((4, 2, 2, 2)))
+    with pytest.raises(TypeError, match="x is a CUDA array"):
+        ct.conv2d(FakeDeviceArray(), np.ones((2, 4, 2, 2)))

@@ -47,6 +47,14 @@ def weight_grad_method(c_a_g, c_b_g, k_hw, pixels):
     return correlate_method(c_a_g, c_b_g, k_hw, pixels)
 
 
+def host_array(a, name):
+    """``np.asarray(a)``, refusing CUDA arrays: conv2d and the gradients run on the CPU."""
+    if a is not None and dispatch.is_device_array(a, name):
+        raise TypeError(f"{name} is a CUDA array; conv2d and the gradients run on the CPU only "
+                        "in this version: copy it to a NumPy array first")
+    return _host_array(a, name)
+
+
 def _batched(a):
     return a if a.ndim == 4 else a[None]
 
@@ -111,9 +119,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ...           padding="same").shape
     (5, 7, 9)
     """
-    x = _host_array(x, "x")
-    weight = _host_array(weight, "weight")
-    bias = _host_array(bias, "bias")
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
+    bias = host_array(bias, "bias")
     operands = [a for a in (x, weight, bias) if a is not None]
     params, shape, dtype = normalise_conv2d(
         x.shape, weight.shape, None if bias is None else bias.shape,
@@ -203,9 +211,9 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
-    g = _host_array(grad_output, "grad_output")
-    x = _host_array(x, "x")
-    weight = _host_array(weight, "weight")
+    g = host_array(grad_output, "grad_output")
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
     params, dtype = normalise_conv2d_backward(
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
         padding=padding, dilation=dilation, groups=groups)

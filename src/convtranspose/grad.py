@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import _host_array
-from .conv import _batched, check_method, correlate_method, weight_grad_method
+from .conv import _batched, check_method, correlate_method, host_array, weight_grad_method
 from .cpu import backward as kernels
 from .params import normalise_backward
 
@@ -87,9 +86,9 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
            [4., 4., 4.],
            [4., 4., 4.]]), array([25.]))
     """
-    g = _host_array(grad_output, "grad_output")
-    x = _host_array(x, "x")
-    weight = _host_array(weight, "weight")
+    g = host_array(grad_output, "grad_output")
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
     params, dtype = normalise_backward(
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
