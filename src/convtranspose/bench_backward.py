@@ -4,11 +4,10 @@ autograd backward of ``conv_transpose2d`` on the CPU (medians after warm-up).
 The report has the layout of :func:`convtranspose.bench.run_suite`, so
 :func:`convtranspose.bench.format_table` prints it; FLOPs count the input and weight
 gradients, each as many as the forward (``2 * Shape.flops``). Run
-``python -m convtranspose.bench_backward [--threads 2] [--dtype float32] [--shapes a,b]``.
+``python -m convtranspose bench --backward [--threads 2] [--dtype float32] [--shapes a b]``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -70,29 +69,3 @@ def run_backward_suite(shapes=None, backends=("auto",), dtype=np.float32, repeat
                              ratio_torch=None if t_torch is None else t / t_torch))
         print(f"  {shape.name} done", file=sys.stderr, flush=True)
     return dict(meta=_meta(dtype, threads, gemm_gflops(dtype, repeat=3)), results=rows)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m convtranspose.bench_backward",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--shapes", default=None, help="comma-separated suite names")
-    parser.add_argument("--backends", default="auto", help="comma-separated: auto,direct,im2col")
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args(argv)
-    if args.threads:
-        import numba
-        numba.set_num_threads(args.threads)
-    shapes = None
-    if args.shapes:
-        wanted = args.shapes.split(",")
-        shapes = [s for s in SUITE if s.name in wanted]
-    report = run_backward_suite(shapes, tuple(args.backends.split(",")), args.dtype,
-                                args.repeat)
-    print(format_table(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

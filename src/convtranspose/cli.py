@@ -95,8 +95,17 @@ def cmd_bench(args):
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype), repeat=args.repeat,
-                       with_torch=not args.no_torch)
+    if args.threads:
+        import numba
+        numba.set_num_threads(args.threads)
+    if args.backward:
+        from .bench_backward import run_backward_suite
+        backends = [b for b in args.backends or CPU_BACKENDS if b in CPU_BACKENDS]
+        report = run_backward_suite(shapes, backends, np.dtype(args.dtype), repeat=args.repeat,
+                                    with_torch=not args.no_torch)
+    else:
+        report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype),
+                           repeat=args.repeat, with_torch=not args.no_torch)
     print(format_table(report))
     if args.json:
         with open(args.json, "w") as fh:
@@ -125,6 +134,9 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeat", type=int, default=5, help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    p.add_argument("--backward", action="store_true",
+                   help="time conv_transpose2d_backward against torch autograd instead")
+    p.add_argument("--threads", type=int, help="Numba threads (default: all)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
     args = parser.parse_args(argv)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
