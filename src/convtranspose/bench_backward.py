@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from .bench import _meta, format_table, gemm_gflops, median_time
+from .bench import _meta, gemm_gflops, median_time
 from .grad import conv_transpose2d_backward
 from .params import output_shape
 from .suite import SUITE
