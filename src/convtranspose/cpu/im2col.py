@@ -20,13 +20,15 @@ bands of input rows. One input row is the smallest chunk, so a limit below
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
-from .kernels import col2im_kernel
+from .kernels import col2im_kernel, gather_kernel, scatter_kernel
 from .taps import tap_tables
 
-__all__ = ["run", "plan_chunks", "get_workspace_limit", "set_workspace_limit"]
+__all__ = ["run", "run_col2im", "run_phases", "phase_plan", "plan_chunks", "variant",
+           "get_workspace_limit", "set_workspace_limit"]
 
 _DEFAULT_LIMIT = 256 * 2**20
 _limit = int(os.environ.get("CONVTRANSPOSE_WORKSPACE_BYTES", _DEFAULT_LIMIT))
@@ -73,8 +75,8 @@ def plan_chunks(x_shape, w_shape, groups, itemsize, limit=None):
     return images, rows, images * rows * per_row
 
 
-def run(x, weight, bias, params, out):
-    """Compute into ``out``; all arrays C-contiguous, 4-D, one native float dtype."""
+def run_col2im(x, weight, bias, params, out):
+    """The col2im form: GEMM over ``C_in``, then gather the columns into the output."""
     n, c_in, h, w = x.shape
     _, c_out_g, k_h, k_w = weight.shape
     groups = params.groups
@@ -107,3 +109,177 @@ def run(x, weight, bias, params, out):
                           t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
                           t.col_phase, t.col_q0, t.phases, t.q_len)
     return out
+
+
+# ----------------------------------------------------------------------------
+# the sub-pixel phase form
+
+
+class _Phase(NamedTuple):
+    """Output positions ``o0 + s*a`` (``0 <= a < count``) of one dimension, and the kernel
+    taps ``k_idx`` that reach them from input position ``offsets + a``."""
+
+    o0: int
+    count: int
+    k_idx: tuple
+    offsets: tuple
+
+
+def _dim_phases(in_len, out_len, k, s, d, before):
+    """Split one dimension's output into ``s`` phases; return ``(stride, phases)``.
+
+    Output ``o`` receives tap ``kk`` from input ``i = (o + before - kk*d) / s`` when that is
+    an integer, so outputs ``o0, o0 + s, ...`` share the taps for which
+    ``(o0 + before - kk*d) % s == 0``, each reading input ``offset + a``. Taps whose
+    inputs all lie outside ``[0, in_len)`` are dropped. With a single input position the
+    stride does not change the result, so a larger one is used, which leaves at most
+    one tap per phase and no multiplication by padding.
+    """
+    if in_len == 1:
+        s = max(s, out_len + before + d * (k - 1) + 1)
+    phases = []
+    for o0 in range(min(s, out_len)):
+        count = (out_len - o0 + s - 1) // s
+        k_idx, offsets = [], []
+        for kk in range(k):
+            num = o0 + before - kk * d
+            if num % s == 0 and num // s <= in_len - 1 and num // s + count - 1 >= 0:
+                k_idx.append(kk)
+                offsets.append(num // s)
+        phases.append(_Phase(o0, count, tuple(k_idx), tuple(offsets)))
+    return s, phases
+
+
+def phase_plan(in_hw, k_hw, out_hw, params):
+    """Row and column phases of one problem: ``((s_h, rows), (s_w, cols))``."""
+    return (_dim_phases(in_hw[0], out_hw[0], k_hw[0], params.stride[0], params.dilation[0],
+                        params.pad_h[0]),
+            _dim_phases(in_hw[1], out_hw[1], k_hw[1], params.stride[1], params.dilation[1],
+                        params.pad_w[0]))
+
+
+def _dense_1x1(x, weight, bias, params, out):
+    """``H = W = 1``, one group: one GEMM gives every (image, channel, tap) product."""
+    n, c_in = x.shape[:2]
+    _, c_out, k_h, k_w = weight.shape
+    h_out, w_out = out.shape[2:]
+    idx = []
+    for k, d, before, size in ((k_h, params.dilation[0], params.pad_h[0], h_out),
+                               (k_w, params.dilation[1], params.pad_w[0], w_out)):
+        o = np.arange(k) * d - before
+        hit = (o >= 0) & (o < size)
+        idx.append((np.flatnonzero(hit), o[hit]))
+    (kh, oh), (kw, ow) = idx
+    if len(oh) < h_out or len(ow) < w_out:
+        out[...] = 0 if bias is None else bias[:, None, None]
+    w2 = weight.reshape(c_in, c_out * k_h * k_w)
+    per_image = c_out * k_h * k_w * x.itemsize
+    m = max(1, min(n, _limit // per_image))
+    full_buf = np.empty(m * c_out * k_h * k_w, out.dtype)
+    for n0 in range(0, n, m):
+        mm = min(m, n - n0)
+        full = full_buf[:mm * c_out * k_h * k_w].reshape(mm, c_out, k_h, k_w)
+        np.matmul(x[n0:n0 + mm].reshape(mm, c_in), w2, out=full.reshape(mm, -1))
+        sel = full[:, :, kh[:, None], kw[None, :]]
+        if bias is not None:
+            sel += bias[:, None, None]
+        out[n0:n0 + mm, :, oh[:, None], ow[None, :]] = sel
+    return out
+
+
+def _phase_weights(weight, groups, ph_r, ph_c):
+    """Weight of one phase as ``(groups, C_out_g, C_in_g*T_h*T_w)``, K ordered (ci, th, tw)."""
+    c_in, c_out_g = weight.shape[:2]
+    wp = weight[:, :, list(ph_r.k_idx)][:, :, :, list(ph_c.k_idx)]
+    t = len(ph_r.k_idx) * len(ph_c.k_idx)
+    wp = wp.reshape(groups, c_in // groups, c_out_g, t).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(wp).reshape(groups, c_out_g, (c_in // groups) * t)
+
+
+def run_phases(x, weight, bias, params, out):
+    """The sub-pixel phase form: per phase, gather the input taps, then one GEMM over
+    ``C_in * taps``, then scatter the result onto the phase's output grid.
+
+    No product with an inserted zero is computed, and for stride 1 the GEMM writes the
+    output directly.
+    """
+    n, c_in, h, w = x.shape
+    _, c_out_g, k_h, k_w = weight.shape
+    groups = params.groups
+    c_out, c_in_g = c_out_g * groups, c_in // groups
+    if h == 1 and w == 1 and groups == 1:
+        return _dense_1x1(x, weight, bias, params, out)
+    h_out, w_out = out.shape[2:]
+    (s_h, rows), (s_w, cols) = phase_plan((h, w), (k_h, k_w), (h_out, w_out), params)
+    bias_v = np.zeros(c_out, out.dtype) if bias is None else bias
+    isz = x.itemsize
+    # phases with taps get a GEMM; the others hold only the bias
+    work = []
+    for pr in rows:
+        for pc in cols:
+            if pr.k_idx and pc.k_idx:
+                work.append((pr, pc, _phase_weights(weight, groups, pr, pc)))
+            else:
+                out[:, :, pr.o0::s_h, pc.o0::s_w] = bias_v[:, None, None]
+    if not work:
+        return out
+    straight = s_h == 1 and s_w == 1          # one phase, the whole output: GEMM into `out`
+    per_row = max((c_in * len(pr.k_idx) * len(pc.k_idx) + (0 if straight else c_out))
+                  * pc.count * isz for pr, pc, _ in work)
+    max_rows = max(pr.count for pr, _, _ in work)
+    if straight:
+        images, band = 1, max(1, min(max_rows, _limit // per_row))
+    elif per_row * max_rows <= _limit:
+        images, band = max(1, min(n, _limit // (per_row * max_rows))), max_rows
+    else:
+        images, band = 1, max(1, min(max_rows, _limit // per_row))
+    cols_buf = np.empty(max(c_in * len(pr.k_idx) * len(pc.k_idx) * pc.count
+                            for pr, pc, _ in work) * images * band, out.dtype)
+    res_buf = None if straight else np.empty(
+        c_out * images * band * max(pc.count for _, pc, _ in work), out.dtype)
+    for pr, pc, wp in work:
+        t_h, t_w, n_b = len(pr.k_idx), len(pc.k_idx), pc.count
+        row_off = np.array(pr.offsets, np.int64)
+        col_off = np.array(pc.offsets, np.int64)
+        k = c_in_g * t_h * t_w
+        for n0 in range(0, n, images):
+            m = min(images, n - n0)
+            for a0 in range(0, pr.count, band):
+                n_a = min(band, pr.count - a0)
+                cl = cols_buf[:c_in * t_h * t_w * m * n_a * n_b].reshape(
+                    c_in, t_h, t_w, m, n_a, n_b)
+                gather_kernel(x, cl, n0, a0, row_off, col_off)
+                cl = cl.reshape(groups, k, m * n_a * n_b)
+                if straight:
+                    dst = out[n0].reshape(c_out, h_out * w_out)[:, a0 * w_out:(a0 + n_a) * w_out]
+                    for g in range(groups):
+                        np.matmul(wp[g], cl[g], out=dst[g * c_out_g:(g + 1) * c_out_g])
+                    if bias is not None:
+                        dst += bias[:, None]
+                else:
+                    res = res_buf[:c_out * m * n_a * n_b].reshape(c_out, m, n_a, n_b)
+                    r2 = res.reshape(groups, c_out_g, m * n_a * n_b)
+                    for g in range(groups):
+                        np.matmul(wp[g], cl[g], out=r2[g])
+                    scatter_kernel(res, bias_v, out, n0, pr.o0 + s_h * a0, pc.o0, s_h, s_w)
+    return out
+
+
+def variant(x_shape, w_shape, params):
+    """Which form of the backend runs: ``"phases"`` or ``"col2im"``.
+
+    The phase form's workspace and GEMM scale with ``C_in * taps`` per output pixel, the
+    col2im form's with ``C_out * kH * kW`` per input pixel; with few output channels per
+    group the col2im form moves less data and its GEMM is less skinny.
+    """
+    c_out_g = w_shape[1]
+    if c_out_g < 8 and c_out_g * params.groups < x_shape[1]:
+        return "col2im"
+    return "phases"
+
+
+def run(x, weight, bias, params, out):
+    """Compute into ``out``; all arrays C-contiguous, 4-D, one native float dtype."""
+    if variant(x.shape, weight.shape, params) == "phases":
+        return run_phases(x, weight, bias, params, out)
+    return run_col2im(x, weight, bias, params, out)

@@ -110,3 +110,62 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
                 for iw in range(col_lo[kw], col_hi[kw]):
                     dst[q0 + iw] += src[iw]
         _store_row(acc, out, n0 + nl, co, oh, bias, first)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def gather_kernel(x, cols, n0, a0, row_off, col_off):
+    """Gather the input pixels one sub-pixel phase reads: the phase's im2col matrix.
+
+    ``cols`` (C_in, T_h, T_w, m, A, B) receives, for images ``n0 .. n0 + m``, phase rows
+    ``a0 .. a0 + A`` and phase columns ``0 .. B``, the input pixel
+    ``x[n, ci, row_off[th] + a0 + a, col_off[tw] + b]`` that kernel tap ``(th, tw)`` sends
+    to output pixel ``(a, b)`` of the phase, or zero where that pixel lies outside the input.
+    """
+    c_in, t_h, t_w, m, n_a, n_b = cols.shape
+    h, w = x.shape[2], x.shape[3]
+    for r in prange(c_in * t_h * t_w * m):
+        mi = r % m
+        rest = r // m
+        tw = rest % t_w
+        rest = rest // t_w
+        th = rest % t_h
+        ci = rest // t_h
+        ih0 = row_off[th] + a0
+        iw0 = col_off[tw]
+        b_lo = min(n_b, max(0, -iw0))
+        b_hi = max(b_lo, min(n_b, w - iw0))
+        for a in range(n_a):
+            dst = cols[ci, th, tw, mi, a]
+            ih = ih0 + a
+            if ih < 0 or ih >= h:
+                for b in range(n_b):
+                    dst[b] = 0
+                continue
+            src = x[n0 + mi, ci, ih]
+            for b in range(b_lo):
+                dst[b] = 0
+            for b in range(b_hi - b_lo):
+                dst[b_lo + b] = src[iw0 + b_lo + b]
+            for b in range(b_hi, n_b):
+                dst[b] = 0
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def scatter_kernel(res, bias, out, n0, oh0, ow0, s_h, s_w):
+    """Write one phase's GEMM result ``res`` (C_out, m, A, B) into its output pixels.
+
+    ``out[n0 + mi, co, oh0 + s_h*a, ow0 + s_w*b] = res[co, mi, a, b] + bias[co]`` (``bias``
+    holds C_out values, zeros without a bias): phases are disjoint, so every output pixel
+    has exactly one writer.
+    """
+    c_out, m, n_a, n_b = res.shape
+    for r in prange(m * c_out * n_a):
+        a = r % n_a
+        rest = r // n_a
+        co = rest % c_out
+        mi = rest // c_out
+        row = out[n0 + mi, co, oh0 + s_h * a]
+        src = res[co, mi, a]
+        bv = bias[co]
+        for b in range(n_b):
+            row[ow0 + s_w * b] = src[b] + bv
