@@ -20,6 +20,7 @@ bands of input rows. One input row is the smallest chunk, so a limit below
 from __future__ import annotations
 
 import os
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -27,8 +28,8 @@ import numpy as np
 from .kernels import col2im_kernel, gather_kernel, scatter_kernel
 from .taps import tap_tables
 
-__all__ = ["run", "run_col2im", "run_phases", "phase_plan", "plan_chunks", "variant",
-           "get_workspace_limit", "set_workspace_limit"]
+__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_chunks",
+           "get_workspace_limit", "set_workspace_limit", "release_workspace"]
 
 _DEFAULT_LIMIT = 256 * 2**20
 _limit = int(os.environ.get("CONVTRANSPOSE_WORKSPACE_BYTES", _DEFAULT_LIMIT))
@@ -61,6 +62,36 @@ def set_workspace_limit(nbytes):
     return old
 
 
+_local = threading.local()
+_KEEP_BYTES = 64 * 2**20     # workspace kept between calls, per thread, when no larger
+
+
+def _buffers(dtype, *sizes):
+    """Flat arrays of ``dtype`` with the given element counts, carved from one workspace.
+
+    Freshly mapped memory costs a page fault per 4 KiB on first touch (about as long
+    as the GEMM for many suite shapes), so each Python thread keeps its workspace of up
+    to ``_KEEP_BYTES`` for the next call; larger ones are freed when the call returns.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    spans = [-(-n * itemsize // 64) * 64 for n in sizes]
+    total = sum(spans)
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < total:
+        buf = np.empty(total, np.uint8)
+        _local.buf = buf if total <= _KEEP_BYTES else None
+    out, start = [], 0
+    for n, span in zip(sizes, spans):
+        out.append(buf[start:start + n * itemsize].view(dtype))
+        start += span
+    return out
+
+
+def release_workspace():
+    """Free the workspace this thread keeps between ``im2col`` calls."""
+    _local.buf = None
+
+
 def plan_chunks(x_shape, w_shape, groups, itemsize, limit=None):
     """Choose ``(images, rows)`` per chunk and the workspace bytes that takes."""
     limit = _limit if limit is None else limit
@@ -84,8 +115,10 @@ def run_col2im(x, weight, bias, params, out):
     t = tap_tables((h, w), (k_h, k_w), out.shape[2:], params)
     bias = np.empty(0, out.dtype) if bias is None else bias
     images, rows, _ = plan_chunks(x.shape, weight.shape, groups, x.itemsize)
-    cols_buf = np.empty(groups * taps_n * images * rows * w, out.dtype)
-    x_buf = np.empty(c_in * images * rows * w, out.dtype) if (images, rows) != (1, h) else None
+    copy_x = (images, rows) != (1, h)
+    cols_buf, x_buf = _buffers(out.dtype, groups * taps_n * images * rows * w,
+                               c_in * images * rows * w if copy_x else 0)
+    x_buf = x_buf if copy_x else None
     w_t = weight.reshape(groups, c_in_g, taps_n).transpose(0, 2, 1)
     (s, d, top), h_out = (params.stride[0], params.dilation[0], params.pad_h[0]), out.shape[2]
     for n0 in range(0, n, images):
@@ -175,7 +208,7 @@ def _dense_1x1(x, weight, bias, params, out):
     w2 = weight.reshape(c_in, c_out * k_h * k_w)
     per_image = c_out * k_h * k_w * x.itemsize
     m = max(1, min(n, _limit // per_image))
-    full_buf = np.empty(m * c_out * k_h * k_w, out.dtype)
+    full_buf, = _buffers(out.dtype, m * c_out * k_h * k_w)
     for n0 in range(0, n, m):
         mm = min(m, n - n0)
         full = full_buf[:mm * c_out * k_h * k_w].reshape(mm, c_out, k_h, k_w)
@@ -233,10 +266,10 @@ def run_phases(x, weight, bias, params, out):
         images, band = max(1, min(n, _limit // (per_row * max_rows))), max_rows
     else:
         images, band = 1, max(1, min(max_rows, _limit // per_row))
-    cols_buf = np.empty(max(c_in * len(pr.k_idx) * len(pc.k_idx) * pc.count
-                            for pr, pc, _ in work) * images * band, out.dtype)
-    res_buf = None if straight else np.empty(
-        c_out * images * band * max(pc.count for _, pc, _ in work), out.dtype)
+    cols_buf, res_buf = _buffers(
+        out.dtype,
+        max(c_in * len(pr.k_idx) * len(pc.k_idx) * pc.count for pr, pc, _ in work) * images * band,
+        0 if straight else c_out * images * band * max(pc.count for _, pc, _ in work))
     for pr, pc, wp in work:
         t_h, t_w, n_b = len(pr.k_idx), len(pc.k_idx), pc.count
         row_off = np.array(pr.offsets, np.int64)
@@ -265,21 +298,11 @@ def run_phases(x, weight, bias, params, out):
     return out
 
 
-def variant(x_shape, w_shape, params):
-    """Which form of the backend runs: ``"phases"`` or ``"col2im"``.
-
-    The phase form's workspace and GEMM scale with ``C_in * taps`` per output pixel, the
-    col2im form's with ``C_out * kH * kW`` per input pixel; with few output channels per
-    group the col2im form moves less data and its GEMM is less skinny.
-    """
-    c_out_g = w_shape[1]
-    if c_out_g < 8 and c_out_g * params.groups < x_shape[1]:
-        return "col2im"
-    return "phases"
+#: The two forms of the backend; :mod:`convtranspose.dispatch` picks one per problem.
+FORMS = {"phases": run_phases, "col2im": run_col2im}
 
 
 def run(x, weight, bias, params, out):
-    """Compute into ``out``; all arrays C-contiguous, 4-D, one native float dtype."""
-    if variant(x.shape, weight.shape, params) == "phases":
-        return run_phases(x, weight, bias, params, out)
-    return run_col2im(x, weight, bias, params, out)
+    """Compute into ``out`` with the form the cost model picks (as ``backend="im2col"``)."""
+    from .. import dispatch   # the cost model lives there; imported late to avoid a cycle
+    return dispatch.BACKENDS["im2col"](x, weight, bias, params, out)

@@ -67,10 +67,14 @@ def direct_kernel(x, weight, bias, out, row_count, row_k, row_i,
                 xrow = x[n, ci, ih]
                 for kw in range(k_w):
                     wv = weight[ci, j, kh, kw]
-                    dst = acc[col_phase[kw]]
-                    q0 = col_q0[kw]
-                    for iw in range(col_lo[kw], col_hi[kw]):
-                        dst[q0 + iw] += wv * xrow[iw]
+                    lo = col_lo[kw]
+                    length = col_hi[kw] - lo
+                    # slices and a loop from 0: no negative-index wraparound, so LLVM
+                    # vectorises the multiply-add
+                    dst = acc[col_phase[kw], col_q0[kw] + lo:col_q0[kw] + lo + length]
+                    src = xrow[lo:lo + length]
+                    for i in range(length):
+                        dst[i] += wv * src[i]
         _store_row(acc, out, n, co, oh, bias, True)
 
 
@@ -104,11 +108,12 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
                 continue
             kh = row_k[oh, t]
             for kw in range(k_w):
-                src = cols[g, j, kh, kw, nl, ih - h0]
-                dst = acc[col_phase[kw]]
-                q0 = col_q0[kw]
-                for iw in range(col_lo[kw], col_hi[kw]):
-                    dst[q0 + iw] += src[iw]
+                lo = col_lo[kw]
+                length = col_hi[kw] - lo
+                src = cols[g, j, kh, kw, nl, ih - h0, lo:lo + length]
+                dst = acc[col_phase[kw], col_q0[kw] + lo:col_q0[kw] + lo + length]
+                for i in range(length):
+                    dst[i] += src[i]
         _store_row(acc, out, n0 + nl, co, oh, bias, first)
 
 
