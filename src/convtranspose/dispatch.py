@@ -8,6 +8,7 @@ smaller; :func:`explain` shows the estimates. Its constants were fitted to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numba
 import numpy as np
@@ -119,8 +120,10 @@ def _gemm_s(m, k, n_cols, rates):
     return 2.0 * m * k * n_cols / (rates["gemm"] * m / (m + _GEMM_HALF_M) * k / (k + _GEMM_HALF_K))
 
 
+@lru_cache(maxsize=512)
 def _forms(x_shape, w_shape, params, out_hw, dtype):
-    """One-thread seconds of the direct kernel and of each im2col form."""
+    """One-thread seconds of the direct kernel and of each im2col form (tuples in; cached,
+    so a layer called again pays nothing for the model)."""
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape
     groups = params.groups
@@ -158,12 +161,13 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
 
 
 def _im2col_form(x_shape, w_shape, params, out_shape, dtype):
-    _, est = _forms(x_shape, w_shape, params, out_shape[-2:], dtype)
+    _, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_shape[-2:]),
+                    np.dtype(dtype))
     return "phases" if est["im2col/phases"] <= est["im2col/col2im"] else "col2im"
 
 
 def _estimates(x_shape, w_shape, params, dtype, out_hw):
-    work, est = _forms(x_shape, w_shape, params, out_hw, dtype)
+    work, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_hw), np.dtype(dtype))
     threads = max(1, numba.get_num_threads())
     return work, {name: t / threads for name, t in est.items()}
 
@@ -175,6 +179,12 @@ def choose(x_shape, w_shape, params, dtype, out_hw=None):
     """
     if out_hw is None:
         out_hw = _output_hw(x_shape[2:], w_shape[2:], params)
+    return _choose(tuple(x_shape), tuple(w_shape), params, np.dtype(dtype), tuple(out_hw),
+                   numba.get_num_threads())
+
+
+@lru_cache(maxsize=512)
+def _choose(x_shape, w_shape, params, dtype, out_hw, threads):
     work, est = _estimates(x_shape, w_shape, params, dtype, out_hw)
     best = min(est, key=est.get)
     others = ", ".join(f"{est[k] * 1e3:.3g} ms for {k}" for k in est if k != best)

@@ -41,6 +41,37 @@ def _load_row(acc, out, n, co, oh):
         acc[ow % phases, ow // phases] = row[ow]
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
+                col_lo, col_hi, col_phase, col_q0, phases, q_len, groups):
+    """Compute output row ``r`` (flat index over N, C_out, H_out) of the direct kernel."""
+    c_in = x.shape[1]
+    c_out_g, k_w = weight.shape[1], weight.shape[3]
+    c_out, h_out = out.shape[1], out.shape[2]
+    c_in_g = c_in // groups
+    oh = r % h_out
+    co = (r // h_out) % c_out
+    n = r // (h_out * c_out)
+    g = co // c_out_g
+    j = co - g * c_out_g
+    acc = np.zeros((phases, q_len), out.dtype)
+    for t in range(row_count[oh]):
+        kh = row_k[oh, t]
+        ih = row_i[oh, t]
+        for ci in range(g * c_in_g, (g + 1) * c_in_g):
+            xrow = x[n, ci, ih]
+            for kw in range(k_w):
+                wv = weight[ci, j, kh, kw]
+                # unsigned indices: no negative-index wraparound test, so LLVM
+                # vectorises the multiply-add (and no view is built per segment)
+                lo = np.uint64(col_lo[kw])
+                base = np.uint64(col_q0[kw] + col_lo[kw])
+                ph = col_phase[kw]
+                for i in range(np.uint64(col_hi[kw] - col_lo[kw])):
+                    acc[ph, base + i] += wv * xrow[lo + i]
+    _store_row(acc, out, n, co, oh, bias, True)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def direct_kernel(x, weight, bias, out, row_count, row_k, row_i,
                   col_lo, col_hi, col_phase, col_q0, phases, q_len, groups):
@@ -49,33 +80,19 @@ def direct_kernel(x, weight, bias, out, row_count, row_k, row_i,
     ``x`` (N, C_in, H, W), ``weight`` (C_in, C_out_g, kH, kW), ``bias`` (C_out,) or
     empty, ``out`` (N, C_out, H_out, W_out): all C-contiguous, one dtype.
     """
-    n_img, c_in = x.shape[0], x.shape[1]
-    c_out_g, k_w = weight.shape[1], weight.shape[3]
-    c_out, h_out = out.shape[1], out.shape[2]
-    c_in_g = c_in // groups
-    for r in prange(n_img * c_out * h_out):
-        oh = r % h_out
-        co = (r // h_out) % c_out
-        n = r // (h_out * c_out)
-        g = co // c_out_g
-        j = co - g * c_out_g
-        acc = np.zeros((phases, q_len), out.dtype)
-        for t in range(row_count[oh]):
-            kh = row_k[oh, t]
-            ih = row_i[oh, t]
-            for ci in range(g * c_in_g, (g + 1) * c_in_g):
-                xrow = x[n, ci, ih]
-                for kw in range(k_w):
-                    wv = weight[ci, j, kh, kw]
-                    lo = col_lo[kw]
-                    length = col_hi[kw] - lo
-                    # slices and a loop from 0: no negative-index wraparound, so LLVM
-                    # vectorises the multiply-add
-                    dst = acc[col_phase[kw], col_q0[kw] + lo:col_q0[kw] + lo + length]
-                    src = xrow[lo:lo + length]
-                    for i in range(length):
-                        dst[i] += wv * src[i]
-        _store_row(acc, out, n, co, oh, bias, True)
+    for r in prange(out.shape[0] * out.shape[1] * out.shape[2]):
+        _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
+                    col_lo, col_hi, col_phase, col_q0, phases, q_len, groups)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def direct_kernel_serial(x, weight, bias, out, row_count, row_k, row_i,
+                         col_lo, col_hi, col_phase, col_q0, phases, q_len, groups):
+    """:func:`direct_kernel` on the calling thread alone, for problems too small to share:
+    it skips the thread pool's wake-up and barrier (tens of microseconds)."""
+    for r in range(out.shape[0] * out.shape[1] * out.shape[2]):
+        _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
+                    col_lo, col_hi, col_phase, col_q0, phases, q_len, groups)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
