@@ -192,31 +192,49 @@ def phase_plan(in_hw, k_hw, out_hw, params):
 
 
 def _dense_1x1(x, weight, bias, params, out):
-    """``H = W = 1``, one group: one GEMM gives every (image, channel, tap) product."""
+    """``H = W = 1``, one group: one GEMM gives every (image, channel, tap) product.
+
+    Tap ``(kh, kw)`` lands on output pixel ``(kh*dH - top, kw*dW - left)``, so the taps
+    that land inside the output are a block of the GEMM's result and their pixels a
+    strided block of the output: both are plain slices.
+    """
     n, c_in = x.shape[:2]
     _, c_out, k_h, k_w = weight.shape
     h_out, w_out = out.shape[2:]
-    idx = []
+    k_sl, o_sl = [], []
     for k, d, before, size in ((k_h, params.dilation[0], params.pad_h[0], h_out),
                                (k_w, params.dilation[1], params.pad_w[0], w_out)):
-        o = np.arange(k) * d - before
-        hit = (o >= 0) & (o < size)
-        idx.append((np.flatnonzero(hit), o[hit]))
-    (kh, oh), (kw, ow) = idx
-    if len(oh) < h_out or len(ow) < w_out:
-        out[...] = 0 if bias is None else bias[:, None, None]
+        lo = -(-before // d)                          # first tap at output >= 0
+        hi = min(k, (size - 1 + before) // d + 1)     # past the last tap inside
+        hi = max(hi, lo)
+        k_sl.append(slice(lo, hi))
+        o_sl.append(slice(lo * d - before, (hi - 1) * d - before + 1, d) if hi > lo
+                    else slice(0, 0))
     w2 = weight.reshape(c_in, c_out * k_h * k_w)
+    x2 = x.reshape(n, c_in)
+    if (k_h, k_w) == (h_out, w_out) and k_sl == [slice(0, k_h), slice(0, k_w)] \
+            and params.dilation == (1, 1):
+        np.matmul(x2, w2, out=out.reshape(n, -1))     # the output is the GEMM's result
+        if bias is not None:
+            out += bias[:, None, None]
+        return out
+    covered = (o_sl[0].stop - o_sl[0].start >= h_out and o_sl[1].stop - o_sl[1].start >= w_out
+               and params.dilation == (1, 1))
+    if not covered:
+        out[...] = 0 if bias is None else bias[:, None, None]
     per_image = c_out * k_h * k_w * x.itemsize
     m = max(1, min(n, _limit // per_image))
     full_buf, = _buffers(out.dtype, m * c_out * k_h * k_w)
     for n0 in range(0, n, m):
         mm = min(m, n - n0)
         full = full_buf[:mm * c_out * k_h * k_w].reshape(mm, c_out, k_h, k_w)
-        np.matmul(x[n0:n0 + mm].reshape(mm, c_in), w2, out=full.reshape(mm, -1))
-        sel = full[:, :, kh[:, None], kw[None, :]]
+        np.matmul(x2[n0:n0 + mm], w2, out=full.reshape(mm, -1))
+        sel = full[:, :, k_sl[0], k_sl[1]]
+        dst = out[n0:n0 + mm, :, o_sl[0], o_sl[1]]
         if bias is not None:
-            sel += bias[:, None, None]
-        out[n0:n0 + mm, :, oh[:, None], ow[None, :]] = sel
+            np.add(sel, bias[:, None, None], out=dst)
+        else:
+            dst[...] = sel
     return out
 
 

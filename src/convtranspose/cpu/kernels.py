@@ -134,7 +134,7 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
         _store_row(acc, out, n0 + nl, co, oh, bias, first)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def gather_kernel(x, cols, n0, a0, row_off, col_off):
     """Gather the input pixels one sub-pixel phase reads: the phase's im2col matrix.
 
@@ -142,10 +142,14 @@ def gather_kernel(x, cols, n0, a0, row_off, col_off):
     ``a0 .. a0 + A`` and phase columns ``0 .. B``, the input pixel
     ``x[n, ci, row_off[th] + a0 + a, col_off[tw] + b]`` that kernel tap ``(th, tw)`` sends
     to output pixel ``(a, b)`` of the phase, or zero where that pixel lies outside the input.
+
+    Serial on purpose, like :func:`scatter_kernel`: they run between BLAS calls, and
+    waking Numba's thread pool there while OpenBLAS's threads still spin made the phase
+    form several times slower on two cores.
     """
     c_in, t_h, t_w, m, n_a, n_b = cols.shape
     h, w = x.shape[2], x.shape[3]
-    for r in prange(c_in * t_h * t_w * m):
+    for r in range(c_in * t_h * t_w * m):
         mi = r % m
         rest = r // m
         tw = rest % t_w
@@ -172,7 +176,7 @@ def gather_kernel(x, cols, n0, a0, row_off, col_off):
                 dst[b] = 0
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def scatter_kernel(res, bias, out, n0, oh0, ow0, s_h, s_w):
     """Write one phase's GEMM result ``res`` (C_out, m, A, B) into its output pixels.
 
@@ -181,7 +185,7 @@ def scatter_kernel(res, bias, out, n0, oh0, ow0, s_h, s_w):
     has exactly one writer.
     """
     c_out, m, n_a, n_b = res.shape
-    for r in prange(m * c_out * n_a):
+    for r in range(m * c_out * n_a):
         a = r % n_a
         rest = r // n_a
         co = rest % c_out
