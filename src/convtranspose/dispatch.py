@@ -56,7 +56,9 @@ BACKENDS = {"direct": direct.run, "im2col": _im2col}
 # 42 GFLOP/s; the phase gather ~5.5 ns per row plus ~4 GB/s; the direct kernel ~16
 # GFLOP/s on long rows, ~6 ns per segment and ~0.3 us per output row. With two threads
 # all rates roughly double; the choice uses the one-thread figures, the estimates
-# shown by explain() divide them by the thread count. The phase form ran about 1.2-2x
+# shown by explain() divide the parallel parts by the thread count (the phase form's
+# gather and scatter run on one thread, as does the direct kernel below
+# direct.SERIAL_FLOPS). The phase form ran about 1.2-2x
 # the sum of its parts measured alone (more so with many input channels), hence
 # _PHASES_FACTOR. float64: half the FLOP rates,
 # and the per-element costs scale with the item size.
@@ -72,7 +74,8 @@ _ROW_ELEMENT_S = 2e-9      # ... per element of that row (zeroing and storing it
 _PHASES_FACTOR = 1.4       # the phase form's measured time over the sum of its parts
 _GATHER_ROW_S = 5.5e-9     # one row copied by the phase gather
 _BYTE_S = 1 / 4e9          # seconds per byte moved by gather, scatter and col2im
-_CALL_S = 2e-5             # fixed Python cost of a GEMM-based call (plans, views)
+_CALL_S = 3e-5             # fixed cost of a GEMM-based call (plans, views, pool wake-up)
+_COL2IM_STRIDE_COST = 4.0  # col2im's traffic costs 1 + (sW - 2)/4 times more at wide strides
 
 
 def check_backend(backend):
@@ -122,8 +125,8 @@ def _gemm_s(m, k, n_cols, rates):
 
 @lru_cache(maxsize=512)
 def _forms(x_shape, w_shape, params, out_hw, dtype):
-    """One-thread seconds of the direct kernel and of each im2col form (tuples in; cached,
-    so a layer called again pays nothing for the model)."""
+    """``(seconds that threads share, seconds on one thread)`` of the direct kernel and
+    of each im2col form (tuples in; cached, so a layer called again pays nothing)."""
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape
     groups = params.groups
@@ -137,39 +140,46 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
     row_s = _ROW_S + w_out * _ROW_ELEMENT_S
     t_direct = (work / rates["direct"] + rows * row_s
                 + rows * taps_h * c_in_g * k_w * _SEGMENT_S)
+    t_direct = (0.0, t_direct) if work < direct.SERIAL_FLOPS else (t_direct, 0.0)
     cols = n * h * w * c_out * k_h * k_w
     t_col2im = (_CALL_S + groups * _gemm_s(c_out_g * k_h * k_w, c_in_g, n * h * w, rates)
                 + 2 * cols * isz * _BYTE_S + rows * row_s + rows * taps_h * k_w * _SEGMENT_S)
+    if params.stride[1] > 2:   # fcn_up8 (sW = 8): measured 2.5x the plain estimate, 2 threads
+        t_col2im += 2 * cols * isz * _BYTE_S * (params.stride[1] - 2) / _COL2IM_STRIDE_COST
+    t_col2im = (t_col2im, 0.0)
     if h == 1 and w == 1 and groups == 1:
-        t_phases = _CALL_S + _gemm_s(c_out * k_h * k_w, c_in, n, rates) + 2 * cols * isz * _BYTE_S
+        t_phases = (_CALL_S + _gemm_s(c_out * k_h * k_w, c_in, n, rates)
+                    + 2 * cols * isz * _BYTE_S, 0.0)
     else:
         (s_h, prow), (s_w, pcol) = im2col.phase_plan((h, w), (k_h, k_w), out_hw, params)
-        t_phases = _CALL_S
-        straight = s_h == 1 and s_w == 1
+        shared, serial = _CALL_S, 0.0
+        straight = s_h == 1 and s_w == 1    # one phase: a parallel gather, no scatter
         for pr in prow:
             for pc in pcol:
                 t = len(pr.k_idx) * len(pc.k_idx)
                 if not t:
                     continue
                 pix = n * pr.count * pc.count
-                t_phases += (groups * _gemm_s(c_out_g, c_in_g * t, pix, rates)
-                             + c_in * t * pix * isz * _BYTE_S
-                             + c_in * t * n * pr.count * _GATHER_ROW_S
-                             + (0 if straight else 2 * c_out * pix * isz * _BYTE_S))
-        t_phases *= _PHASES_FACTOR
+                gather = c_in * t * pix * isz * _BYTE_S + c_in * t * n * pr.count * _GATHER_ROW_S
+                shared += groups * _gemm_s(c_out_g, c_in_g * t, pix, rates)
+                if straight:
+                    shared += gather
+                else:
+                    serial += gather + 2 * c_out * pix * isz * _BYTE_S
+        t_phases = (shared * _PHASES_FACTOR, serial * _PHASES_FACTOR)
     return work, {"direct": t_direct, "im2col/phases": t_phases, "im2col/col2im": t_col2im}
 
 
 def _im2col_form(x_shape, w_shape, params, out_shape, dtype):
-    _, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_shape[-2:]),
-                    np.dtype(dtype))
+    _, est = _estimates(x_shape, w_shape, params, dtype, out_shape[-2:])
     return "phases" if est["im2col/phases"] <= est["im2col/col2im"] else "col2im"
 
 
 def _estimates(x_shape, w_shape, params, dtype, out_hw):
+    """Estimated seconds per backend (and im2col form) at the current thread count."""
     work, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_hw), np.dtype(dtype))
     threads = max(1, numba.get_num_threads())
-    return work, {name: t / threads for name, t in est.items()}
+    return work, {name: shared / threads + serial for name, (shared, serial) in est.items()}
 
 
 def choose(x_shape, w_shape, params, dtype, out_hw=None):

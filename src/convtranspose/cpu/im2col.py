@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .kernels import col2im_kernel, gather_kernel, scatter_kernel
+from .kernels import col2im_kernel, gather_kernel, gather_kernel_parallel, scatter_kernel
 from .taps import tap_tables
 
 __all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_chunks",
@@ -278,9 +278,7 @@ def run_phases(x, weight, bias, params, out):
     per_row = max((c_in * len(pr.k_idx) * len(pc.k_idx) + (0 if straight else c_out))
                   * pc.count * isz for pr, pc, _ in work)
     max_rows = max(pr.count for pr, _, _ in work)
-    if straight:
-        images, band = 1, max(1, min(max_rows, _limit // per_row))
-    elif per_row * max_rows <= _limit:
+    if per_row * max_rows <= _limit:
         images, band = max(1, min(n, _limit // (per_row * max_rows))), max_rows
     else:
         images, band = 1, max(1, min(max_rows, _limit // per_row))
@@ -299,15 +297,19 @@ def run_phases(x, weight, bias, params, out):
                 n_a = min(band, pr.count - a0)
                 cl = cols_buf[:c_in * t_h * t_w * m * n_a * n_b].reshape(
                     c_in, t_h, t_w, m, n_a, n_b)
-                gather_kernel(x, cl, n0, a0, row_off, col_off)
-                cl = cl.reshape(groups, k, m * n_a * n_b)
                 if straight:
-                    dst = out[n0].reshape(c_out, h_out * w_out)[:, a0 * w_out:(a0 + n_a) * w_out]
-                    for g in range(groups):
-                        np.matmul(wp[g], cl[g], out=dst[g * c_out_g:(g + 1) * c_out_g])
-                    if bias is not None:
-                        dst += bias[:, None]
+                    gather_kernel_parallel(x, cl, n0, a0, row_off, col_off)
+                    cl = cl.reshape(groups, k, m, n_a * n_b)
+                    for mi in range(m):
+                        dst = out[n0 + mi].reshape(c_out, h_out * w_out)[
+                            :, a0 * w_out:(a0 + n_a) * w_out]
+                        for g in range(groups):
+                            np.matmul(wp[g], cl[g, :, mi], out=dst[g * c_out_g:(g + 1) * c_out_g])
+                        if bias is not None:
+                            dst += bias[:, None]
                 else:
+                    gather_kernel(x, cl, n0, a0, row_off, col_off)
+                    cl = cl.reshape(groups, k, m * n_a * n_b)
                     res = res_buf[:c_out * m * n_a * n_b].reshape(c_out, m, n_a, n_b)
                     r2 = res.reshape(groups, c_out_g, m * n_a * n_b)
                     for g in range(groups):

@@ -135,6 +135,37 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _gather_plane(r, x, cols, n0, a0, row_off, col_off):
+    """Fill plane ``r`` (flat over C_in, T_h, T_w, m) of :func:`gather_kernel`'s ``cols``."""
+    c_in, t_h, t_w, m, n_a, n_b = cols.shape
+    h, w = x.shape[2], x.shape[3]
+    mi = r % m
+    rest = r // m
+    tw = rest % t_w
+    rest = rest // t_w
+    th = rest % t_h
+    ci = rest // t_h
+    ih0 = row_off[th] + a0
+    iw0 = col_off[tw]
+    b_lo = min(n_b, max(0, -iw0))
+    b_hi = max(b_lo, min(n_b, w - iw0))
+    for a in range(n_a):
+        dst = cols[ci, th, tw, mi, a]
+        ih = ih0 + a
+        if ih < 0 or ih >= h:
+            for b in range(n_b):
+                dst[b] = 0
+            continue
+        src = x[n0 + mi, ci, ih]
+        for b in range(b_lo):
+            dst[b] = 0
+        for b in range(b_hi - b_lo):
+            dst[b_lo + b] = src[iw0 + b_lo + b]
+        for b in range(b_hi, n_b):
+            dst[b] = 0
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def gather_kernel(x, cols, n0, a0, row_off, col_off):
     """Gather the input pixels one sub-pixel phase reads: the phase's im2col matrix.
 
@@ -145,35 +176,20 @@ def gather_kernel(x, cols, n0, a0, row_off, col_off):
 
     Serial on purpose, like :func:`scatter_kernel`: they run between BLAS calls, and
     waking Numba's thread pool there while OpenBLAS's threads still spin made the phase
-    form several times slower on two cores.
+    form several times slower on two cores. :func:`gather_kernel_parallel` is for the
+    single-phase (stride 1) case, which alternates once per chunk.
     """
-    c_in, t_h, t_w, m, n_a, n_b = cols.shape
-    h, w = x.shape[2], x.shape[3]
+    c_in, t_h, t_w, m = cols.shape[:4]
     for r in range(c_in * t_h * t_w * m):
-        mi = r % m
-        rest = r // m
-        tw = rest % t_w
-        rest = rest // t_w
-        th = rest % t_h
-        ci = rest // t_h
-        ih0 = row_off[th] + a0
-        iw0 = col_off[tw]
-        b_lo = min(n_b, max(0, -iw0))
-        b_hi = max(b_lo, min(n_b, w - iw0))
-        for a in range(n_a):
-            dst = cols[ci, th, tw, mi, a]
-            ih = ih0 + a
-            if ih < 0 or ih >= h:
-                for b in range(n_b):
-                    dst[b] = 0
-                continue
-            src = x[n0 + mi, ci, ih]
-            for b in range(b_lo):
-                dst[b] = 0
-            for b in range(b_hi - b_lo):
-                dst[b_lo + b] = src[iw0 + b_lo + b]
-            for b in range(b_hi, n_b):
-                dst[b] = 0
+        _gather_plane(r, x, cols, n0, a0, row_off, col_off)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def gather_kernel_parallel(x, cols, n0, a0, row_off, col_off):
+    """:func:`gather_kernel` on Numba's thread pool (each plane has one writer)."""
+    c_in, t_h, t_w, m = cols.shape[:4]
+    for r in prange(c_in * t_h * t_w * m):
+        _gather_plane(r, x, cols, n0, a0, row_off, col_off)
 
 
 @njit(cache=True, fastmath=FASTMATH)
