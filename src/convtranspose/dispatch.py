@@ -153,7 +153,7 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
     else:
         (s_h, prow), (s_w, pcol) = im2col.phase_plan((h, w), (k_h, k_w), out_hw, params)
         shared, serial = _CALL_S, 0.0
-        straight = s_h == 1 and s_w == 1    # one phase: a parallel gather, no scatter
+        straight = s_h == 1 and s_w == 1 and n == 1     # the GEMM writes the output
         for pr in prow:
             for pc in pcol:
                 t = len(pr.k_idx) * len(pc.k_idx)
@@ -162,10 +162,7 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
                 pix = n * pr.count * pc.count
                 gather = c_in * t * pix * isz * _BYTE_S + c_in * t * n * pr.count * _GATHER_ROW_S
                 shared += groups * _gemm_s(c_out_g, c_in_g * t, pix, rates)
-                if straight:
-                    shared += gather
-                else:
-                    serial += gather + 2 * c_out * pix * isz * _BYTE_S
+                serial += gather + (0 if straight else 2 * c_out * pix * isz * _BYTE_S)
         t_phases = (shared * _PHASES_FACTOR, serial * _PHASES_FACTOR)
     return work, {"direct": t_direct, "im2col/phases": t_phases, "im2col/col2im": t_col2im}
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .kernels import col2im_kernel, gather_kernel, gather_kernel_parallel, scatter_kernel
+from .kernels import col2im_kernel, gather_kernel, scatter_kernel
 from .taps import tap_tables
 
 __all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_chunks",
@@ -274,7 +274,9 @@ def run_phases(x, weight, bias, params, out):
                 out[:, :, pr.o0::s_h, pc.o0::s_w] = bias_v[:, None, None]
     if not work:
         return out
-    straight = s_h == 1 and s_w == 1          # one phase, the whole output: GEMM into `out`
+    # one phase and one image: the GEMM writes `out` itself. With several images one GEMM
+    # over all of them and a scatter beat a GEMM per image: each BLAS call wakes its threads.
+    straight = s_h == 1 and s_w == 1 and n == 1
     per_row = max((c_in * len(pr.k_idx) * len(pc.k_idx) + (0 if straight else c_out))
                   * pc.count * isz for pr, pc, _ in work)
     max_rows = max(pr.count for pr, _, _ in work)
@@ -297,19 +299,15 @@ def run_phases(x, weight, bias, params, out):
                 n_a = min(band, pr.count - a0)
                 cl = cols_buf[:c_in * t_h * t_w * m * n_a * n_b].reshape(
                     c_in, t_h, t_w, m, n_a, n_b)
+                gather_kernel(x, cl, n0, a0, row_off, col_off)
+                cl = cl.reshape(groups, k, m * n_a * n_b)
                 if straight:
-                    gather_kernel_parallel(x, cl, n0, a0, row_off, col_off)
-                    cl = cl.reshape(groups, k, m, n_a * n_b)
-                    for mi in range(m):
-                        dst = out[n0 + mi].reshape(c_out, h_out * w_out)[
-                            :, a0 * w_out:(a0 + n_a) * w_out]
-                        for g in range(groups):
-                            np.matmul(wp[g], cl[g, :, mi], out=dst[g * c_out_g:(g + 1) * c_out_g])
-                        if bias is not None:
-                            dst += bias[:, None]
+                    dst = out[0].reshape(c_out, h_out * w_out)[:, a0 * w_out:(a0 + n_a) * w_out]
+                    for g in range(groups):
+                        np.matmul(wp[g], cl[g], out=dst[g * c_out_g:(g + 1) * c_out_g])
+                    if bias is not None:
+                        dst += bias[:, None]
                 else:
-                    gather_kernel(x, cl, n0, a0, row_off, col_off)
-                    cl = cl.reshape(groups, k, m * n_a * n_b)
                     res = res_buf[:c_out * m * n_a * n_b].reshape(c_out, m, n_a, n_b)
                     r2 = res.reshape(groups, c_out_g, m * n_a * n_b)
                     for g in range(groups):

@@ -176,19 +176,10 @@ def gather_kernel(x, cols, n0, a0, row_off, col_off):
 
     Serial on purpose, like :func:`scatter_kernel`: they run between BLAS calls, and
     waking Numba's thread pool there while OpenBLAS's threads still spin made the phase
-    form several times slower on two cores. :func:`gather_kernel_parallel` is for the
-    single-phase (stride 1) case, which alternates once per chunk.
+    form several times slower on two cores.
     """
     c_in, t_h, t_w, m = cols.shape[:4]
     for r in range(c_in * t_h * t_w * m):
-        _gather_plane(r, x, cols, n0, a0, row_off, col_off)
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def gather_kernel_parallel(x, cols, n0, a0, row_off, col_off):
-    """:func:`gather_kernel` on Numba's thread pool (each plane has one writer)."""
-    c_in, t_h, t_w, m = cols.shape[:4]
-    for r in prange(c_in * t_h * t_w * m):
         _gather_plane(r, x, cols, n0, a0, row_off, col_off)
 
 
