@@ -20,16 +20,24 @@ FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
 @njit(cache=True, fastmath=FASTMATH)
 def _store_row(acc, out, n, co, oh, bias, add_bias):
-    """Write the phase-major accumulator ``acc`` into ``out[n, co, oh, :]``."""
-    phases = acc.shape[0]
+    """Write the phase-major accumulator ``acc`` into ``out[n, co, oh, :]``.
+
+    ``out[..., q*phases + ph] = acc[ph, q]``, looped without division.
+    """
+    phases, q_len = acc.shape
     row = out[n, co, oh]
-    if add_bias and bias.shape[0] > 0:
-        bv = bias[co]
-        for ow in range(row.shape[0]):
-            row[ow] = acc[ow % phases, ow // phases] + bv
-    else:
-        for ow in range(row.shape[0]):
-            row[ow] = acc[ow % phases, ow // phases]
+    w_out = row.shape[0]
+    has_bias = add_bias and bias.shape[0] > 0
+    for ph in range(phases):
+        src = acc[ph]
+        q_end = (w_out - ph + phases - 1) // phases      # outputs of this phase
+        if has_bias:
+            bv = bias[co]
+            for q in range(q_end):
+                row[q * phases + ph] = src[q] + bv
+        else:
+            for q in range(q_end):
+                row[q * phases + ph] = src[q]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -37,8 +45,11 @@ def _load_row(acc, out, n, co, oh):
     """Read ``out[n, co, oh, :]`` into the phase-major accumulator ``acc``."""
     phases = acc.shape[0]
     row = out[n, co, oh]
-    for ow in range(row.shape[0]):
-        acc[ow % phases, ow // phases] = row[ow]
+    w_out = row.shape[0]
+    for ph in range(phases):
+        dst = acc[ph]
+        for q in range((w_out - ph + phases - 1) // phases):
+            dst[q] = row[q * phases + ph]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -110,28 +121,35 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
     c_out = groups * c_out_g
     n_rows = oh_hi - oh_lo
     h1 = h0 + h_chunk
-    for r in prange(n_chunk * c_out * n_rows):
-        oh = oh_lo + r % n_rows
-        co = (r // n_rows) % c_out
-        nl = r // (n_rows * c_out)
+    # a task is `per_task` consecutive rows of one (image, channel): whole planes when
+    # there are enough planes to share out, else single rows
+    per_task = n_rows if n_chunk * c_out >= 64 else 1
+    tasks_per_plane = (n_rows + per_task - 1) // per_task
+    for r in prange(n_chunk * c_out * tasks_per_plane):
+        task = r % tasks_per_plane
+        co = (r // tasks_per_plane) % c_out
+        nl = r // (tasks_per_plane * c_out)
         g = co // c_out_g
         j = co - g * c_out_g
-        acc = np.zeros((phases, q_len), out.dtype)
-        if not first:
-            _load_row(acc, out, n0 + nl, co, oh)
-        for t in range(row_count[oh]):
-            ih = row_i[oh, t]
-            if ih < h0 or ih >= h1:
-                continue
-            kh = row_k[oh, t]
-            for kw in range(k_w):
-                lo = col_lo[kw]
-                length = col_hi[kw] - lo
-                src = cols[g, j, kh, kw, nl, ih - h0, lo:lo + length]
-                dst = acc[col_phase[kw], col_q0[kw] + lo:col_q0[kw] + lo + length]
-                for i in range(length):
-                    dst[i] += src[i]
-        _store_row(acc, out, n0 + nl, co, oh, bias, first)
+        acc = np.empty((phases, q_len), out.dtype)
+        for oh in range(oh_lo + task * per_task, min(oh_hi, oh_lo + (task + 1) * per_task)):
+            if first:
+                acc[:] = 0
+            else:
+                _load_row(acc, out, n0 + nl, co, oh)
+            for t in range(row_count[oh]):
+                ih = row_i[oh, t]
+                if ih < h0 or ih >= h1:
+                    continue
+                kh = row_k[oh, t]
+                for kw in range(k_w):
+                    lo = np.uint64(col_lo[kw])
+                    base = np.uint64(col_q0[kw] + col_lo[kw])
+                    ph = col_phase[kw]
+                    src = cols[g, j, kh, kw, nl, ih - h0]
+                    for i in range(np.uint64(col_hi[kw] - col_lo[kw])):
+                        acc[ph, base + i] += src[lo + i]
+            _store_row(acc, out, n0 + nl, co, oh, bias, first)
 
 
 @njit(cache=True, fastmath=FASTMATH)
