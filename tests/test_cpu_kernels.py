@@ -102,8 +102,12 @@ def test_workspace_is_reused_safely_across_shapes():
     im2col.release_workspace()
 
 
-def test_serial_and_parallel_direct_kernels_agree_bitwise(monkeypatch):
-    x_shape, w_shape, kwargs = CASES[1]
+@pytest.mark.parametrize("case", [1, 0, 3])     # C_out/groups = 3, 2 and 1 ...
+@pytest.mark.parametrize("c_out_g", [None, 8])  # ... or 8: four channels per task
+def test_serial_and_parallel_direct_kernels_agree_bitwise(monkeypatch, case, c_out_g):
+    x_shape, w_shape, kwargs = CASES[case]
+    if c_out_g:
+        w_shape = (w_shape[0], c_out_g, *w_shape[2:])
     x, w, b, params, shape = _problem(x_shape, w_shape, kwargs, np.float32)
     outs = []
     for threshold in (0, 10**12):          # parallel kernel, then the serial one
