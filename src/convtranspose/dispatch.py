@@ -1,9 +1,11 @@
 """Backend registry and the choice ``backend="auto"`` makes.
 
-The cost model estimates each CPU backend's time from the problem's size and picks the
-smaller; :func:`explain` shows the estimates. Its constants were fitted to
-``python -m convtranspose bench`` on the project's 2-core AVX-512 machines (see
-``_RATES``); they decide between backends, they do not predict exact times.
+The cost model estimates the time of the direct kernel and of both forms of the im2col
+backend (sub-pixel phases, col2im) from the problem's size and picks the smallest;
+:func:`explain` shows the estimates. Its constants were fitted to one-thread CPU-time
+measurements (``docs/bench_cpu.py --cpu-time``) on the project's 2-core AVX-512 machine;
+the data are written next to ``_RATES``. They decide between backends, they do not
+predict exact times.
 """
 from __future__ import annotations
 
