@@ -91,8 +91,32 @@ def _as_padding(value):
     return (ph, ph), (pw, pw)
 
 
+def _plain(value):
+    """True for an exact ``int`` or a tuple of such (nested): safe as a cache key."""
+    kind = type(value)
+    return kind is int or (kind is tuple and all(_plain(v) for v in value))
+
+
+_PARAMS_CACHE = {}   # (stride, padding, output_padding, dilation, groups) -> ConvParams
+
+
 def _make_params(stride, padding, output_padding, dilation, groups):
-    """Parse and range-check the hyper-parameters that do not depend on shapes."""
+    """Parse and range-check the hyper-parameters that do not depend on shapes.
+
+    Valid plain-int arguments are remembered, so a layer called again skips the parsing;
+    anything else (and every invalid value) goes through the checks each time.
+    """
+    key = (stride, padding, output_padding, dilation, groups)
+    cacheable = _plain(key)
+    if cacheable and key in _PARAMS_CACHE:
+        return _PARAMS_CACHE[key]
+    params = _parse_params(stride, padding, output_padding, dilation, groups)
+    if cacheable and len(_PARAMS_CACHE) < 1024:
+        _PARAMS_CACHE[key] = params
+    return params
+
+
+def _parse_params(stride, padding, output_padding, dilation, groups):
     stride = _as_pair(stride, "stride")
     dilation = _as_pair(dilation, "dilation")
     pad_h, pad_w = _as_padding(padding)
