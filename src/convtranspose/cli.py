@@ -35,17 +35,14 @@ def _threading():
 
 
 def _blas():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return [("BLAS", "install threadpoolctl to see which BLAS and CPU kernels NumPy uses")]
-    rows = []
-    for pool in threadpool_info():
-        if pool.get("user_api") == "blas":
-            rows.append(("BLAS", f"{pool.get('internal_api')} {pool.get('version')}, "
-                                 f"architecture {pool.get('architecture')}, "
-                                 f"{pool.get('num_threads')} threads ({pool.get('filepath')})"))
-    return rows or [("BLAS", "no BLAS library reported by threadpoolctl")]
+    from .cpu.blas import blas_info
+    info = blas_info()
+    rows = [("BLAS", f"{info.get('library')} {info.get('version')}, architecture "
+                     f"{info.get('architecture')}, {info.get('threads')} threads, "
+                     f"CPU AVX-512: {info.get('cpu_avx512')}")]
+    if info.get("warning"):
+        rows.append(("WARNING", info["warning"]))
+    return rows
 
 
 def _gpu():
