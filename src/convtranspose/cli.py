@@ -5,6 +5,7 @@ import argparse
 import json
 import platform
 import sys
+import time
 
 import numpy as np
 
@@ -102,7 +103,8 @@ def cmd_bench(args):
                                     with_torch=not args.no_torch)
     else:
         report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype),
-                           repeat=args.repeat, with_torch=not args.no_torch)
+                           repeat=args.repeat, with_torch=not args.no_torch,
+                           clock=time.thread_time if args.cpu_time else time.perf_counter)
     print(format_table(report))
     if args.json:
         with open(args.json, "w") as fh:
@@ -133,7 +135,10 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--backward", action="store_true",
                    help="time conv_transpose2d_backward against torch autograd instead")
-    p.add_argument("--threads", type=int, help="Numba threads (default: all)")
+    p.add_argument("--threads", type=int, help="Numba and PyTorch threads (default: all)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time the calling thread's CPU time (with --threads 1 and "
+                        "OPENBLAS_NUM_THREADS=1: stable on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
     args = parser.parse_args(argv)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)

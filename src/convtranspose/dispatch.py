@@ -3,7 +3,7 @@
 The cost model estimates the time of the direct kernel and of both forms of the im2col
 backend (sub-pixel phases, col2im) from the problem's size and picks the smallest;
 :func:`explain` shows the estimates. Its constants were fitted to one-thread CPU-time
-measurements (``docs/bench_cpu.py --cpu-time``) on the project's 2-core AVX-512 machine;
+measurements (``python -m convtranspose bench --threads 1 --cpu-time``) on the project's 2-core AVX-512 machine;
 the data are written next to ``_RATES``. They decide between backends, they do not
 predict exact times.
 """
