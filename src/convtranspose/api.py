@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import dispatch
+from ._alloc import allocate
 from .params import normalise
 
 __all__ = ["conv_transpose2d"]
@@ -133,7 +134,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     # compute straight into `out` when the kernels can write it and it aliases no input
     direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
                   and not any(np.may_share_memory(out, a) for a in operands))
-    result = out if direct_out else np.empty(shape, dtype)
+    result = out if direct_out else allocate(shape, dtype, "output")
     if result.size:
         x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
         if name == "auto":

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import direct_kernel
+from .._threading import launch
+from .kernels import direct_kernel, direct_kernel_serial
 from .taps import tap_tables
 
 __all__ = ["run"]
@@ -17,6 +18,7 @@ def run(x, weight, bias, params, out):
     """Compute into ``out``; all arrays C-contiguous, 4-D, one native float dtype."""
     t = tap_tables(x.shape[2:], weight.shape[2:], out.shape[2:], params)
     bias = np.empty(0, out.dtype) if bias is None else bias
-    direct_kernel(x, weight, bias, out, t.row_count, t.row_k, t.row_i,
-                  t.col_lo, t.col_hi, t.col_phase, t.col_q0, t.phases, t.q_len, params.groups)
+    launch(direct_kernel, direct_kernel_serial, x, weight, bias, out,
+           t.row_count, t.row_k, t.row_i,
+           t.col_lo, t.col_hi, t.col_phase, t.col_q0, t.phases, t.q_len, params.groups)
     return out

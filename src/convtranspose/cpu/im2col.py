@@ -23,7 +23,9 @@ import os
 
 import numpy as np
 
-from .kernels import col2im_kernel
+from .._alloc import allocate
+from .._threading import launch
+from .kernels import col2im_kernel, col2im_kernel_serial
 from .taps import tap_tables
 
 __all__ = ["run", "plan_chunks", "get_workspace_limit", "set_workspace_limit"]
@@ -82,8 +84,9 @@ def run(x, weight, bias, params, out):
     t = tap_tables((h, w), (k_h, k_w), out.shape[2:], params)
     bias = np.empty(0, out.dtype) if bias is None else bias
     images, rows, _ = plan_chunks(x.shape, weight.shape, groups, x.itemsize)
-    cols_buf = np.empty(groups * taps_n * images * rows * w, out.dtype)
-    x_buf = np.empty(c_in * images * rows * w, out.dtype) if (images, rows) != (1, h) else None
+    cols_buf = allocate(groups * taps_n * images * rows * w, out.dtype, "im2col column buffer")
+    x_buf = (allocate(c_in * images * rows * w, out.dtype, "im2col input copy")
+             if (images, rows) != (1, h) else None)
     w_t = weight.reshape(groups, c_in_g, taps_n).transpose(0, 2, 1)
     (s, d, top), h_out = (params.stride[0], params.dilation[0], params.pad_h[0]), out.shape[2]
     for n0 in range(0, n, images):
@@ -103,7 +106,8 @@ def run(x, weight, bias, params, out):
             first = h0 == 0
             oh_lo = 0 if first else max(0, h0 * s - top)
             oh_hi = h_out if first else min(h_out, (h0 + hh - 1) * s - top + d * (k_h - 1) + 1)
-            col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi,
-                          t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
-                          t.col_phase, t.col_q0, t.phases, t.q_len)
+            launch(col2im_kernel, col2im_kernel_serial,
+                   cols, bias, out, n0, h0, first, oh_lo, oh_hi,
+                   t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
+                   t.col_phase, t.col_q0, t.phases, t.q_len)
     return out

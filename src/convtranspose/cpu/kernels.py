@@ -110,3 +110,9 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
                 for iw in range(col_lo[kw], col_hi[kw]):
                     dst[q0 + iw] += src[iw]
         _store_row(acc, out, n0 + nl, co, oh, bias, first)
+
+
+# Serial builds of the same kernels (``prange`` runs as ``range``): used where a parallel
+# launch is unsafe, see :mod:`convtranspose._threading`.
+direct_kernel_serial = njit(cache=True, fastmath=FASTMATH)(direct_kernel.py_func)
+col2im_kernel_serial = njit(cache=True, fastmath=FASTMATH)(col2im_kernel.py_func)
