@@ -113,6 +113,8 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
 
 
 # Serial builds of the same kernels (``prange`` runs as ``range``): used where a parallel
-# launch is unsafe, see :mod:`convtranspose._threading`.
-direct_kernel_serial = njit(cache=True, fastmath=FASTMATH)(direct_kernel.py_func)
-col2im_kernel_serial = njit(cache=True, fastmath=FASTMATH)(col2im_kernel.py_func)
+# launch is unsafe, see :mod:`convtranspose._threading`. Not cached: Numba's disk cache
+# keys a function by its name and file, not its flags, so a cached serial build would be
+# loaded in place of the parallel one (and the reverse).
+direct_kernel_serial = njit(fastmath=FASTMATH)(direct_kernel.py_func)
+col2im_kernel_serial = njit(fastmath=FASTMATH)(col2im_kernel.py_func)
