@@ -100,9 +100,12 @@ def run(x, weight, bias, params, out):
                 np.copyto(xt, x[n0:n0 + m, :, h0:h0 + hh].transpose(1, 0, 2, 3))
             cols = cols_buf[:groups * taps_n * m * hh * w].reshape(
                 groups, c_out_g, k_h, k_w, m, hh, w)
-            for g in range(groups):
-                np.matmul(w_t[g], xt[g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, m * hh * w),
-                          out=cols[g].reshape(taps_n, m * hh * w))
+            # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
+            with np.errstate(invalid="ignore", over="ignore"):
+                for g in range(groups):
+                    np.matmul(w_t[g],
+                              xt[g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, m * hh * w),
+                              out=cols[g].reshape(taps_n, m * hh * w))
             first = h0 == 0
             oh_lo = 0 if first else max(0, h0 * s - top)
             oh_hi = h_out if first else min(h_out, (h0 + hh - 1) * s - top + d * (k_h - 1) + 1)
