@@ -10,8 +10,10 @@ from .params import normalise
 __all__ = ["conv_transpose2d"]
 
 
-def _host_array(a, name):
+def _host_array(a, name, required=True):
     if a is None:
+        if required:
+            raise TypeError(f"{name} must be an array of float32 or float64, got None")
         return None
     dispatch.reject_device_array(a, name)
     try:
@@ -118,7 +120,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """
     x = _host_array(x, "x")
     weight = _host_array(weight, "weight")
-    bias = _host_array(bias, "bias")
+    bias = _host_array(bias, "bias", required=False)
     operands = [a for a in (x, weight, bias) if a is not None]
     params, shape, dtype = normalise(
         x.shape, weight.shape, None if bias is None else bias.shape,
