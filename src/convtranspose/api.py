@@ -4,13 +4,16 @@ from __future__ import annotations
 import numpy as np
 
 from . import dispatch
+from ._alloc import allocate
 from .params import normalise
 
 __all__ = ["conv_transpose2d"]
 
 
-def _host_array(a, name):
+def _host_array(a, name, required=True):
     if a is None:
+        if required:
+            raise TypeError(f"{name} must be an array of float32 or float64, got None")
         return None
     try:
         return np.asarray(a)
@@ -127,7 +130,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                          output_size=output_size, out=out)
     x = _host_array(x, "x")
     weight = _host_array(weight, "weight")
-    bias = _host_array(bias, "bias")
+    bias = _host_array(bias, "bias", required=False)
     operands = [a for a in (x, weight, bias) if a is not None]
     params, shape, dtype = normalise(
         x.shape, weight.shape, None if bias is None else bias.shape,
@@ -143,7 +146,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     # compute straight into `out` when the kernels can write it and it aliases no input
     direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
                   and not any(np.may_share_memory(out, a) for a in operands))
-    result = out if direct_out else np.empty(shape, dtype)
+    result = out if direct_out else allocate(shape, dtype, "output")
     if result.size:
         x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
         if name == "auto":

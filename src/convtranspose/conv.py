@@ -47,12 +47,12 @@ def weight_grad_method(c_a_g, c_b_g, k_hw, pixels):
     return correlate_method(c_a_g, c_b_g, k_hw, pixels)
 
 
-def host_array(a, name):
+def host_array(a, name, required=True):
     """``np.asarray(a)``, refusing CUDA arrays: conv2d and the gradients run on the CPU."""
     if a is not None and dispatch.is_device_array(a, name):
         raise TypeError(f"{name} is a CUDA array; conv2d and the gradients run on the CPU only "
                         "in this version: copy it to a NumPy array first")
-    return _host_array(a, name)
+    return _host_array(a, name, required)
 
 
 def _batched(a):
@@ -121,7 +121,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     """
     x = host_array(x, "x")
     weight = host_array(weight, "weight")
-    bias = host_array(bias, "bias")
+    bias = host_array(bias, "bias", required=False)
     operands = [a for a in (x, weight, bias) if a is not None]
     params, shape, dtype = normalise_conv2d(
         x.shape, weight.shape, None if bias is None else bias.shape,

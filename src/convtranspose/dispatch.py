@@ -191,9 +191,14 @@ def _im2col_form(x_shape, w_shape, params, out_shape, dtype):
 
 
 def _estimates(x_shape, w_shape, params, dtype, out_hw):
-    """Estimated seconds per backend (and im2col form) at the current thread count."""
+    """Estimated seconds per backend (and im2col form) with all of Numba's threads.
+
+    The thread count is ``NUMBA_NUM_THREADS``, fixed for the process, not the current
+    ``numba.set_num_threads`` value: the choice, and so the summation order and the bits
+    of the result, must not change with the number of threads in use.
+    """
     work, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_hw), np.dtype(dtype))
-    threads = max(1, numba.get_num_threads())
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
     return work, {name: shared / threads + serial for name, (shared, serial) in est.items()}
 
 
@@ -204,18 +209,17 @@ def choose(x_shape, w_shape, params, dtype, out_hw=None):
     """
     if out_hw is None:
         out_hw = _output_hw(x_shape[2:], w_shape[2:], params)
-    return _choose(tuple(x_shape), tuple(w_shape), params, np.dtype(dtype), tuple(out_hw),
-                   numba.get_num_threads())
+    return _choose(tuple(x_shape), tuple(w_shape), params, np.dtype(dtype), tuple(out_hw))
 
 
 @lru_cache(maxsize=512)
-def _choose(x_shape, w_shape, params, dtype, out_hw, threads):
+def _choose(x_shape, w_shape, params, dtype, out_hw):
     work, est = _estimates(x_shape, w_shape, params, dtype, out_hw)
     best = min(est, key=est.get)
     others = ", ".join(f"{est[k] * 1e3:.3g} ms for {k}" for k in est if k != best)
     reason = (f"estimated {est[best] * 1e3:.3g} ms for {best} against {others} "
               f"(C_in/groups = {x_shape[1] // params.groups}, W = {x_shape[3]}, "
-              f"{numba.get_num_threads()} threads)")
+              f"{numba.config.NUMBA_NUM_THREADS} threads)")
     return Choice(best.split("/")[0], reason, est, work)
 
 

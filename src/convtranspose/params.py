@@ -19,6 +19,10 @@ import numpy as np
 
 __all__ = ["ConvParams", "normalise", "output_shape", "result_dtype", "SUPPORTED_DTYPES"]
 
+#: Largest stride, dilation or padding accepted: keeps every index product of the
+#: kernels' int64 arithmetic far from overflow.
+MAX_PARAM = 2**31 - 1
+
 #: Floating dtypes the kernels are compiled for.
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -132,6 +136,11 @@ def _parse_params(stride, padding, output_padding, dilation, groups):
         raise ValueError(f"output_padding must be >= 0, got {output_padding}")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
+    for name, value in (("stride", stride), ("dilation", dilation),
+                        ("padding", pad_h + pad_w)):
+        if max(value) > MAX_PARAM:
+            raise ValueError(f"{name} must be at most 2**31 - 1 = {MAX_PARAM} in each "
+                             f"dimension, got {value}")
     for op, s, d in zip(output_padding, stride, dilation):
         if op >= max(s, d):
             raise ValueError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._threading import launch
 from .im2col import get_workspace_limit
 
 __all__ = ["correlate", "weight_grad", "correlate_kernel", "weight_grad_kernel",
@@ -180,7 +181,7 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
     if method == "direct":
         b = np.empty(0, out.dtype) if bias is None else bias
-        correlate_kernel(x, weight, b, out, sh, sw, dh, dw, top, left, groups)
+        launch(correlate_kernel, x, weight, b, out, sh, sw, dh, dw, top, left, groups)
         return out
     n, c_in = x.shape[:2]
     c_out, c_in_g, k_h, k_w = weight.shape
@@ -194,7 +195,7 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
     for n0 in range(0, n, m):
         mm = min(m, n - n0)
         cols = cols_buf[:c_in * k_h * k_w * mm * pix].reshape(c_in, k_h, k_w, mm, h_o, w_o)
-        im2col_kernel(x, cols, n0, sh, sw, dh, dw, top, left)
+        launch(im2col_kernel, x, cols, n0, sh, sw, dh, dw, top, left)
         res = res_buf[:c_out * mm * pix].reshape(groups, c_out // groups, mm * pix)
         np.matmul(w3, cols.reshape(groups, taps, mm * pix), out=res)
         res4 = res.reshape(c_out, mm, h_o, w_o).transpose(1, 0, 2, 3)
@@ -213,7 +214,7 @@ def weight_grad(a, b, gw, stride, dilation, before, groups, method):
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
     if method == "direct":
-        weight_grad_kernel(a, b, gw, sh, sw, dh, dw, top, left, groups)
+        launch(weight_grad_kernel, a, b, gw, sh, sw, dh, dw, top, left, groups)
         return gw
     n, c_a, h_o, w_o = a.shape
     c_b = b.shape[1]
@@ -231,7 +232,7 @@ def weight_grad(a, b, gw, stride, dilation, before, groups, method):
     for n0 in range(0, n, m):
         mm = min(m, n - n0)
         cols = cols_buf[:c_b * k_h * k_w * mm * pix].reshape(c_b, k_h, k_w, mm, h_o, w_o)
-        im2col_kernel(b, cols, n0, sh, sw, dh, dw, top, left)
+        launch(im2col_kernel, b, cols, n0, sh, sw, dh, dw, top, left)
         at = a_buf[:c_a * mm * pix].reshape(c_a, mm, h_o, w_o)
         np.copyto(at, a[n0:n0 + mm].transpose(1, 0, 2, 3))
         lhs = at.reshape(groups, c_a // groups, mm * pix)

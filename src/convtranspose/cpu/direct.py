@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._threading import launch
 from .kernels import direct_kernel, direct_kernel_serial
 from .taps import tap_tables
 
@@ -23,6 +24,6 @@ def run(x, weight, bias, params, out):
     bias = np.empty(0, out.dtype) if bias is None else bias
     work = 2 * x.size * weight.shape[1] * weight.shape[2] * weight.shape[3]
     kernel = direct_kernel_serial if work < SERIAL_FLOPS else direct_kernel
-    kernel(x, weight, bias, out, t.row_count, t.row_k, t.row_i,
+    launch(kernel, x, weight, bias, out, t.row_count, t.row_k, t.row_i,
            t.col_lo, t.col_hi, t.col_phase, t.col_q0, t.phases, t.q_len, params.groups)
     return out

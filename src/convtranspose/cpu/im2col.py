@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._alloc import allocate
+from .._threading import launch
 from .kernels import col2im_kernel, gather_kernel, scatter_kernel
 from .taps import tap_tables
 
@@ -78,7 +80,7 @@ def _buffers(dtype, *sizes):
     total = sum(spans)
     buf = getattr(_local, "buf", None)
     if buf is None or buf.size < total:
-        buf = np.empty(total, np.uint8)
+        buf = allocate(total, np.uint8, "im2col workspace")
         _local.buf = buf if total <= _KEEP_BYTES else None
     out, start = [], 0
     for n, span in zip(sizes, spans):
@@ -132,15 +134,18 @@ def run_col2im(x, weight, bias, params, out):
                 np.copyto(xt, x[n0:n0 + m, :, h0:h0 + hh].transpose(1, 0, 2, 3))
             cols = cols_buf[:groups * taps_n * m * hh * w].reshape(
                 groups, c_out_g, k_h, k_w, m, hh, w)
-            for g in range(groups):
-                np.matmul(w_t[g], xt[g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, m * hh * w),
-                          out=cols[g].reshape(taps_n, m * hh * w))
+            # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
+            with np.errstate(invalid="ignore", over="ignore"):
+                for g in range(groups):
+                    np.matmul(w_t[g],
+                              xt[g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, m * hh * w),
+                              out=cols[g].reshape(taps_n, m * hh * w))
             first = h0 == 0
             oh_lo = 0 if first else max(0, h0 * s - top)
             oh_hi = h_out if first else min(h_out, (h0 + hh - 1) * s - top + d * (k_h - 1) + 1)
-            col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi,
-                          t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
-                          t.col_phase, t.col_q0, t.phases, t.q_len)
+            launch(col2im_kernel, cols, bias, out, n0, h0, first, oh_lo, oh_hi,
+                   t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
+                   t.col_phase, t.col_q0, t.phases, t.q_len)
     return out
 
 

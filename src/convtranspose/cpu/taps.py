@@ -72,7 +72,16 @@ def tap_tables(in_hw, k_hw, out_hw, params):
     """
     (sh, sw), (dh, dw) = params.stride, params.dilation
     rows = _row_table(out_hw[0], in_hw[0], k_hw[0], sh, dh, params.pad_h[0])
-    cols = _col_table(out_hw[1], in_hw[1], k_hw[1], sw, dw, params.pad_w[0])
-    for a in (*rows, *cols):
+    lo, hi, phase, q0 = _col_table(out_hw[1], in_hw[1], k_hw[1], sw, dw, params.pad_w[0])
+    if sw > out_hw[1]:
+        # A stride wider than the output row: each kernel column hits at most one output
+        # column, so a (W_out, 1) accumulator replaces a (stride, 1) one that could be huge.
+        hit = hi > lo
+        phase = np.where(hit, phase + q0 * sw + lo * sw, 0)   # the output column it hits
+        q0 = np.where(hit, -lo, 0)
+        phases, q_len = out_hw[1], 1
+    else:
+        phases, q_len = sw, -(-out_hw[1] // sw)
+    for a in (*rows, lo, hi, phase, q0):
         a.flags.writeable = False
-    return Taps(*rows, *cols, phases=sw, q_len=-(-out_hw[1] // sw))
+    return Taps(*rows, lo, hi, phase, q0, phases=phases, q_len=q_len)

@@ -1,0 +1,146 @@
+"""Python threads and Numba thread counts give results identical to serial calls."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import convtranspose as ct
+from convtranspose import _threading
+from convtranspose.testing import random_problem
+
+BACKENDS = ("direct", "im2col", "auto")
+SRC = str(Path(ct.__file__).resolve().parents[1])
+
+
+def _jobs(count, seed):
+    """Mixed shapes, both dtypes, every backend: ``(x, w, b, kwargs, backend)``."""
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for i in range(count):
+        p = random_problem(rng, max_channels=12, max_size=12)
+        dtype = (np.float32, np.float64)[i % 2]
+        x, w, b = p.arrays(dtype, seed=i)
+        jobs.append((x, w, b, p.kwargs, BACKENDS[i % 3]))
+    return jobs
+
+
+def _run(job):
+    x, w, b, kwargs, backend = job
+    return ct.conv_transpose2d(x, w, b, backend=backend, **kwargs)
+
+
+def test_eight_threads_match_serial():
+    jobs = _jobs(48, seed=7)
+    expected = [_run(j) for j in jobs]
+    iterations = 3
+    results = [[None] * len(jobs) for _ in range(8)]
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def worker(t):
+        try:
+            barrier.wait()
+            for it in range(iterations):
+                # every thread walks the jobs in its own order, so different shapes,
+                # dtypes and backends overlap in time
+                for k in range(len(jobs)):
+                    i = (k * (t + 1) + it) % len(jobs)
+                    y = _run(jobs[i])
+                    if it == iterations - 1:
+                        results[t][i] = y
+                    elif not np.array_equal(y, expected[i], equal_nan=True):
+                        raise AssertionError(f"thread {t} job {i} differs")
+        except BaseException as exc:   # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    assert not any(th.is_alive() for th in threads), "a thread hung"
+    assert not errors, errors
+    for t in range(8):
+        for i, y in enumerate(results[t]):
+            if y is None:   # visited only in earlier iterations
+                continue
+            assert y.dtype == expected[i].dtype
+            assert np.array_equal(y, expected[i]), (t, i)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thread_count_does_not_change_bits(backend, dtype):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread")
+    rng = np.random.default_rng(3)
+    problems = [random_problem(rng, max_channels=16, max_size=16) for _ in range(12)]
+    # plus one large enough that every thread gets many rows
+    old = numba.get_num_threads()
+    try:
+        for i, p in enumerate(problems):
+            x, w, b = p.arrays(dtype, seed=i)
+            numba.set_num_threads(1)
+            one = ct.conv_transpose2d(x, w, b, backend=backend, **p.kwargs)
+            numba.set_num_threads(2)
+            two = ct.conv_transpose2d(x, w, b, backend=backend, **p.kwargs)
+            assert one.tobytes() == two.tobytes(), str(p)
+        x = rng.standard_normal((4, 32, 20, 20)).astype(dtype)
+        w = rng.standard_normal((32, 16, 4, 4)).astype(dtype)
+        numba.set_num_threads(1)
+        one = ct.conv_transpose2d(x, w, stride=2, padding=1, backend=backend)
+        numba.set_num_threads(2)
+        two = ct.conv_transpose2d(x, w, stride=2, padding=1, backend=backend)
+        assert one.tobytes() == two.tobytes()
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_layer_is_known_and_concurrent_safe_after_a_call():
+    ct.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), backend="direct")
+    layer = _threading.threading_layer()
+    assert layer in ("omp", "tbb", "workqueue")
+    assert _threading.serialised() == (layer == "workqueue")
+
+
+_WORKQUEUE_SCRIPT = textwrap.dedent("""
+    import threading
+    import numpy as np
+    import convtranspose as ct
+    from convtranspose import _threading
+    from convtranspose.reference import conv_transpose2d_reference as ref
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 24, 24))
+    w = rng.standard_normal((8, 8, 3, 3))
+    expected = ref(x, w, stride=2)
+    bad = []
+    def work():
+        for _ in range(20):
+            for backend in ("direct", "im2col"):
+                y = ct.conv_transpose2d(x, w, stride=2, backend=backend)
+                if not np.allclose(y, expected, rtol=1e-12, atol=1e-12):
+                    bad.append(backend)
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print(_threading.threading_layer(), _threading.serialised(), len(bad))
+""")
+
+
+@pytest.mark.slow
+def test_workqueue_layer_is_serialised_not_aborted():
+    """Forcing ``workqueue`` (which aborts on concurrent launches) is handled by the lock."""
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue",
+               PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _WORKQUEUE_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["workqueue", "True", "0"], proc.stdout
