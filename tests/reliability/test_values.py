@@ -100,7 +100,7 @@ def test_near_float32_overflow(backend):
     np.testing.assert_allclose(y[fin], e[fin], rtol=1e-6)
 
 
-# float32 accumulation: the bound stated in docs/guarantees.md
+# float32 accumulation: the bound stated in README.md, "Guarantees"
 #   |y - y64| <= K * 2**-24 * (|x| (*) |w|)  elementwise (K = C_in/groups * kH * kW taps),
 #   and in practice max|y - y64| / max|y64| <= 1e-5 (TOLERANCE[float32]).
 @pytest.mark.parametrize("backend", BACKENDS)
