@@ -4,23 +4,33 @@
 #      with a fresh NUMBA_CACHE_DIR: Numba's disk cache keys a kernel on its own source file
 #      and would serve stale machine code after an edit to a helper in another file (asv also
 #      uninstalls the previous commit's package, and its __pycache__, before installing the next);
-#   2. `asv continuous --factor 1.2 BASE HEAD` on the timing benchmarks: exits non-zero when
-#      HEAD is more than 20% slower than BASE on any of them;
+#   2. `asv continuous --factor 1.2 BASE HEAD` on the float32 `auto` timings of every suite
+#      shape (ASV_CONTINUOUS_BENCH, a regex over "name(params)", widens it): exits non-zero
+#      when HEAD is more than 20% slower than BASE on any of them;
 #   3. `asv publish`: the HTML report in .asv/html (`asv preview` serves it);
 #   4. with --save-docs, copies this machine's results to docs/asv-results/.
 #
-# Usage: scripts/asv_history.sh [--save-docs] [RANGE [BASE [HEAD]]]
+# Usage: scripts/asv_history.sh [--save-docs] [--no-continuous] [RANGE [BASE [HEAD]]]
 #   RANGE, BASE, HEAD are git revisions; RANGE as for `git rev-list` (default: main),
 #   BASE/HEAD default to main~1 and main. ASV_BENCH (a regex) limits the benchmarks run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 save_docs=0
-if [[ "${1:-}" == "--save-docs" ]]; then save_docs=1; shift; fi
+continuous=1
+while [[ "${1:-}" == --* ]]; do
+    case "$1" in
+        --save-docs) save_docs=1 ;;
+        --no-continuous) continuous=0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
 range=${1:-main}
 base=${2:-main~1}
 head=${3:-main}
-bench=(${ASV_BENCH:+--bench "$ASV_BENCH"})
+bench=()
+if [[ -n "${ASV_BENCH:-}" ]]; then bench=(--bench "$ASV_BENCH"); fi
 
 fresh_cache() { mktemp -d "${TMPDIR:-/tmp}/asv-numba-cache.XXXXXX"; }
 
@@ -36,11 +46,14 @@ for commit in $(git rev-list --reverse "$range"); do
 done
 
 # 2. regressions of HEAD against BASE (exit status kept for the end)
-cache=$(fresh_cache)
 status=0
-NUMBA_CACHE_DIR=$cache asv continuous --factor 1.2 --bench "${ASV_CONTINUOUS_BENCH:-time_forward}" \
-    "$base" "$head" || status=$?
-rm -rf "$cache"
+if (( continuous )); then
+    cache=$(fresh_cache)
+    NUMBA_CACHE_DIR=$cache asv continuous --factor 1.2 \
+        --bench "${ASV_CONTINUOUS_BENCH:-time_forward\(.*'auto', 'float32'\)}" \
+        "$base" "$head" || status=$?
+    rm -rf "$cache"
+fi
 
 # 3. the HTML report
 asv publish
