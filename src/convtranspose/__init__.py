@@ -7,6 +7,7 @@
 >>> layer(x).shape
 (2, 8, 16, 16)
 """
+from . import cuda
 from .api import conv_transpose2d
 from .cpu.im2col import get_workspace_limit, set_workspace_limit
 from .dispatch import explain
@@ -15,5 +16,5 @@ from .params import output_shape
 
 __version__ = "0.1.0"
 
-__all__ = ["conv_transpose2d", "output_shape", "ConvTranspose2d", "explain",
+__all__ = ["conv_transpose2d", "output_shape", "ConvTranspose2d", "explain", "cuda",
            "get_workspace_limit", "set_workspace_limit", "__version__"]

@@ -12,7 +12,6 @@ __all__ = ["conv_transpose2d"]
 def _host_array(a, name):
     if a is None:
         return None
-    dispatch.reject_device_array(a, name)
     try:
         return np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -62,14 +61,17 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         ``output_padding`` as ``torch.nn.ConvTranspose2d.forward`` does.
     out : numpy.ndarray, optional
         Array of exactly the result's shape and dtype to write into; returned.
-    backend : {"auto", "direct", "im2col"}, default "auto"
-        Which implementation runs; ``"auto"`` chooses by a cost model (see :func:`explain`).
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        Which implementation runs; ``"auto"`` sends CUDA arrays to the GPU and chooses a
+        CPU backend for NumPy arrays by a cost model (see :func:`explain`); ``"cuda"``
+        with NumPy arrays copies them to the GPU and the result back.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, or an array of x's kind for CUDA input
         ``(N, C_out, H_out, W_out)``, or ``(C_out, H_out, W_out)`` for unbatched input, of
-        dtype ``np.result_type(x, weight, bias)``.
+        dtype ``np.result_type(x, weight, bias)``. CUDA arrays (Numba, CuPy, torch) give a
+        result of the same kind on the same GPU (see :func:`convtranspose.cuda.conv_transpose2d`).
 
     Raises
     ------
@@ -115,6 +117,14 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     ...                     stride=2, padding=1).shape
     (8, 8, 8)
     """
+    if any(dispatch.is_device_array(a, n) for a, n in
+           ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
+        if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
+            raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were given: "
+                             "use backend='auto' or 'cuda', or copy them to NumPy arrays")
+        from .cuda import conv_transpose2d as on_device
+        return on_device(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                         output_size=output_size, out=out)
     x = _host_array(x, "x")
     weight = _host_array(weight, "weight")
     bias = _host_array(bias, "bias")
@@ -138,7 +148,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
         if name == "auto":
             name = dispatch.choose(x4.shape, weight.shape, params, dtype).backend
-        dispatch.BACKENDS[name](x4, weight, bias, params, r4)
+        dispatch.run_backend(name)(x4, weight, bias, params, r4)
     if out is not None and result is not out:
         out[...] = result
         return out

@@ -102,8 +102,10 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
     """Time each backend (and PyTorch) on each suite shape; return a JSON-ready dict.
 
     ``{"meta": {...}, "results": [{"shape", "backend", "dtype", "median_s", "gflops",
-    "ratio_torch"}, ...]}``; ``"backend": "torch"`` rows hold PyTorch's own times and
-    ``ratio_torch`` is this backend's time over PyTorch's in the same run.
+    "ratio_torch"}, ...]}``; ``"backend": "torch"`` rows hold PyTorch's own CPU times and
+    ``ratio_torch`` is this backend's time over PyTorch's in the same run. The ``cuda``
+    backend is timed on device-resident arrays and compared with cuDNN (rows
+    ``cudnn_fp32`` and ``cudnn_tf32``; its ratio is to cuDNN with TF32 off).
     """
     import numba
     progress = sys.stderr if progress == "stderr" else progress
@@ -134,6 +136,11 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
             done += 1
         out = np.empty(_out_shape(shape), dtype)
         for backend in backends:
+            if backend == "cuda":
+                _progress(done, total, f"{shape.name} cuda", progress)
+                rows += _cuda_rows(shape, dtype, repeat)
+                done += 1
+                continue
             _progress(done, total, f"{shape.name} {backend}", progress)
             t = median_time(lambda: conv_transpose2d(x, w, b, out=out, backend=backend, **kw),
                             repeat)
@@ -143,6 +150,30 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
             done += 1
     _progress(total, total, "done", progress)
     return dict(meta=_meta(dtype, threads, gemm), results=rows)
+
+
+def _cuda_rows(shape, dtype, repeat):
+    """The ``cuda`` backend on device-resident arrays, against cuDNN when torch has CUDA."""
+    from . import cuda
+    try:
+        import torch
+        has_cudnn = torch.cuda.is_available()
+    except ImportError:
+        has_cudnn = False
+    if has_cudnn:
+        from .cuda.bench import measure
+        m = measure(shape, dtype=dtype.name, repeat=max(repeat, 10))
+        rows = [dict(shape=shape.name, backend=name, dtype=dtype.name, median_s=m[key] / 1e3,
+                     gflops=shape.flops / (m[key] / 1e3) / 1e9,
+                     ratio_torch=m[key] / m["cudnn_fp32_ms"])
+                for name, key in (("cudnn_fp32", "cudnn_fp32_ms"), ("cudnn_tf32", "cudnn_tf32_ms"),
+                                  ("cuda", "cuda_ms"))]
+        return rows
+    x, w, b = cuda.to_device(*shape.arrays(dtype))
+    kw = shape.kwargs()
+    t = float(np.median(cuda.time_call(lambda: conv_transpose2d(x, w, b, **kw), repeat)))
+    return [dict(shape=shape.name, backend="cuda", dtype=dtype.name, median_s=t,
+                 gflops=shape.flops / t / 1e9, ratio_torch=None)]
 
 
 def _out_shape(shape):

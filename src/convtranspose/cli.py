@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 CPU_BACKENDS = ("direct", "im2col", "auto")
+ALL_BACKENDS = (*CPU_BACKENDS, "cuda")
 
 
 def _versions():
@@ -48,21 +49,29 @@ def _blas():
 
 
 def _gpu():
-    try:
-        from numba import cuda
-        if cuda.is_available():
-            dev = cuda.get_current_device()
-            return [("GPU", f"{dev.name.decode() if isinstance(dev.name, bytes) else dev.name}, "
-                            f"compute capability {dev.compute_capability}")]
-        return [("GPU", "none seen (no CUDA driver or device)")]
-    except Exception as exc:   # no CUDA support at all
-        return [("GPU", f"none seen ({type(exc).__name__})")]
+    from . import cuda
+    info = cuda.info()
+    if info["available"]:
+        where = "Numba's CUDA simulator" if info["simulator"] else \
+            f"{info['device']}, compute capability {info['compute_capability']}"
+        return [("GPU", where), ("CUDA implementation", info["implementation"])]
+    return [("GPU", f"none seen ({info.get('reason', 'unavailable')})"),
+            ("CUDA implementation", info["implementation"])]
+
+
+def _backends():
+    """CPU backends, plus ``cuda`` when a real GPU is present (not the simulator)."""
+    from . import cuda
+    names = list(CPU_BACKENDS)
+    if cuda.is_available() and not cuda.info()["simulator"]:
+        names.append("cuda")
+    return names
 
 
 def cmd_info(args):
-    from .dispatch import BACKENDS
+    from .dispatch import BACKENDS, GPU_BACKENDS
     rows = _versions() + _threading() + _blas()
-    rows.append(("backends", ", ".join(BACKENDS)))
+    rows.append(("backends", ", ".join([*BACKENDS, *GPU_BACKENDS])))
     rows += _gpu()
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -72,7 +81,7 @@ def cmd_info(args):
 
 def cmd_check(args):
     from .check import run_check
-    ok = run_check(args.backends, [np.dtype(d) for d in args.dtype], count=args.count,
+    ok = run_check(args.backends or _backends(), [np.dtype(d) for d in args.dtype], count=args.count,
                    seed=args.seed, suite=not args.no_suite)
     print("all backends agree with the reference" if ok else "MISMATCH: see FAIL lines above")
     return 0 if ok else 1
@@ -86,7 +95,7 @@ def cmd_bench(args):
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    report = run_suite(shapes, args.backends, np.dtype(args.dtype), repeat=args.repeat,
+    report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype), repeat=args.repeat,
                        with_torch=not args.no_torch)
     print(format_table(report))
     if args.json:
@@ -102,7 +111,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, threading, BLAS, backends, GPU")
     p = sub.add_parser("check", help="compare every backend with the float64 reference")
-    p.add_argument("--backends", nargs="+", default=list(CPU_BACKENDS), choices=CPU_BACKENDS)
+    p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
+                   help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                    choices=["float32", "float64"])
     p.add_argument("--count", type=int, default=500, help="random problems (default 500)")
@@ -110,7 +120,8 @@ def main(argv=None):
     p.add_argument("--no-suite", action="store_true", help="skip the benchmark-suite shapes")
     p = sub.add_parser("bench", help="time the benchmark suite against PyTorch")
     p.add_argument("--shapes", nargs="+", help="suite shape names (default: all)")
-    p.add_argument("--backends", nargs="+", default=list(CPU_BACKENDS), choices=CPU_BACKENDS)
+    p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
+                   help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeat", type=int, default=5, help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")

@@ -14,10 +14,14 @@ import numpy as np
 from .cpu import direct, im2col
 from .params import normalise
 
-__all__ = ["BACKENDS", "Choice", "check_backend", "choose", "explain", "flops"]
+__all__ = ["BACKENDS", "GPU_BACKENDS", "Choice", "check_backend", "choose", "explain", "flops",
+           "is_device_array", "run_backend"]
 
 #: name -> run(x, weight, bias, params, out), every one computing into ``out``.
 BACKENDS = {"direct": direct.run, "im2col": im2col.run}
+#: Backends on the GPU, loaded lazily by :func:`run_backend` (not in ``BACKENDS``, so
+#: loops over the CPU backends never touch numba.cuda).
+GPU_BACKENDS = ("cuda",)
 
 # Fitted rates, FLOP/s, per dtype: direct kernel at long rows, GEMM at large K,
 # col2im bytes/s, and the half-efficiency lengths (row length for direct, K for GEMM).
@@ -31,21 +35,31 @@ _GEMM_HALF_K = 16.0        # GEMM inner dimension (C_in / groups) at which BLAS 
 
 def check_backend(backend):
     """Return ``backend`` if it names a backend or ``"auto"``, else raise ``ValueError``."""
-    names = ("auto", *BACKENDS)
+    names = ("auto", *BACKENDS, *GPU_BACKENDS)
     if not isinstance(backend, str) or backend not in names:
         raise ValueError(f"backend must be one of {names}, got {backend!r}")
     return backend
 
 
-def reject_device_array(a, name):
-    """Raise ``TypeError`` for a GPU array: this version computes on the CPU only."""
+def is_device_array(a, name):
+    """True for a CUDA array (``__cuda_array_interface__``, or a simulated Numba device
+    array); ``TypeError`` for a torch tensor that requires grad. Never imports numba.cuda."""
     try:
-        is_device = hasattr(a, "__cuda_array_interface__")
-    except Exception:   # torch tensors that require grad raise from the attribute
-        is_device = True
-    if is_device:
-        raise TypeError(f"{name} is a CUDA array; this version of convtranspose runs on the "
-                        "CPU only: copy it to a NumPy array first")
+        if hasattr(a, "__cuda_array_interface__"):
+            return True
+    except RuntimeError:   # torch tensors that require grad raise from the attribute
+        raise TypeError(f"{name} is a torch tensor that requires grad; convtranspose does not "
+                        f"track gradients: pass {name}.detach()") from None
+    return type(a).__module__.startswith(("numba.cuda.", "numba_cuda."))
+
+
+def run_backend(name):
+    """The ``run(x, weight, bias, params, out)`` of backend ``name`` (host arrays);
+    ``"cuda"`` copies to the GPU and back and is imported only when asked for."""
+    if name in GPU_BACKENDS:
+        from .cuda import run
+        return run
+    return BACKENDS[name]
 
 
 def flops(x_shape, w_shape, groups):
@@ -121,9 +135,22 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
     'im2col'
     """
     b_shape = None if bias is None else tuple(bias.shape)
+    on_gpu = any(is_device_array(a, n) for a, n in ((x, "x"), (weight, "weight"), (bias, "bias"))
+                 if a is not None)
+    dtypes = [x.dtype, weight.dtype]
+    if on_gpu:
+        from .cuda.arrays import dtype_of
+        dtypes = [np.dtype(dtype_of(a, n)) for a, n in ((x, "x"), (weight, "weight"))]
     params, _, dtype = normalise(tuple(x.shape), tuple(weight.shape), b_shape,
-                                 [x.dtype, weight.dtype], stride=stride, padding=padding,
+                                 dtypes, stride=stride, padding=padding,
                                  output_padding=output_padding, dilation=dilation,
                                  groups=groups, output_size=output_size)
     x_shape = tuple(x.shape) if len(x.shape) == 4 else (1, *x.shape)
+    if on_gpu:
+        from .cuda.kernels import pick_kernel
+        kernel = pick_kernel(x_shape, tuple(weight.shape), params.groups)
+        return Choice("cuda", f"CUDA arrays run on their GPU; the {kernel} kernel "
+                      f"(C_in/groups = {x_shape[1] // params.groups}, "
+                      f"C_out/groups = {weight.shape[1]})", {}, flops(x_shape, weight.shape,
+                                                                      params.groups))
     return choose(x_shape, tuple(weight.shape), params, dtype)

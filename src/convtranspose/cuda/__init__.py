@@ -1,0 +1,225 @@
+"""The ``cuda`` backend: ``numba.cuda`` kernels for CUDA arrays, and GPU offload of NumPy input.
+
+Importing this package is cheap and never touches ``numba.cuda``; the functions below
+import it when called, so ``import convtranspose`` works without a GPU, a CUDA driver or
+``numba-cuda``.
+
+* :func:`conv_transpose2d` -- the device path: CUDA arrays in (Numba device arrays, CuPy
+  arrays, PyTorch CUDA tensors), an array of the caller's kind out, on the caller's stream.
+* :func:`run` -- the backend entry used by ``backend="cuda"`` with NumPy arrays: copies to
+  the GPU, computes, copies back into ``out``.
+* :func:`is_available`, :func:`info` -- for ``python -m convtranspose info``.
+* :func:`time_call`, :func:`to_device` -- synchronised timing of device-resident calls for
+  ``python -m convtranspose bench``; :mod:`convtranspose.cuda.bench` compares a suite
+  shape against PyTorch cuDNN.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import time
+
+__all__ = ["conv_transpose2d", "run", "is_available", "info", "require", "time_call", "to_device",
+           "implementation"]
+
+
+def _numba_cuda():
+    from numba import cuda
+    return cuda
+
+
+def implementation():
+    """Which CUDA implementation ``from numba import cuda`` gives: ``"numba-cuda <version>"``
+    (NVIDIA's package) or ``"numba <version> built-in numba.cuda"``.
+
+    Examples
+    --------
+    >>> from convtranspose import cuda
+    >>> "numba" in cuda.implementation()
+    True
+    """
+    try:
+        redirected = "numba_cuda" in (_numba_cuda().__file__ or "")
+    except ImportError:
+        redirected = False
+    if redirected:
+        return f"numba-cuda {importlib.metadata.version('numba-cuda')}"
+    return f"numba {importlib.metadata.version('numba')} built-in numba.cuda"
+
+
+def _simulator():
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def is_available():
+    """True when the ``cuda`` backend can run: a GPU with a working driver, or the
+    simulator (``NUMBA_ENABLE_CUDASIM=1``).
+
+    Examples
+    --------
+    >>> from convtranspose import cuda
+    >>> cuda.is_available() in (True, False)
+    True
+    """
+    try:
+        return bool(_numba_cuda().is_available())
+    except ImportError:
+        return False
+
+
+def info():
+    """What the ``cuda`` backend would run on, as a dict.
+
+    Returns
+    -------
+    dict
+        ``available`` (bool), ``implementation`` (see :func:`implementation`),
+        ``simulator`` (bool), and when available ``device`` (name),
+        ``compute_capability`` ((major, minor)), ``device_count``; ``reason`` says why
+        not when unavailable.
+
+    Examples
+    --------
+    >>> from convtranspose import cuda
+    >>> sorted(k for k in cuda.info() if k in ("available", "implementation", "simulator"))
+    ['available', 'implementation', 'simulator']
+    """
+    result = {"available": False, "implementation": implementation(), "simulator": False}
+    try:
+        cuda = _numba_cuda()
+    except ImportError as exc:
+        result["reason"] = f"numba.cuda cannot be imported: {exc}"
+        return result
+    result["simulator"] = _simulator()
+    if not cuda.is_available():
+        result["reason"] = "no CUDA GPU or driver found"
+        return result
+    dev = cuda.current_context().device
+    name = getattr(dev, "name", "simulated GPU")
+    result.update(available=True,
+                  device=name.decode() if isinstance(name, bytes) else str(name or "simulator"),
+                  compute_capability=tuple(dev.compute_capability),
+                  device_count=len(cuda.gpus))
+    return result
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, output_size=None, out=None):
+    """:func:`convtranspose.conv_transpose2d` on the GPU; the result is of ``x``'s kind.
+
+    Parameters
+    ----------
+    x : CUDA array, shape (N, C_in, H, W) or (C_in, H, W)
+        A Numba device array, CuPy array or PyTorch CUDA tensor (read in place, any strides).
+        A NumPy array is copied to the GPU and the result copied back.
+    weight, bias : CUDA arrays or NumPy arrays
+        On ``x``'s GPU, or small host arrays copied to it.
+    stride, padding, output_padding, groups, dilation, output_size
+        As for :func:`convtranspose.conv_transpose2d`.
+    out : CUDA array, optional
+        C-contiguous, of the result's shape and dtype, on ``x``'s GPU.
+
+    Returns
+    -------
+    array of x's kind
+        CuPy in, CuPy out; torch in, torch out; Numba in, Numba out.
+
+    Raises
+    ------
+    TypeError
+        Host ``x`` with CUDA ``weight``/``bias``/``out`` (or CUDA ``out`` for host input),
+        a torch tensor that requires grad, non-float dtypes, CUDA arrays where no GPU
+        can be used.
+    ValueError
+        Operands on different GPUs, and every bad argument
+        :func:`convtranspose.conv_transpose2d` rejects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> from convtranspose import cuda
+    >>> x = np.ones((1, 1, 2, 2), np.float32)
+    >>> w = np.ones((1, 1, 3, 3), np.float32)
+    >>> if cuda.is_available():             # a Numba device array in, one out
+    ...     from numba import cuda as nbcuda
+    ...     y = cuda.conv_transpose2d(nbcuda.to_device(x), w, stride=2).copy_to_host()
+    ... else:
+    ...     y = ct.conv_transpose2d(x, w, stride=2)
+    >>> y[0, 0, 2]
+    array([2., 2., 4., 2., 2.], dtype=float32)
+    """
+    if not is_available():
+        raise TypeError(f"CUDA arrays were given but no CUDA GPU can be used here: "
+                        f"{info().get('reason')}; copy them to NumPy arrays")
+    from .arrays import conv_transpose2d as impl
+    return impl(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                output_size=output_size, out=out)
+
+
+def run(x, weight, bias, params, out):
+    """Backend entry for NumPy arrays: copy to the GPU, compute, copy back into ``out``.
+
+    Same contract as the CPU backends' ``run``: 4-D C-contiguous arrays of one native
+    float dtype, validated ``params``; returns ``out``.
+    """
+    require()
+    from .arrays import run_host
+    return run_host(x, weight, bias, params, out)
+
+
+def require():
+    """Raise ``RuntimeError`` saying why, unless :func:`is_available`."""
+    if not is_available():
+        details = info()
+        raise RuntimeError(f"backend='cuda' needs a CUDA GPU: {details.get('reason')} "
+                           f"({details['implementation']}); use backend='auto' for the CPU, "
+                           "or NUMBA_ENABLE_CUDASIM=1 for Numba's (slow) simulator")
+
+
+def to_device(*arrays):
+    """Copy NumPy arrays to the current GPU as Numba device arrays (``None`` stays ``None``).
+
+    For timing the kernels without transfers, e.g. with :func:`time_call`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose import cuda
+    >>> if cuda.is_available():
+    ...     (x,) = cuda.to_device(np.ones((1, 1, 2, 2), np.float32))
+    ...     shape = x.shape
+    ... else:
+    ...     shape = (1, 1, 2, 2)
+    >>> shape
+    (1, 1, 2, 2)
+    """
+    require()
+    cuda = _numba_cuda()
+    return tuple(None if a is None else cuda.to_device(a) for a in arrays)
+
+
+def time_call(fn, repeat=10, warmup=2):
+    """Time ``fn()`` on the GPU: seconds per call for each of ``repeat`` calls.
+
+    The device is synchronised before the clock starts and before it stops, so queued
+    kernels are counted; ``warmup`` untimed calls first take compilation out.
+
+    Examples
+    --------
+    >>> from convtranspose import cuda
+    >>> times = cuda.time_call(lambda: None, repeat=3, warmup=0) if cuda.is_available() else [0.0] * 3
+    >>> len(times)
+    3
+    """
+    sync = _numba_cuda().synchronize
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
