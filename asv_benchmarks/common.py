@@ -30,16 +30,18 @@ def require_backend(backend):
     from convtranspose import dispatch
     if backend == "auto":
         return
-    if backend not in dispatch.BACKENDS:
+    known = (*dispatch.BACKENDS, *getattr(dispatch, "GPU_BACKENDS", ()))
+    if backend not in known:
         raise NotImplementedError(f"backend {backend!r} does not exist at this commit")
     if backend == "cuda":
+        from numba import config
         try:
             from numba import cuda
             available = cuda.is_available()
         except Exception:   # no CUDA support at all
             available = False
-        if not available:
-            raise NotImplementedError("backend 'cuda' needs a GPU")
+        if not available or config.ENABLE_CUDASIM:
+            raise NotImplementedError("backend 'cuda' needs a GPU (the simulator is not timed)")
 
 
 def problem(name, backend, dtype, batch=None):

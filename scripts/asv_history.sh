@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Record convtranspose's performance history with asv (asv.conf.json at the repository root):
-#   1. `asv run` on every commit of RANGE (default: all of `main`), one commit at a time, each
+#   1. `asv run` on every commit of RANGE (default: `main`; merged branches count as their
+#      merge commit, `--first-parent`), one commit at a time, each
 #      with a fresh NUMBA_CACHE_DIR: Numba's disk cache keys a kernel on its own source file
 #      and would serve stale machine code after an edit to a helper in another file (asv also
 #      uninstalls the previous commit's package, and its __pycache__, before installing the next);
@@ -37,7 +38,7 @@ fresh_cache() { mktemp -d "${TMPDIR:-/tmp}/asv-numba-cache.XXXXXX"; }
 asv machine --yes >/dev/null
 
 # 1. history, oldest commit first, each commit with its own empty Numba cache
-for commit in $(git rev-list --reverse "$range"); do
+for commit in $(git rev-list --first-parent --reverse "$range"); do
     cache=$(fresh_cache)
     echo "== asv run ${commit:0:8} (NUMBA_CACHE_DIR=$cache)"
     NUMBA_CACHE_DIR=$cache asv run --skip-existing-successful "${bench[@]}" "$commit^!" \
