@@ -27,6 +27,9 @@ VENDOR = {
     "bootstrap.min.js": [JS / "bootstrap/js/bootstrap.min.js"],
     "bootstrap.min.css": [JS / "bootstrap/css/bootstrap.min.css"],
 }
+# Debian's Flot (4.x) draws the legend as SVG and leaves its styling to the page
+LEGEND_CSS = ("<style>.legendLayer .background { fill: rgba(255, 255, 255, 0.85); "
+              "stroke: rgba(0, 0, 0, 0.85); stroke-width: 1; }</style>")
 TAG = re.compile(r'<(script|link)\b[^>]*?(?:src|href)="(https://[^"]+)"[^>]*>(?:</script>)?')
 
 
@@ -52,6 +55,8 @@ def localise(html_dir):
     for page in html_dir.glob("*.html"):
         text = page.read_text()
         new = TAG.sub(replace, text)
+        if new != text and "legendLayer" not in new:
+            new = new.replace("</head>", LEGEND_CSS + "</head>", 1)
         if new != text:
             page.write_text(new)
             print(f"localised {page}")
