@@ -133,7 +133,8 @@ def test_explain_reports_a_backend():
     w = np.empty((512, 256, 4, 4), np.float32)
     choice = ct.explain(x, w, stride=2, padding=1)
     assert choice.backend in ("direct", "im2col")
-    assert set(choice.estimates) == {"direct", "im2col"}
+    assert "direct" in choice.estimates and any(k.startswith("im2col") for k in choice.estimates)
+    assert all(t > 0 for t in choice.estimates.values())
     assert choice.flops == 2 * 64 * 512 * 256 * 16 * 16
     assert choice.backend in str(choice) and "estimate" in str(choice)
 

@@ -9,12 +9,15 @@
 """
 from . import cuda
 from .api import conv_transpose2d
+from .conv import conv2d, conv2d_backward
 from .cpu.im2col import get_workspace_limit, set_workspace_limit
 from .dispatch import explain
-from .layer import ConvTranspose2d
+from .grad import conv_transpose2d_backward
+from .layer import Conv2d, ConvTranspose2d
 from .params import output_shape
 
 __version__ = "0.1.0"
 
-__all__ = ["conv_transpose2d", "output_shape", "ConvTranspose2d", "explain", "cuda",
+__all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv2d", "conv2d_backward",
+           "output_shape", "ConvTranspose2d", "Conv2d", "explain", "cuda",
            "get_workspace_limit", "set_workspace_limit", "__version__"]

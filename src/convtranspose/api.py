@@ -147,7 +147,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if result.size:
         x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
         if name == "auto":
-            name = dispatch.choose(x4.shape, weight.shape, params, dtype).backend
+            name = dispatch.choose(x4.shape, weight.shape, params, dtype, r4.shape[2:]).backend
         dispatch.run_backend(name)(x4, weight, bias, params, r4)
     if out is not None and result is not out:
         out[...] = result

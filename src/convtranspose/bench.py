@@ -18,28 +18,41 @@ from . import __version__
 from .api import conv_transpose2d
 from .suite import SUITE
 
-__all__ = ["median_time", "gemm_gflops", "torch_runner", "run_suite", "geometric_mean"]
+__all__ = ["interleaved_times", "median_time", "gemm_gflops", "torch_runner", "run_suite", "geometric_mean"]
+
+
+def _loops(fn, min_seconds, clock):
+    """How many calls make one sample last about ``min_seconds``."""
+    t0 = clock()
+    fn()
+    return max(1, int(min_seconds / max(clock() - t0, 1e-9)))
+
+
+def interleaved_times(fns, repeat=5, warmup=1, min_seconds=0.02, clock=time.perf_counter):
+    """Per-call times of several callables, sampled in turn: ``{name: [seconds, ...]}``.
+
+    Each round takes one sample of every callable, so load from other processes falls on
+    all of them alike. A sample of a fast call loops until it lasts ``min_seconds`` and
+    reports the mean per call. ``clock=time.thread_time`` measures the calling thread's CPU
+    time: stable on a shared machine, meaningful with one thread only.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    loops = {name: _loops(fn, min_seconds, clock) for name, fn in fns.items()}
+    samples = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = clock()
+            for _ in range(loops[name]):
+                fn()
+            samples[name].append((clock() - t0) / loops[name])
+    return samples
 
 
 def median_time(fn, repeat=5, warmup=1, min_seconds=0.05):
-    """Median wall time of ``fn()`` in seconds over ``repeat`` samples after ``warmup`` calls.
-
-    A sample of a fast call loops until it lasts ``min_seconds`` and reports the mean per
-    call, so timer resolution does not dominate tiny problems.
-    """
-    for _ in range(warmup):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    once = time.perf_counter() - t0
-    loops = max(1, int(min_seconds / max(once, 1e-9)))
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - t0) / loops)
-    return float(np.median(samples))
+    """Median wall time of ``fn()`` in seconds over ``repeat`` samples after ``warmup`` calls."""
+    return float(np.median(interleaved_times({"f": fn}, repeat, warmup, min_seconds)["f"]))
 
 
 def gemm_gflops(dtype=np.float32, n=2048, repeat=5):
@@ -98,14 +111,16 @@ def _meta(dtype, threads, gemm):
 
 
 def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float32,
-              repeat=5, with_torch=True, progress="stderr"):
+              repeat=5, with_torch=True, progress="stderr", clock=time.perf_counter):
     """Time each backend (and PyTorch) on each suite shape; return a JSON-ready dict.
 
     ``{"meta": {...}, "results": [{"shape", "backend", "dtype", "median_s", "gflops",
     "ratio_torch"}, ...]}``; ``"backend": "torch"`` rows hold PyTorch's own CPU times and
     ``ratio_torch`` is this backend's time over PyTorch's in the same run. The ``cuda``
     backend is timed on device-resident arrays and compared with cuDNN (rows
-    ``cudnn_fp32`` and ``cudnn_tf32``; its ratio is to cuDNN with TF32 off).
+    ``cudnn_fp32`` and ``cudnn_tf32``; its ratio is to cuDNN with TF32 off). Samples of
+    PyTorch and of every CPU backend are interleaved (see :func:`interleaved_times`);
+    ``median_s`` is the median, ``min_s`` the minimum.
     """
     import numba
     progress = sys.stderr if progress == "stderr" else progress
@@ -117,39 +132,36 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
     except ImportError:
         with_torch = False
     dtype = np.dtype(dtype)
-    total = len(shapes) * (len(backends) + bool(with_torch))
-    done = 0
+    total = len(shapes)
     rows = []
     _progress(0, total, "GEMM rate", progress)
     gemm = gemm_gflops(dtype, repeat=3)
-    for shape in shapes:
+    for i, shape in enumerate(shapes):
+        _progress(i, total, shape.name, progress)
         x, w, b = shape.arrays(dtype)
         kw = shape.kwargs()
-        t_torch = None
+        out = np.empty(_out_shape(shape), dtype)
+        fns = {}
         runner = torch_runner(x, w, b, kw) if with_torch else None
         if runner is not None:
-            _progress(done, total, f"{shape.name} torch", progress)
-            t_torch = median_time(runner, repeat)
-            rows.append(dict(shape=shape.name, backend="torch", dtype=dtype.name,
-                             median_s=t_torch, gflops=shape.flops / t_torch / 1e9,
-                             ratio_torch=1.0))
-            done += 1
-        out = np.empty(_out_shape(shape), dtype)
+            fns["torch"] = runner
         for backend in backends:
-            if backend == "cuda":
-                _progress(done, total, f"{shape.name} cuda", progress)
-                rows += _cuda_rows(shape, dtype, repeat)
-                done += 1
-                continue
-            _progress(done, total, f"{shape.name} {backend}", progress)
-            t = median_time(lambda: conv_transpose2d(x, w, b, out=out, backend=backend, **kw),
-                            repeat)
-            rows.append(dict(shape=shape.name, backend=backend, dtype=dtype.name, median_s=t,
-                             gflops=shape.flops / t / 1e9,
+            if backend != "cuda":
+                fns[backend] = (lambda backend=backend: conv_transpose2d(
+                    x, w, b, out=out, backend=backend, **kw))
+        times = interleaved_times(fns, repeat, clock=clock)
+        t_torch = float(np.median(times["torch"])) if "torch" in times else None
+        for name, samples in times.items():
+            t = float(np.median(samples))
+            rows.append(dict(shape=shape.name, backend=name, dtype=dtype.name, median_s=t,
+                             min_s=float(np.min(samples)), gflops=shape.flops / t / 1e9,
                              ratio_torch=None if t_torch is None else t / t_torch))
-            done += 1
+        if "cuda" in backends:
+            rows += _cuda_rows(shape, dtype, repeat)
     _progress(total, total, "done", progress)
-    return dict(meta=_meta(dtype, threads, gemm), results=rows)
+    meta = _meta(dtype, threads, gemm)
+    meta["clock"] = "thread CPU time" if clock is time.thread_time else "wall time"
+    return dict(meta=meta, results=rows)
 
 
 def _cuda_rows(shape, dtype, repeat):

@@ -5,6 +5,7 @@ import argparse
 import json
 import platform
 import sys
+import time
 
 import numpy as np
 
@@ -35,17 +36,14 @@ def _threading():
 
 
 def _blas():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return [("BLAS", "install threadpoolctl to see which BLAS and CPU kernels NumPy uses")]
-    rows = []
-    for pool in threadpool_info():
-        if pool.get("user_api") == "blas":
-            rows.append(("BLAS", f"{pool.get('internal_api')} {pool.get('version')}, "
-                                 f"architecture {pool.get('architecture')}, "
-                                 f"{pool.get('num_threads')} threads ({pool.get('filepath')})"))
-    return rows or [("BLAS", "no BLAS library reported by threadpoolctl")]
+    from .cpu.blas import blas_info
+    info = blas_info()
+    rows = [("BLAS", f"{info.get('library')} {info.get('version')}, architecture "
+                     f"{info.get('architecture')}, {info.get('threads')} threads, "
+                     f"CPU AVX-512: {info.get('cpu_avx512')}")]
+    if info.get("warning"):
+        rows.append(("WARNING", info["warning"]))
+    return rows
 
 
 def _gpu():
@@ -95,8 +93,18 @@ def cmd_bench(args):
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype), repeat=args.repeat,
-                       with_torch=not args.no_torch)
+    if args.threads:
+        import numba
+        numba.set_num_threads(args.threads)
+    if args.backward:
+        from .bench_backward import run_backward_suite
+        backends = [b for b in args.backends or CPU_BACKENDS if b in CPU_BACKENDS]
+        report = run_backward_suite(shapes, backends, np.dtype(args.dtype), repeat=args.repeat,
+                                    with_torch=not args.no_torch)
+    else:
+        report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype),
+                           repeat=args.repeat, with_torch=not args.no_torch,
+                           clock=time.thread_time if args.cpu_time else time.perf_counter)
     print(format_table(report))
     if args.json:
         with open(args.json, "w") as fh:
@@ -125,6 +133,12 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeat", type=int, default=5, help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    p.add_argument("--backward", action="store_true",
+                   help="time conv_transpose2d_backward against torch autograd instead")
+    p.add_argument("--threads", type=int, help="Numba and PyTorch threads (default: all)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time the calling thread's CPU time (with --threads 1 and "
+                        "OPENBLAS_NUM_THREADS=1: stable on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
     args = parser.parse_args(argv)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)

@@ -91,8 +91,32 @@ def _as_padding(value):
     return (ph, ph), (pw, pw)
 
 
+def _plain(value):
+    """True for an exact ``int`` or a tuple of such (nested): safe as a cache key."""
+    kind = type(value)
+    return kind is int or (kind is tuple and all(_plain(v) for v in value))
+
+
+_PARAMS_CACHE = {}   # (stride, padding, output_padding, dilation, groups) -> ConvParams
+
+
 def _make_params(stride, padding, output_padding, dilation, groups):
-    """Parse and range-check the hyper-parameters that do not depend on shapes."""
+    """Parse and range-check the hyper-parameters that do not depend on shapes.
+
+    Valid plain-int arguments are remembered, so a layer called again skips the parsing;
+    anything else (and every invalid value) goes through the checks each time.
+    """
+    key = (stride, padding, output_padding, dilation, groups)
+    cacheable = _plain(key)
+    if cacheable and key in _PARAMS_CACHE:
+        return _PARAMS_CACHE[key]
+    params = _parse_params(stride, padding, output_padding, dilation, groups)
+    if cacheable and len(_PARAMS_CACHE) < 1024:
+        _PARAMS_CACHE[key] = params
+    return params
+
+
+def _parse_params(stride, padding, output_padding, dilation, groups):
     stride = _as_pair(stride, "stride")
     dilation = _as_pair(dilation, "dilation")
     pad_h, pad_w = _as_padding(padding)
@@ -267,3 +291,103 @@ def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_
                              f"output_size {tuple(output_size)}, which needs output_padding {op}")
         params = _make_params(params.stride, params.padding, op, params.dilation, params.groups)
     return params, _shape_for(x_shape, w_shape, b_shape, params), dtype
+
+
+# ----------------------------------------------------------------------------
+# conv2d and the gradients (appended; the functions above are shared)
+
+
+def _conv2d_padding(padding, k_hw, stride, dilation):
+    """Turn ``"valid"``/``"same"`` into numbers, as ``torch.nn.functional.conv2d`` does."""
+    if not isinstance(padding, str):
+        return padding
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        if _as_pair(stride, "stride") != (1, 1):
+            raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
+        d = _as_pair(dilation, "dilation")
+        total = [di * (k - 1) for di, k in zip(d, k_hw)]
+        # PyTorch puts the odd extra row (column) at the bottom (right)
+        return tuple((t // 2, t - t // 2) for t in total)
+    raise ValueError(f"padding must be 'valid', 'same', an int, a pair or "
+                     f"((top, bottom), (left, right)), got {padding!r}")
+
+
+def _conv2d_out_hw(hw, khw, params):
+    (sh, sw), (dh, dw) = params.stride, params.dilation
+    return ((hw[0] + sum(params.pad_h) - dh * (khw[0] - 1) - 1) // sh + 1,
+            (hw[1] + sum(params.pad_w) - dw * (khw[1] - 1) - 1) // sw + 1)
+
+
+def normalise_conv2d(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, dilation=1,
+                     groups=1):
+    """Validate one ``conv2d`` call; return ``(params, out_shape, dtype)``.
+
+    ``w_shape`` is ``(C_out, C_in // groups, kH, kW)``; ``padding`` may also be
+    ``"valid"`` or ``"same"``. The returned :class:`ConvParams` has ``output_padding``
+    ``(0, 0)``.
+    """
+    dtype = result_dtype(*dtypes)
+    if len(w_shape) != 4:
+        raise ValueError(
+            f"weight must be 4-D (C_out, C_in // groups, kH, kW), got shape {tuple(w_shape)}")
+    padding = _conv2d_padding(padding, w_shape[2:], stride, dilation)
+    params = _make_params(stride, padding, 0, dilation, groups)
+    if len(x_shape) not in (3, 4):
+        raise ValueError(
+            f"x must be 3-D (C_in, H, W) or 4-D (N, C_in, H, W), got shape {tuple(x_shape)}")
+    if min(w_shape) < 1:
+        raise ValueError(f"weight must have a non-zero size in every dimension, "
+                         f"got shape {tuple(w_shape)}")
+    c_in, h, w = x_shape[-3:]
+    if min(h, w) < 1:
+        raise ValueError(f"x must have non-zero height and width, got shape {tuple(x_shape)}")
+    c_out, g = w_shape[0], params.groups
+    if c_out % g:
+        raise ValueError(f"output channels C_out = {c_out} (weight shape {tuple(w_shape)}) "
+                         f"must be divisible by groups = {g}")
+    if c_in != w_shape[1] * g:
+        raise ValueError(f"x has {c_in} input channels (shape {tuple(x_shape)}) but weight "
+                         f"{tuple(w_shape)} with groups = {g} expects C_in = {w_shape[1] * g}")
+    if b_shape is not None and tuple(b_shape) != (c_out,):
+        raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(b_shape)}")
+    h_out, w_out = _conv2d_out_hw((h, w), w_shape[2:], params)
+    if h_out < 1 or w_out < 1:
+        raise ValueError(
+            f"output size ({h_out}, {w_out}) must be >= 1: input {(h, w)} padded by "
+            f"{_show_padding(params.pad_h, params.pad_w)} is smaller than the dilated kernel "
+            f"{tuple(w_shape[2:])} with dilation {params.dilation}")
+    shape = ((x_shape[0],) if len(x_shape) == 4 else ()) + (c_out, h_out, w_out)
+    return params, shape, dtype
+
+
+def _check_grad_output(g_shape, out_shape):
+    if tuple(g_shape) != tuple(out_shape):
+        raise ValueError(f"grad_output must have the forward result's shape {tuple(out_shape)}, "
+                         f"got {tuple(g_shape)}")
+
+
+def normalise_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0,
+                       output_padding=0, dilation=1, groups=1, output_size=None):
+    """Validate one ``conv_transpose2d_backward`` call; return ``(params, dtype)``.
+
+    ``g_shape`` must be the shape the forward call gives; ``dtypes`` are those of
+    ``grad_output``, ``x`` and ``weight``.
+    """
+    params, out_shape, dtype = normalise(
+        x_shape, w_shape, None, dtypes, stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size)
+    _check_grad_output(g_shape, out_shape)
+    return params, dtype
+
+
+def normalise_conv2d_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0,
+                              dilation=1, groups=1):
+    """Validate one ``conv2d_backward`` call; return ``(params, dtype)``."""
+    params, out_shape, dtype = normalise_conv2d(
+        x_shape, w_shape, None, dtypes, stride=stride, padding=padding, dilation=dilation,
+        groups=groups)
+    _check_grad_output(g_shape, out_shape)
+    return params, dtype

@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import direct_kernel
+from .kernels import direct_kernel, direct_kernel_serial
 from .taps import tap_tables
 
-__all__ = ["run"]
+__all__ = ["run", "SERIAL_FLOPS"]
+
+#: Problems with fewer multiply-adds (times two) than this run on the calling thread:
+#: below it, waking the thread pool costs more than the second thread saves.
+SERIAL_FLOPS = 200_000
 
 
 def run(x, weight, bias, params, out):
     """Compute into ``out``; all arrays C-contiguous, 4-D, one native float dtype."""
     t = tap_tables(x.shape[2:], weight.shape[2:], out.shape[2:], params)
     bias = np.empty(0, out.dtype) if bias is None else bias
-    direct_kernel(x, weight, bias, out, t.row_count, t.row_k, t.row_i,
-                  t.col_lo, t.col_hi, t.col_phase, t.col_q0, t.phases, t.q_len, params.groups)
+    work = 2 * x.size * weight.shape[1] * weight.shape[2] * weight.shape[3]
+    kernel = direct_kernel_serial if work < SERIAL_FLOPS else direct_kernel
+    kernel(x, weight, bias, out, t.row_count, t.row_k, t.row_i,
+           t.col_lo, t.col_hi, t.col_phase, t.col_q0, t.phases, t.q_len, params.groups)
     return out

@@ -9,6 +9,7 @@ zero. They are built once per call, in NumPy, from the validated parameters.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -62,9 +63,16 @@ def _col_table(out_len, in_len, k, s, d, before):
     return lo, hi, base % s, base // s
 
 
+@lru_cache(maxsize=256)
 def tap_tables(in_hw, k_hw, out_hw, params):
-    """Build the :class:`Taps` of one problem from validated ``ConvParams``."""
+    """Build the :class:`Taps` of one problem from validated ``ConvParams``.
+
+    ``in_hw``, ``k_hw`` and ``out_hw`` are tuples. Results are cached (repeated calls of
+    one layer reuse them) and their arrays are read-only.
+    """
     (sh, sw), (dh, dw) = params.stride, params.dilation
     rows = _row_table(out_hw[0], in_hw[0], k_hw[0], sh, dh, params.pad_h[0])
     cols = _col_table(out_hw[1], in_hw[1], k_hw[1], sw, dw, params.pad_w[0])
+    for a in (*rows, *cols):
+        a.flags.writeable = False
     return Taps(*rows, *cols, phases=sw, q_len=-(-out_hw[1] // sw))

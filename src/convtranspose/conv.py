@@ -1,0 +1,244 @@
+"""``conv2d`` (forward and backward) with PyTorch's semantics.
+
+A convolution is the adjoint of a transposed convolution with the same weight, so the
+two share their kernels: ``conv2d``'s forward is the correlation kernel of
+:mod:`convtranspose.cpu.backward` (which is also the transposed convolution's input
+gradient), and ``conv2d``'s input gradient is a transposed convolution, computed by the
+forward backends of :mod:`convtranspose.dispatch`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dispatch
+from .api import _host_array
+from .cpu import backward as kernels
+from .params import ConvParams, normalise_conv2d, normalise_conv2d_backward
+
+__all__ = ["conv2d", "conv2d_backward"]
+
+#: Backends of ``conv2d`` and of the gradients: a gather kernel or patches + BLAS GEMM.
+METHODS = ("auto", "direct", "im2col")
+
+
+def check_method(backend):
+    """Return ``backend`` if it is one of :data:`METHODS`, else raise ``ValueError``."""
+    if not isinstance(backend, str) or backend not in METHODS:
+        raise ValueError(f"backend must be one of {METHODS} for conv2d and the gradients "
+                         f"(the CUDA backward is not available yet), got {backend!r}")
+    return backend
+
+
+#: Multiply-adds per group below which the gather kernel's lower overhead wins.
+_SMALL_WORK = 2 ** 20
+
+
+def correlate_method(c_out_g, c_in_g, k_hw, pixels):
+    """``"im2col"`` when the GEMM (``C_out_g`` rows, ``C_in_g*kH*kW`` deep, ``pixels``
+    columns) is large enough to beat the gather kernel, else ``"direct"``."""
+    depth = c_in_g * k_hw[0] * k_hw[1]
+    big = c_out_g * depth * pixels >= _SMALL_WORK
+    return "im2col" if big and c_out_g >= 4 and depth >= 16 else "direct"
+
+
+def weight_grad_method(c_a_g, c_b_g, k_hw, pixels):
+    """The same choice for a weight gradient ``(C_a_g, C_b_g*kH*kW)`` per group, summed
+    over ``pixels``."""
+    return correlate_method(c_a_g, c_b_g, k_hw, pixels)
+
+
+def host_array(a, name):
+    """``np.asarray(a)``, refusing CUDA arrays: conv2d and the gradients run on the CPU."""
+    if a is not None and dispatch.is_device_array(a, name):
+        raise TypeError(f"{name} is a CUDA array; conv2d and the gradients run on the CPU only "
+                        "in this version: copy it to a NumPy array first")
+    return _host_array(a, name)
+
+
+def _batched(a):
+    return a if a.ndim == 4 else a[None]
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           backend="auto"):
+    """2-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
+        Input, float32 or float64.
+    weight : array_like, shape (C_out, C_in // groups, kH, kW)
+        Kernel, laid out as in ``torch.nn.Conv2d.weight``.
+    bias : array_like, shape (C_out,), optional
+    stride : int or (int, int), default 1
+    padding : int, (int, int), ((int, int), (int, int)), "valid" or "same", default 0
+        Zeros added around the input: on every side, per dimension, per side
+        ``((top, bottom), (left, right))``, none (``"valid"``), or enough to keep the size
+        at stride 1 (``"same"``; an odd total puts the extra row/column at the bottom/right).
+    dilation : int or (int, int), default 1
+    groups : int, default 1
+    backend : {"auto", "direct", "im2col"}, default "auto"
+        Gather kernel, or patches plus a BLAS GEMM.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, H_out, W_out)`` (or unbatched), dtype ``np.result_type(x, weight, bias)``.
+
+    Raises
+    ------
+    TypeError
+        Non-float arrays, non-integer hyper-parameters.
+    ValueError
+        Wrong dimensions, inconsistent channels or groups, bias shape, stride or dilation
+        below 1, negative padding, ``"same"`` with a stride, an empty output, an unknown
+        backend.
+
+    See Also
+    --------
+    conv2d_backward : the gradients.
+    conv_transpose2d : the adjoint operator (the gradient of ``conv2d`` with respect to x).
+
+    Notes
+    -----
+    ``out[n, co, oh, ow] = bias[co] + sum x[n, ci, oh*sH + kh*dH - top, ow*sW + kw*dW - left]
+    * weight[co, ci - g*C_in_g, kh, kw]`` over the input channels ``ci`` of ``co``'s group
+    ``g`` and the taps, reading zero outside the input, so
+    ``H_out = floor((H + top + bottom - dH*(kH - 1) - 1) / sH) + 1``
+    (Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", 2016).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> ct.conv2d(x, np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[10., 18.],
+           [42., 50.]])
+    >>> ct.conv2d(np.zeros((3, 7, 9), np.float32), np.zeros((5, 3, 3, 3), np.float32),
+    ...           padding="same").shape
+    (5, 7, 9)
+    """
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
+    bias = host_array(bias, "bias")
+    operands = [a for a in (x, weight, bias) if a is not None]
+    params, shape, dtype = normalise_conv2d(
+        x.shape, weight.shape, None if bias is None else bias.shape,
+        [a.dtype for a in operands], stride=stride, padding=padding, dilation=dilation,
+        groups=groups)
+    method = check_method(backend)
+    x = np.ascontiguousarray(x, dtype)
+    weight = np.ascontiguousarray(weight, dtype)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype)
+    out = np.empty(shape, dtype)
+    if out.size:
+        g = params.groups
+        if method == "auto":
+            method = correlate_method(weight.shape[0] // g, weight.shape[1], weight.shape[2:],
+                                      out.size // out.shape[-3])
+        kernels.correlate(_batched(x), weight, bias, _batched(out), params.stride,
+                          params.dilation, (params.pad_h[0], params.pad_w[0]), g, method)
+    return out
+
+
+def adjoint_params(params, in_hw, k_hw, out_hw):
+    """The transposed convolution that maps ``conv2d``'s output grid back onto its input.
+
+    ``in_hw`` is the convolution's output size, ``out_hw`` its input size; the rows the
+    convolution's floor dropped become ``output_padding`` or a smaller bottom padding.
+    """
+    pads, ops = [], []
+    for i in range(2):
+        s, d, before = params.stride[i], params.dilation[i], params.padding[i][0]
+        after = (in_hw[i] - 1) * s - before + d * (k_hw[i] - 1) + 1 - out_hw[i]
+        pads.append((before, max(after, 0)))
+        ops.append(max(-after, 0))
+    return ConvParams(params.stride, pads[0], pads[1], tuple(ops), params.dilation,
+                      params.groups)
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                    backend="auto"):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to ``conv2d(x, weight, ...)``; of its shape.
+    x, weight
+        The forward call's operands.
+    stride, padding, dilation, groups
+        The forward call's hyper-parameters.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
+    backend : {"auto", "direct", "im2col"}, default "auto"
+
+    Returns
+    -------
+    grad_input : numpy.ndarray or None
+        Shape of ``x``.
+    grad_weight : numpy.ndarray or None
+        Shape of ``weight``.
+    grad_bias : numpy.ndarray or None
+        Shape ``(C_out,)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv2d`, and for a ``grad_output`` not of the forward result's shape.
+
+    Notes
+    -----
+    ``grad_input`` is the transposed convolution of ``grad_output`` with the same weight
+    (output padding chosen to give back ``x``'s size); ``grad_weight[co, c, kh, kw] =
+    sum grad_output[n, co, oh, ow] * x[n, g*C_in_g + c, oh*sH + kh*dH - top, ow*sW +
+    kw*dW - left]``; ``grad_bias`` sums ``grad_output`` over all but the channels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x = np.ones((1, 1, 3, 3))
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> gx, gw, gb = ct.conv2d_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> gx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> gw[0, 0], gb
+    (array([[4., 4.],
+           [4., 4.]]), array([4.]))
+    """
+    g = host_array(grad_output, "grad_output")
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
+    params, dtype = normalise_conv2d_backward(
+        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
+        padding=padding, dilation=dilation, groups=groups)
+    method = check_method(backend)
+    g4 = _batched(np.ascontiguousarray(g, dtype))
+    x4 = _batched(np.ascontiguousarray(x, dtype))
+    weight = np.ascontiguousarray(weight, dtype)
+    grp = params.groups
+    grad_input = grad_weight = grad_bias = None
+    if needs_input_grad:
+        grad_input = np.zeros(x.shape, dtype)
+        if grad_input.size:
+            tparams = adjoint_params(params, g4.shape[2:], weight.shape[2:], x4.shape[2:])
+            name = method
+            if name == "auto":
+                name = dispatch.choose(g4.shape, weight.shape, tparams, dtype).backend
+            dispatch.BACKENDS[name](g4, weight, None, tparams, _batched(grad_input))
+    if needs_weight_grad:
+        grad_weight = np.empty(weight.shape, dtype)
+        name = method
+        if name == "auto":
+            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
+                                      g4.size // g4.shape[1])
+        kernels.weight_grad(g4, x4, grad_weight, params.stride, params.dilation,
+                            (params.pad_h[0], params.pad_w[0]), grp, name)
+    if needs_bias_grad:
+        grad_bias = g4.sum(axis=(0, 2, 3))
+    return grad_input, grad_weight, grad_bias

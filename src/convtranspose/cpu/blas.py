@@ -1,0 +1,68 @@
+"""What BLAS NumPy uses here, and whether it uses the CPU's widest vectors.
+
+The ``im2col`` backend's GEMM runs through NumPy's BLAS. The OpenBLAS in the NumPy and
+SciPy wheels picks its kernels from the CPU it detects at load time; on some AVX-512
+CPUs (AMD Zen 4/5 with OpenBLAS 0.3.30/0.3.31) it detects "Haswell" and runs AVX2
+kernels at about half the machine's speed. :func:`blas_info` reports what was detected
+and, when the CPU has AVX-512 but the kernels do not use it, says how to fix that.
+"""
+from __future__ import annotations
+
+__all__ = ["blas_info", "cpu_has_avx512"]
+
+# OpenBLAS core types whose kernels use 512-bit vectors.
+_AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"}
+_REMEDY = ("set OPENBLAS_CORETYPE=SkylakeX in the environment before Python starts "
+           "(NumPy loads OpenBLAS at import, so setting it later has no effect)")
+
+
+def cpu_has_avx512():
+    """``True`` when the CPU reports AVX-512F (read from ``/proc/cpuinfo``; ``None`` if unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return None
+
+
+def blas_info():
+    """Describe the BLAS that NumPy's ``matmul`` calls.
+
+    Returns
+    -------
+    dict
+        ``library`` (e.g. ``"openblas"``), ``version``, ``architecture`` (the core type the
+        library detected, e.g. ``"SkylakeX"``), ``threads``, ``cpu_avx512`` (whether the CPU
+        has AVX-512F) and ``warning``: ``None``, or a sentence saying that the BLAS kernels
+        underuse this CPU and how to fix it. Fields that cannot be found are ``None``.
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.blas import blas_info
+    >>> sorted(blas_info())
+    ['architecture', 'cpu_avx512', 'library', 'threads', 'version', 'warning']
+    """
+    info = dict(library=None, version=None, architecture=None, threads=None,
+                cpu_avx512=cpu_has_avx512(), warning=None)
+    try:
+        import numpy  # noqa: F401  (load NumPy's BLAS before asking about it)
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        info["warning"] = "threadpoolctl is not installed: cannot inspect the BLAS"
+        return info
+    blas = [d for d in threadpool_info() if d.get("user_api") == "blas"]
+    if not blas:
+        return info
+    numpy_blas = [d for d in blas if "numpy" in d.get("filepath", "")]
+    d = (numpy_blas or blas)[0]
+    info.update(library=d.get("internal_api"), version=d.get("version"),
+                architecture=d.get("architecture"), threads=d.get("num_threads"))
+    arch = (info["architecture"] or "").lower()
+    if info["library"] == "openblas" and info["cpu_avx512"] and arch not in _AVX512_CORES:
+        info["warning"] = (f"OpenBLAS detected this AVX-512 CPU as {info['architecture']!r} and "
+                           f"runs narrower kernels (about half speed for im2col's GEMM): "
+                           f"{_REMEDY}")
+    return info

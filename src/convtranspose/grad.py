@@ -1,0 +1,122 @@
+"""Gradients of :func:`convtranspose.conv_transpose2d`: :func:`conv_transpose2d_backward`."""
+from __future__ import annotations
+
+import numpy as np
+
+from .conv import _batched, check_method, correlate_method, host_array, weight_grad_method
+from .cpu import backward as kernels
+from .params import normalise_backward
+
+__all__ = ["conv_transpose2d_backward"]
+
+
+def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
+                              needs_weight_grad=True, needs_bias_grad=True, backend="auto"):
+    """Gradients of :func:`conv_transpose2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to ``conv_transpose2d(x, weight, ...)``; of the
+        forward result's shape.
+    x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
+        The forward call's input.
+    weight : array_like, shape (C_in, C_out // groups, kH, kW)
+        The forward call's weight.
+    stride, padding, output_padding, groups, dilation, output_size
+        The forward call's hyper-parameters (asymmetric padding and ``output_size``
+        included).
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
+    backend : {"auto", "direct", "im2col"}, default "auto"
+        Gather kernels, or patches plus BLAS GEMMs.
+
+    Returns
+    -------
+    grad_input : numpy.ndarray or None
+        Shape of ``x``.
+    grad_weight : numpy.ndarray or None
+        Shape of ``weight``.
+    grad_bias : numpy.ndarray or None
+        Shape ``(C_out,)``.
+
+    All of dtype ``np.result_type(grad_output, x, weight)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv_transpose2d`, and for a ``grad_output`` whose shape is not the
+        forward result's.
+
+    See Also
+    --------
+    conv2d : the operator that gives ``grad_input``.
+
+    Notes
+    -----
+    The forward sends ``x[n, ci, ih, iw]`` through tap ``(kh, kw)`` to output pixel
+    ``(ih*sH + kh*dH - top, iw*sW + kw*dW - left)``, so with ``gy = grad_output``
+
+    * ``grad_input[n, ci, ih, iw] = sum_{j, kh, kw} gy[n, g*C_out_g + j, ih*sH + kh*dH
+      - top, iw*sW + kw*dW - left] * weight[ci, j, kh, kw]``: the strided, dilated,
+      grouped convolution ``conv2d(gy, weight, stride, padding, dilation, groups)``
+      cropped to ``x``'s size (Dumoulin & Visin, 2016: a transposed convolution is the
+      gradient of a convolution, and the other way round);
+    * ``grad_weight[ci, j, kh, kw] = sum_{n, ih, iw} x[n, ci, ih, iw] * gy[n, g*C_out_g
+      + j, ih*sH + kh*dH - top, iw*sW + kw*dW - left]``;
+    * ``grad_bias[co] = sum_{n, oh, ow} gy[n, co, oh, ow]``,
+
+    reading zero where an index falls outside ``gy``. Every element is summed by one
+    thread in a fixed order, so results do not depend on the thread count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x = np.ones((1, 1, 2, 2))
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> y = ct.conv_transpose2d(x, w, stride=2)
+    >>> gx, gw, gb = ct.conv_transpose2d_backward(np.ones_like(y), x, w, stride=2)
+    >>> gx[0, 0]
+    array([[9., 9.],
+           [9., 9.]])
+    >>> gw[0, 0], gb
+    (array([[4., 4., 4.],
+           [4., 4., 4.],
+           [4., 4., 4.]]), array([25.]))
+    """
+    g = host_array(grad_output, "grad_output")
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
+    params, dtype = normalise_backward(
+        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
+        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size)
+    method = check_method(backend)
+    g4 = _batched(np.ascontiguousarray(g, dtype))
+    x4 = _batched(np.ascontiguousarray(x, dtype))
+    weight = np.ascontiguousarray(weight, dtype)
+    grp = params.groups
+    before = (params.pad_h[0], params.pad_w[0])
+    grad_input = grad_weight = grad_bias = None
+    if needs_input_grad:
+        grad_input = np.empty(x.shape, dtype)
+        if grad_input.size:
+            name = method
+            if name == "auto":
+                name = correlate_method(weight.shape[0] // grp, weight.shape[1],
+                                        weight.shape[2:], x4.size // x4.shape[1])
+            kernels.correlate(g4, weight, None, _batched(grad_input), params.stride,
+                              params.dilation, before, grp, name)
+    if needs_weight_grad:
+        grad_weight = np.empty(weight.shape, dtype)
+        name = method
+        if name == "auto":
+            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
+                                      x4.size // x4.shape[1])
+        kernels.weight_grad(x4, g4, grad_weight, params.stride, params.dilation, before, grp,
+                            name)
+    if needs_bias_grad:
+        grad_bias = g4.sum(axis=(0, 2, 3))
+    return grad_input, grad_weight, grad_bias
