@@ -1,0 +1,1 @@
+"""asv benchmarks for convtranspose (``asv.conf.json`` at the repository root)."""

@@ -1,0 +1,102 @@
+"""Speed, memory and throughput of ``conv_transpose2d`` on the benchmark suite.
+
+Every class is parametrised over the suite shapes of :mod:`convtranspose.suite`, the
+backends and (for timings) the dtypes. ``setup()`` builds the problem and runs it once, so
+Numba's compilation is never timed (first-call cost has its own benchmark in
+``bench_compile``).
+"""
+import numpy as np
+
+from .common import BACKENDS, CPU_BACKENDS, DTYPES, SHAPES, bench_helpers, problem
+
+
+class TimeConvTranspose:
+    """Wall time of one call, per suite shape, backend and dtype.
+
+    Sampling is bounded (one round, at most 5 samples or 2 s per combination) so that the
+    whole grid stays within minutes on a 2-core machine; warm-up happens in ``setup()``.
+    """
+
+    params = (SHAPES, BACKENDS, DTYPES)
+    param_names = ["shape", "backend", "dtype"]
+    timeout = 120
+    rounds = 1
+    repeat = (1, 5, 2.0)
+    sample_time = 0.02
+    warmup_time = 0
+
+    def setup(self, name, backend, dtype):
+        _, self.call = problem(name, backend, dtype)
+        self.call()   # warm-up: compiles (or loads from cache) and touches the buffers
+
+    def time_forward(self, name, backend, dtype):
+        self.call()
+
+
+class PeakMemConvTranspose:
+    """Peak memory of a call, beside an empty reference with the same setup.
+
+    ``setup()`` warms the kernels up on a one-image batch so that compilation is in the
+    reference too; ``peakmem_forward - peakmem_reference`` is then the output, the
+    ``im2col`` workspace and any copies the call makes.
+    """
+
+    params = (SHAPES, CPU_BACKENDS, ["float32"])
+    param_names = ["shape", "backend", "dtype"]
+    timeout = 120
+
+    def setup(self, name, backend, dtype):
+        _, warm = problem(name, backend, dtype, batch=1)
+        warm()
+        _, self.call = problem(name, backend, dtype)
+
+    def peakmem_forward(self, name, backend, dtype):
+        self.call()
+
+    def peakmem_reference(self, name, backend, dtype):
+        pass
+
+
+class TrackThroughput:
+    """GFLOP/s (``Shape.flops`` over the median time) and the time ratio to PyTorch.
+
+    Tracked for what a caller gets by default (``auto``, and ``cuda`` where it runs); the
+    per-backend times are in :class:`TimeConvTranspose`.
+
+    ``track_ratio_torch`` is this backend's time over PyTorch's CPU ``conv_transpose2d``
+    measured in the same process (below 1: faster than PyTorch); it is skipped where torch
+    is not importable. The medians come from ``convtranspose.bench.median_time``.
+    """
+
+    params = (SHAPES, ["auto", "cuda"], ["float32"])
+    param_names = ["shape", "backend", "dtype"]
+    timeout = 180
+    repeat = 3
+
+    def setup(self, name, backend, dtype):
+        self.bench = bench_helpers()
+        self.shape, self.call = problem(name, backend, dtype)
+        self.call()
+
+    def _median(self, fn):
+        return self.bench.median_time(fn, repeat=self.repeat, warmup=0, min_seconds=0.02)
+
+    def track_gflops(self, name, backend, dtype):
+        return self.shape.flops / self._median(self.call) / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+    def track_ratio_torch(self, name, backend, dtype):
+        if backend == "cuda":
+            raise NotImplementedError("the PyTorch ratio is measured on the CPU only")
+        x, w, b = self.shape.arrays(np.dtype(dtype))
+        runner = self.bench.torch_runner(x, w, b, self.shape.kwargs())
+        if runner is None:
+            raise NotImplementedError("torch is not importable")
+        import torch
+        import numba
+        torch.set_num_threads(numba.get_num_threads())
+        runner()
+        return self._median(self.call) / self._median(runner)
+
+    track_ratio_torch.unit = "time / torch"

@@ -1,0 +1,79 @@
+"""What every benchmark module shares: the suite's shape names, backends, dtypes, problems.
+
+The shapes come from :mod:`convtranspose.suite` (one definition, DESIGN.md section 3), never
+copied here. A combination that the benchmarked commit cannot run (a backend it does not
+have, ``cuda`` without a GPU) raises ``NotImplementedError`` from ``setup()``, which asv
+records as skipped rather than failed.
+"""
+import numpy as np
+
+from convtranspose.suite import SUITE
+
+#: every suite shape, by name (asv parameters must be plain values)
+SHAPES = [s.name for s in SUITE]
+BACKENDS = ["direct", "im2col", "auto", "cuda"]
+CPU_BACKENDS = ["direct", "im2col"]
+DTYPES = ["float32", "float64"]
+
+
+def shape(name):
+    """The suite shape ``name`` of the installed commit."""
+    from convtranspose.suite import get
+    try:
+        return get(name)
+    except KeyError:
+        raise NotImplementedError(f"shape {name!r} is not in this commit's suite") from None
+
+
+def require_backend(backend):
+    """Raise ``NotImplementedError`` unless this commit (and machine) can run ``backend``."""
+    from convtranspose import dispatch
+    if backend == "auto":
+        return
+    known = (*dispatch.BACKENDS, *getattr(dispatch, "GPU_BACKENDS", ()))
+    if backend not in known:
+        raise NotImplementedError(f"backend {backend!r} does not exist at this commit")
+    if backend == "cuda":
+        from numba import config
+        try:
+            from numba import cuda
+            available = cuda.is_available()
+        except Exception:   # no CUDA support at all
+            available = False
+        if not available or config.ENABLE_CUDASIM:
+            raise NotImplementedError("backend 'cuda' needs a GPU (the simulator is not timed)")
+
+
+def problem(name, backend, dtype, batch=None):
+    """``(shape, call)``: a zero-argument callable computing one suite problem.
+
+    The host backends write into a preallocated ``out``; ``cuda`` takes device arrays and
+    synchronises before returning, so a timer around ``call()`` times the GPU work.
+    """
+    import convtranspose as ct
+    require_backend(backend)
+    s = shape(name)
+    x, w, b = s.arrays(np.dtype(dtype), batch=batch)
+    kw = s.kwargs()
+    if backend == "cuda":
+        from numba import cuda
+        dx, dw, db = (cuda.to_device(a) for a in (x, w, b))
+
+        def call():
+            ct.conv_transpose2d(dx, dw, db, backend="cuda", **kw)
+            cuda.synchronize()
+    else:
+        out = np.empty(ct.output_shape(x.shape, w.shape, **kw), x.dtype)
+
+        def call():
+            ct.conv_transpose2d(x, w, b, out=out, backend=backend, **kw)
+    return s, call
+
+
+def bench_helpers():
+    """``convtranspose.bench`` (median timing, the PyTorch runner), absent at early commits."""
+    try:
+        from convtranspose import bench
+    except ImportError:
+        raise NotImplementedError("convtranspose.bench does not exist at this commit") from None
+    return bench
