@@ -81,6 +81,19 @@ def torch_runner(x, w, b, kwargs):
     return run
 
 
+def match_torch_threads(with_torch=True):
+    """Give PyTorch as many threads as Numba has; return ``(threads, torch usable)``."""
+    import numba
+    threads = numba.get_num_threads()
+    if with_torch:
+        try:
+            import torch
+            torch.set_num_threads(threads)
+        except ImportError:
+            with_torch = False
+    return threads, with_torch
+
+
 def geometric_mean(values):
     values = [v for v in values if v is not None and v > 0]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
@@ -122,15 +135,9 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
     PyTorch and of every CPU backend are interleaved (see :func:`interleaved_times`);
     ``median_s`` is the median, ``min_s`` the minimum.
     """
-    import numba
     progress = sys.stderr if progress == "stderr" else progress
     shapes = list(SUITE if shapes is None else shapes)
-    threads = numba.get_num_threads()
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:
-        with_torch = False
+    threads, with_torch = match_torch_threads(with_torch)
     dtype = np.dtype(dtype)
     total = len(shapes)
     rows = []

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from .bench import _meta, gemm_gflops, median_time
+from .bench import _meta, gemm_gflops, match_torch_threads, median_time
 from .grad import conv_transpose2d_backward
 from .params import output_shape
 from .suite import SUITE
@@ -39,14 +39,8 @@ def torch_backward_runner(x, w, b, gy, kwargs):
 def run_backward_suite(shapes=None, backends=("auto",), dtype=np.float32, repeat=5,
                        with_torch=True):
     """Time the backward of each suite shape; a report for :func:`format_table`."""
-    import numba
     shapes = list(SUITE if shapes is None else shapes)
-    threads = numba.get_num_threads()
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:
-        with_torch = False
+    threads, with_torch = match_torch_threads(with_torch)
     dtype = np.dtype(dtype)
     rows = []
     for shape in shapes:

@@ -168,20 +168,30 @@ def _output_hw(hw, khw, p):
             _spatial_out(hw[1], khw[1], p.stride[1], p.pad_w, p.output_padding[1], p.dilation[1]))
 
 
-def _check_shapes(x_shape, w_shape, b_shape, groups):
-    """Check the array shapes against each other; return ``(batched, C_out)``."""
+def _check_x_ndim(x_shape):
     if len(x_shape) not in (3, 4):
         raise ValueError(
             f"x must be 3-D (C_in, H, W) or 4-D (N, C_in, H, W), got shape {tuple(x_shape)}")
-    if len(w_shape) != 4:
-        raise ValueError(
-            f"weight must be 4-D (C_in, C_out // groups, kH, kW), got shape {tuple(w_shape)}")
+
+
+def _check_sizes(x_shape, w_shape):
+    """Non-empty images in ``x`` (3-D or 4-D) and a non-empty 4-D ``weight``."""
+    _check_x_ndim(x_shape)
     if min(w_shape) < 1:
         raise ValueError(f"weight must have a non-zero size in every dimension, "
                          f"got shape {tuple(w_shape)}")
-    c_in, h, w = x_shape[-3:]
-    if min(h, w) < 1:
+    if min(x_shape[-2:]) < 1:
         raise ValueError(f"x must have non-zero height and width, got shape {tuple(x_shape)}")
+
+
+def _check_shapes(x_shape, w_shape, b_shape, groups):
+    """Check the array shapes against each other; return ``(batched, C_out)``."""
+    _check_x_ndim(x_shape)
+    if len(w_shape) != 4:
+        raise ValueError(
+            f"weight must be 4-D (C_in, C_out // groups, kH, kW), got shape {tuple(w_shape)}")
+    _check_sizes(x_shape, w_shape)
+    c_in = x_shape[-3]
     if c_in != w_shape[0]:
         raise ValueError(f"x has {c_in} input channels (shape {tuple(x_shape)}) but weight "
                          f"expects C_in = {w_shape[0]} (shape {tuple(w_shape)})")
@@ -343,15 +353,8 @@ def normalise_conv2d(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, 
             f"weight must be 4-D (C_out, C_in // groups, kH, kW), got shape {tuple(w_shape)}")
     padding = _conv2d_padding(padding, w_shape[2:], stride, dilation)
     params = _make_params(stride, padding, 0, dilation, groups)
-    if len(x_shape) not in (3, 4):
-        raise ValueError(
-            f"x must be 3-D (C_in, H, W) or 4-D (N, C_in, H, W), got shape {tuple(x_shape)}")
-    if min(w_shape) < 1:
-        raise ValueError(f"weight must have a non-zero size in every dimension, "
-                         f"got shape {tuple(w_shape)}")
+    _check_sizes(x_shape, w_shape)
     c_in, h, w = x_shape[-3:]
-    if min(h, w) < 1:
-        raise ValueError(f"x must have non-zero height and width, got shape {tuple(x_shape)}")
     c_out, g = w_shape[0], params.groups
     if c_out % g:
         raise ValueError(f"output channels C_out = {c_out} (weight shape {tuple(w_shape)}) "
