@@ -13,7 +13,19 @@ from .params import _as_pair, _make_params, _as_int, _conv2d_padding
 __all__ = ["ConvTranspose2d", "Conv2d"]
 
 
-class ConvTranspose2d:
+class _Parameters:
+    """What both layers share: their learnable arrays and the gradients of them."""
+
+    def parameters(self):
+        """The learnable arrays: ``[weight, bias]``, or ``[weight]`` without bias."""
+        return [self.weight] + ([] if self.bias is None else [self.bias])
+
+    def gradients(self):
+        """The gradients of :meth:`parameters` from the last :meth:`backward`, same order."""
+        return [self.weight_grad] + ([] if self.bias is None else [self.bias_grad])
+
+
+class ConvTranspose2d(_Parameters):
     """Transposed 2-D convolution layer, the NumPy twin of ``torch.nn.ConvTranspose2d``.
 
     Parameters
@@ -123,14 +135,6 @@ class ConvTranspose2d:
             needs_bias_grad=self.bias is not None)
         return gx
 
-    def parameters(self):
-        """The learnable arrays: ``[weight, bias]``, or ``[weight]`` without bias."""
-        return _parameters(self)
-
-    def gradients(self):
-        """The gradients of :meth:`parameters` from the last :meth:`backward`, same order."""
-        return _gradients(self)
-
     def __repr__(self):
         return (f"ConvTranspose2d({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -139,15 +143,7 @@ class ConvTranspose2d:
                 f"bias={self.bias is not None}, dtype={self.weight.dtype})")
 
 
-def _parameters(layer):
-    return [layer.weight] + ([] if layer.bias is None else [layer.bias])
-
-
-def _gradients(layer):
-    return [layer.weight_grad] + ([] if layer.bias is None else [layer.bias_grad])
-
-
-class Conv2d:
+class Conv2d(_Parameters):
     """2-D convolution layer, the NumPy twin of ``torch.nn.Conv2d``.
 
     Parameters
@@ -246,14 +242,6 @@ class Conv2d:
             grad_output, self._x, self.weight, self.stride, self.padding, self.dilation,
             self.groups, needs_bias_grad=self.bias is not None)
         return gx
-
-    def parameters(self):
-        """The learnable arrays: ``[weight, bias]``, or ``[weight]`` without bias."""
-        return _parameters(self)
-
-    def gradients(self):
-        """The gradients of :meth:`parameters` from the last :meth:`backward`, same order."""
-        return _gradients(self)
 
     def __repr__(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, "
