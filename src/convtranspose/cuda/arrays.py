@@ -21,7 +21,8 @@ from ..dispatch import is_device_array
 from ..params import normalise
 from . import kernels
 
-__all__ = ["conv_transpose2d", "run_host", "array_kind", "caller_stream", "dtype_of"]
+__all__ = ["conv_transpose2d", "run_host", "array_kind", "caller_stream", "dtype_of",
+           "operand_kinds", "common_device", "gpu_context", "device_operand"]
 
 _SIM = bool(config.ENABLE_CUDASIM)
 
@@ -36,6 +37,36 @@ def array_kind(a, name):
     if module in ("numba", "numba_cuda") or cuda.devicearray.is_cuda_ndarray(a):
         return "numba"
     return "cuda"
+
+
+def operand_kinds(lead_name, lead, others):
+    """``(kind of lead, {name: kind or None})`` by :func:`array_kind`; ``TypeError`` when
+    ``lead`` is a host array but another operand is a CUDA array."""
+    lead_kind = array_kind(lead, lead_name)
+    kinds = {n: None if a is None else array_kind(a, n) for n, a in others.items()}
+    if lead_kind == "numpy":
+        for name, k in kinds.items():
+            if k not in (None, "numpy"):
+                raise TypeError(f"{lead_name} is a host (NumPy) array but {name} is a CUDA "
+                                "array: pass all arrays on the GPU, or all on the host")
+    return lead_kind, kinds
+
+
+def common_device(arrays, kinds):
+    """The GPU that the CUDA arrays among ``arrays`` (name -> array) share: its id, or
+    ``None`` for the current one; ``ValueError`` when they are on different GPUs."""
+    devices = {n: _device_id(a, kinds[n]) for n, a in arrays.items()
+               if a is not None and kinds[n] not in (None, "numpy")}
+    known = {n: d for n, d in devices.items() if d is not None}
+    if len(set(known.values())) > 1:
+        listing = ", ".join(f"{n} on GPU {d}" for n, d in known.items())
+        raise ValueError(f"arrays must all be on one GPU, got {listing}")
+    return next(iter(known.values()), None)
+
+
+def gpu_context(dev):
+    """A context making GPU ``dev`` (from :func:`common_device`) current."""
+    return cuda.gpus[dev] if (dev is not None and not _SIM) else contextlib.nullcontext()
 
 
 def _device_id(a, kind):
@@ -94,6 +125,12 @@ def _to_device(a, dtype, stream):
     return cuda.to_device(a) if _SIM else cuda.to_device(a, stream=stream)
 
 
+def device_operand(a, kind, dtype, stream):
+    """A Numba device array for operand ``a`` of ``kind``: a view of a CUDA array, or a
+    copy of a host array converted to ``dtype``."""
+    return _to_device(a, dtype, stream) if kind == "numpy" else _view(a, kind)
+
+
 def _host_ndarray(a, name):
     try:
         return np.asarray(a)
@@ -141,15 +178,8 @@ def _compute(x4, w, b, out4, params, stream=0):
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, output_size=None, out=None):
     """The device path; see :func:`convtranspose.cuda.conv_transpose2d`."""
-    kx = array_kind(x, "x")
-    kinds = {"weight": array_kind(weight, "weight"),
-             "bias": None if bias is None else array_kind(bias, "bias"),
-             "out": None if out is None else array_kind(out, "out")}
+    kx, kinds = operand_kinds("x", x, {"weight": weight, "bias": bias, "out": out})
     if kx == "numpy":
-        for name, k in kinds.items():
-            if k not in (None, "numpy"):
-                raise TypeError(f"x is a host (NumPy) array but {name} is a CUDA array: pass "
-                                "all arrays on the GPU, or all on the host")
         from ..api import conv_transpose2d as api
         return api(x, weight, bias, stride, padding, output_padding, groups, dilation,
                    output_size=output_size, out=out, backend="cuda")
@@ -166,30 +196,20 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         [np.dtype(dtype_of(a, n)) for n, a in operands.items() if a is not None],
         stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
         groups=groups, output_size=output_size)
-    devices = {n: _device_id(a, kinds.get(n, kx)) for n, a in
-               {**operands, "out": out}.items()
-               if a is not None and (n == "x" or kinds[n] not in ("numpy",))}
-    known = {n: d for n, d in devices.items() if d is not None}
-    if len(set(known.values())) > 1:
-        listing = ", ".join(f"{n} on GPU {d}" for n, d in known.items())
-        raise ValueError(f"arrays must all be on one GPU, got {listing}")
+    dev = common_device({**operands, "out": out}, {"x": kx, **kinds})
     if out is not None:
         if tuple(out.shape) != shape:
             raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
         if np.dtype(dtype_of(out, "out")) != dtype:
             raise ValueError(f"out must have dtype {dtype}, got {np.dtype(dtype_of(out, 'out'))}")
-    dev = next(iter(known.values()), None)
-    ctx = cuda.gpus[dev] if (dev is not None and not _SIM) else contextlib.nullcontext()
-    with ctx:
+    with gpu_context(dev):
         stream = caller_stream(x, kx)
         result = out if out is not None else _empty(kx, x, shape, dtype, stream)
         if not int(np.prod(shape)):
             return result
         xd = _view(x, kx)
-        wd = _to_device(weight, dtype, stream) if host["weight"] else _view(weight, kinds["weight"])
-        bd = None
-        if bias is not None:
-            bd = _to_device(bias, dtype, stream) if host["bias"] else _view(bias, kinds["bias"])
+        wd = device_operand(weight, kinds["weight"], dtype, stream)
+        bd = None if bias is None else device_operand(bias, kinds["bias"], dtype, stream)
         rd = _view(result, kinds["out"] or kx)
         if out is not None and not _is_c_contiguous(rd):
             raise ValueError("out must be C-contiguous")
