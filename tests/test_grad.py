@@ -172,7 +172,7 @@ def test_mixed_dtypes_promote():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(grad_output=np.ones((1, 2, 4, 5))), "grad_output"),
     (dict(grad_output=np.ones((1, 2, 4, 4), np.int64)), "float32 or float64"),
-    (dict(backend="cuda"), "backend"),
+    (dict(backend="gpu"), "backend"),
     (dict(stride=0), "stride"),
     (dict(x=np.ones((1, 3, 3, 3))), "input channels"),
 ])
@@ -226,12 +226,19 @@ def test_training_example_step_matches_torch():
     assert max(check.values()) < 1e-10, check
 
 
-def test_cuda_arrays_are_refused_with_a_clear_error():
+def test_cuda_arrays_go_to_the_gpu_path():
+    """CUDA arrays are dispatched to convtranspose.cuda (tests/cuda/test_backward.py); here,
+    without a GPU, that says so, and a CPU backend named with them is refused."""
     class FakeDeviceArray:
         __cuda_array_interface__ = {"shape": (1, 4, 3, 3), "typestr": "<f8", "version": 2}
 
-    with pytest.raises(TypeError, match="grad_output is a CUDA array"):
+    with pytest.raises(ValueError, match="runs on the CPU but grad_output is a CUDA array"):
+        ct.conv_transpose2d_backward(FakeDeviceArray(), np.ones((1, 4, 3, 3)),
+                                     np.ones((4, 2, 2, 2)), backend="direct")
+    if ct.cuda.is_available():
+        return
+    with pytest.raises(TypeError, match="no CUDA GPU can be used"):
         ct.conv_transpose2d_backward(FakeDeviceArray(), np.ones((1, 4, 3, 3)),
                                      np.ones((4, 2, 2, 2)))
-    with pytest.raises(TypeError, match="x is a CUDA array"):
+    with pytest.raises(TypeError, match="no CUDA GPU can be used"):
         ct.conv2d(FakeDeviceArray(), np.ones((2, 4, 2, 2)))

@@ -17,16 +17,27 @@ from .params import ConvParams, normalise_conv2d, normalise_conv2d_backward
 
 __all__ = ["conv2d", "conv2d_backward"]
 
-#: Backends of ``conv2d`` and of the gradients: a gather kernel or patches + BLAS GEMM.
-METHODS = ("auto", "direct", "im2col")
+#: Backends of ``conv2d`` and of the gradients: a gather kernel or patches + BLAS GEMM on
+#: the CPU, or :mod:`convtranspose.cuda`.
+METHODS = ("auto", "direct", "im2col", "cuda")
 
 
 def check_method(backend):
     """Return ``backend`` if it is one of :data:`METHODS`, else raise ``ValueError``."""
     if not isinstance(backend, str) or backend not in METHODS:
-        raise ValueError(f"backend must be one of {METHODS} for conv2d and the gradients "
-                         f"(the CUDA backward is not available yet), got {backend!r}")
+        raise ValueError(f"backend must be one of {METHODS} for conv2d and the gradients, "
+                         f"got {backend!r}")
     return backend
+
+
+def on_gpu(backend, **arrays):
+    """True when the call runs on the GPU: ``backend="cuda"``, or CUDA arrays among
+    ``arrays`` (``ValueError`` if a CPU backend is named with them)."""
+    device = [n for n, a in arrays.items() if a is not None and dispatch.is_device_array(a, n)]
+    if device and check_method(backend) not in ("auto", "cuda"):
+        raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
+                         "use backend='auto' or 'cuda', or copy the arrays to NumPy")
+    return bool(device) or check_method(backend) == "cuda"
 
 
 #: Multiply-adds per group below which the gather kernel's lower overhead wins.
@@ -47,12 +58,8 @@ def weight_grad_method(c_a_g, c_b_g, k_hw, pixels):
     return correlate_method(c_a_g, c_b_g, k_hw, pixels)
 
 
-def host_array(a, name, required=True):
-    """``np.asarray(a)``, refusing CUDA arrays: conv2d and the gradients run on the CPU."""
-    if a is not None and dispatch.is_device_array(a, name):
-        raise TypeError(f"{name} is a CUDA array; conv2d and the gradients run on the CPU only "
-                        "in this version: copy it to a NumPy array first")
-    return _host_array(a, name, required)
+#: ``np.asarray`` with a clear ``TypeError``; CUDA arrays took the GPU path before it.
+host_array = _host_array
 
 
 def _batched(a):
@@ -77,8 +84,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         at stride 1 (``"same"``; an odd total puts the extra row/column at the bottom/right).
     dilation : int or (int, int), default 1
     groups : int, default 1
-    backend : {"auto", "direct", "im2col"}, default "auto"
-        Gather kernel, or patches plus a BLAS GEMM.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        Gather kernel, or patches plus a BLAS GEMM, on the CPU; ``"cuda"`` copies NumPy
+        arrays to the GPU and the result back. CUDA arrays run on their GPU with
+        ``"auto"`` and give a result of ``x``'s kind (see :func:`convtranspose.cuda.conv2d`).
 
     Returns
     -------
@@ -92,7 +101,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ValueError
         Wrong dimensions, inconsistent channels or groups, bias shape, stride or dilation
         below 1, negative padding, ``"same"`` with a stride, an empty output, an unknown
-        backend.
+        backend, a CPU backend with CUDA arrays.
+    RuntimeError
+        ``backend="cuda"`` where no GPU can be used.
 
     See Also
     --------
@@ -119,6 +130,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ...           padding="same").shape
     (5, 7, 9)
     """
+    if on_gpu(backend, x=x, weight=weight, bias=bias):
+        from . import cuda
+        return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
     x = host_array(x, "x")
     weight = host_array(weight, "weight")
     bias = host_array(bias, "bias", required=False)
@@ -173,7 +187,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         The forward call's hyper-parameters.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
         Which gradients to compute; the others are returned as ``None``.
-    backend : {"auto", "direct", "im2col"}, default "auto"
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        As for :func:`conv2d`; CUDA arrays give gradients of ``grad_output``'s kind.
 
     Returns
     -------
@@ -186,7 +201,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError, ValueError, RuntimeError
         As :func:`conv2d`, and for a ``grad_output`` not of the forward result's shape.
 
     Notes
@@ -211,6 +226,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
+    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
+        from . import cuda
+        return cuda.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
+                                    needs_input_grad=needs_input_grad,
+                                    needs_weight_grad=needs_weight_grad,
+                                    needs_bias_grad=needs_bias_grad)
     g = host_array(grad_output, "grad_output")
     x = host_array(x, "x")
     weight = host_array(weight, "weight")

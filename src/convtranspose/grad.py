@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import _batched, check_method, correlate_method, host_array, weight_grad_method
+from .conv import (_batched, check_method, correlate_method, host_array, on_gpu,
+                   weight_grad_method)
 from .cpu import backward as kernels
 from .params import normalise_backward
 
@@ -29,8 +30,11 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
         included).
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
         Which gradients to compute; the others are returned as ``None``.
-    backend : {"auto", "direct", "im2col"}, default "auto"
-        Gather kernels, or patches plus BLAS GEMMs.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        Gather kernels, or patches plus BLAS GEMMs, on the CPU; ``"cuda"`` copies NumPy
+        arrays to the GPU and the gradients back. CUDA arrays (anything with
+        ``__cuda_array_interface__``) run on their GPU with ``"auto"`` and give gradients
+        of ``grad_output``'s kind (see :func:`convtranspose.cuda.conv_transpose2d_backward`).
 
     Returns
     -------
@@ -48,6 +52,8 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     TypeError, ValueError
         As :func:`conv_transpose2d`, and for a ``grad_output`` whose shape is not the
         forward result's.
+    RuntimeError
+        ``backend="cuda"`` where no GPU can be used.
 
     See Also
     --------
@@ -86,6 +92,12 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
            [4., 4., 4.],
            [4., 4., 4.]]), array([25.]))
     """
+    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
+        from . import cuda
+        return cuda.conv_transpose2d_backward(
+            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
+            output_size=output_size, needs_input_grad=needs_input_grad,
+            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
     g = host_array(grad_output, "grad_output")
     x = host_array(x, "x")
     weight = host_array(weight, "weight")

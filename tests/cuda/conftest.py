@@ -46,15 +46,19 @@ def pytest_collection_modifyitems(config, items):
 # tiny shapes in test_kernels.py's launch-shape test.
 TINY = dict(GATHER_THREADS=4, GATHER_MAX_GRID=(1, 2, 2), TILE_CO=2, TILE_P=4, TILE_K=2, REG_CO=1,
             REG_P=2, TILED_MAX_BLOCKS=2)
+#: ... and of the backward kernels (convtranspose.cuda.backward).
+TINY_BACKWARD = dict(CORRELATE_THREADS=4, CORRELATE_MAX_BLOCKS=2, REDUCE_THREADS=4,
+                     REDUCE_MAX_BLOCKS=2)
 
 
 @pytest.fixture(autouse=True)
 def _launch_shapes(request, monkeypatch):
     """Patch the launch-shape constants small under the simulator."""
     if SIMULATOR and os.path.basename(str(request.path)) not in NEEDS_NO_DEVICE:
-        from convtranspose.cuda import kernels
-        for name, value in TINY.items():
-            monkeypatch.setattr(kernels, name, value)
+        from convtranspose.cuda import backward, kernels
+        for module, tiny in ((kernels, TINY), (backward, TINY_BACKWARD)):
+            for name, value in tiny.items():
+                monkeypatch.setattr(module, name, value)
     yield
 
 

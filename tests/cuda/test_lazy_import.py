@@ -16,6 +16,9 @@ import sys, numpy as np
 import convtranspose as ct
 assert ct.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), stride=2).shape == (1, 1, 4, 4)
 ct.explain(np.empty((1, 1, 2, 2)), np.empty((1, 1, 2, 2)))
+one = np.ones((1, 1, 2, 2))
+ct.conv_transpose2d_backward(np.ones((1, 1, 3, 3)), one, one)
+ct.conv2d_backward(np.ones((1, 1, 1, 1)), one, one)
 import convtranspose.cuda                      # the package itself is light too
 print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda"))))
 """
@@ -40,6 +43,26 @@ def test_backend_cuda_without_gpu_says_why():
     assert cuda.info()["available"] is False
 
 
+ONES = np.ones((1, 1, 2, 2))
+#: conv2d and the gradients: call(backend=..., first operand) with valid NumPy shapes.
+GRAD_CALLS = {
+    "conv2d": lambda a, **kw: convtranspose.conv2d(a, ONES, **kw),
+    "conv2d_backward": lambda a, **kw: convtranspose.conv2d_backward(
+        np.ones((1, 1, 1, 1)), a, ONES, **kw),
+    "conv_transpose2d_backward": lambda a, **kw: convtranspose.conv_transpose2d_backward(
+        np.ones((1, 1, 3, 3)), a, ONES, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(GRAD_CALLS))
+def test_backward_backend_cuda_without_gpu_says_why(name):
+    from convtranspose import cuda
+    if cuda.is_available():
+        pytest.skip("a GPU (or the simulator) is present")
+    with pytest.raises(RuntimeError, match="backend='cuda' needs a CUDA GPU"):
+        GRAD_CALLS[name](ONES, backend="cuda")
+
+
 class _FakeCudaArray:
     """Claims to be a CUDA array (shape and dtype only)."""
 
@@ -54,3 +77,12 @@ def test_cuda_array_without_gpu_is_type_error():
         pytest.skip("a GPU (or the simulator) is present")
     with pytest.raises(TypeError, match="no CUDA GPU can be used"):
         convtranspose.conv_transpose2d(_FakeCudaArray(), np.ones((1, 1, 2, 2), np.float32))
+
+
+@pytest.mark.parametrize("name", list(GRAD_CALLS))
+def test_backward_cuda_array_without_gpu_is_type_error(name):
+    from convtranspose import cuda
+    if cuda.is_available():
+        pytest.skip("a GPU (or the simulator) is present")
+    with pytest.raises(TypeError, match="no CUDA GPU can be used"):
+        GRAD_CALLS[name](_FakeCudaArray())

@@ -19,7 +19,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
 
 from numba import cuda  # noqa: E402
 
-from convtranspose.cuda import kernels  # noqa: E402
+from convtranspose.cuda import backward, kernels  # noqa: E402
 
 CC = (9, 0)
 F64 = re.compile(r"\.f64\b")
@@ -31,7 +31,9 @@ def _signature(dtype, name):
     if name == "gather":
         t1, t2 = numba.int32[::1], numba.int32[:, ::1]
         return (a4, a4, a1, a4, t1, t2, t2, t1, t2, t2, i, numba.boolean)
-    return (a4, a4, a1, a4, i, i, i, i, i, i, i, numba.boolean)
+    if name in ("weight_grad", "bias_grad"):
+        return (a4, a4, a4, i, i, i, i, i, i, i)
+    return (a4, a4, a1, a4, i, i, i, i, i, i, i, numba.boolean)   # tiled, correlate
 
 
 def _ptx(fn, sig):
@@ -50,14 +52,19 @@ KERNELS = {
     "tiled": lambda dt: kernels.tiled_kernel(dt, kernels.TILE_CO, kernels.TILE_P,
                                              kernels.TILE_K, kernels.REG_CO, kernels.REG_P),
     "tiled_tiny": lambda dt: kernels.tiled_kernel(dt, 2, 4, 2, 1, 2),
+    "correlate": lambda dt: backward.correlate_kernel(dt),
+    "weight_grad": lambda dt: backward.weight_grad_kernel(dt, backward.REDUCE_THREADS),
+    "bias_grad": lambda dt: backward.bias_grad_kernel(dt, backward.REDUCE_THREADS),
 }
+#: The arithmetic each kernel must show (the bias gradient only adds).
+ARITHMETIC = {"bias_grad": "add"}
 
 
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_float32_ptx_has_no_f64(name):
     ptx = _ptx(KERNELS[name](np.float32).py_func, _signature(np.float32, name))
     assert ".target sm_90" in ptx
-    assert "fma.rn.f32" in ptx                       # the arithmetic is there ...
+    assert f"{ARITHMETIC.get(name, 'fma.rn')}.f32" in ptx     # the arithmetic is there ...
     lines = [ln.strip() for ln in ptx.splitlines() if F64.search(ln)]
     assert not lines, f"float64 instructions in the float32 {name} kernel: {lines[:5]}"
     assert ".local" not in ptx, "register tiles spilled to local memory"
@@ -66,7 +73,7 @@ def test_float32_ptx_has_no_f64(name):
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_float64_ptx_computes_in_f64(name):
     ptx = _ptx(KERNELS[name](np.float64).py_func, _signature(np.float64, name))
-    assert "fma.rn.f64" in ptx
+    assert f"{ARITHMETIC.get(name, 'fma.rn')}.f64" in ptx
 
 
 def test_detector_catches_untyped_zero():

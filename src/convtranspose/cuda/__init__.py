@@ -6,6 +6,9 @@ import it when called, so ``import convtranspose`` works without a GPU, a CUDA d
 
 * :func:`conv_transpose2d` -- the device path: CUDA arrays in (Numba device arrays, CuPy
   arrays, PyTorch CUDA tensors), an array of the caller's kind out, on the caller's stream.
+* :func:`conv_transpose2d_backward`, :func:`conv2d`, :func:`conv2d_backward` -- the
+  same for the gradients and the convolution (kernels in :mod:`convtranspose.cuda.backward`),
+  taking CUDA arrays or NumPy arrays (copied to the GPU and back).
 * :func:`run` -- the backend entry used by ``backend="cuda"`` with NumPy arrays: copies to
   the GPU, computes, copies back into ``out``.
 * :func:`is_available`, :func:`info` -- for ``python -m convtranspose info``.
@@ -18,8 +21,8 @@ from __future__ import annotations
 import importlib.metadata
 import time
 
-__all__ = ["conv_transpose2d", "run", "is_available", "info", "require", "time_call", "to_device",
-           "implementation"]
+__all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv2d", "conv2d_backward", "run",
+           "is_available", "info", "require", "time_call", "to_device", "implementation"]
 
 
 def _numba_cuda():
@@ -150,11 +153,180 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     array([2., 2., 4., 2., 2.], dtype=float32)
     """
     if not is_available():
-        raise TypeError(f"CUDA arrays were given but no CUDA GPU can be used here: "
-                        f"{info().get('reason')}; copy them to NumPy arrays")
+        raise _no_gpu_for_cuda_arrays()
     from .arrays import conv_transpose2d as impl
     return impl(x, weight, bias, stride, padding, output_padding, groups, dilation,
                 output_size=output_size, out=out)
+
+
+def _no_gpu_for_cuda_arrays():
+    return TypeError(f"CUDA arrays were given but no CUDA GPU can be used here: "
+                     f"{info().get('reason')}; copy them to NumPy arrays")
+
+
+def _check_usable(**arrays):
+    """``TypeError`` for CUDA arrays, ``RuntimeError`` (:func:`require`) for host arrays,
+    unless a GPU can be used."""
+    if is_available():
+        return
+    from ..dispatch import is_device_array
+    if any(is_device_array(a, n) for n, a in arrays.items() if a is not None):
+        raise _no_gpu_for_cuda_arrays()
+    require()
+
+
+def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
+                              needs_weight_grad=True, needs_bias_grad=True):
+    """:func:`convtranspose.conv_transpose2d_backward` on the GPU.
+
+    Parameters
+    ----------
+    grad_output, x, weight : CUDA arrays or NumPy arrays
+        As for :func:`convtranspose.conv_transpose2d_backward`. A CUDA ``grad_output``
+        (Numba, CuPy, torch; any strides) decides the results' kind, GPU and stream;
+        ``x`` and ``weight`` may then be host arrays (copied to its GPU). A NumPy
+        ``grad_output`` needs NumPy ``x`` and ``weight``: they are copied to the GPU and
+        the results copied back.
+    stride, padding, output_padding, groups, dilation, output_size
+        As for :func:`convtranspose.conv_transpose2d_backward`.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
+
+    Returns
+    -------
+    grad_input, grad_weight, grad_bias : arrays of grad_output's kind, or None
+
+    Raises
+    ------
+    TypeError
+        Host ``grad_output`` with CUDA ``x`` or ``weight``, a torch tensor that requires
+        grad, non-float dtypes, CUDA arrays where no GPU can be used.
+    ValueError
+        Operands on different GPUs, and every bad argument
+        :func:`convtranspose.conv_transpose2d_backward` rejects.
+    RuntimeError
+        NumPy arrays where no GPU can be used.
+
+    Notes
+    -----
+    ``grad_input`` is a correlation, one thread per element; ``grad_weight`` and
+    ``grad_bias`` are block reductions in a fixed order, without atomics, so they are
+    the same bits on every run (:mod:`convtranspose.cuda.backward` gives the order).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> from convtranspose import cuda
+    >>> x, w = np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3))
+    >>> gy = np.ones((1, 1, 5, 5))
+    >>> if cuda.is_available():             # Numba device arrays in, ones out
+    ...     from numba import cuda as nbcuda
+    ...     grads = cuda.conv_transpose2d_backward(nbcuda.to_device(gy), x, w, stride=2)
+    ...     gx, gw, gb = (g.copy_to_host() for g in grads)
+    ... else:
+    ...     gx, gw, gb = ct.conv_transpose2d_backward(gy, x, w, stride=2)
+    >>> gx[0, 0], gb
+    (array([[9., 9.],
+           [9., 9.]]), array([25.]))
+    """
+    _check_usable(grad_output=grad_output, x=x, weight=weight)
+    from .backward import conv_transpose2d_backward as impl
+    return impl(grad_output, x, weight, stride, padding, output_padding, groups, dilation,
+                output_size=output_size, needs_input_grad=needs_input_grad,
+                needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """:func:`convtranspose.conv2d` on the GPU; the result is of ``x``'s kind.
+
+    Parameters
+    ----------
+    x, weight, bias : CUDA arrays or NumPy arrays
+        As for :func:`convtranspose.conv2d`. A CUDA ``x`` decides the result's kind, GPU
+        and stream (``weight`` and ``bias`` may be host arrays, copied to it); a NumPy
+        ``x`` needs NumPy ``weight`` and ``bias`` and gives a NumPy result.
+    stride, padding, dilation, groups
+        As for :func:`convtranspose.conv2d`.
+
+    Returns
+    -------
+    array of x's kind
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`conv_transpose2d_backward`, for ``x`` in the place of ``grad_output``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> from convtranspose import cuda
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> if cuda.is_available():
+    ...     from numba import cuda as nbcuda
+    ...     y = cuda.conv2d(nbcuda.to_device(x), w, stride=2).copy_to_host()
+    ... else:
+    ...     y = ct.conv2d(x, w, stride=2)
+    >>> y[0, 0]
+    array([[10., 18.],
+           [42., 50.]])
+    """
+    _check_usable(x=x, weight=weight, bias=bias)
+    from .backward import conv2d as impl
+    return impl(x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True):
+    """:func:`convtranspose.conv2d_backward` on the GPU; results of ``grad_output``'s kind.
+
+    Parameters
+    ----------
+    grad_output, x, weight, needs_input_grad, needs_weight_grad, needs_bias_grad
+        As for :func:`conv_transpose2d_backward`.
+    stride, padding, dilation, groups
+        As for :func:`convtranspose.conv2d_backward`.
+
+    Returns
+    -------
+    tuple
+        ``(grad_input, grad_weight, grad_bias)``, as :func:`conv_transpose2d_backward`.
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`conv_transpose2d_backward`.
+
+    Notes
+    -----
+    ``grad_input`` is a transposed convolution, run by the forward kernels of
+    :mod:`convtranspose.cuda.kernels`; ``grad_weight`` and ``grad_bias`` are the
+    deterministic reductions of :mod:`convtranspose.cuda.backward`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> from convtranspose import cuda
+    >>> gy, x, w = np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+    >>> if cuda.is_available():
+    ...     gx, gw, gb = cuda.conv2d_backward(gy, x, w)     # NumPy in, NumPy out
+    ... else:
+    ...     gx, gw, gb = ct.conv2d_backward(gy, x, w)
+    >>> gx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    _check_usable(grad_output=grad_output, x=x, weight=weight)
+    from .backward import conv2d_backward as impl
+    return impl(grad_output, x, weight, stride, padding, dilation, groups,
+                needs_input_grad=needs_input_grad, needs_weight_grad=needs_weight_grad,
+                needs_bias_grad=needs_bias_grad)
 
 
 def run(x, weight, bias, params, out):
