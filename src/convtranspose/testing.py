@@ -1,7 +1,7 @@
 """Helpers shared by the tests, ``python -m convtranspose check`` and the benchmarks.
 
-One tolerance table and one generator of random valid problems, so every place that
-checks a backend checks it the same way.
+One tolerance table, one generator of random valid problems and one list of extreme
+problems, so every place that checks a backend checks it the same way.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 
 from .params import normalise
 
-__all__ = ["TOLERANCE", "Problem", "random_problem", "relative_error", "assert_close"]
+__all__ = ["TOLERANCE", "Problem", "random_problem", "relative_error", "assert_close",
+           "extreme_problems"]
 
 #: Largest allowed ``max|actual - expected| / max|expected|`` per result dtype, against the
 #: float64 reference (or PyTorch).
@@ -92,3 +93,31 @@ def random_problem(rng, max_channels=8, max_size=9, max_kernel=5, max_stride=4,
         except ValueError:      # e.g. padding crops the whole output: draw again
             continue
         return Problem(x_shape, w_shape, bool(rng.random() < 0.7), kwargs)
+
+
+def extreme_problems(stride=64, dilation=50, kernel=31, channels=4096, huge_stride=2**31 - 1):
+    """Extreme but valid problems ``(name, x shape, weight shape, kwargs)``, one limit each.
+
+    The defaults are the CPU's reliability cases (``tests/reliability/test_sizes.py``); the
+    CUDA simulator runs the same list scaled down (``tests/cuda/test_edges.py``). Names
+    carry the scaled values: ``extreme_problems(stride=16)`` has ``"stride16"``.
+    ``stride`` must be at least 4.
+    """
+    s, d, k, c = stride, dilation, kernel, channels
+    return [
+        (f"stride{s}", (2, 3, 3, 3), (3, 2, 2, 3), dict(stride=s)),
+        (f"stride{s}x1", (1, 2, 3, 4), (2, 2, 3, 3), dict(stride=(s, 1), padding=(s // 2 - 2, 1))),
+        (f"dilation{d}", (1, 2, 4, 4), (2, 3, 3, 3), dict(dilation=d, stride=3)),
+        (f"dilation{d}_op", (1, 2, 4, 4), (2, 3, 3, 2),
+         dict(dilation=(d, 1), output_padding=(d - 1, 0))),
+        (f"kernel{k}", (1, 2, 5, 5), (2, 2, k, k), dict(stride=2, padding=k // 4)),
+        (f"kernel{k}_1x1", (2, 3, 1, 1), (3, 2, k, k), {}),
+        ("image1x1", (4, 3, 1, 1), (3, 5, 4, 4), dict(stride=2, padding=1)),
+        ("image1x1_stride_huge", (2, 3, 1, 1), (3, 2, 2, 2), dict(stride=huge_stride)),
+        ("c1_groups1", (1, 1, 7, 9), (1, 1, 3, 3), dict(stride=2)),
+        ("c1_unbatched", (1, 5, 5), (1, 1, 1, 1), {}),
+        (f"c{c}_tiny", (1, c, 1, 1), (c, 2, 2, 2), {}),
+        (f"c{c}_2x2", (2, c, 2, 2), (c, 1, 3, 3), dict(stride=2)),
+        (f"c{c}_depthwise", (1, c, 2, 2), (c, 1, 2, 2), dict(groups=c, stride=2)),
+        ("pad_crops_to_1", (1, 2, 3, 3), (2, 2, 3, 3), dict(padding=((2, 2), (0, 4)))),
+    ]

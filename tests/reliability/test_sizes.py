@@ -14,7 +14,7 @@ import pytest
 import convtranspose as ct
 from convtranspose.cpu.im2col import plan_chunks
 from convtranspose.reference import conv_transpose2d_reference as reference
-from convtranspose.testing import assert_close
+from convtranspose.testing import assert_close, extreme_problems
 
 SRC = str(Path(ct.__file__).resolve().parents[1])
 BACKENDS = ("direct", "im2col", "auto")
@@ -120,23 +120,7 @@ def test_output_past_2_31_elements_is_indexed_right(backend):
     _big_output_case(backend, 23171, lambda y: y.size > 2**31)
 
 
-# extreme but valid parameters: (name, x shape, w shape, kwargs)
-EXTREME = [
-    ("stride64", (2, 3, 3, 3), (3, 2, 2, 3), dict(stride=64)),
-    ("stride64x1", (1, 2, 3, 4), (2, 2, 3, 3), dict(stride=(64, 1), padding=(30, 1))),
-    ("dilation50", (1, 2, 4, 4), (2, 3, 3, 3), dict(dilation=50, stride=3)),
-    ("dilation50_op", (1, 2, 4, 4), (2, 3, 3, 2), dict(dilation=(50, 1), output_padding=(49, 0))),
-    ("kernel31", (1, 2, 5, 5), (2, 2, 31, 31), dict(stride=2, padding=7)),
-    ("kernel31_1x1", (2, 3, 1, 1), (3, 2, 31, 31), {}),
-    ("image1x1", (4, 3, 1, 1), (3, 5, 4, 4), dict(stride=2, padding=1)),
-    ("image1x1_stride_huge", (2, 3, 1, 1), (3, 2, 2, 2), dict(stride=2**31 - 1)),
-    ("c1_groups1", (1, 1, 7, 9), (1, 1, 3, 3), dict(stride=2)),
-    ("c1_unbatched", (1, 5, 5), (1, 1, 1, 1), {}),
-    ("c4096_tiny", (1, 4096, 1, 1), (4096, 2, 2, 2), {}),
-    ("c4096_2x2", (2, 4096, 2, 2), (4096, 1, 3, 3), dict(stride=2)),
-    ("c4096_depthwise", (1, 4096, 2, 2), (4096, 1, 2, 2), dict(groups=4096, stride=2)),
-    ("pad_crops_to_1", (1, 2, 3, 3), (2, 2, 3, 3), dict(padding=((2, 2), (0, 4)))),
-]
+EXTREME = extreme_problems()     # (name, x shape, w shape, kwargs)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
