@@ -46,6 +46,8 @@ def main(argv=None):
     ap.add_argument("--shapes", nargs="*", help="suite shape names (default: all)")
     ap.add_argument("--markdown", help="also write the markdown to this file")
     ap.add_argument("--tests", default="not run", help="a line saying how the CUDA tests went")
+    ap.add_argument("--memcheck", default="not run",
+                    help="a line saying how compute-sanitizer memcheck over the kernel tests went")
     ap.add_argument("--smoke", action="store_true",
                     help="check this script without a GPU: CPU tensors, CPU backends, batch 1")
     args = ap.parse_args(argv)
@@ -76,6 +78,8 @@ def main(argv=None):
           f"torch {torch.__version__} (cuDNN {torch.backends.cudnn.version()}), "
           f"CuPy {_version('cupy-cuda13x', 'cupy-cuda12x', 'cupy')}, Python {platform.python_version()}",
           f"- CUDA tests (`python -m pytest tests/cuda`, real GPU): {args.tests}",
+          "- `compute-sanitizer --tool memcheck` over the kernel tests "
+          f"(`tests/cuda/test_{{kernels,edges,backward}}*.py`): {args.memcheck}",
           f"- dtype {args.dtype}; FP32 peak (SMs x lanes x 2 x boost clock) {peak / 1e12:.1f} "
           f"TFLOP/s; batch N scaled up per shape (>= {args.min_gflop:g} GFLOP or >= "
           f"{args.min_gib:g} GiB per call, <= {args.max_gib:g} GiB); median of {args.repeat} "
@@ -105,6 +109,8 @@ def main(argv=None):
         print(f"{r['name']:<13} {r['n']:>6} {r['kernel']:<7} {r['cuda_ms']:>9.3f} "
               f"{r['cudnn_fp32_ms']:>9.3f} {r['cudnn_tf32_ms']:>9.3f} "
               f"{r['cuda_ms'] / r['cudnn_fp32_ms']:>7.2f} {r['gflops']:>8.0f}")
+    print(f"{'CUDA tests':<13} {args.tests}")
+    print(f"{'memcheck':<13} {args.memcheck}")
     return 0
 
 
