@@ -8,7 +8,11 @@ and, when the CPU has AVX-512 but the kernels do not use it, says how to fix tha
 """
 from __future__ import annotations
 
-__all__ = ["blas_info", "cpu_has_avx512"]
+import os
+import threading
+from contextlib import contextmanager
+
+__all__ = ["blas_info", "cpu_has_avx512", "single_threaded_blas"]
 
 # OpenBLAS core types whose kernels use 512-bit vectors.
 _AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"}
@@ -66,3 +70,66 @@ def blas_info():
                            f"runs narrower kernels (about half speed for im2col's GEMM): "
                            f"{_REMEDY}")
     return info
+
+
+# ----------------------------------------------------------------------------
+# the BLAS that Numba's np.dot calls, limited to one thread inside parallel kernels
+
+_lock = threading.Lock()
+_users = 0          # calls inside single_threaded_blas() now, over all Python threads
+_saved = []         # thread counts to restore when the last one leaves
+_controllers = None
+
+
+def _numba_blas():
+    """threadpoolctl controllers of the BLAS behind ``scipy.linalg.cython_blas``.
+
+    Numba's ``np.dot`` calls SciPy's BLAS, which in the PyPI wheels is a library of its
+    own (NumPy has another); where both share one library (e.g. conda), that one.
+    """
+    global _controllers
+    if _controllers is None:
+        try:
+            import scipy
+            import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+            from threadpoolctl import ThreadpoolController
+            blas = ThreadpoolController().select(user_api="blas").lib_controllers
+        except Exception:   # no threadpoolctl, or it cannot read this platform: run as is
+            blas = []
+        root = os.path.dirname(os.path.abspath(scipy.__file__)) if blas else ""
+        own = [c for c in blas if os.path.abspath(c.filepath).startswith(root)]
+        _controllers = own or (blas if len(blas) == 1 else [])
+    return _controllers
+
+
+@contextmanager
+def single_threaded_blas():
+    """Run the block with one thread in the BLAS that Numba's ``np.dot`` calls.
+
+    The parallel phase kernel calls BLAS from each of its own threads; a multithreaded
+    BLAS there would oversubscribe the cores. The previous thread counts come back when
+    the last concurrent user leaves; other code calling SciPy's BLAS in the meantime
+    runs on one thread too (a matter of speed, never of results).
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.blas import single_threaded_blas
+    >>> with single_threaded_blas():
+    ...     pass
+    """
+    global _users, _saved
+    libs = _numba_blas()
+    with _lock:
+        if _users == 0:
+            _saved = [c.num_threads for c in libs]
+            for c in libs:
+                c.set_num_threads(1)
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                for c, n in zip(libs, _saved):
+                    c.set_num_threads(n)

@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import lru_cache
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from .._alloc import allocate
 from .._threading import launch
-from .kernels import col2im_kernel, gather_kernel, scatter_kernel
+from .blas import single_threaded_blas
+from .kernels import (col2im_gemm_kernel, col2im_kernel, pack_phase_weights,
+                      phase_gemm_kernel)
 from .taps import tap_tables
 
-__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_chunks",
+__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "plan_chunks",
            "get_workspace_limit", "set_workspace_limit", "release_workspace"]
 
 _DEFAULT_LIMIT = 256 * 2**20
@@ -108,14 +112,59 @@ def plan_chunks(x_shape, w_shape, groups, itemsize, limit=None):
     return images, rows, images * rows * per_row
 
 
+#: Bytes of GEMM output a col2im task aims at (read back while still in cache), and the
+#: fewest GEMM columns it takes where the batch allows (below that the GEMM slows down).
+_COL2IM_TASK_BYTES = 2 * 2**20
+_COL2IM_MIN_COLS = 512
+
+
+@lru_cache(maxsize=128)
+def plan_col2im_tasks(x_shape, w_shape, groups, itemsize, limit, threads):
+    """``(tasks, slot)`` of the task-parallel col2im form, or ``None`` where it does not
+    apply: one image, or one image's columns over ``limit / threads`` bytes.
+
+    Tasks are chunks of ``m`` whole images, ``tasks[t] = (n0, m)``, with about
+    ``_COL2IM_TASK_BYTES`` of GEMM output or ``_COL2IM_MIN_COLS`` pixels each, whichever
+    is more, but at least ``_TASKS_PER_THREAD`` tasks per thread where the batch allows;
+    ``slot`` is the workspace elements of one task. ``threads`` is the process's fixed thread count, so the tasks do not change
+    with ``numba.set_num_threads``.
+    """
+    n, c_in, h, w = x_shape
+    rows = w_shape[1] * w_shape[2] * w_shape[3]
+    per_image = (rows + c_in // groups) * h * w * itemsize
+    if n < 2 or threads * per_image > limit:
+        return None
+    m = max(_COL2IM_TASK_BYTES // (rows * h * w * itemsize), -(-_COL2IM_MIN_COLS // (h * w)))
+    m = max(1, min(m, -(-n // (threads * _TASKS_PER_THREAD)), limit // (threads * per_image)))
+    tasks = np.array([(n0, min(m, n - n0)) for n0 in range(0, n, m)], np.int64)
+    tasks.flags.writeable = False
+    return tasks, (rows + (c_in // groups if m > 1 else 0)) * m * h * w
+
+
 def run_col2im(x, weight, bias, params, out):
-    """The col2im form: GEMM over ``C_in``, then gather the columns into the output."""
+    """The col2im form: GEMM over ``C_in``, then gather the columns into the output.
+
+    Chunks of whole images run as parallel tasks with a single-threaded GEMM each
+    (:func:`~convtranspose.cpu.kernels.col2im_gemm_kernel`); a single image, or one too
+    large for the workspace, runs chunk by chunk with a multithreaded GEMM and a
+    parallel col2im (bands of input rows when an image alone exceeds the limit).
+    """
     n, c_in, h, w = x.shape
     _, c_out_g, k_h, k_w = weight.shape
     groups = params.groups
     c_in_g, taps_n = c_in // groups, c_out_g * k_h * k_w
     t = tap_tables((h, w), (k_h, k_w), out.shape[2:], params)
     bias = np.empty(0, out.dtype) if bias is None else bias
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    plan = plan_col2im_tasks(x.shape, weight.shape, groups, x.itemsize, _limit, threads)
+    if plan is not None:
+        tasks, slot = plan
+        ws, = _buffers(out.dtype, threads * slot)
+        with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+            launch(col2im_gemm_kernel, x, weight.reshape(groups, c_in_g, taps_n), bias, out,
+                   tasks, ws, slot, t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
+                   t.col_phase, t.col_q0, t.phases, t.q_len)
+        return out
     images, rows, _ = plan_chunks(x.shape, weight.shape, groups, x.itemsize)
     copy_x = (images, rows) != (1, h)
     cols_buf, x_buf = _buffers(out.dtype, groups * taps_n * images * rows * w,
@@ -243,81 +292,119 @@ def _dense_1x1(x, weight, bias, params, out):
     return out
 
 
-def _phase_weights(weight, groups, ph_r, ph_c):
-    """Weight of one phase as ``(groups, C_out_g, C_in_g*T_h*T_w)``, K ordered (ci, th, tw)."""
-    c_in, c_out_g = weight.shape[:2]
-    wp = weight[:, :, list(ph_r.k_idx)][:, :, :, list(ph_c.k_idx)]
-    t = len(ph_r.k_idx) * len(ph_c.k_idx)
-    wp = wp.reshape(groups, c_in // groups, c_out_g, t).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(wp).reshape(groups, c_out_g, (c_in // groups) * t)
+class PhasePlan(NamedTuple):
+    """Index tables and task list of the phase form (see :func:`phase_gemm_kernel`)."""
+
+    s_h: int
+    s_w: int
+    meta: np.ndarray      # per phase with taps: o0r, o0c, rows, cols, taps, map_off, w_off, x_is_b
+    maps: np.ndarray      # per phase and tap: flat input pixel of each phase pixel, or -1
+    tasks: np.ndarray     # (phase, n0, images, a0, rows) per task
+    bias_only: tuple      # (o0r, o0c) of the phases no tap reaches
+    k_rows: np.ndarray    # kernel rows, then columns, of each phase's taps ...
+    k_cols: np.ndarray
+    tap_start: np.ndarray  # ... phase p's from tap_start[p] to tap_start[p + 1]
+    w_offs: np.ndarray    # where each phase's packed weight starts
+    w_size: int           # elements of the packed phase weights
+    slot: int             # workspace elements one thread's task needs at most
+
+
+#: Fewest GEMM columns worth a task of its own, and tasks wanted per thread.
+_MIN_TASK_COLS = 256
+_TASKS_PER_THREAD = 2
+
+
+@lru_cache(maxsize=128)
+def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
+    """Build the :class:`PhasePlan` of one problem (cached: a layer called again reuses it).
+
+    Each phase's ``N * rows * cols`` GEMM columns are cut into tasks of whole images or
+    bands of phase rows, so that there are about ``_TASKS_PER_THREAD`` tasks per thread
+    of at least ``_MIN_TASK_COLS`` columns each, and ``threads`` tasks' buffers fit in
+    ``limit`` bytes. ``threads`` is the process's fixed thread count, so the tasks, and
+    the results, do not change with ``numba.set_num_threads``.
+    """
+    n, c_in, h, w = x_shape
+    _, c_out_g, k_h, k_w = w_shape
+    c_in_g = c_in // params.groups
+    (s_h, rows), (s_w, cols) = phase_plan((h, w), (k_h, k_w), out_hw, params)
+    work = [(pr, pc) for pr in rows for pc in cols if pr.k_idx and pc.k_idx]
+    bias_only = tuple((pr.o0, pc.o0) for pr in rows for pc in cols
+                      if not (pr.k_idx and pc.k_idx))
+    meta, maps, tasks, k_rows, k_cols, starts = [], [], [], [], [], [(0, 0)]
+    map_off = w_off = slot = 0
+    for p, (pr, pc) in enumerate(work):
+        taps = len(pr.k_idx) * len(pc.k_idx)
+        ih = np.add.outer(np.array(pr.offsets), np.arange(pr.count))     # (T_h, rows)
+        iw = np.add.outer(np.array(pc.offsets), np.arange(pc.count))     # (T_w, cols)
+        ok = ((ih >= 0) & (ih < h))[:, None, :, None] & ((iw >= 0) & (iw < w))[None, :, None, :]
+        flat = ih[:, None, :, None] * w + iw[None, :, None, :]
+        maps.append(np.where(ok, flat, -1).ravel())
+        whole = (taps == 1 and pr.offsets == (0,) and pc.offsets == (0,)
+                 and (pr.count, pc.count) == (h, w))
+        per_col = (c_out_g + c_in_g * taps) * itemsize
+        per_img = pr.count * pc.count
+        want = -(-threads * _TASKS_PER_THREAD // len(work))
+        task_cols = max(_MIN_TASK_COLS, -(-n * per_img // want))
+        task_cols = max(1, min(task_cols, limit // (threads * per_col)))
+        if task_cols >= per_img:
+            m = min(n, task_cols // per_img)
+            tasks += [(p, n0, min(m, n - n0), 0, pr.count) for n0 in range(0, n, m)]
+            whole = whole and m == 1
+        else:
+            band = max(1, task_cols // pc.count)
+            tasks += [(p, n0, 1, a0, min(band, pr.count - a0))
+                      for n0 in range(n) for a0 in range(0, pr.count, band)]
+            whole = whole and band >= pr.count
+        meta.append((pr.o0, pc.o0, pr.count, pc.count, taps, map_off, w_off, int(whole)))
+        slot = max([slot] + [t[2] * t[4] * pc.count * per_col // itemsize
+                             for t in tasks if t[0] == p])
+        map_off += maps[-1].size
+        w_off += c_in * c_out_g * taps
+        k_rows += pr.k_idx
+        k_cols += pc.k_idx
+        starts.append((len(k_rows), len(k_cols)))
+
+    def table(rows, width=None):
+        a = np.array(rows, np.int64)
+        a = a.reshape(-1, width) if width else a
+        a.flags.writeable = False
+        return a
+
+    return PhasePlan(s_h, s_w, table(meta, 8),
+                     table(np.concatenate(maps) if maps else []), table(tasks, 5), bias_only,
+                     table(k_rows), table(k_cols), table(starts, 2),
+                     table([m[6] for m in meta]), w_off, slot)
 
 
 def run_phases(x, weight, bias, params, out):
-    """The sub-pixel phase form: per phase, gather the input taps, then one GEMM over
-    ``C_in * taps``, then scatter the result onto the phase's output grid.
+    """The sub-pixel phase form: independent (phase, images, rows) tasks in parallel,
+    each a gather of the input pixels its taps read, a single-threaded BLAS GEMM over
+    ``C_in * taps``, and a write of its own output pixels.
 
-    No product with an inserted zero is computed, and for stride 1 the GEMM writes the
-    output directly.
+    No product with an inserted zero is computed. A phase with one tap at offset zero
+    over whole images multiplies the input in place, with no gather.
     """
     n, c_in, h, w = x.shape
-    _, c_out_g, k_h, k_w = weight.shape
     groups = params.groups
-    c_out, c_in_g = c_out_g * groups, c_in // groups
     if h == 1 and w == 1 and groups == 1:
         return _dense_1x1(x, weight, bias, params, out)
     h_out, w_out = out.shape[2:]
-    (s_h, rows), (s_w, cols) = phase_plan((h, w), (k_h, k_w), (h_out, w_out), params)
-    bias_v = np.zeros(c_out, out.dtype) if bias is None else bias
-    isz = x.itemsize
-    # phases with taps get a GEMM; the others hold only the bias
-    work = []
-    for pr in rows:
-        for pc in cols:
-            if pr.k_idx and pc.k_idx:
-                work.append((pr, pc, _phase_weights(weight, groups, pr, pc)))
-            else:
-                out[:, :, pr.o0::s_h, pc.o0::s_w] = bias_v[:, None, None]
-    if not work:
+    plan = plan_phases(x.shape, weight.shape, params, (h_out, w_out), x.itemsize, _limit,
+                       max(1, numba.config.NUMBA_NUM_THREADS))
+    for o0r, o0c in plan.bias_only:
+        out[:, :, o0r::plan.s_h, o0c::plan.s_w] = 0 if bias is None else bias[:, None, None]
+    if not len(plan.tasks) or not out.size:
         return out
-    # one phase and one image: the GEMM writes `out` itself. With several images one GEMM
-    # over all of them and a scatter beat a GEMM per image: each BLAS call wakes its threads.
-    straight = s_h == 1 and s_w == 1 and n == 1
-    per_row = max((c_in * len(pr.k_idx) * len(pc.k_idx) + (0 if straight else c_out))
-                  * pc.count * isz for pr, pc, _ in work)
-    max_rows = max(pr.count for pr, _, _ in work)
-    if per_row * max_rows <= _limit:
-        images, band = max(1, min(n, _limit // (per_row * max_rows))), max_rows
-    else:
-        images, band = 1, max(1, min(max_rows, _limit // per_row))
-    cols_buf, res_buf = _buffers(
-        out.dtype,
-        max(c_in * len(pr.k_idx) * len(pc.k_idx) * pc.count for pr, pc, _ in work) * images * band,
-        0 if straight else c_out * images * band * max(pc.count for _, pc, _ in work))
-    for pr, pc, wp in work:
-        t_h, t_w, n_b = len(pr.k_idx), len(pc.k_idx), pc.count
-        row_off = np.array(pr.offsets, np.int64)
-        col_off = np.array(pc.offsets, np.int64)
-        k = c_in_g * t_h * t_w
-        for n0 in range(0, n, images):
-            m = min(images, n - n0)
-            for a0 in range(0, pr.count, band):
-                n_a = min(band, pr.count - a0)
-                cl = cols_buf[:c_in * t_h * t_w * m * n_a * n_b].reshape(
-                    c_in, t_h, t_w, m, n_a, n_b)
-                gather_kernel(x, cl, n0, a0, row_off, col_off)
-                cl = cl.reshape(groups, k, m * n_a * n_b)
-                if straight:
-                    dst = out[0].reshape(c_out, h_out * w_out)[:, a0 * w_out:(a0 + n_a) * w_out]
-                    for g in range(groups):
-                        np.matmul(wp[g], cl[g], out=dst[g * c_out_g:(g + 1) * c_out_g])
-                    if bias is not None:
-                        dst += bias[:, None]
-                else:
-                    res = res_buf[:c_out * m * n_a * n_b].reshape(c_out, m, n_a, n_b)
-                    r2 = res.reshape(groups, c_out_g, m * n_a * n_b)
-                    for g in range(groups):
-                        np.matmul(wp[g], cl[g], out=r2[g])
-                    scatter_kernel(res, bias_v, out, n0, pr.o0 + s_h * a0, pc.o0, s_h, s_w)
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    wt, ws = _buffers(out.dtype, plan.w_size, threads * plan.slot)
+    launch(pack_phase_weights, weight, wt, plan.k_rows, plan.k_cols, plan.tap_start,
+           plan.w_offs)
+    bias = np.empty(0, out.dtype) if bias is None else bias
+    # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
+    with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+        launch(phase_gemm_kernel, x.reshape(n, c_in, h * w), wt, bias, out, plan.meta,
+               plan.maps, plan.tasks, plan.s_h, plan.s_w, groups, ws, plan.slot)
     return out
 
 

@@ -10,6 +10,7 @@ in a fixed order of taps, so results do not depend on the number of threads.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -163,11 +164,10 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
     input pixel with every kernel tap. With ``first`` the rows are overwritten (and the
     bias added); otherwise this chunk's taps are added to what earlier chunks wrote.
     """
-    groups, c_out_g, k_w = cols.shape[0], cols.shape[1], cols.shape[3]
-    n_chunk, h_chunk = cols.shape[4], cols.shape[5]
+    groups, c_out_g = cols.shape[0], cols.shape[1]
+    n_chunk = cols.shape[4]
     c_out = groups * c_out_g
     n_rows = oh_hi - oh_lo
-    h1 = h0 + h_chunk
     # a task is `per_task` consecutive rows of one (image, channel): whole planes when
     # there are enough planes to share out, else single rows
     per_task = n_rows if n_chunk * c_out >= 64 else 1
@@ -176,94 +176,187 @@ def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k
         task = r % tasks_per_plane
         co = (r // tasks_per_plane) % c_out
         nl = r // (tasks_per_plane * c_out)
-        g = co // c_out_g
-        j = co - g * c_out_g
         acc = np.empty((phases, q_len), out.dtype)
-        for oh in range(oh_lo + task * per_task, min(oh_hi, oh_lo + (task + 1) * per_task)):
-            if first:
-                acc[:] = 0
-            else:
-                _load_row(acc, out, n0 + nl, co, oh)
-            for t in range(row_count[oh]):
-                ih = row_i[oh, t]
-                if ih < h0 or ih >= h1:
-                    continue
-                kh = row_k[oh, t]
-                for kw in range(k_w):
-                    lo = np.uint64(col_lo[kw])
-                    base = np.uint64(col_q0[kw] + col_lo[kw])
-                    ph = col_phase[kw]
-                    src = cols[g, j, kh, kw, nl, ih - h0]
-                    for i in range(np.uint64(col_hi[kw] - col_lo[kw])):
-                        acc[ph, base + i] += src[lo + i]
-            _store_row(acc, out, n0 + nl, co, oh, bias, first)
+        _col2im_rows(cols, co // c_out_g, co % c_out_g, nl, n0, co,
+                     oh_lo + task * per_task, min(oh_hi, oh_lo + (task + 1) * per_task),
+                     h0, first, bias, out, acc, row_count, row_k, row_i,
+                     col_lo, col_hi, col_phase, col_q0)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _gather_plane(r, x, cols, n0, a0, row_off, col_off):
-    """Fill plane ``r`` (flat over C_in, T_h, T_w, m) of :func:`gather_kernel`'s ``cols``."""
-    c_in, t_h, t_w, m, n_a, n_b = cols.shape
+def _col2im_rows(cols, g, j, nl, n0, co, oh_a, oh_b, h0, first, bias, out, acc, row_count,
+                 row_k, row_i, col_lo, col_hi, col_phase, col_q0):
+    """Rows ``oh_a <= oh < oh_b`` of ``out[n0 + nl, co]`` from channel ``j`` of group
+    ``g`` of ``cols`` (see :func:`col2im_kernel`), accumulated in ``acc``."""
+    k_w = cols.shape[3]
+    h1 = h0 + cols.shape[5]
+    for oh in range(oh_a, oh_b):
+        if first:
+            acc[:] = 0
+        else:
+            _load_row(acc, out, n0 + nl, co, oh)
+        for t in range(row_count[oh]):
+            ih = row_i[oh, t]
+            if ih < h0 or ih >= h1:
+                continue
+            kh = row_k[oh, t]
+            for kw in range(k_w):
+                lo = np.uint64(col_lo[kw])
+                base = np.uint64(col_q0[kw] + col_lo[kw])
+                ph = col_phase[kw]
+                src = cols[g, j, kh, kw, nl, ih - h0]
+                for i in range(np.uint64(col_hi[kw] - col_lo[kw])):
+                    acc[ph, base + i] += src[lo + i]
+        _store_row(acc, out, n0 + nl, co, oh, bias, first)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def col2im_gemm_kernel(x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
+                       col_lo, col_hi, col_phase, col_q0, phases, q_len):
+    """The col2im form of the ``im2col`` backend as independent tasks of whole images.
+
+    ``x`` (N, C_in, H, W); ``weight`` (groups, C_in_g, C_out_g*kH*kW); ``out`` (N, C_out,
+    H_out, W_out); ``tasks[t] = (n0, m)``: images ``n0 .. n0+m``. A task multiplies, per
+    group, the weight's transpose by its images' pixels with one single-threaded BLAS
+    GEMM (the caller limits the BLAS to one thread), giving every (channel, tap, pixel)
+    product, then gathers them into its images' output rows (:func:`_col2im_rows`).
+    Thread ``i`` works in ``ws[i*slot:(i+1)*slot]``; tasks own disjoint images, so the
+    results do not depend on the thread count.
+    """
+    for t in prange(tasks.shape[0]):
+        _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
+                     col_lo, col_hi, col_phase, col_q0, phases, q_len)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
+                 col_lo, col_hi, col_phase, col_q0, phases, q_len):
+    """Task ``t`` of :func:`col2im_gemm_kernel`."""
     h, w = x.shape[2], x.shape[3]
-    mi = r % m
-    rest = r // m
-    tw = rest % t_w
-    rest = rest // t_w
-    th = rest % t_h
-    ci = rest // t_h
-    ih0 = row_off[th] + a0
-    iw0 = col_off[tw]
-    b_lo = min(n_b, max(0, -iw0))
-    b_hi = max(b_lo, min(n_b, w - iw0))
-    for a in range(n_a):
-        dst = cols[ci, th, tw, mi, a]
-        ih = ih0 + a
-        if ih < 0 or ih >= h:
-            for b in range(n_b):
-                dst[b] = 0
-            continue
-        src = x[n0 + mi, ci, ih]
-        for b in range(b_lo):
-            dst[b] = 0
-        for b in range(b_hi - b_lo):
-            dst[b_lo + b] = src[iw0 + b_lo + b]
-        for b in range(b_hi, n_b):
-            dst[b] = 0
+    groups, c_in_g, rows = weight.shape
+    c_out = out.shape[1]
+    c_out_g = c_out // groups
+    k_h_k_w = rows // c_out_g
+    k_w = col_lo.shape[0]
+    n0, m = tasks[t, 0], tasks[t, 1]
+    pix = m * h * w
+    base = numba.get_thread_id() * slot
+    cols = ws[base:base + rows * pix].reshape((rows, pix))
+    xt = ws[base + rows * pix:base + (rows + (c_in_g if m > 1 else 0)) * pix].reshape(
+        (c_in_g if m > 1 else 0, pix))
+    acc = np.empty((phases, q_len), out.dtype)
+    for g in range(groups):
+        if m == 1:      # one image's pixels of a group are a contiguous matrix already
+            np.dot(weight[g].T, x[n0, g * c_in_g:(g + 1) * c_in_g].reshape((c_in_g, h * w)),
+                   cols)
+        else:
+            for ci in range(c_in_g):
+                for mi in range(m):
+                    xt[ci, mi * h * w:(mi + 1) * h * w] = x[n0 + mi, g * c_in_g + ci].reshape(h * w)
+            np.dot(weight[g].T, xt, cols)
+        c7 = cols.reshape((1, c_out_g, k_h_k_w // k_w, k_w, m, h, w))
+        for nl in range(m):
+            for j in range(c_out_g):
+                _col2im_rows(c7, 0, j, nl, n0, g * c_out_g + j, 0, out.shape[2], 0, True,
+                             bias, out, acc, row_count, row_k, row_i, col_lo, col_hi,
+                             col_phase, col_q0)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def gather_kernel(x, cols, n0, a0, row_off, col_off):
-    """Gather the input pixels one sub-pixel phase reads: the phase's im2col matrix.
+def _phase_task(t, x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, slot):
+    """Task ``t`` of :func:`phase_gemm_kernel`: gather, GEMM and scatter one block."""
+    c_in, c_out = x.shape[1], out.shape[1]
+    c_in_g, c_out_g = c_in // groups, c_out // groups
+    p, n0, m, a0, n_a = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3], tasks[t, 4]
+    o0r, o0c, cnt_r, n_b = meta[p, 0], meta[p, 1], meta[p, 2], meta[p, 3]
+    taps, map_off, w_off, x_is_b = meta[p, 4], meta[p, 5], meta[p, 6], meta[p, 7]
+    k = c_in_g * taps
+    per_img = n_a * n_b
+    pix = m * per_img
+    # this thread's slot of the workspace: no allocation (and no page faults) per task
+    base = numba.get_thread_id() * slot
+    res = ws[base:base + c_out_g * pix].reshape((c_out_g, pix))
+    cols = ws[base + c_out_g * pix:base + (c_out_g + (0 if x_is_b else k)) * pix].reshape(
+        (0 if x_is_b else k, pix))
+    zero = np.zeros(1, out.dtype)[0]
+    has_bias = bias.shape[0] > 0
+    for g in range(groups):
+        wg = wt[w_off + g * k * c_out_g:w_off + (g + 1) * k * c_out_g].reshape((k, c_out_g)).T
+        if x_is_b:      # one tap at offset (0, 0) over whole images: the input is the matrix
+            np.dot(wg, x[n0, g * c_in_g:(g + 1) * c_in_g], res)
+        else:
+            for kk in range(k):
+                ci = g * c_in_g + kk // taps
+                start = map_off + (kk % taps) * cnt_r * n_b + a0 * n_b
+                mp = maps[start:start + per_img]
+                for mi in range(m):
+                    src = x[n0 + mi, ci]
+                    dst = cols[kk, mi * per_img:(mi + 1) * per_img]
+                    for q in range(per_img):
+                        i = mp[q]
+                        v = src[max(i, 0)]
+                        dst[q] = v if i >= 0 else zero
+            np.dot(wg, cols, res)
+        for r in range(c_out_g * m * n_a):
+            a = r % n_a
+            rest = r // n_a
+            mi = rest % m
+            j = rest // m
+            co = g * c_out_g + j
+            row = out[n0 + mi, co, o0r + s_h * (a0 + a)]
+            src = res[j, (mi * n_a + a) * n_b:(mi * n_a + a + 1) * n_b]
+            if has_bias:
+                bv = bias[co]
+                for b in range(n_b):
+                    row[o0c + s_w * b] = src[b] + bv
+            else:
+                for b in range(n_b):
+                    row[o0c + s_w * b] = src[b]
 
-    ``cols`` (C_in, T_h, T_w, m, A, B) receives, for images ``n0 .. n0 + m``, phase rows
-    ``a0 .. a0 + A`` and phase columns ``0 .. B``, the input pixel
-    ``x[n, ci, row_off[th] + a0 + a, col_off[tw] + b]`` that kernel tap ``(th, tw)`` sends
-    to output pixel ``(a, b)`` of the phase, or zero where that pixel lies outside the input.
 
-    Serial on purpose, like :func:`scatter_kernel`: they run between BLAS calls, and
-    waking Numba's thread pool there while OpenBLAS's threads still spin made the phase
-    form several times slower on two cores.
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def phase_gemm_kernel(x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, slot):
+    """The sub-pixel phase form of the ``im2col`` backend: independent tasks in parallel.
+
+    ``x`` (N, C_in, H*W); ``out`` (N, C_out, H_out, W_out); ``bias`` (C_out,) or empty.
+    Phase ``p`` owns output pixels ``(o0r + s_h*a, o0c + s_w*b)``; ``meta[p]`` holds
+    ``o0r, o0c, rows, cols, taps, map offset, weight offset, x_is_b``. Its weight is
+    ``wt[w_off:]`` as ``(groups, C_in_g*taps, C_out_g)`` (see :func:`pack_phase_weights`)
+    and for tap ``tp`` the ``rows*cols`` entries of ``maps`` from ``map_off + tp*rows*cols``
+    give the input pixel (flat, or -1 for zero) each phase pixel reads.
+
+    Task ``t`` is ``tasks[t] = (p, n0, m, a0, n_a)``: images ``n0 .. n0+m``, phase rows
+    ``a0 .. a0+n_a``. It gathers the input pixels into a ``(C_in_g*taps, pixels)``
+    matrix, multiplies by the phase's weight with one single-threaded BLAS GEMM per
+    group (the caller limits the BLAS to one thread: the parallelism is here), and
+    writes the products plus bias into its own output pixels. Thread ``i`` works in
+    ``ws[i*slot:(i+1)*slot]``. Tasks are disjoint and fixed by the problem, not by the
+    thread count, so results do not depend on it.
     """
-    c_in, t_h, t_w, m = cols.shape[:4]
-    for r in range(c_in * t_h * t_w * m):
-        _gather_plane(r, x, cols, n0, a0, row_off, col_off)
+    for t in prange(tasks.shape[0]):
+        _phase_task(t, x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, slot)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def scatter_kernel(res, bias, out, n0, oh0, ow0, s_h, s_w):
-    """Write one phase's GEMM result ``res`` (C_out, m, A, B) into its output pixels.
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def pack_phase_weights(weight, wt, k_rows, k_cols, tap_start, w_offs):
+    """Copy each phase's taps of ``weight`` (C_in, C_out_g, kH, kW) into ``wt``.
 
-    ``out[n0 + mi, co, oh0 + s_h*a, ow0 + s_w*b] = res[co, mi, a, b] + bias[co]`` (``bias``
-    holds C_out values, zeros without a bias): phases are disjoint, so every output pixel
-    has exactly one writer.
+    Phase ``p`` uses kernel rows ``k_rows[tap_start[p, 0]:tap_start[p + 1, 0]]`` and
+    columns ``k_cols[tap_start[p, 1]:tap_start[p + 1, 1]]``; its block of ``wt`` from
+    ``w_offs[p]`` is ``(C_in, T_h, T_w, C_out_g)``: per group the ``(C_in_g*taps,
+    C_out_g)`` matrix whose transpose the GEMM multiplies by.
     """
-    c_out, m, n_a, n_b = res.shape
-    for r in range(m * c_out * n_a):
-        a = r % n_a
-        rest = r // n_a
-        co = rest % c_out
-        mi = rest // c_out
-        row = out[n0 + mi, co, oh0 + s_h * a]
-        src = res[co, mi, a]
-        bv = bias[co]
-        for b in range(n_b):
-            row[ow0 + s_w * b] = src[b] + bv
+    c_in, c_out_g = weight.shape[0], weight.shape[1]
+    n_ph = w_offs.shape[0]
+    for r in prange(n_ph * c_in):
+        p = r // c_in
+        ci = r % c_in
+        r0, r1 = tap_start[p, 0], tap_start[p + 1, 0]
+        c0, c1 = tap_start[p, 1], tap_start[p + 1, 1]
+        dst = w_offs[p] + ci * (r1 - r0) * (c1 - c0) * c_out_g
+        for th in range(r1 - r0):
+            for tw in range(c1 - c0):
+                src = weight[ci, :, k_rows[r0 + th], k_cols[c0 + tw]]
+                for co in range(c_out_g):
+                    wt[dst + co] = src[co]
+                dst += c_out_g
