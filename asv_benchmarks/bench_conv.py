@@ -7,10 +7,11 @@ Numba's compilation is never timed (first-call cost has its own benchmark in
 """
 import numpy as np
 
-from .common import BACKENDS, CPU_BACKENDS, DTYPES, SHAPES, bench_helpers, problem
+from .common import (BACKENDS, CPU_BACKENDS, DTYPES, SHAPES, BoundedSampling, bench_helpers,
+                     problem, ratio_to_torch)
 
 
-class TimeConvTranspose:
+class TimeConvTranspose(BoundedSampling):
     """Wall time of one call, per suite shape, backend and dtype.
 
     Sampling is bounded (one round, at most 5 samples or 2 s per combination) so that the
@@ -19,11 +20,6 @@ class TimeConvTranspose:
 
     params = (SHAPES, BACKENDS, DTYPES)
     param_names = ["shape", "backend", "dtype"]
-    timeout = 120
-    rounds = 1
-    repeat = (1, 5, 2.0)
-    sample_time = 0.02
-    warmup_time = 0
 
     def setup(self, name, backend, dtype):
         _, self.call = problem(name, backend, dtype)
@@ -90,13 +86,7 @@ class TrackThroughput:
         if backend == "cuda":
             raise NotImplementedError("the PyTorch ratio is measured on the CPU only")
         x, w, b = self.shape.arrays(np.dtype(dtype))
-        runner = self.bench.torch_runner(x, w, b, self.shape.kwargs())
-        if runner is None:
-            raise NotImplementedError("torch is not importable")
-        import torch
-        import numba
-        torch.set_num_threads(numba.get_num_threads())
-        runner()
-        return self._median(self.call) / self._median(runner)
+        return ratio_to_torch(self._median, self.call,
+                              self.bench.torch_runner(x, w, b, self.shape.kwargs()))
 
     track_ratio_torch.unit = "time / torch"

@@ -5,6 +5,8 @@ copied here. A combination that the benchmarked commit cannot run (a backend it 
 have, ``cuda`` without a GPU) raises ``NotImplementedError`` from ``setup()``, which asv
 records as skipped rather than failed.
 """
+import inspect
+
 import numpy as np
 
 from convtranspose.suite import SUITE
@@ -14,6 +16,17 @@ SHAPES = [s.name for s in SUITE]
 BACKENDS = ["direct", "im2col", "auto", "cuda"]
 CPU_BACKENDS = ["direct", "im2col"]
 DTYPES = ["float32", "float64"]
+
+
+class BoundedSampling:
+    """asv sampling that keeps a whole timing grid within minutes on a 2-core machine: one
+    round, at most 5 samples or 2 s per combination, no warm-up (``setup()`` warms up)."""
+
+    timeout = 120
+    rounds = 1
+    repeat = (1, 5, 2.0)
+    sample_time = 0.02
+    warmup_time = 0
 
 
 def shape(name):
@@ -68,6 +81,39 @@ def problem(name, backend, dtype, batch=None):
         def call():
             ct.conv_transpose2d(x, w, b, out=out, backend=backend, **kw)
     return s, call
+
+
+def backward_problem(name, backend, dtype):
+    """``(shape, call, operands)``: ``call()`` computes the three gradients of one suite
+    problem with ``conv_transpose2d_backward`` on a host ``backend``; ``operands`` are
+    ``(x, weight, bias, grad_output, kwargs)``, for PyTorch's autograd."""
+    import convtranspose as ct
+    backward = getattr(ct, "conv_transpose2d_backward", None)
+    if backward is None or "backend" not in inspect.signature(backward).parameters:
+        raise NotImplementedError("conv_transpose2d_backward(..., backend=) does not exist "
+                                  "at this commit")
+    require_backend(backend)
+    s = shape(name)
+    x, w, b = s.arrays(np.dtype(dtype))
+    kw = s.kwargs()
+    gy = np.random.default_rng(1).standard_normal(
+        ct.output_shape(x.shape, w.shape, **kw)).astype(dtype)
+
+    def call():
+        backward(gy, x, w, backend=backend, **kw)
+    return s, call, (x, w, b, gy, kw)
+
+
+def ratio_to_torch(median, call, runner):
+    """``median(call) / median(runner)``, PyTorch on as many threads as Numba and warmed
+    up; ``NotImplementedError`` where ``runner`` is ``None`` (torch not importable)."""
+    if runner is None:
+        raise NotImplementedError("torch is not importable")
+    import numba
+    import torch
+    torch.set_num_threads(numba.get_num_threads())
+    runner()
+    return median(call) / median(runner)
 
 
 def bench_helpers():
