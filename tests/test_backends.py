@@ -96,9 +96,20 @@ def test_im2col_chunks_within_workspace(dtype, limit):
         ct.set_workspace_limit(old)
 
 
-def test_im2col_plan_respects_limit():
-    from convtranspose.cpu.im2col import plan_chunks
-    images, rows, nbytes = plan_chunks((64, 512, 4, 4), (512, 256, 4, 4), 1, 4, 2**20)
-    assert nbytes <= 2**20 and images >= 1 and rows == 4
-    images, rows, nbytes = plan_chunks((1, 16, 256, 256), (16, 16, 3, 3), 1, 4, 2**20)
-    assert images == 1 and 1 <= rows < 256 and nbytes <= 2**20
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_im2col_plans_respect_limit(threads):
+    from convtranspose.cpu.im2col import plan_col2im, plan_phases
+    from convtranspose.params import normalise
+    for x_shape, w_shape, kw in [((64, 512, 4, 4), (512, 256, 4, 4), dict(stride=2, padding=1)),
+                                 ((1, 16, 256, 256), (16, 16, 3, 3), dict(padding=1))]:
+        params, out_shape, _ = normalise(x_shape, w_shape, None, [np.dtype(np.float32)], **kw)
+        tasks, slot = plan_col2im(x_shape, w_shape, params, out_shape[2:], 4, 2**22, threads)
+        assert threads * slot * 4 <= 2**22
+        # every output row of every image is owned by exactly one task
+        owner = np.zeros((x_shape[0], out_shape[2]), int)
+        for n0, m, ih_a, ih_b, oh_a, oh_b in tasks:
+            owner[n0:n0 + m, oh_a:oh_b] += 1
+            assert 0 <= ih_a <= ih_b <= x_shape[2]
+        assert (owner == 1).all()
+        plan = plan_phases(x_shape, w_shape, params, out_shape[2:], 4, 2**22, threads)
+        assert threads * plan.slot * 4 <= 2**22

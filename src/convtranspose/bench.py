@@ -32,9 +32,12 @@ def interleaved_times(fns, repeat=5, warmup=1, min_seconds=0.02, clock=time.perf
     """Per-call times of several callables, sampled in turn: ``{name: [seconds, ...]}``.
 
     Each round takes one sample of every callable, so load from other processes falls on
-    all of them alike. A sample of a fast call loops until it lasts ``min_seconds`` and
-    reports the mean per call. ``clock=time.thread_time`` measures the calling thread's CPU
-    time: stable on a shared machine, meaningful with one thread only.
+    all of them alike. Before each sample the callable runs once untimed: the thread pools
+    of the library timed before it (PyTorch's OpenMP, Numba's, a BLAS's) spin on the
+    cores for a while after their last call, and the sample of whatever runs next would
+    pay for it. A sample of a fast call loops until it lasts ``min_seconds`` and reports
+    the mean per call. ``clock=time.thread_time`` measures the calling thread's CPU time:
+    stable on a shared machine, meaningful with one thread only.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -43,6 +46,7 @@ def interleaved_times(fns, repeat=5, warmup=1, min_seconds=0.02, clock=time.perf
     samples = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            fn()        # settle: the previous library's spinning threads have backed off
             t0 = clock()
             for _ in range(loops[name]):
                 fn()

@@ -1,21 +1,32 @@
-"""The ``im2col`` backend: one BLAS GEMM per group and chunk, then a gather col2im.
+"""The ``im2col`` backend: BLAS GEMMs in parallel tasks, in two forms.
 
-For group ``g`` the GEMM computes every product of an input pixel and a kernel tap::
+* **col2im** (:func:`run_col2im`): for group ``g`` one GEMM computes every product of
+  an input pixel and a kernel tap::
 
-    cols[g] (C_out_g*kH*kW, n*h*W) = weight[g].T (C_out_g*kH*kW, C_in_g) @ x[g] (C_in_g, n*h*W)
+      cols (C_out_g*kH*kW, pixels) = weight[g].T (C_out_g*kH*kW, C_in_g) @ x[g] (C_in_g, pixels)
 
-over a chunk of ``n`` images and ``h`` input rows, so the batch goes through one large
-GEMM rather than one per image. :func:`~convtranspose.cpu.kernels.col2im_kernel` then
-gathers each output row from the columns that reach it.
+  and a gather sums, for each output row, the products that reach it.
+* **phases** (:func:`run_phases`): the output splits into ``sH*sW`` sub-pixel phases,
+  each a stride-1 correlation of the input with the taps that reach it; per phase the
+  input pixels those taps read are gathered into a ``(C_in_g*taps, pixels)`` matrix and
+  one GEMM with the phase's weight gives the outputs. No product with an inserted zero
+  is computed.
+
+Both cut the problem into tasks (chunks of whole images, or bands of one image's output
+rows) that own disjoint outputs; Numba runs the tasks in parallel and each calls a
+single-threaded BLAS GEMM (:func:`~convtranspose.cpu.blas.single_threaded_blas`), so
+gathers and GEMMs of different tasks overlap and no BLAS thread pool competes with
+Numba's. The tasks depend on the problem and on the process's fixed thread count
+(``NUMBA_NUM_THREADS``), never on ``numba.set_num_threads``: results are identical for
+any number of threads in use. :mod:`convtranspose.dispatch` picks the form.
 
 Workspace
 ---------
-The column buffer plus a transposed copy of the input chunk is bounded by the
-workspace limit (default 256 MiB; :func:`set_workspace_limit`, or the environment
-variable ``CONVTRANSPOSE_WORKSPACE_BYTES`` read at import). The batch is cut into
-chunks of whole images that fit; an image that alone exceeds the limit is cut into
-bands of input rows. One input row is the smallest chunk, so a limit below
-``(C_out*kH*kW + C_in) * W * itemsize`` bytes is exceeded by that much.
+Each thread gets one slot of workspace for its task's matrices; all slots together are
+bounded by the workspace limit (default 256 MiB; :func:`set_workspace_limit`, or the
+environment variable ``CONVTRANSPOSE_WORKSPACE_BYTES`` read at import), which sets how
+many images or rows a task takes. The smallest task is one output row (col2im) or one
+phase row (phases) of one image, so a limit below that is exceeded by that much.
 """
 from __future__ import annotations
 
@@ -30,11 +41,10 @@ import numpy as np
 from .._alloc import allocate
 from .._threading import launch
 from .blas import single_threaded_blas
-from .kernels import (col2im_gemm_kernel, col2im_kernel, pack_phase_weights,
-                      phase_gemm_kernel)
+from .kernels import col2im_gemm_kernel, pack_phase_weights, phase_gemm_kernel
 from .taps import tap_tables
 
-__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "plan_chunks",
+__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "plan_col2im",
            "get_workspace_limit", "set_workspace_limit", "release_workspace"]
 
 _DEFAULT_LIMIT = 256 * 2**20
@@ -98,103 +108,85 @@ def release_workspace():
     _local.buf = None
 
 
-def plan_chunks(x_shape, w_shape, groups, itemsize, limit=None):
-    """Choose ``(images, rows)`` per chunk and the workspace bytes that takes."""
-    limit = _limit if limit is None else limit
-    n, c_in, h, w = x_shape
-    c_out_taps = w_shape[1] * groups * w_shape[2] * w_shape[3]
-    per_row = (c_out_taps + c_in) * w * itemsize
-    per_image = per_row * h
-    if per_image <= limit:
-        images, rows = max(1, min(n, limit // per_image)), h
-    else:
-        images, rows = 1, max(1, min(h, limit // per_row))
-    return images, rows, images * rows * per_row
-
-
 #: Bytes of GEMM output a col2im task aims at (read back while still in cache), and the
 #: fewest GEMM columns it takes where the batch allows (below that the GEMM slows down).
 _COL2IM_TASK_BYTES = 2 * 2**20
 _COL2IM_MIN_COLS = 512
+#: Tasks wanted per thread, in either form.
+_TASKS_PER_THREAD = 2
+
+
+def _bands(t, h, h_out, b):
+    """``b`` bands of output rows, each with the input rows that reach it."""
+    edges = np.linspace(0, h_out, b + 1).round().astype(np.int64)
+    bands = []
+    for oh_a, oh_b in zip(edges[:-1], edges[1:]):
+        if oh_b <= oh_a:
+            continue
+        counts = t.row_count[oh_a:oh_b]
+        used = t.row_i[oh_a:oh_b][np.arange(t.row_i.shape[1]) < counts[:, None]]
+        ih_a, ih_b = (int(used.min()), int(used.max()) + 1) if used.size else (0, 0)
+        bands.append((ih_a, ih_b, int(oh_a), int(oh_b)))
+    return bands
 
 
 @lru_cache(maxsize=128)
-def plan_col2im_tasks(x_shape, w_shape, groups, itemsize, limit, threads):
-    """``(tasks, slot)`` of the task-parallel col2im form, or ``None`` where it does not
-    apply: one image, or one image's columns over ``limit / threads`` bytes.
+def plan_col2im(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
+    """``(tasks, slot)`` of the col2im form: rows ``(n0, m, ih_a, ih_b, oh_a, oh_b)`` and
+    the workspace elements one task needs.
 
-    Tasks are chunks of ``m`` whole images, ``tasks[t] = (n0, m)``, with about
-    ``_COL2IM_TASK_BYTES`` of GEMM output or ``_COL2IM_MIN_COLS`` pixels each, whichever
-    is more, but at least ``_TASKS_PER_THREAD`` tasks per thread where the batch allows;
-    ``slot`` is the workspace elements of one task. ``threads`` is the process's fixed thread count, so the tasks do not change
-    with ``numba.set_num_threads``.
+    With enough images, a task is ``m`` whole images: about ``_COL2IM_TASK_BYTES`` of GEMM
+    output or ``_COL2IM_MIN_COLS`` pixels, whichever is more, but at least
+    ``_TASKS_PER_THREAD`` tasks per thread where the batch allows. With fewer images, or
+    an image whose columns exceed ``limit / threads`` bytes, a task is a band of one
+    image's output rows, with the input rows that reach it (neighbouring bands share
+    ``~kH*dH/sH`` input rows, whose products both compute). ``threads`` is the process's
+    fixed thread count, so the tasks, and the results, do not change with
+    ``numba.set_num_threads``.
     """
     n, c_in, h, w = x_shape
-    rows = w_shape[1] * w_shape[2] * w_shape[3]
-    per_image = (rows + c_in // groups) * h * w * itemsize
-    if n < 2 or threads * per_image > limit:
-        return None
-    m = max(_COL2IM_TASK_BYTES // (rows * h * w * itemsize), -(-_COL2IM_MIN_COLS // (h * w)))
-    m = max(1, min(m, -(-n // (threads * _TASKS_PER_THREAD)), limit // (threads * per_image)))
-    tasks = np.array([(n0, min(m, n - n0)) for n0 in range(0, n, m)], np.int64)
+    _, c_out_g, k_h, k_w = w_shape
+    c_in_g, rows = c_in // params.groups, c_out_g * k_h * k_w
+    budget = max(1, limit // threads)
+    want = threads * _TASKS_PER_THREAD
+    per_image = (rows + c_in_g) * h * w * itemsize
+    if n >= want and per_image <= budget:
+        m = max(_COL2IM_TASK_BYTES // (rows * h * w * itemsize), -(-_COL2IM_MIN_COLS // (h * w)))
+        m = max(1, min(m, -(-n // want), budget // per_image))
+        tasks = [(n0, min(m, n - n0), 0, h, 0, out_hw[0]) for n0 in range(0, n, m)]
+        slot = (rows + (c_in_g if m > 1 else 0)) * m * h * w
+    else:
+        t = tap_tables((h, w), (k_h, k_w), out_hw, params)
+        b = min(out_hw[0], max(-(-want // max(n, 1)), -(-per_image // budget)))
+        while True:
+            bands = _bands(t, h, out_hw[0], b)
+            slot = max((rows + c_in_g) * (ih_b - ih_a) * w for ih_a, ih_b, _, _ in bands)
+            if slot * itemsize <= budget or b >= out_hw[0]:
+                break
+            b = min(out_hw[0], 2 * b)
+        tasks = [(n0, 1, *band) for n0 in range(n) for band in bands]
+    tasks = np.array(tasks, np.int64).reshape(-1, 6)
     tasks.flags.writeable = False
-    return tasks, (rows + (c_in // groups if m > 1 else 0)) * m * h * w
+    return tasks, slot
 
 
 def run_col2im(x, weight, bias, params, out):
-    """The col2im form: GEMM over ``C_in``, then gather the columns into the output.
-
-    Chunks of whole images run as parallel tasks with a single-threaded GEMM each
-    (:func:`~convtranspose.cpu.kernels.col2im_gemm_kernel`); a single image, or one too
-    large for the workspace, runs chunk by chunk with a multithreaded GEMM and a
-    parallel col2im (bands of input rows when an image alone exceeds the limit).
-    """
+    """The col2im form: per task a GEMM over ``C_in``, then a gather of the products into
+    the task's output rows (:func:`~convtranspose.cpu.kernels.col2im_gemm_kernel`)."""
     n, c_in, h, w = x.shape
     _, c_out_g, k_h, k_w = weight.shape
     groups = params.groups
-    c_in_g, taps_n = c_in // groups, c_out_g * k_h * k_w
     t = tap_tables((h, w), (k_h, k_w), out.shape[2:], params)
-    bias = np.empty(0, out.dtype) if bias is None else bias
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
-    plan = plan_col2im_tasks(x.shape, weight.shape, groups, x.itemsize, _limit, threads)
-    if plan is not None:
-        tasks, slot = plan
-        ws, = _buffers(out.dtype, threads * slot)
-        with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
-            launch(col2im_gemm_kernel, x, weight.reshape(groups, c_in_g, taps_n), bias, out,
-                   tasks, ws, slot, t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
-                   t.col_phase, t.col_q0, t.phases, t.q_len)
-        return out
-    images, rows, _ = plan_chunks(x.shape, weight.shape, groups, x.itemsize)
-    copy_x = (images, rows) != (1, h)
-    cols_buf, x_buf = _buffers(out.dtype, groups * taps_n * images * rows * w,
-                               c_in * images * rows * w if copy_x else 0)
-    x_buf = x_buf if copy_x else None
-    w_t = weight.reshape(groups, c_in_g, taps_n).transpose(0, 2, 1)
-    (s, d, top), h_out = (params.stride[0], params.dilation[0], params.pad_h[0]), out.shape[2]
-    for n0 in range(0, n, images):
-        m = min(images, n - n0)
-        for h0 in range(0, h, rows):
-            hh = min(rows, h - h0)
-            if x_buf is None:
-                xt = x[n0][:, None]                  # a view: (C_in, 1, H, W)
-            else:
-                xt = x_buf[:c_in * m * hh * w].reshape(c_in, m, hh, w)
-                np.copyto(xt, x[n0:n0 + m, :, h0:h0 + hh].transpose(1, 0, 2, 3))
-            cols = cols_buf[:groups * taps_n * m * hh * w].reshape(
-                groups, c_out_g, k_h, k_w, m, hh, w)
-            # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
-            with np.errstate(invalid="ignore", over="ignore"):
-                for g in range(groups):
-                    np.matmul(w_t[g],
-                              xt[g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, m * hh * w),
-                              out=cols[g].reshape(taps_n, m * hh * w))
-            first = h0 == 0
-            oh_lo = 0 if first else max(0, h0 * s - top)
-            oh_hi = h_out if first else min(h_out, (h0 + hh - 1) * s - top + d * (k_h - 1) + 1)
-            launch(col2im_kernel, cols, bias, out, n0, h0, first, oh_lo, oh_hi,
-                   t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
-                   t.col_phase, t.col_q0, t.phases, t.q_len)
+    tasks, slot = plan_col2im(x.shape, weight.shape, params, out.shape[2:], x.itemsize,
+                              _limit, threads)
+    ws, = _buffers(out.dtype, threads * slot)
+    bias = np.empty(0, out.dtype) if bias is None else bias
+    # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
+    with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+        launch(col2im_gemm_kernel, x, weight.reshape(groups, c_in // groups, -1), bias, out,
+               tasks, ws, slot, t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
+               t.col_phase, t.col_q0, t.phases, t.q_len)
     return out
 
 
@@ -309,9 +301,8 @@ class PhasePlan(NamedTuple):
     slot: int             # workspace elements one thread's task needs at most
 
 
-#: Fewest GEMM columns worth a task of its own, and tasks wanted per thread.
+#: Fewest GEMM columns worth a phase task of its own.
 _MIN_TASK_COLS = 256
-_TASKS_PER_THREAD = 2
 
 
 @lru_cache(maxsize=128)

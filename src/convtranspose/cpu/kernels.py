@@ -154,40 +154,16 @@ def direct_kernel_serial(x, weight, bias, out, row_count, row_k, row_i,
                     col_lo, col_hi, col_phase, col_q0, phases, q_len, groups)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def col2im_kernel(cols, bias, out, n0, h0, first, oh_lo, oh_hi, row_count, row_k, row_i,
-                  col_lo, col_hi, col_phase, col_q0, phases, q_len):
-    """Gather the GEMM's columns of one chunk into output rows ``oh_lo <= oh < oh_hi``.
-
-    ``cols`` (groups, C_out_g, kH, kW, n_chunk, h_chunk, W) holds, for images
-    ``n0 .. n0 + n_chunk`` and input rows ``h0 .. h0 + h_chunk``, the product of every
-    input pixel with every kernel tap. With ``first`` the rows are overwritten (and the
-    bias added); otherwise this chunk's taps are added to what earlier chunks wrote.
-    """
-    groups, c_out_g = cols.shape[0], cols.shape[1]
-    n_chunk = cols.shape[4]
-    c_out = groups * c_out_g
-    n_rows = oh_hi - oh_lo
-    # a task is `per_task` consecutive rows of one (image, channel): whole planes when
-    # there are enough planes to share out, else single rows
-    per_task = n_rows if n_chunk * c_out >= 64 else 1
-    tasks_per_plane = (n_rows + per_task - 1) // per_task
-    for r in prange(n_chunk * c_out * tasks_per_plane):
-        task = r % tasks_per_plane
-        co = (r // tasks_per_plane) % c_out
-        nl = r // (tasks_per_plane * c_out)
-        acc = np.empty((phases, q_len), out.dtype)
-        _col2im_rows(cols, co // c_out_g, co % c_out_g, nl, n0, co,
-                     oh_lo + task * per_task, min(oh_hi, oh_lo + (task + 1) * per_task),
-                     h0, first, bias, out, acc, row_count, row_k, row_i,
-                     col_lo, col_hi, col_phase, col_q0)
-
-
 @njit(cache=True, fastmath=FASTMATH)
 def _col2im_rows(cols, g, j, nl, n0, co, oh_a, oh_b, h0, first, bias, out, acc, row_count,
                  row_k, row_i, col_lo, col_hi, col_phase, col_q0):
-    """Rows ``oh_a <= oh < oh_b`` of ``out[n0 + nl, co]`` from channel ``j`` of group
-    ``g`` of ``cols`` (see :func:`col2im_kernel`), accumulated in ``acc``."""
+    """Rows ``oh_a <= oh < oh_b`` of ``out[n0 + nl, co]`` from channel ``j`` of group ``g``
+    of ``cols``, accumulated in ``acc`` (``(phases, q_len)``, see :mod:`.taps`).
+
+    ``cols`` (groups, C_out_g, kH, kW, images, rows, W) holds the product of every
+    kernel tap with input rows ``h0 ..`` of the images; taps from other input rows are
+    skipped. With ``first`` the rows are overwritten (bias added), else added to.
+    """
     k_w = cols.shape[3]
     h1 = h0 + cols.shape[5]
     for oh in range(oh_a, oh_b):
@@ -213,15 +189,17 @@ def _col2im_rows(cols, g, j, nl, n0, co, oh_a, oh_b, h0, first, bias, out, acc, 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def col2im_gemm_kernel(x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
                        col_lo, col_hi, col_phase, col_q0, phases, q_len):
-    """The col2im form of the ``im2col`` backend as independent tasks of whole images.
+    """The col2im form of the ``im2col`` backend as independent tasks.
 
     ``x`` (N, C_in, H, W); ``weight`` (groups, C_in_g, C_out_g*kH*kW); ``out`` (N, C_out,
-    H_out, W_out); ``tasks[t] = (n0, m)``: images ``n0 .. n0+m``. A task multiplies, per
-    group, the weight's transpose by its images' pixels with one single-threaded BLAS
-    GEMM (the caller limits the BLAS to one thread), giving every (channel, tap, pixel)
-    product, then gathers them into its images' output rows (:func:`_col2im_rows`).
-    Thread ``i`` works in ``ws[i*slot:(i+1)*slot]``; tasks own disjoint images, so the
-    results do not depend on the thread count.
+    H_out, W_out). Task ``tasks[t] = (n0, m, ih_a, ih_b, oh_a, oh_b)`` owns output rows
+    ``oh_a .. oh_b`` of images ``n0 .. n0+m``; input rows ``ih_a .. ih_b`` are all that
+    reach them. Per group it multiplies the weight's transpose by those input pixels
+    with one single-threaded BLAS GEMM (the caller limits the BLAS to one thread: the
+    parallelism is here), giving every (channel, tap, pixel) product, and gathers the
+    products into its output rows (:func:`_col2im_rows`). Thread ``i`` works in
+    ``ws[i*slot:(i+1)*slot]``. Tasks own disjoint outputs and are fixed by the problem,
+    so the results do not depend on the thread count.
     """
     for t in prange(tasks.shape[0]):
         _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
@@ -234,30 +212,37 @@ def _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row
     """Task ``t`` of :func:`col2im_gemm_kernel`."""
     h, w = x.shape[2], x.shape[3]
     groups, c_in_g, rows = weight.shape
-    c_out = out.shape[1]
-    c_out_g = c_out // groups
-    k_h_k_w = rows // c_out_g
+    c_out_g = out.shape[1] // groups
     k_w = col_lo.shape[0]
-    n0, m = tasks[t, 0], tasks[t, 1]
-    pix = m * h * w
+    k_h = rows // (c_out_g * k_w)
+    n0, m, ih_a, ih_b = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
+    oh_a, oh_b = tasks[t, 4], tasks[t, 5]
+    hh = ih_b - ih_a
+    pix = m * hh * w
+    whole = m == 1 and hh == h      # one image's pixels of a group: a matrix already
     base = numba.get_thread_id() * slot
     cols = ws[base:base + rows * pix].reshape((rows, pix))
-    xt = ws[base + rows * pix:base + (rows + (c_in_g if m > 1 else 0)) * pix].reshape(
-        (c_in_g if m > 1 else 0, pix))
+    n_xt = 0 if whole else c_in_g
+    xt = ws[base + rows * pix:base + (rows + n_xt) * pix].reshape((n_xt, pix))
     acc = np.empty((phases, q_len), out.dtype)
     for g in range(groups):
-        if m == 1:      # one image's pixels of a group are a contiguous matrix already
-            np.dot(weight[g].T, x[n0, g * c_in_g:(g + 1) * c_in_g].reshape((c_in_g, h * w)),
-                   cols)
-        else:
-            for ci in range(c_in_g):
-                for mi in range(m):
-                    xt[ci, mi * h * w:(mi + 1) * h * w] = x[n0 + mi, g * c_in_g + ci].reshape(h * w)
-            np.dot(weight[g].T, xt, cols)
-        c7 = cols.reshape((1, c_out_g, k_h_k_w // k_w, k_w, m, h, w))
+        if pix > 0:
+            if whole:
+                np.dot(weight[g].T, x[n0, g * c_in_g:(g + 1) * c_in_g].reshape((c_in_g, h * w)),
+                       cols)
+            else:
+                for ci in range(c_in_g):
+                    for mi in range(m):
+                        for ih in range(hh):
+                            dst = xt[ci, (mi * hh + ih) * w:(mi * hh + ih + 1) * w]
+                            src = x[n0 + mi, g * c_in_g + ci, ih_a + ih]
+                            for iw in range(w):
+                                dst[iw] = src[iw]
+                np.dot(weight[g].T, xt, cols)
+        c7 = cols.reshape((1, c_out_g, k_h, k_w, m, hh, w))
         for nl in range(m):
             for j in range(c_out_g):
-                _col2im_rows(c7, 0, j, nl, n0, g * c_out_g + j, 0, out.shape[2], 0, True,
+                _col2im_rows(c7, 0, j, nl, n0, g * c_out_g + j, oh_a, oh_b, ih_a, True,
                              bias, out, acc, row_count, row_k, row_i, col_lo, col_hi,
                              col_phase, col_q0)
 
