@@ -142,3 +142,25 @@ def test_explain_reports_a_backend():
 def test_workspace_limit_validation():
     with pytest.raises(ValueError, match="nbytes must be a positive int, got 0"):
         ct.set_workspace_limit(0)
+
+
+def test_repeated_calls_revalidate_what_could_be_invalid():
+    """A call validated once is remembered by its exact argument types: the same shapes
+    with a float, bool or list hyper-parameter, or a bad ``out``, still raise."""
+    x = np.ones((1, 2, 3, 3), np.float32)
+    w = np.ones((2, 1, 3, 3), np.float32)
+    good = ct.conv_transpose2d(x, w, stride=2)
+    assert_close(ct.conv_transpose2d(x, w, stride=2),
+                 conv_transpose2d_reference(x, w, stride=2), np.float32)
+    for bad in (2.0, True, np.float64(2.0)):
+        with pytest.raises(TypeError, match="stride"):
+            ct.conv_transpose2d(x, w, stride=bad)
+    assert_close(ct.conv_transpose2d(x, w, stride=[2, 2]), good, np.float32)
+    ro = np.empty_like(good)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        ct.conv_transpose2d(x, w, stride=2, out=ro)
+    with pytest.raises(ValueError, match="shape"):
+        ct.conv_transpose2d(x, w, stride=2, out=np.empty((1, 1, 2, 2), np.float32))
+    # the same shapes in another dtype or byte order are validated (and computed) anew
+    assert ct.conv_transpose2d(x.astype(">f8"), w, stride=2).dtype == np.float64

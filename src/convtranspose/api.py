@@ -22,6 +22,15 @@ def _host_array(a, name, required=True):
                         f"got {type(a).__name__}: {exc}") from None
 
 
+def host_operands(x, weight, bias):
+    """``x``, ``weight`` and ``bias`` as NumPy arrays (``TypeError`` naming the one that
+    cannot be), and the dtypes of those given."""
+    x = _host_array(x, "x")
+    weight = _host_array(weight, "weight")
+    bias = _host_array(bias, "bias", required=False)
+    return x, weight, bias, [a.dtype for a in (x, weight, bias) if a is not None]
+
+
 def _check_out(out, shape, dtype):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
@@ -120,39 +129,93 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     ...                     stride=2, padding=1).shape
     (8, 8, 8)
     """
-    if any(dispatch.is_device_array(a, n) for a, n in
-           ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
-        if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
-            raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were given: "
-                             "use backend='auto' or 'cuda', or copy them to NumPy arrays")
-        from .cuda import conv_transpose2d as on_device
-        return on_device(x, weight, bias, stride, padding, output_padding, groups, dilation,
-                         output_size=output_size, out=out)
-    x = _host_array(x, "x")
-    weight = _host_array(weight, "weight")
-    bias = _host_array(bias, "bias", required=False)
-    operands = [a for a in (x, weight, bias) if a is not None]
-    params, shape, dtype = normalise(
-        x.shape, weight.shape, None if bias is None else bias.shape,
-        [a.dtype for a in operands], stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size)
-    name = dispatch.check_backend(backend)
+    key = _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
+                    output_size, backend)
+    hit = _VALIDATED.get(key) if key is not None else None
+    if hit is None:
+        if any(dispatch.is_device_array(a, n) for a, n in
+               ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
+            if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
+                raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were "
+                                 "given: use backend='auto' or 'cuda', or copy them to NumPy "
+                                 "arrays")
+            from .cuda import conv_transpose2d as on_device
+            return on_device(x, weight, bias, stride, padding, output_padding, groups,
+                             dilation, output_size=output_size, out=out)
+        x, weight, bias, dtypes = host_operands(x, weight, bias)
+        params, shape, dtype = normalise(
+            x.shape, weight.shape, None if bias is None else bias.shape,
+            dtypes, stride=stride, padding=padding,
+            output_padding=output_padding, dilation=dilation, groups=groups,
+            output_size=output_size)
+        name = dispatch.check_backend(backend)
+        if name == "auto" and 0 not in shape:
+            shape4 = shape if len(shape) == 4 else (1, *shape)
+            name = dispatch.choose(x.shape if x.ndim == 4 else (1, *x.shape), weight.shape,
+                                   params, dtype, shape4[2:]).backend
+        hit = params, shape, dtype, name
+        if key is not None:
+            if len(_VALIDATED) >= _VALIDATED_MAX:
+                _VALIDATED.clear()
+            _VALIDATED[key] = hit
+    params, shape, dtype, name = hit
     if out is not None:
         _check_out(out, shape, dtype)
-    x = np.ascontiguousarray(x, dtype)
-    weight = np.ascontiguousarray(weight, dtype)
-    bias = None if bias is None else np.ascontiguousarray(bias, dtype)
+    operands = (x, weight) if bias is None else (x, weight, bias)
+    x, weight = _native(x, dtype), _native(weight, dtype)
+    bias = None if bias is None else _native(bias, dtype)
     # compute straight into `out` when the kernels can write it and it aliases no input
     direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
                   and not any(np.may_share_memory(out, a) for a in operands))
     result = out if direct_out else allocate(shape, dtype, "output")
     if result.size:
         x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
-        if name == "auto":
-            name = dispatch.choose(x4.shape, weight.shape, params, dtype, r4.shape[2:]).backend
         dispatch.run_backend(name)(x4, weight, bias, params, r4)
     if out is not None and result is not out:
         out[...] = result
         return out
     return result
+
+
+# Validated calls, by the operands' types, shapes and dtypes and the hyper-parameters as
+# given: a layer called again skips validation and the backend choice (tens of
+# microseconds, as long as a small problem's whole computation). Only plain ndarrays and
+# int / tuple-of-int hyper-parameters are keyed, with their exact types, so every call
+# that could raise still goes through `normalise`.
+_VALIDATED = {}
+_VALIDATED_MAX = 512
+
+
+def _int_tree(v):
+    """``v`` if it is an int or (nested) tuple of ints, by exact type; else ``None``."""
+    if type(v) is int:
+        return v
+    if type(v) is tuple and all(type(e) is int or (type(e) is tuple and
+                                                   all(type(f) is int for f in e)) for e in v):
+        return v
+    return None
+
+
+def _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
+              output_size, backend):
+    """The cache key of a call, or ``None`` when it may not use the cache."""
+    if type(x) is not np.ndarray or type(weight) is not np.ndarray:
+        return None
+    if (bias is not None and type(bias) is not np.ndarray) or \
+            (out is not None and type(out) is not np.ndarray):
+        return None
+    hyper = (stride, padding, output_padding, groups, dilation)
+    for v in hyper:
+        if type(v) is not int and _int_tree(v) is None:
+            return None
+    if type(backend) is not str or (output_size is not None and _int_tree(output_size) is None):
+        return None
+    return (x.shape, x.dtype, weight.shape, weight.dtype,
+            None if bias is None else (bias.shape, bias.dtype), hyper, output_size, backend)
+
+
+def _native(a, dtype):
+    """``a`` as a C-contiguous array of ``dtype`` (itself when it already is one)."""
+    if a.dtype == dtype and a.dtype.isnative and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import dispatch
-from .api import _host_array
+from .api import _host_array, host_operands
 from .cpu import backward as kernels
 from .params import ConvParams, normalise_conv2d, normalise_conv2d_backward
 
@@ -133,13 +133,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if on_gpu(backend, x=x, weight=weight, bias=bias):
         from . import cuda
         return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    x = host_array(x, "x")
-    weight = host_array(weight, "weight")
-    bias = host_array(bias, "bias", required=False)
-    operands = [a for a in (x, weight, bias) if a is not None]
+    x, weight, bias, dtypes = host_operands(x, weight, bias)
     params, shape, dtype = normalise_conv2d(
         x.shape, weight.shape, None if bias is None else bias.shape,
-        [a.dtype for a in operands], stride=stride, padding=padding, dilation=dilation,
+        dtypes, stride=stride, padding=padding, dilation=dilation,
         groups=groups)
     method = check_method(backend)
     x = np.ascontiguousarray(x, dtype)

@@ -36,53 +36,53 @@ GPU_BACKENDS = ("cuda",)
 
 # The cost model. Each backend's time is GEMM or multiply-add work at a rate, plus
 # per-element memory traffic, plus fixed costs per loop the kernels run (a row of the
-# output, a segment: one multiply-add run along one input row). Constants are one-thread
-# figures fitted to CPU-time measurements on this project's 2-core AVX-512 machine
-# (Intel Xeon, Sapphire-Rapids class, OpenBLAS 0.3.31 "SkylakeX" kernels), float32, with
-# OMP/OPENBLAS/NUMBA threads = 1 (time.thread_time, min of 3; the shared machine made wall
-# times too noisy to fit). Data, in ms, torch (oneDNN) for scale:
+# output, a segment: one multiply-add run along one input row) and per task. Constants
+# are one-thread figures fitted to CPU-time measurements on this project's 2-core
+# AVX-512 machine (AMD EPYC, Zen 4 class; OpenBLAS 0.3.30 "SkylakeX" kernels in SciPy's
+# wheel), float32, with OMP/OPENBLAS/NUMBA threads = 1 (time.thread_time, min of 3-5:
+# CPU time is stable while other jobs share the machine). The im2col constants are a
+# least-squares fit of log(time) over the 14 suite shapes and 8 more (x_*: s2k3, s1k5,
+# s4k8, groups 4, C = 1, s2k2 on 64x64, C_in 256 on 8x8, s3k7); the direct kernel's come
+# from the earlier fit and still predict it within ~2x. Data, in ms, torch (oneDNN)
+# for scale:
 #
 #   shape          torch  phases  col2im  direct
-#   seed_tiny      0.138   0.116   0.090   0.055
-#   seed_shape     0.126   0.063   0.074   0.061
-#   dcgan_g1       6.29    4.52   11.3     177
-#   dcgan_g2      56.1    94.2    76.4    3251
-#   dcgan_g3      40.4    88.7    71.6    1138
-#   dcgan_g4      67.0   128     116       725
-#   dcgan_g5      28.3   162      18.3      43.9
-#   unet_up1      45.5    66.3    32.5     823
-#   unet_up4      60.2    40.5    25.9     140
-#   fcn_up8       49.4    60.4    92.9      74.9
-#   depthwise_up  82.8    83.2   116        30.6
-#   dilated        8.17   12.5    13.2      77.1
-#   fsrcnn_up     18.9    95.0     4.77      8.68
-#   stride1_big    9.07   19.5    21.4      20.5
+#   seed_tiny      0.052   0.020   0.017   0.004
+#   seed_shape     0.058   0.025   0.020   0.015
+#   dcgan_g1       4.46    1.56    7.83     77.5
+#   dcgan_g2      38.2    60.0    55.1    1260
+#   dcgan_g3      40.6    68.3    53.8     978
+#   dcgan_g4      71.0   100      54.9     540
+#   dcgan_g5      25.0   124       7.99     47.4
+#   unet_up1      38.6    37.3    40.6     311
+#   unet_up4      22.3    23.7    14.8      55.5
+#   fcn_up8       28.5    36.7    29.2      62.1
+#   depthwise_up  42.5    34.5    16.5      11.3
+#   dilated        6.39   10.5     9.01     46.9
+#   fsrcnn_up     22.1    53.0     2.39      7.46
+#   stride1_big    7.48   13.6     6.40     11.0
 #
-# Parts measured alone: GEMM (128 x 1024 x 4096) 110 GFLOP/s, (16 x 144 x 65536)
-# 42 GFLOP/s; the phase gather ~5.5 ns per row plus ~4 GB/s; the direct kernel ~16
-# GFLOP/s on long rows, ~6 ns per segment and ~0.3 us per output row. With two threads
-# all rates roughly double; the choice uses the one-thread figures, the estimates
-# shown by explain() divide the parallel parts by the thread count (the phase form's
-# gather and scatter run on one thread, as does the direct kernel below
-# direct.SERIAL_FLOPS). The phase form ran about 1.2-2x
-# the sum of its parts measured alone (more so with many input channels), hence
-# _PHASES_FACTOR. float64: half the FLOP rates,
-# and the per-element costs scale with the item size.
+# Both im2col forms run as parallel tasks, so with two threads all but the direct
+# kernel's serial path (below direct.SERIAL_FLOPS) divide by the thread count.
+# float64: half the FLOP rates, and the per-element costs scale with the item size.
 _RATES = {   # FLOP/s on one thread
-    np.dtype(np.float32): dict(direct=16e9, gemm=130e9),
-    np.dtype(np.float64): dict(direct=8e9, gemm=65e9),
+    np.dtype(np.float32): dict(direct=16e9, gemm=130e9, col2im_gemm=129e9, phases_gemm=110e9),
+    np.dtype(np.float64): dict(direct=8e9, gemm=65e9, col2im_gemm=64e9, phases_gemm=55e9),
 }
 _GEMM_HALF_M = 16.0        # GEMM rows (output channels of a group) at half efficiency
 _GEMM_HALF_K = 24.0        # GEMM inner dimension at half efficiency
 _DIRECT_BLOCK4_SPEEDUP = 1.75  # four channels per task: stride1_big 15.9 -> 10.7 ms (1 thread)
-_SEGMENT_S = 6e-9          # one multiply-add run along a row (direct, col2im)
-_ROW_S = 5e-8              # one output row of the direct or col2im kernel, plus ...
+_SEGMENT_S = 6e-9          # one multiply-add run along a row (direct kernel)
+_ROW_S = 5e-8              # one output row of the direct kernel, plus ...
 _ROW_ELEMENT_S = 2e-9      # ... per element of that row (zeroing and storing it)
-_PHASES_FACTOR = 1.4       # the phase form's measured time over the sum of its parts
-_GATHER_ROW_S = 5.5e-9     # one row copied by the phase gather
-_BYTE_S = 1 / 4e9          # seconds per byte moved by gather, scatter and col2im
+_COL2IM_ROW_S = 3.8e-8     # one output row gathered by col2im
+_COL2IM_SEGMENT_S = 4.4e-9  # one run of products added along it
+_GATHER_S = 6.3e-10        # one float32 input pixel gathered by the phase form
+_SCATTER_S = 3.2e-10       # one float32 output pixel written by the phase form
+_COL2IM_TASK_S = 3.5e-6    # fixed cost of one task (slot views, BLAS call set-up)
+_PHASES_TASK_S = 6e-6
 _CALL_S = 3e-5             # fixed cost of a GEMM-based call (plans, views, pool wake-up)
-_COL2IM_STRIDE_COST = 4.0  # col2im's traffic costs 1 + (sW - 2)/4 times more at wide strides
+_BYTE_S = 1 / 4e9          # seconds per byte moved by the dense 1x1 path's copy
 
 
 def check_backend(backend):
@@ -136,8 +136,8 @@ class Choice:
         return "\n".join(lines)
 
 
-def _gemm_s(m, k, n_cols, rates):
-    return 2.0 * m * k * n_cols / (rates["gemm"] * m / (m + _GEMM_HALF_M) * k / (k + _GEMM_HALF_K))
+def _gemm_s(m, k, n_cols, rates, rate="gemm"):
+    return 2.0 * m * k * n_cols / (rates[rate] * m / (m + _GEMM_HALF_M) * k / (k + _GEMM_HALF_K))
 
 
 @lru_cache(maxsize=512)
@@ -159,29 +159,29 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
     t_direct = (work / (rates["direct"] * (_DIRECT_BLOCK4_SPEEDUP if block == 4 else 1.0))
                 + rows * row_s + rows * taps_h * c_in_g * k_w * _SEGMENT_S / block)
     t_direct = (0.0, t_direct) if work < direct.SERIAL_FLOPS else (t_direct, 0.0)
-    cols = n * h * w * c_out * k_h * k_w
-    t_col2im = (_CALL_S + groups * _gemm_s(c_out_g * k_h * k_w, c_in_g, n * h * w, rates)
-                + 2 * cols * isz * _BYTE_S + rows * row_s + rows * taps_h * k_w * _SEGMENT_S)
-    if params.stride[1] > 2:   # fcn_up8 (sW = 8): measured 2.5x the plain estimate, 2 threads
-        t_col2im += 2 * cols * isz * _BYTE_S * (params.stride[1] - 2) / _COL2IM_STRIDE_COST
-    t_col2im = (t_col2im, 0.0)
+    size = isz / 4             # per-element costs were fitted for float32
+    limit = im2col.get_workspace_limit()
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    tasks, _ = im2col.plan_col2im(x_shape, w_shape, params, out_hw, isz, limit, threads)
+    pix = int(((tasks[:, 3] - tasks[:, 2]) * tasks[:, 1]).sum()) * w   # bands share rows
+    taps_k = k_h * k_w
+    t_col2im = (_CALL_S + len(tasks) * groups * _COL2IM_TASK_S
+                + groups * _gemm_s(c_out_g * taps_k, c_in_g, pix, rates, "col2im_gemm")
+                + rows * _COL2IM_ROW_S * size + rows * taps_h * k_w * _COL2IM_SEGMENT_S * size,
+                0.0)
     if h == 1 and w == 1 and groups == 1:
+        cols = n * c_out * k_h * k_w
         t_phases = (_CALL_S + _gemm_s(c_out * k_h * k_w, c_in, n, rates)
                     + 2 * cols * isz * _BYTE_S, 0.0)
     else:
-        (s_h, prow), (s_w, pcol) = im2col.phase_plan((h, w), (k_h, k_w), out_hw, params)
-        shared, serial = _CALL_S, 0.0
-        straight = s_h == 1 and s_w == 1 and n == 1     # the GEMM writes the output
-        for pr in prow:
-            for pc in pcol:
-                t = len(pr.k_idx) * len(pc.k_idx)
-                if not t:
-                    continue
-                pix = n * pr.count * pc.count
-                gather = c_in * t * pix * isz * _BYTE_S + c_in * t * n * pr.count * _GATHER_ROW_S
-                shared += groups * _gemm_s(c_out_g, c_in_g * t, pix, rates)
-                serial += gather + (0 if straight else 2 * c_out * pix * isz * _BYTE_S)
-        t_phases = (shared * _PHASES_FACTOR, serial * _PHASES_FACTOR)
+        plan = im2col.plan_phases(x_shape, w_shape, params, out_hw, isz, limit, threads)
+        t = _CALL_S + len(plan.tasks) * groups * _PHASES_TASK_S
+        for _, _, p_rows, p_cols, taps, _, _, x_is_b in plan.meta:
+            pix = n * p_rows * p_cols
+            t += groups * _gemm_s(c_out_g, c_in_g * taps, pix, rates, "phases_gemm")
+            t += (0 if x_is_b else c_in * taps * pix * _GATHER_S * size)
+            t += c_out * pix * _SCATTER_S * size
+        t_phases = (t, 0.0)
     return work, {"direct": t_direct, "im2col/phases": t_phases, "im2col/col2im": t_col2im}
 
 

@@ -1,10 +1,13 @@
-"""What BLAS NumPy uses here, and whether it uses the CPU's widest vectors.
+"""Which BLAS the GEMMs use, whether it uses the CPU's widest vectors, and its threads.
 
-The ``im2col`` backend's GEMM runs through NumPy's BLAS. The OpenBLAS in the NumPy and
-SciPy wheels picks its kernels from the CPU it detects at load time; on some AVX-512
-CPUs (AMD Zen 4/5 with OpenBLAS 0.3.30/0.3.31) it detects "Haswell" and runs AVX2
-kernels at about half the machine's speed. :func:`blas_info` reports what was detected
-and, when the CPU has AVX-512 but the kernels do not use it, says how to fix that.
+The ``im2col`` backend's GEMMs run inside Numba kernels through ``np.dot``, which calls
+SciPy's BLAS (in the PyPI wheels a library apart from NumPy's); the dense 1x1 path calls
+NumPy's. The OpenBLAS in those wheels picks its kernels from the CPU it detects at load
+time; on some AVX-512 CPUs (AMD Zen 4/5 with OpenBLAS 0.3.30/0.3.31) it detects
+"Haswell" and runs AVX2 kernels at about half the machine's speed. :func:`blas_info`
+reports what was detected and, when the CPU has AVX-512 but the kernels do not use it,
+says how to fix that. :func:`single_threaded_blas` keeps SciPy's BLAS on one thread
+while the parallel kernels call it from each of their own threads.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def cpu_has_avx512():
 
 
 def blas_info():
-    """Describe the BLAS that NumPy's ``matmul`` calls.
+    """Describe the BLAS that the ``im2col`` GEMMs call (SciPy's, else NumPy's).
 
     Returns
     -------
@@ -52,16 +55,20 @@ def blas_info():
     info = dict(library=None, version=None, architecture=None, threads=None,
                 cpu_avx512=cpu_has_avx512(), warning=None)
     try:
-        import numpy  # noqa: F401  (load NumPy's BLAS before asking about it)
+        import numpy  # noqa: F401  (load the BLAS libraries before asking about them)
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401
         from threadpoolctl import threadpool_info
     except ImportError:
-        info["warning"] = "threadpoolctl is not installed: cannot inspect the BLAS"
+        info["warning"] = "threadpoolctl or SciPy is not installed: cannot inspect the BLAS"
         return info
     blas = [d for d in threadpool_info() if d.get("user_api") == "blas"]
     if not blas:
         return info
+    root = os.path.dirname(os.path.abspath(scipy.__file__))
+    scipy_blas = [d for d in blas if os.path.abspath(d.get("filepath", "")).startswith(root)]
     numpy_blas = [d for d in blas if "numpy" in d.get("filepath", "")]
-    d = (numpy_blas or blas)[0]
+    d = (scipy_blas or numpy_blas or blas)[0]
     info.update(library=d.get("internal_api"), version=d.get("version"),
                 architecture=d.get("architecture"), threads=d.get("num_threads"))
     arch = (info["architecture"] or "").lower()

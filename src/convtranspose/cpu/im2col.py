@@ -44,7 +44,7 @@ from .blas import single_threaded_blas
 from .kernels import col2im_gemm_kernel, pack_phase_weights, phase_gemm_kernel
 from .taps import tap_tables
 
-__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "plan_col2im",
+__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "phase_maps", "plan_col2im",
            "get_workspace_limit", "set_workspace_limit", "release_workspace"]
 
 _DEFAULT_LIMIT = 256 * 2**20
@@ -290,9 +290,8 @@ class PhasePlan(NamedTuple):
     s_h: int
     s_w: int
     meta: np.ndarray      # per phase with taps: o0r, o0c, rows, cols, taps, map_off, w_off, x_is_b
-    maps: np.ndarray      # per phase and tap: flat input pixel of each phase pixel, or -1
     tasks: np.ndarray     # (phase, n0, images, a0, rows) per task
-    bias_only: tuple      # (o0r, o0c) of the phases no tap reaches
+    bias_only: bool       # whether some phases get no tap (they hold only the bias)
     k_rows: np.ndarray    # kernel rows, then columns, of each phase's taps ...
     k_cols: np.ndarray
     tap_start: np.ndarray  # ... phase p's from tap_start[p] to tap_start[p + 1]
@@ -313,24 +312,20 @@ def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     bands of phase rows, so that there are about ``_TASKS_PER_THREAD`` tasks per thread
     of at least ``_MIN_TASK_COLS`` columns each, and ``threads`` tasks' buffers fit in
     ``limit`` bytes. ``threads`` is the process's fixed thread count, so the tasks, and
-    the results, do not change with ``numba.set_num_threads``.
+    the results, do not change with ``numba.set_num_threads``. The index maps the
+    kernel reads are built apart, by :func:`phase_maps`, only when the form runs.
     """
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape
     c_in_g = c_in // params.groups
     (s_h, rows), (s_w, cols) = phase_plan((h, w), (k_h, k_w), out_hw, params)
-    work = [(pr, pc) for pr in rows for pc in cols if pr.k_idx and pc.k_idx]
-    bias_only = tuple((pr.o0, pc.o0) for pr in rows for pc in cols
-                      if not (pr.k_idx and pc.k_idx))
-    meta, maps, tasks, k_rows, k_cols, starts = [], [], [], [], [], [(0, 0)]
+    rows_t, cols_t = [pr for pr in rows if pr.k_idx], [pc for pc in cols if pc.k_idx]
+    work = [(pr, pc) for pr in rows_t for pc in cols_t]
+    bias_only = len(work) < len(rows) * len(cols)
+    meta, tasks, k_rows, k_cols, starts = [], [], [], [], [(0, 0)]
     map_off = w_off = slot = 0
     for p, (pr, pc) in enumerate(work):
         taps = len(pr.k_idx) * len(pc.k_idx)
-        ih = np.add.outer(np.array(pr.offsets), np.arange(pr.count))     # (T_h, rows)
-        iw = np.add.outer(np.array(pc.offsets), np.arange(pc.count))     # (T_w, cols)
-        ok = ((ih >= 0) & (ih < h))[:, None, :, None] & ((iw >= 0) & (iw < w))[None, :, None, :]
-        flat = ih[:, None, :, None] * w + iw[None, :, None, :]
-        maps.append(np.where(ok, flat, -1).ravel())
         whole = (taps == 1 and pr.offsets == (0,) and pc.offsets == (0,)
                  and (pr.count, pc.count) == (h, w))
         per_col = (c_out_g + c_in_g * taps) * itemsize
@@ -339,33 +334,51 @@ def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
         task_cols = max(_MIN_TASK_COLS, -(-n * per_img // want))
         task_cols = max(1, min(task_cols, limit // (threads * per_col)))
         if task_cols >= per_img:
-            m = min(n, task_cols // per_img)
+            m = max(1, min(n, task_cols // per_img))
             tasks += [(p, n0, min(m, n - n0), 0, pr.count) for n0 in range(0, n, m)]
             whole = whole and m == 1
+            slot = max(slot, m * per_img * per_col // itemsize)
         else:
             band = max(1, task_cols // pc.count)
             tasks += [(p, n0, 1, a0, min(band, pr.count - a0))
                       for n0 in range(n) for a0 in range(0, pr.count, band)]
             whole = whole and band >= pr.count
+            slot = max(slot, min(band, pr.count) * pc.count * per_col // itemsize)
         meta.append((pr.o0, pc.o0, pr.count, pc.count, taps, map_off, w_off, int(whole)))
-        slot = max([slot] + [t[2] * t[4] * pc.count * per_col // itemsize
-                             for t in tasks if t[0] == p])
-        map_off += maps[-1].size
+        map_off += taps * per_img
         w_off += c_in * c_out_g * taps
         k_rows += pr.k_idx
         k_cols += pc.k_idx
         starts.append((len(k_rows), len(k_cols)))
+    return PhasePlan(s_h, s_w, _table(meta, 8), _table(tasks, 5), bias_only, _table(k_rows),
+                     _table(k_cols), _table(starts, 2), _table([m[6] for m in meta]),
+                     w_off, slot)
 
-    def table(rows, width=None):
-        a = np.array(rows, np.int64)
-        a = a.reshape(-1, width) if width else a
-        a.flags.writeable = False
-        return a
 
-    return PhasePlan(s_h, s_w, table(meta, 8),
-                     table(np.concatenate(maps) if maps else []), table(tasks, 5), bias_only,
-                     table(k_rows), table(k_cols), table(starts, 2),
-                     table([m[6] for m in meta]), w_off, slot)
+def _table(rows, width=None):
+    """A read-only ``int64`` array of ``rows`` (``width`` columns when given)."""
+    a = np.array(rows, np.int64)
+    a = a.reshape(-1, width) if width else a
+    a.flags.writeable = False
+    return a
+
+
+@lru_cache(maxsize=32)
+def phase_maps(in_hw, k_hw, out_hw, params):
+    """For each phase with taps and each of its taps, the flat input pixel that every
+    phase pixel reads (-1: outside the input), in :func:`plan_phases`' order."""
+    h, w = in_hw
+    (_, rows), (_, cols) = phase_plan(in_hw, k_hw, out_hw, params)
+    maps = []
+    for pr in rows:
+        for pc in cols:
+            if not (pr.k_idx and pc.k_idx):
+                continue
+            ih = np.add.outer(np.array(pr.offsets), np.arange(pr.count))     # (T_h, rows)
+            iw = np.add.outer(np.array(pc.offsets), np.arange(pc.count))     # (T_w, cols)
+            ok = ((ih >= 0) & (ih < h))[:, None, :, None] & ((iw >= 0) & (iw < w))[None, :, None, :]
+            maps.append(np.where(ok, ih[:, None, :, None] * w + iw[None, :, None, :], -1).ravel())
+    return _table(np.concatenate(maps) if maps else [])
 
 
 def run_phases(x, weight, bias, params, out):
@@ -381,21 +394,22 @@ def run_phases(x, weight, bias, params, out):
     if h == 1 and w == 1 and groups == 1:
         return _dense_1x1(x, weight, bias, params, out)
     h_out, w_out = out.shape[2:]
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
     plan = plan_phases(x.shape, weight.shape, params, (h_out, w_out), x.itemsize, _limit,
-                       max(1, numba.config.NUMBA_NUM_THREADS))
-    for o0r, o0c in plan.bias_only:
-        out[:, :, o0r::plan.s_h, o0c::plan.s_w] = 0 if bias is None else bias[:, None, None]
+                       threads)
+    if plan.bias_only:      # the tasks overwrite the phases that get taps
+        out[...] = 0 if bias is None else bias[:, None, None]
     if not len(plan.tasks) or not out.size:
         return out
-    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    maps = phase_maps((h, w), weight.shape[2:], (h_out, w_out), params)
     wt, ws = _buffers(out.dtype, plan.w_size, threads * plan.slot)
     launch(pack_phase_weights, weight, wt, plan.k_rows, plan.k_cols, plan.tap_start,
            plan.w_offs)
     bias = np.empty(0, out.dtype) if bias is None else bias
     # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
     with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
-        launch(phase_gemm_kernel, x.reshape(n, c_in, h * w), wt, bias, out, plan.meta,
-               plan.maps, plan.tasks, plan.s_h, plan.s_w, groups, ws, plan.slot)
+        launch(phase_gemm_kernel, x.reshape(n, c_in, h * w), wt, bias, out, plan.meta, maps,
+               plan.tasks, plan.s_h, plan.s_w, groups, ws, plan.slot)
     return out
 
 
