@@ -51,11 +51,15 @@ EDGES = [
     ("channels_5x3_tile_remainders", (2, 5, 3, 5), (5, 3, 2, 3), dict(stride=(2, 1))),
     ("channels_17x19_real_tile_remainders", (1, 17, 2, 2), (17, 19, 1, 2), dict(stride=2)),
     ("pixels_prime", (1, 2, 7, 3), (2, 2, 1, 1), dict(stride=(1, 2))),
+    # stride**2 * groups > 2**63: the tiled kernel's old tile count wrapped around
+    ("groups4_stride_huge", (2, 4, 1, 1), (4, 2, 2, 2), dict(stride=HUGE_STRIDE, groups=4)),
 ]
 
-# every case through both kernels; the tiled kernel's huge-stride case has its own test
+# every case through both kernels; the tiled kernel's huge-stride cases run in a child
+# process (a regression there would hang, not fail)
+HUGE = [c for c in EXTREME + EDGES if c[3].get("stride") == HUGE_STRIDE]
 CASES = [(k, c) for c in EXTREME + EDGES for k in ("gather", "tiled")
-         if not (k == "tiled" and c[3].get("stride") == HUGE_STRIDE)]
+         if not (k == "tiled" and c in HUGE)]
 
 
 def _arrays(name, x_shape, w_shape, kwargs, dtype):
@@ -109,36 +113,39 @@ import numpy as np
 from numba import cuda
 import convtranspose as ct
 from convtranspose.cuda import kernels
-for name, value in json.loads(sys.argv[1]).items():
+from convtranspose.reference import conv_transpose2d_reference
+from convtranspose.testing import assert_close
+shapes, x_shape, w_shape, kwargs = json.loads(sys.argv[1])
+for name, value in shapes.items():
     setattr(kernels, name, tuple(value) if isinstance(value, list) else value)
 kernels.TILED_MIN_CHANNELS = 1
-x, w = np.ones((2, 3, 1, 1)), np.ones((3, 2, 2, 2))
-ct.conv_transpose2d(cuda.to_device(x), cuda.to_device(w), stride=2)    # compiled
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+ct.conv_transpose2d(cuda.to_device(x), cuda.to_device(w), **dict(kwargs, stride=2))  # compiled
 print("compiled", flush=True)
-y = ct.conv_transpose2d(cuda.to_device(x), cuda.to_device(w), stride=int(sys.argv[2]))
-assert y.copy_to_host().sum() == 48
+y = ct.conv_transpose2d(cuda.to_device(x), cuda.to_device(w), **kwargs)
+assert_close(y.copy_to_host(), conv_transpose2d_reference(x, w, **kwargs), np.float64)
 print("done", flush=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tiled kernel: its blocks loop over all sH*sW residue classes x tiles, most of them "
-    "empty when the stride exceeds the output (4096 x 4096 classes take 27 s in the "
-    "simulator, 2**31-1 squared never ends; by the arithmetic, not run here: on a GPU with "
-    "groups >= 4, sH*sW*groups overflows int64 and the loop runs zero times, leaving the "
-    "output unwritten)"))
-def test_tiled_kernel_finishes_for_huge_stride():
-    """x (2, 3, 1, 1), k 2, stride 2**31 - 1: a 2x2 output that the gather kernel computes
-    at once. The tiled kernel runs in a child process so that a hang costs the timeout."""
+@pytest.mark.parametrize("case", HUGE, ids=[c[0] for c in HUGE])
+def test_tiled_kernel_finishes_for_huge_stride(case):
+    """Stride 2**31 - 1 on 1x1 images: a 2x2 output that the tiled kernel covers with the
+    2x2 residue classes that exist (it used to loop over all (2**31 - 1)**2 of them, and
+    with groups 4 that count overflowed int64, so the loop ran zero times on a GPU and left
+    the output unwritten). It runs in a child process so that a hang costs the timeout."""
     from convtranspose.cuda import kernels
+    _, x_shape, w_shape, kwargs = case
     shapes = {n: getattr(kernels, n) for n in kernels.__all__ if n.isupper()}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(ct.__file__)), env.get("PYTHONPATH", "")])
-    timeout = 10 if SIMULATOR else 30
+    timeout = 20 if SIMULATOR else 30
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(shapes), str(HUGE_STRIDE)],
-                              env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, json.dumps([shapes, x_shape, w_shape, kwargs])],
+            env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         if "compiled" in out:
@@ -146,3 +153,80 @@ def test_tiled_kernel_finishes_for_huge_stride():
         pytest.skip(f"the child did not even compile in {timeout} s")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "done" in done.stdout
+
+
+def _out_size(x_shape, w_shape, kwargs):
+    return int(np.prod(ct.output_shape(x_shape, w_shape, **kwargs)))
+
+
+def _tiles(x_shape, w_shape, kwargs, tile_co, tile_p):
+    from convtranspose.cuda import kernels
+    *_, h_out, w_out = ct.output_shape(x_shape, w_shape, **kwargs)
+    n = x_shape[0] if len(x_shape) == 4 else 1
+    stride = kwargs.get("stride", 1)
+    s_h, s_w = (stride, stride) if isinstance(stride, int) else stride
+    return kernels._tiled_tiles(n, w_shape[1], h_out, w_out, s_h, s_w,
+                                kwargs.get("groups", 1), tile_co, tile_p)
+
+
+@pytest.mark.parametrize("tile", [(2, 4), (64, 64)], ids=["tiny", "real"])
+def test_tiled_tile_count_is_bounded_by_the_output(tile):
+    """The tiled kernel's tile count (int64 on a GPU) stays below 10 per output element
+    for every stride, so it cannot overflow; groups of 4096 with stride 2**31 - 1 gave
+    (2**31 - 1)**2 * 4096 before. Shapes whose stride fits in the output (every suite
+    shape) keep all stride**2 classes: the same tiles, the same work, as before."""
+    from convtranspose.suite import SUITE
+    wide = [("groups4096_stride_huge", (1, 4096, 1, 1), (4096, 1, 2, 2),
+             dict(stride=HUGE_STRIDE, groups=4096)),
+            ("stride_huge_x_3", (3, 2, 1, 5), (2, 70, 1, 3), dict(stride=(HUGE_STRIDE, 3)))]
+    for name, x_shape, w_shape, kwargs in EXTREME + EDGES + wide:
+        tiles = _tiles(x_shape, w_shape, kwargs, *tile)
+        assert tiles < 10 * _out_size(x_shape, w_shape, kwargs) + 1, name
+    for shp in SUITE:
+        *_, h_out, w_out = ct.output_shape(shp.x_shape, shp.w_shape, **shp.kwargs())
+        s = shp.stride
+        assert s <= min(h_out, w_out)
+        p_tiles = -(-(shp.n * -(-h_out // s) * -(-w_out // s)) // tile[1])
+        assert _tiles(shp.x_shape, shp.w_shape, shp.kwargs(), *tile) == (
+            s ** 2 * shp.groups * -(-shp.w_shape[1] // tile[0]) * p_tiles), shp.name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_gather_tap_tables_widen_past_int32(dtype, monkeypatch):
+    """Tap tables hold input rows and kernel taps as int32 while they fit, else int64
+    (an image of 2**31 rows fits on a large GPU; int32 wrapped its row numbers). With the
+    limit patched small, a 5x4 image runs the int64 tables through the gather kernel."""
+    from convtranspose.cuda import kernels
+    kwargs = dict(stride=(2, 3), padding=(1, 0), dilation=(1, 2))
+    x, w, b = _arrays("int64_tables", (2, 3, 5, 4), (3, 2, 3, 3), kwargs, dtype)
+    assert kernels._tables(9, 5, 3, 2, 1, 1)[2].dtype == np.int32
+    monkeypatch.setattr(kernels, "TABLE_INT32_MAX", 3)
+    assert [t.dtype for t in kernels._tables(9, 5, 3, 2, 1, 1)] == [np.int64] * 3
+    monkeypatch.setattr(kernels, "TILED_MIN_CHANNELS", 10**9)
+    y = ct.conv_transpose2d(*(cuda.to_device(a) for a in (x, w, b)), **kwargs)
+    _check(y.copy_to_host(), x, w, b, kwargs, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_backward_kernels_for_huge_stride(dtype):
+    """The backward kernels loop over pixels and taps, never over stride classes, and
+    their index products (``oh*sH + kh*dH``) stay below 2**31 times a size: gradients of a
+    grouped problem with stride 2**31 - 1 are right (conv2d's input gradient runs the
+    forward kernel with that stride)."""
+    from convtranspose.reference import (conv2d_backward_reference, conv2d_reference,
+                                         conv_transpose2d_backward_reference)
+    kwargs = dict(stride=HUGE_STRIDE, groups=4)
+    x, w, _ = _arrays("backward_huge", (2, 4, 1, 1), (4, 2, 2, 2), kwargs, dtype)
+    rng = np.random.default_rng(7)
+    gy = rng.standard_normal((2, 8, 2, 2)).astype(dtype)
+    x3 = rng.standard_normal((2, 8, 3, 3)).astype(dtype)      # conv2d: to a 1x1 output
+    g1 = rng.standard_normal((2, 4, 1, 1)).astype(dtype)
+    got = ct.conv_transpose2d_backward(*(cuda.to_device(a) for a in (gy, x, w)), **kwargs)
+    want = conv_transpose2d_backward_reference(gy, x, w, **kwargs)
+    y = ct.conv2d(cuda.to_device(x3), cuda.to_device(w), **kwargs).copy_to_host()
+    assert_close(y, conv2d_reference(x3, w, **kwargs), dtype)
+    got += ct.conv2d_backward(*(cuda.to_device(a) for a in (g1, x3, w)), **kwargs)
+    want += conv2d_backward_reference(g1, x3, w, **kwargs)
+    for g, e in zip(got, want):
+        assert g.shape == e.shape
+        assert_close(g.copy_to_host(), e, dtype, 10.0)

@@ -10,8 +10,10 @@ zero is formed and results do not depend on the launch shape.
   channel's group. No integer division per element. Memory bound; the choice for
   depthwise and few-channel problems.
 * :func:`tiled_kernel` -- for many channels per group. The output pixels are split into
-  ``sH*sW`` residue classes (``(oh + top) % sH``, ``(ow + left) % sW``); inside one class
-  every pixel uses the same taps, so the problem becomes a GEMM per class:
+  residue classes (``(oh + top) % sH``, ``(ow + left) % sW``), only the ``min(sH, H_out)
+  * min(sW, W_out)`` that hold pixels (a stride wider than the output leaves the others
+  empty, and they get no tiles); inside one class every pixel uses the same taps, so the
+  problem becomes a GEMM per class:
   ``out[co, p] = sum_{ci, kh, kw} weight[ci, co, kh, kw] * x[ci, ih(p, kh), iw(p, kw)]``.
   A block owns ``TILE_CO`` output channels by ``TILE_P`` pixels of one class (the
   batch is folded into the pixels, so small images with a large batch fill tiles); it stages ``TILE_K`` input channels of weights and (zero-filled at the
@@ -71,9 +73,10 @@ def gather_kernel(dtype):
     Signature ``(x, weight, bias, out, row_count, row_k, row_i, col_count, col_k, col_i,
     groups, has_bias)`` with ``x`` (N, C_in, H, W), ``weight`` (C_in, C_out_g, kH, kW),
     ``bias`` (C_out,) (read only when ``has_bias``), ``out`` (N, C_out, H_out, W_out) and
-    int32 tap tables (``convtranspose.cpu.taps._row_table``, built once per shape): output row ``oh``
-    receives ``row_count[oh]`` taps, tap ``t`` being kernel row ``row_k[oh, t]`` on input
-    row ``row_i[oh, t]``; likewise for columns. So the kernel does no division at all.
+    int32 (int64 for huge images) tap tables (``convtranspose.cpu.taps._row_table``, built
+    once per shape): output row ``oh`` receives ``row_count[oh]`` taps, tap ``t`` being
+    kernel row ``row_k[oh, t]`` on input row ``row_i[oh, t]``; likewise for columns. So the
+    kernel does no division at all.
     Launch with 3-D blocks and grid over (columns, rows, N*C_out).
     """
     nbt = _NB_TYPES[np.dtype(dtype)]
@@ -128,7 +131,9 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
     Inside residue class ``(rh, rw)`` (output rows with ``(oh + top) % sH == rh``), the
     valid kernel rows satisfy ``kh*dH = rh + sH*m_kh``, and ``oh + top = rh + sH*(q0 + a)``
     for the class's ``a``-th row, so the input row is ``ih = q0 + a - m_kh``: no division
-    per element. Each thread decodes the pixels it loads once per tile.
+    per element. Each thread decodes the pixels it loads once per tile. The classes are
+    numbered by their first output row ``oh0 < min(sH, H_out)`` (and column), so the tile
+    count stays below 10 per output element whatever the stride (no int64 overflow).
     """
     nbt = _NB_TYPES[np.dtype(dtype)]
     zero = nbt(0)
@@ -148,11 +153,17 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
         c_out_g, k_h, k_w = weight.shape[1], weight.shape[2], weight.shape[3]
         n_img, h_out, w_out = out.shape[0], out.shape[2], out.shape[3]
         c_in_g = c_in // groups
-        cls_h = (h_out + s_h - 1) // s_h           # most rows in one residue class
-        cls_w = (w_out + s_w - 1) // s_w
+        # the classes that exist: one per first row oh0 < min(s_h, h_out) (a stride wider
+        # than the output leaves the other classes empty, and they get no tiles); as in
+        # _tiled_tiles. cls_nh * cls_h < 2 * h_out (likewise for columns), so n_tiles is
+        # below 10 per output element: no int64 overflow, whatever the stride
+        cls_nh = s_h if s_h < h_out else h_out     # (min() makes compile_ptx need a GPU)
+        cls_nw = s_w if s_w < w_out else w_out
+        cls_h = (h_out - 1) // s_h + 1             # most rows in one residue class
+        cls_w = (w_out - 1) // s_w + 1
         p_tiles = (n_img * cls_h * cls_w + tile_p - 1) // tile_p
         co_tiles = (c_out_g + tile_co - 1) // tile_co
-        n_tiles = s_h * s_w * groups * co_tiles * p_tiles
+        n_tiles = cls_nh * cls_nw * groups * co_tiles * p_tiles
 
         w_s = cuda.shared.array((tile_k, tile_co), nbt)
         x_s = cuda.shared.array((tile_k, tile_p), nbt)
@@ -173,21 +184,22 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
             r = r // co_tiles
             g = r % groups
             r = r // groups
-            rw = r % s_w
-            rh = r // s_w
-            # the class: rows oh with (oh + top) % s_h == rh, columns likewise
-            oh0 = (rh + s_h - top % s_h) % s_h
-            ow0 = (rw + s_w - left % s_w) % s_w
-            nh = (h_out - oh0 + s_h - 1) // s_h if oh0 < h_out else 0
-            nw = (w_out - ow0 + s_w - 1) // s_w if ow0 < w_out else 0
+            # the class of first output row oh0 and column ow0: rows oh with
+            # (oh + top) % s_h == rh, starting from input row q0h; columns likewise
+            oh0 = r // cls_nw
+            ow0 = r - oh0 * cls_nw
+            q0h = (oh0 + top) // s_h
+            q0w = (ow0 + left) // s_w
+            rh = oh0 + top - q0h * s_h
+            rw = ow0 + left - q0w * s_w
+            nh = (h_out - 1 - oh0) // s_h + 1
+            nw = (w_out - 1 - ow0) // s_w + 1
             npix = nh * nw                           # pixels of the class in one image
             total = n_img * npix                     # ... in the whole batch
             p0 = pt * tile_p
             j0 = ct * tile_co
             if p0 >= total:
                 continue                             # the same for the whole block
-            q0h = (oh0 + top - rh) // s_h
-            q0w = (ow0 + left - rw) // s_w
             for sl in range(nps):                    # decode the pixels this thread loads
                 p = p0 + ld_pp + sl * nthreads
                 if p < total:
@@ -270,22 +282,37 @@ def pick_kernel(x_shape, w_shape, groups):
     return "tiled" if min(c_in_g, c_out_g) >= TILED_MIN_CHANNELS else "gather"
 
 
+#: The largest index an int32 tap table holds; larger images or kernels get int64 tables.
+TABLE_INT32_MAX = 2**31 - 1
 _TABLES = {}
 
 
 def _tables(out_len, in_len, k, s, d, before):
-    """Device int32 tap tables ``(count, k, i)`` of one dimension, cached per GPU."""
-    key = (out_len, in_len, k, s, d, before, id(cuda.current_context()))
+    """Device tap tables ``(count, k, i)`` of one dimension, cached per GPU: int32, or
+    int64 when an input index or kernel tap could exceed ``TABLE_INT32_MAX`` (an image
+    of 2**31 rows fits on a large GPU; int32 would wrap its row numbers silently)."""
+    itype = np.int32 if max(in_len, k) <= TABLE_INT32_MAX else np.int64
+    key = (out_len, in_len, k, s, d, before, itype, id(cuda.current_context()))
     if key not in _TABLES:
         if len(_TABLES) > 256:
             _TABLES.clear()
-        _TABLES[key] = tuple(cuda.to_device(np.ascontiguousarray(t, np.int32))
+        _TABLES[key] = tuple(cuda.to_device(np.ascontiguousarray(t, itype))
                              for t in tap_list(out_len, in_len, k, s, d, before))
     return _TABLES[key]
 
 
 def _pow2_at_least(v):
     return 1 << max(0, v - 1).bit_length()
+
+
+def _tiled_tiles(n_img, c_out_g, h_out, w_out, s_h, s_w, groups, tile_co, tile_p):
+    """The tiled kernel's ``n_tiles`` (the same arithmetic, in Python ints): ``tile_co x
+    tile_p`` tiles of each group and of each residue class that exists, ``min(s_h, h_out)
+    * min(s_w, w_out)`` classes (the others are empty when the stride exceeds the output).
+    Fewer than 10 per output element, whatever the stride."""
+    p_tiles = -(-(n_img * -(-h_out // s_h) * -(-w_out // s_w)) // tile_p)
+    co_tiles = -(-c_out_g // tile_co)
+    return min(s_h, h_out) * min(s_w, w_out) * groups * co_tiles * p_tiles
 
 
 def _gather_launch(n_img, c_out, h_out, w_out):
@@ -314,9 +341,8 @@ def launch(kind, x, weight, bias, out, params, stream=0):
     (s_h, s_w), (d_h, d_w) = params.stride, params.dilation
     if kind == "tiled":
         kern = tiled_kernel(dtype, TILE_CO, TILE_P, TILE_K, REG_CO, REG_P)
-        p_tiles = -(-(n * -(-h_out // s_h) * -(-w_out // s_w)) // TILE_P)
-        co_tiles = -(-weight.shape[1] // TILE_CO)
-        tiles = s_h * s_w * params.groups * co_tiles * p_tiles
+        tiles = _tiled_tiles(n, weight.shape[1], h_out, w_out, s_h, s_w, params.groups,
+                             TILE_CO, TILE_P)
         config = (max(1, min(tiles, TILED_MAX_BLOCKS)), (TILE_CO // REG_CO) * (TILE_P // REG_P))
         args = (s_h, s_w, params.pad_h[0], params.pad_w[0], d_h, d_w)
     else:
