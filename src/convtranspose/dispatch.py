@@ -85,6 +85,12 @@ _CALL_S = 3e-5             # fixed cost of a GEMM-based call (plans, views, pool
 _BYTE_S = 1 / 4e9          # seconds per byte moved by the dense 1x1 path's copy
 
 
+def _balanced(tasks, threads):
+    """Factor on work shared by ``threads`` as ``tasks`` equal tasks: the busiest thread
+    runs ``ceil(tasks / threads)`` of them, not ``tasks / threads``."""
+    return -(-tasks // threads) * threads / tasks if tasks else 1.0
+
+
 def check_backend(backend):
     """Return ``backend`` if it names a backend or ``"auto"``, else raise ``ValueError``."""
     names = ("auto", *BACKENDS, *GPU_BACKENDS)
@@ -165,10 +171,10 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
     tasks, _ = im2col.plan_col2im(x_shape, w_shape, params, out_hw, isz, limit, threads)
     pix = int(((tasks[:, 3] - tasks[:, 2]) * tasks[:, 1]).sum()) * w   # bands share rows
     taps_k = k_h * k_w
-    t_col2im = (_CALL_S + len(tasks) * groups * _COL2IM_TASK_S
-                + groups * _gemm_s(c_out_g * taps_k, c_in_g, pix, rates, "col2im_gemm")
-                + rows * _COL2IM_ROW_S * size + rows * taps_h * k_w * _COL2IM_SEGMENT_S * size,
-                0.0)
+    t_col2im = (_balanced(len(tasks), threads) * (
+        _CALL_S + len(tasks) * groups * _COL2IM_TASK_S
+        + groups * _gemm_s(c_out_g * taps_k, c_in_g, pix, rates, "col2im_gemm")
+        + rows * _COL2IM_ROW_S * size + rows * taps_h * k_w * _COL2IM_SEGMENT_S * size), 0.0)
     if h == 1 and w == 1 and groups == 1:
         cols = n * c_out * k_h * k_w
         t_phases = (_CALL_S + _gemm_s(c_out * k_h * k_w, c_in, n, rates)
@@ -181,7 +187,7 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
             t += groups * _gemm_s(c_out_g, c_in_g * taps, pix, rates, "phases_gemm")
             t += (0 if x_is_b else c_in * taps * pix * _GATHER_S * size)
             t += c_out * pix * _SCATTER_S * size
-        t_phases = (t, 0.0)
+        t_phases = (float(t) * _balanced(len(plan.tasks), threads), 0.0)
     return work, {"direct": t_direct, "im2col/phases": t_phases, "im2col/col2im": t_col2im}
 
 

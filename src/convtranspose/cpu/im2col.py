@@ -112,8 +112,10 @@ def release_workspace():
 #: fewest GEMM columns it takes where the batch allows (below that the GEMM slows down).
 _COL2IM_TASK_BYTES = 2 * 2**20
 _COL2IM_MIN_COLS = 512
-#: Tasks wanted per thread, in either form.
+#: Tasks wanted per thread, in either form; bands of one image are cheaper to cut (they
+#: keep their GEMMs' width), so more of them balance the threads better.
 _TASKS_PER_THREAD = 2
+_BANDS_PER_THREAD = 4
 
 
 def _bands(t, h, h_out, b):
@@ -139,8 +141,10 @@ def plan_col2im(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     output or ``_COL2IM_MIN_COLS`` pixels, whichever is more, but at least
     ``_TASKS_PER_THREAD`` tasks per thread where the batch allows. With fewer images, or
     an image whose columns exceed ``limit / threads`` bytes, a task is a band of one
-    image's output rows, with the input rows that reach it (neighbouring bands share
-    ``~kH*dH/sH`` input rows, whose products both compute). ``threads`` is the process's
+    image's output rows (``_BANDS_PER_THREAD`` bands per thread over the batch, fewer
+    where a band would have under ``_COL2IM_MIN_COLS`` input pixels, more where the
+    limit needs it), with the input rows that reach it (neighbouring bands share ``~kH*dH/sH`` input rows,
+    whose products both compute). ``threads`` is the process's
     fixed thread count, so the tasks, and the results, do not change with
     ``numba.set_num_threads``.
     """
@@ -157,7 +161,9 @@ def plan_col2im(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
         slot = (rows + (c_in_g if m > 1 else 0)) * m * h * w
     else:
         t = tap_tables((h, w), (k_h, k_w), out_hw, params)
-        b = min(out_hw[0], max(-(-want // max(n, 1)), -(-per_image // budget)))
+        want_bands = min(-(-threads * _BANDS_PER_THREAD // max(n, 1)),
+                         max(1, h * w // _COL2IM_MIN_COLS))   # keep the GEMMs wide
+        b = min(out_hw[0], max(want_bands, -(-per_image // budget)))
         while True:
             bands = _bands(t, h, out_hw[0], b)
             slot = max((rows + c_in_g) * (ih_b - ih_a) * w for ih_a, ih_b, _, _ in bands)
