@@ -104,6 +104,50 @@ def test_thread_count_does_not_change_bits(backend, dtype):
         numba.set_num_threads(old)
 
 
+def _backward_problems(rng, dtype):
+    """Random problems, plus some that the im2col backward cuts into many tasks: many
+    images, bands of one image, and (with a small workspace) several units per task."""
+    out = []
+    for i in range(8):
+        p = random_problem(rng, max_channels=16, max_size=16)
+        x, w, _ = p.arrays(dtype, seed=i)
+        out.append((x, w, p.kwargs, None))
+    for shape, limit in (((9, 16, 10, 10), None), ((1, 16, 40, 36), None),
+                         ((5, 16, 12, 12), 20000), ((1, 16, 30, 30), 20000)):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal((16, 8, 3, 4)).astype(dtype)
+        out.append((x, w, dict(stride=2, padding=1, dilation=(1, 2)), limit))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thread_count_does_not_change_backward_bits(backend, dtype):
+    """Gradients of both convolutions, and conv2d's forward (the correlation kernels)."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread")
+    rng = np.random.default_rng(5)
+    old, old_limit = numba.get_num_threads(), ct.get_workspace_limit()
+    try:
+        for i, (x, w, kw, limit) in enumerate(_backward_problems(rng, dtype)):
+            ct.set_workspace_limit(limit or old_limit)
+            y = ct.conv_transpose2d(x, w, backend="direct", **kw)
+            gy = rng.standard_normal(y.shape).astype(dtype)
+            conv_kw = {k: v for k, v in kw.items()
+                       if k in ("stride", "padding", "dilation", "groups")}
+            results = []
+            for threads in (1, 2):
+                numba.set_num_threads(threads)
+                grads = ct.conv_transpose2d_backward(gy, x, w, backend=backend, **kw)
+                fwd = ct.conv2d(y, w, backend=backend, **conv_kw)
+                cgrads = ct.conv2d_backward(fwd, y, w, backend=backend, **conv_kw)
+                results.append([a.tobytes() for a in (*grads, fwd, *cgrads)])
+            assert results[0] == results[1], (i, x.shape, w.shape, kw)
+    finally:
+        numba.set_num_threads(old)
+        ct.set_workspace_limit(old_limit)
+
+
 def test_layer_is_known_and_concurrent_safe_after_a_call():
     ct.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), backend="direct")
     layer = _threading.threading_layer()

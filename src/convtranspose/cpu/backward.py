@@ -11,22 +11,38 @@ Two operators cover every gradient:
   ``b = grad_output``; for ``conv2d`` ``a = grad_output`` and ``b = x``).
 
 Each has a gather kernel (``direct``: every output element is written by one
-``prange`` iteration, in a fixed order of taps) and a GEMM form (``im2col``: a
-parallel gather of patches, then one BLAS GEMM per group and chunk of images; chunks
-are summed in a fixed order). No result depends on the thread count. The kernels and
-the helpers they call live in this one module because Numba's disk cache keys a
-kernel on its own file.
+``prange`` iteration, in a fixed order of taps) and a GEMM form (``im2col``), which, as
+the forward's :mod:`~convtranspose.cpu.im2col`, cuts the problem into independent tasks
+(chunks of images, or bands of rows of one image, :func:`plan_tasks`) run in a
+``prange``; each gathers its patches into its thread's slot of im2col's workspace and
+calls a single-threaded BLAS GEMM (``np.dot``) per group:
+
+* correlation (:func:`correlate_gemm_kernel`): a task writes its own output rows;
+* weight gradient (:func:`weight_grad_gemm_kernel`): a task sums its pixels' products
+  into a partial gradient of its own, and :func:`sum_partials` adds the partials in task
+  order.
+
+The tasks are fixed by the problem and the process's thread count
+(``NUMBA_NUM_THREADS``), never by ``numba.set_num_threads``, so no result depends on
+the number of threads in use. The kernels and the helpers they call live in this one
+module because Numba's disk cache keys a kernel on its own file.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .._threading import launch
-from .im2col import get_workspace_limit
+from .blas import single_threaded_blas
+from .im2col import _BANDS_PER_THREAD, _TASKS_PER_THREAD, _buffers, _table, get_workspace_limit
+from .im2col import _COL2IM_MIN_COLS as _MIN_COLS
 
 __all__ = ["correlate", "weight_grad", "correlate_kernel", "weight_grad_kernel",
-           "im2col_kernel"]
+           "correlate_gemm_kernel", "weight_grad_gemm_kernel", "sum_partials", "plan_tasks",
+           "plan_weight_grad"]
 
 # Contraction and reassociation; no ``nnan``/``ninf``, so NaN and Inf propagate.
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
@@ -38,6 +54,18 @@ def _span(off, s, src_len, dst_len):
     lo = max(0, -(off // s))                 # ceil(-off / s)
     hi = min(dst_len, (src_len - 1 - off) // s + 1)
     return lo, max(lo, hi)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _write_row(row, src, bias, co):
+    """``row[:] = src``, plus ``bias[co]`` unless ``bias`` is empty."""
+    if bias.shape[0] > 0:
+        bv = bias[co]
+        for ow in range(row.shape[0]):
+            row[ow] = src[ow] + bv
+    else:
+        for ow in range(row.shape[0]):
+            row[ow] = src[ow]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -74,14 +102,7 @@ def correlate_kernel(x, weight, bias, out, sh, sw, dh, dw, top, left, groups):
                     else:
                         for ow in range(lo, hi):
                             acc[ow] += wv * xrow[ow * sw + off]
-        row = out[n, co, oh]
-        if bias.shape[0] > 0:
-            bv = bias[co]
-            for ow in range(w_out):
-                row[ow] = acc[ow] + bv
-        else:
-            for ow in range(w_out):
-                row[ow] = acc[ow]
+        _write_row(out[n, co, oh], acc, bias, co)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -127,48 +148,300 @@ def weight_grad_kernel(a, b, gw, sh, sw, dh, dw, top, left, groups):
             row[kw] = acc[kw]
 
 
-@njit(parallel=True, cache=True)
-def im2col_kernel(src, cols, n0, sh, sw, dh, dw, top, left):
-    """Patches of images ``n0 ..`` of ``src`` (N, C, H, W) into ``cols``.
+@njit(cache=True, fastmath=FASTMATH)
+def _gather_cols(src, c0, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top, left, cols):
+    """Patches of channels ``c0 ..`` of images ``n0 .. n0+m`` of ``src`` into ``cols``.
 
-    ``cols`` (C, kH, kW, m, H_o, W_o) gets ``src[n0 + i, c, oh*sH + kh*dH - top,
-    ow*sW + kw*dW - left]``, or zero where that falls outside ``src``.
+    ``cols`` (C*kH*kW, m*(oh_b - oh_a)*W_o): row ``(c, kh, kw)``, column ``(i, oh - oh_a,
+    ow)`` gets ``src[n0 + i, c0 + c, oh*sH + kh*dH - top, ow*sW + kw*dW - left]``, or zero
+    where that falls outside ``src`` (N, C_src, H, W).
     """
-    c_n, k_h, k_w, m, h_o, w_o = cols.shape
     h, w = src.shape[2], src.shape[3]
-    for r in prange(c_n * k_h * k_w * m * h_o):
-        oh = r % h_o
-        i = (r // h_o) % m
-        kw = (r // (h_o * m)) % k_w
-        kh = (r // (h_o * m * k_w)) % k_h
-        c = r // (h_o * m * k_w * k_h)
-        dst = cols[c, kh, kw, i, oh]
-        ih = oh * sh + kh * dh - top
-        if ih < 0 or ih >= h:
-            for ow in range(w_o):
-                dst[ow] = 0
+    rows = oh_b - oh_a
+    c_n = cols.shape[0] // (k_h * k_w)
+    for c in range(c_n):
+        for kh in range(k_h):
+            for kw in range(k_w):
+                dst_row = cols[(c * k_h + kh) * k_w + kw]
+                off = kw * dw - left
+                lo, hi = _span(off, sw, w, w_o)
+                lo, hi = min(lo, w_o), min(hi, w_o)     # taps wholly in the padding
+                for i in range(m):
+                    for r in range(rows):
+                        dst = dst_row[(i * rows + r) * w_o:(i * rows + r + 1) * w_o]
+                        ih = (oh_a + r) * sh + kh * dh - top
+                        if ih < 0 or ih >= h:
+                            for ow in range(w_o):
+                                dst[ow] = 0
+                            continue
+                        srow = src[n0 + i, c0 + c, ih]
+                        for ow in range(lo):
+                            dst[ow] = 0
+                        if sw == 1:      # contiguous: a plain copy the compiler vectorises
+                            for ow in range(lo, hi):
+                                dst[ow] = srow[ow + off]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow] = srow[ow * sw + off]
+                        for ow in range(hi, w_o):
+                            dst[ow] = 0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _correlate_task(t, x, w3, bias, out, tasks, ws, slot, sh, sw, dh, dw, top, left, k_h, k_w):
+    """Task ``t`` of :func:`correlate_gemm_kernel`."""
+    groups, c_out_g, taps = w3.shape
+    c_in_g = taps // (k_h * k_w)
+    h_o, w_o = out.shape[2], out.shape[3]
+    n0, m, oh_a, oh_b = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
+    rows = oh_b - oh_a
+    pix = m * rows * w_o
+    whole = m == 1 and rows == h_o      # the GEMM writes one image's channels in place
+    base = numba.get_thread_id() * slot
+    cols = ws[base:base + taps * pix].reshape((taps, pix))
+    n_res = 0 if whole else c_out_g
+    res = ws[base + taps * pix:base + (taps + n_res) * pix].reshape((n_res, pix))
+    has_bias = bias.shape[0] > 0
+    for g in range(groups):
+        _gather_cols(x, g * c_in_g, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top,
+                     left, cols)
+        if whole:
+            dst = out[n0, g * c_out_g:(g + 1) * c_out_g].reshape((c_out_g, pix))
+            np.dot(w3[g], cols, dst)
+            if has_bias:
+                for j in range(c_out_g):
+                    bv = bias[g * c_out_g + j]
+                    row = dst[j]
+                    for q in range(pix):
+                        row[q] += bv
             continue
-        srow = src[n0 + i, c, ih]
-        off = kw * dw - left
-        lo, hi = _span(off, sw, w, w_o)
-        for ow in range(lo):
-            dst[ow] = 0
-        if sw == 1:              # contiguous: a plain copy the compiler vectorises
-            for ow in range(lo, hi):
-                dst[ow] = srow[ow + off]
-        else:
-            for ow in range(lo, hi):
-                dst[ow] = srow[ow * sw + off]
-        for ow in range(hi, w_o):
-            dst[ow] = 0
+        np.dot(w3[g], cols, res)
+        for j in range(c_out_g):
+            co = g * c_out_g + j
+            for i in range(m):
+                for r in range(rows):
+                    _write_row(out[n0 + i, co, oh_a + r],
+                               res[j, (i * rows + r) * w_o:(i * rows + r + 1) * w_o], bias, co)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def correlate_gemm_kernel(x, w3, bias, out, tasks, ws, slot, sh, sw, dh, dw, top, left,
+                          k_h, k_w):
+    """The correlation (see the module docstring) as independent GEMM tasks.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+        The correlated input.
+    w3 : ndarray, shape (groups, C_out_g, C_in_g*kH*kW)
+        The weight, one matrix per group.
+    bias : ndarray, shape (C_out,) or (0,)
+        Added to every output pixel of its channel; empty for none.
+    out : ndarray, shape (N, C_out, H_out, W_out)
+        Overwritten with the result.
+    tasks : ndarray of int64, shape (T, 4)
+        ``(n0, m, oh_a, oh_b)``: task ``t`` owns output rows ``oh_a .. oh_b`` of images
+        ``n0 .. n0+m`` (see :func:`plan_tasks`).
+    ws : ndarray, 1-D
+        Workspace of ``NUMBA_NUM_THREADS * slot`` elements; thread ``i`` works in
+        ``ws[i*slot:(i+1)*slot]``.
+    slot : int
+        Workspace elements of one thread.
+    sh, sw, dh, dw, top, left : int
+        Stride, dilation and leading padding.
+    k_h, k_w : int
+        Kernel size.
+
+    Notes
+    -----
+    Per group a task gathers the ``(C_in_g*kH*kW, pixels)`` patches of its pixels and
+    multiplies the group's weight by them with one single-threaded BLAS GEMM (the caller
+    limits the BLAS to one thread: the parallelism is here), then writes its rows plus
+    bias. Tasks own disjoint outputs and are fixed by the problem, so the results do
+    not depend on the thread count.
+    """
+    for t in prange(tasks.shape[0]):
+        _correlate_task(t, x, w3, bias, out, tasks, ws, slot, sh, sw, dh, dw, top, left,
+                        k_h, k_w)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _weight_grad_task(t, a, b, gw3, part, units, starts, ws, slot, tmp_size, sh, sw, dh, dw,
+                      top, left, k_h, k_w):
+    """Task ``t`` of :func:`weight_grad_gemm_kernel`."""
+    groups, c_a_g, taps = gw3.shape
+    c_b_g = taps // (k_h * k_w)
+    h_o, w_o = a.shape[2], a.shape[3]
+    size = groups * c_a_g * taps
+    if t == 0:
+        dst = gw3
+    else:
+        dst = part[(t - 1) * size:t * size].reshape((groups, c_a_g, taps))
+    base = numba.get_thread_id() * slot
+    tmp = ws[base + slot - tmp_size:base + slot].reshape((tmp_size // taps, taps))
+    for u in range(starts[t], starts[t + 1]):
+        n0, m, oh_a, oh_b = units[u, 0], units[u, 1], units[u, 2], units[u, 3]
+        rows = oh_b - oh_a
+        pix = m * rows * w_o
+        whole = m == 1 and rows == h_o      # one image's channels: a matrix already
+        cols = ws[base:base + taps * pix].reshape((taps, pix))
+        n_at = 0 if whole else c_a_g
+        at = ws[base + taps * pix:base + (taps + n_at) * pix].reshape((n_at, pix))
+        first = u == starts[t]
+        for g in range(groups):
+            _gather_cols(b, g * c_b_g, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top,
+                         left, cols)
+            if not whole:
+                for ca in range(c_a_g):
+                    for i in range(m):
+                        for r in range(rows):
+                            d = at[ca, (i * rows + r) * w_o:(i * rows + r + 1) * w_o]
+                            s = a[n0 + i, g * c_a_g + ca, oh_a + r]
+                            for ow in range(w_o):
+                                d[ow] = s[ow]
+            target = dst[g] if first else tmp
+            if whole:
+                np.dot(a[n0, g * c_a_g:(g + 1) * c_a_g].reshape((c_a_g, pix)), cols.T, target)
+            else:
+                np.dot(at, cols.T, target)
+            if not first:     # units are added in a fixed order
+                dg = dst[g]
+                for ca in range(c_a_g):
+                    for q in range(taps):
+                        dg[ca, q] += tmp[ca, q]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def weight_grad_gemm_kernel(a, b, gw3, part, units, starts, ws, slot, tmp_size, sh, sw, dh, dw,
+                            top, left, k_h, k_w):
+    """Partial weight gradients (see the module docstring) as independent GEMM tasks.
+
+    Parameters
+    ----------
+    a : ndarray, shape (N, C_a, H_o, W_o)
+        The operand on the strided grid.
+    b : ndarray, shape (N, C_b, H, W)
+        The sampled operand.
+    gw3 : ndarray, shape (groups, C_a_g, C_b_g*kH*kW)
+        Overwritten with task 0's partial gradient.
+    part : ndarray, 1-D
+        Overwritten with the partial gradients of tasks ``1 .. T-1``, one ``gw3.size``
+        block each.
+    units : ndarray of int64, shape (U, 4)
+        ``(n0, m, oh_a, oh_b)``: rows ``oh_a .. oh_b`` of ``a``'s images ``n0 .. n0+m``.
+    starts : ndarray of int64, shape (T + 1,)
+        Task ``t`` sums units ``starts[t] .. starts[t+1]``, in that order.
+    ws : ndarray, 1-D
+        Workspace of ``NUMBA_NUM_THREADS * slot`` elements; thread ``i`` works in
+        ``ws[i*slot:(i+1)*slot]``, whose last ``tmp_size`` elements hold a unit's
+        product while it is added to the partial.
+    slot, tmp_size : int
+        Workspace elements of one thread, and of its product buffer.
+    sh, sw, dh, dw, top, left, k_h, k_w : int
+        As for :func:`correlate_gemm_kernel`.
+
+    Notes
+    -----
+    Per unit and group a task gathers the ``(C_b_g*kH*kW, pixels)`` patches of ``b`` and
+    multiplies ``a``'s ``(C_a_g, pixels)`` block by their transpose with one
+    single-threaded BLAS GEMM. :func:`sum_partials` then adds the partials in task
+    order. The tasks are fixed by the problem and ``NUMBA_NUM_THREADS``, so the result
+    does not depend on the thread count in use.
+    """
+    for t in prange(starts.shape[0] - 1):
+        _weight_grad_task(t, a, b, gw3, part, units, starts, ws, slot, tmp_size, sh, sw, dh,
+                          dw, top, left, k_h, k_w)
+
+
+#: Elements one iteration of :func:`sum_partials` adds.
+_SUM_BLOCK = 4096
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def sum_partials(total, part):
+    """Add the partials ``part`` (P blocks of ``total.size``) to ``total``, block 0 first.
+
+    Parameters
+    ----------
+    total : ndarray, 1-D
+        Task 0's partial; becomes the sum.
+    part : ndarray, 1-D
+        The other tasks' partials, in task order.
+
+    Notes
+    -----
+    Every element is summed by one iteration, in task order, so the result does not
+    depend on the thread count.
+    """
+    size = total.shape[0]
+    n_part = part.shape[0] // max(size, 1)
+    for blk in prange((size + _SUM_BLOCK - 1) // _SUM_BLOCK):
+        lo = blk * _SUM_BLOCK
+        hi = min(size, lo + _SUM_BLOCK)
+        dst = total[lo:hi]
+        for p in range(n_part):
+            src = part[p * size + lo:p * size + hi]
+            for i in range(hi - lo):
+                dst[i] += src[i]
 
 
 # ----------------------------------------------------------------------------
-# Python-level runners: choose the chunking, call BLAS, never validate.
+# Python-level runners: plan the tasks, call the kernels, never validate.
 
 
-def _images_per_chunk(per_image_bytes, n):
-    return max(1, min(n, get_workspace_limit() // max(1, per_image_bytes)))
+@lru_cache(maxsize=128)
+def plan_tasks(n, h_o, w_o, per_pixel, itemsize, limit, threads):
+    """``(tasks, slot)``: rows ``(n0, m, oh_a, oh_b)`` cutting ``n`` images of ``h_o x w_o``
+    pixels into tasks, and the workspace elements of the largest.
+
+    As :func:`~convtranspose.cpu.im2col.plan_col2im`: with enough images a task is ``m``
+    whole images, about ``_TASKS_PER_THREAD`` tasks per thread; otherwise a band of one
+    image's rows, about ``_BANDS_PER_THREAD`` bands per thread over the batch (fewer
+    where a band would have under ``_MIN_COLS`` pixels). ``per_pixel`` workspace
+    elements per pixel, ``threads`` slots in all, fit in ``limit`` bytes (at least one row
+    is always taken). ``threads`` is the process's fixed thread count, so the tasks, and
+    the results, do not change with ``numba.set_num_threads``.
+    """
+    pix = h_o * w_o
+    budget = max(1, limit // (threads * itemsize))          # elements per slot
+    per_image = per_pixel * pix
+    want = threads * _TASKS_PER_THREAD
+    if n >= want and per_image <= budget:
+        m = max(1, min(-(-n // want), budget // per_image))
+        tasks = [(n0, min(m, n - n0), 0, h_o) for n0 in range(0, n, m)]
+        slot = m * per_image
+    else:
+        want_bands = min(-(-threads * _BANDS_PER_THREAD // max(n, 1)), max(1, pix // _MIN_COLS))
+        b = min(h_o, max(want_bands, -(-per_image // budget)))
+        edges = [h_o * i // b for i in range(b + 1)]
+        bands = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+        tasks = [(n0, 1, lo, hi) for n0 in range(n) for lo, hi in bands]
+        slot = per_pixel * w_o * max(hi - lo for lo, hi in bands)
+    return _table(tasks, 4), slot
+
+
+@lru_cache(maxsize=128)
+def plan_weight_grad(n, h_o, w_o, c_a_g, taps, groups, itemsize, limit, threads):
+    """``(units, starts, slot, tmp_size)`` of :func:`weight_grad_gemm_kernel`.
+
+    The units are :func:`plan_tasks`' with half the workspace limit; they are dealt, in
+    order, to at most ``threads * _BANDS_PER_THREAD`` tasks, as many as the other half
+    holds partial gradients for (at least one task: with a weight larger than the limit
+    the gradient is summed by one thread). A task with more than one unit needs a
+    buffer for a unit's product (``tmp_size`` elements) at the end of its slot.
+    """
+    units, slot = plan_tasks(n, h_o, w_o, taps + c_a_g, itemsize, limit // 2, threads)
+    size = groups * c_a_g * taps
+    room = max(0, limit // itemsize - threads * slot)
+    count = max(1, min(len(units), threads * _BANDS_PER_THREAD, 1 + room // max(size, 1)))
+    starts = _table([len(units) * t // count for t in range(count + 1)])
+    tmp_size = c_a_g * taps if len(units) > count else 0
+    return units, starts, slot + tmp_size, tmp_size
+
+
+def _threads():
+    """The process's fixed thread count (``NUMBA_NUM_THREADS``), which sizes the tasks."""
+    return max(1, numba.config.NUMBA_NUM_THREADS)
 
 
 def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
@@ -179,30 +452,22 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
     ``(top, left)``. ``method`` is ``"direct"`` or ``"im2col"``.
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
+    b = np.empty(0, out.dtype) if bias is None else bias
     if method == "direct":
-        b = np.empty(0, out.dtype) if bias is None else bias
         launch(correlate_kernel, x, weight, b, out, sh, sw, dh, dw, top, left, groups)
         return out
-    n, c_in = x.shape[:2]
-    c_out, c_in_g, k_h, k_w = weight.shape
-    h_o, w_o = out.shape[2:]
+    n, c_out, h_o, w_o = out.shape
+    _, c_in_g, k_h, k_w = weight.shape
+    if out.size == 0:
+        return out
     taps = c_in_g * k_h * k_w
-    pix = h_o * w_o
-    m = _images_per_chunk((c_in * k_h * k_w + c_out) * pix * x.itemsize, n)
-    cols_buf = np.empty(c_in * k_h * k_w * m * pix, out.dtype)
-    res_buf = np.empty(c_out * m * pix, out.dtype)
-    w3 = weight.reshape(groups, c_out // groups, taps)
-    for n0 in range(0, n, m):
-        mm = min(m, n - n0)
-        cols = cols_buf[:c_in * k_h * k_w * mm * pix].reshape(c_in, k_h, k_w, mm, h_o, w_o)
-        launch(im2col_kernel, x, cols, n0, sh, sw, dh, dw, top, left)
-        res = res_buf[:c_out * mm * pix].reshape(groups, c_out // groups, mm * pix)
-        np.matmul(w3, cols.reshape(groups, taps, mm * pix), out=res)
-        res4 = res.reshape(c_out, mm, h_o, w_o).transpose(1, 0, 2, 3)
-        if bias is None:
-            out[n0:n0 + mm] = res4
-        else:
-            np.add(res4, bias[:, None, None], out=out[n0:n0 + mm])
+    threads = _threads()
+    tasks, slot = plan_tasks(n, h_o, w_o, taps + c_out // groups, out.itemsize,
+                             get_workspace_limit(), threads)
+    ws, = _buffers(out.dtype, threads * slot)
+    with single_threaded_blas():
+        launch(correlate_gemm_kernel, x, weight.reshape(groups, c_out // groups, taps), b, out,
+               tasks, ws, slot, sh, sw, dh, dw, top, left, k_h, k_w)
     return out
 
 
@@ -217,29 +482,19 @@ def weight_grad(a, b, gw, stride, dilation, before, groups, method):
         launch(weight_grad_kernel, a, b, gw, sh, sw, dh, dw, top, left, groups)
         return gw
     n, c_a, h_o, w_o = a.shape
-    c_b = b.shape[1]
     _, c_b_g, k_h, k_w = gw.shape
-    taps = c_b_g * k_h * k_w
-    pix = h_o * w_o
-    if n == 0:
+    if a.size == 0 or gw.size == 0:
         gw[...] = 0
         return gw
-    m = _images_per_chunk((c_b * k_h * k_w + c_a) * pix * a.itemsize, n)
-    cols_buf = np.empty(c_b * k_h * k_w * m * pix, gw.dtype)
-    a_buf = np.empty(c_a * m * pix, gw.dtype)
-    g3 = gw.reshape(groups, c_a // groups, taps)
-    part = np.empty_like(g3) if m < n else None
-    for n0 in range(0, n, m):
-        mm = min(m, n - n0)
-        cols = cols_buf[:c_b * k_h * k_w * mm * pix].reshape(c_b, k_h, k_w, mm, h_o, w_o)
-        launch(im2col_kernel, b, cols, n0, sh, sw, dh, dw, top, left)
-        at = a_buf[:c_a * mm * pix].reshape(c_a, mm, h_o, w_o)
-        np.copyto(at, a[n0:n0 + mm].transpose(1, 0, 2, 3))
-        lhs = at.reshape(groups, c_a // groups, mm * pix)
-        rhs = cols.reshape(groups, taps, mm * pix).transpose(0, 2, 1)
-        if n0 == 0:
-            np.matmul(lhs, rhs, out=g3)
-        else:            # chunks are added in a fixed order
-            np.matmul(lhs, rhs, out=part)
-            g3 += part
+    taps = c_b_g * k_h * k_w
+    threads = _threads()
+    units, starts, slot, tmp_size = plan_weight_grad(n, h_o, w_o, c_a // groups, taps, groups,
+                                                     gw.itemsize, get_workspace_limit(),
+                                                     threads)
+    ws, part = _buffers(gw.dtype, threads * slot, (len(starts) - 2) * gw.size)
+    with single_threaded_blas():
+        launch(weight_grad_gemm_kernel, a, b, gw.reshape(groups, c_a // groups, taps), part,
+               units, starts, ws, slot, tmp_size, sh, sw, dh, dw, top, left, k_h, k_w)
+    if part.size:
+        launch(sum_partials, gw.reshape(-1), part)
     return gw
