@@ -397,7 +397,7 @@ def plan_tasks(n, h_o, w_o, per_pixel, itemsize, limit, threads):
     As :func:`~convtranspose.cpu.im2col.plan_col2im`: with enough images a task is ``m``
     whole images, about ``_TASKS_PER_THREAD`` tasks per thread; otherwise a band of one
     image's rows, about ``_BANDS_PER_THREAD`` bands per thread over the batch (fewer
-    where a band would have under ``_MIN_COLS`` pixels). ``per_pixel`` workspace
+    where a band would have under ``_MIN_COLS`` pixels, but one per thread at least). ``per_pixel`` workspace
     elements per pixel, ``threads`` slots in all, fit in ``limit`` bytes (at least one row
     is always taken). ``threads`` is the process's fixed thread count, so the tasks, and
     the results, do not change with ``numba.set_num_threads``.
@@ -411,7 +411,8 @@ def plan_tasks(n, h_o, w_o, per_pixel, itemsize, limit, threads):
         tasks = [(n0, min(m, n - n0), 0, h_o) for n0 in range(0, n, m)]
         slot = m * per_image
     else:
-        want_bands = min(-(-threads * _BANDS_PER_THREAD // max(n, 1)), max(1, pix // _MIN_COLS))
+        want_bands = min(-(-threads * _BANDS_PER_THREAD // max(n, 1)),
+                         max(threads, pix // _MIN_COLS))
         b = min(h_o, max(want_bands, -(-per_image // budget)))
         edges = [h_o * i // b for i in range(b + 1)]
         bands = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
