@@ -148,12 +148,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
             dtypes, stride=stride, padding=padding,
             output_padding=output_padding, dilation=dilation, groups=groups,
             output_size=output_size)
-        name = dispatch.check_backend(backend)
-        if name == "auto" and 0 not in shape:
-            shape4 = shape if len(shape) == 4 else (1, *shape)
-            name = dispatch.choose(x.shape if x.ndim == 4 else (1, *x.shape), weight.shape,
-                                   params, dtype, shape4[2:]).backend
-        hit = params, shape, dtype, name
+        hit = params, shape, dtype, dispatch.check_backend(backend)
         if key is not None:
             if len(_VALIDATED) >= _VALIDATED_MAX:
                 _VALIDATED.clear()
@@ -170,6 +165,10 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     result = out if direct_out else allocate(shape, dtype, "output")
     if result.size:
         x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
+        if name == "auto":      # chosen once the output exists: the model's tables need it
+            name = dispatch.choose(x4.shape, weight.shape, params, dtype, r4.shape[2:]).backend
+            if key is not None:
+                _VALIDATED[key] = params, shape, dtype, name
         dispatch.run_backend(name)(x4, weight, bias, params, r4)
     if out is not None and result is not out:
         out[...] = result
