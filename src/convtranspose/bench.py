@@ -54,9 +54,11 @@ def interleaved_times(fns, repeat=5, warmup=1, min_seconds=0.02, clock=time.perf
     return samples
 
 
-def median_time(fn, repeat=5, warmup=1, min_seconds=0.05):
-    """Median wall time of ``fn()`` in seconds over ``repeat`` samples after ``warmup`` calls."""
-    return float(np.median(interleaved_times({"f": fn}, repeat, warmup, min_seconds)["f"]))
+def median_time(fn, repeat=5, warmup=1, min_seconds=0.05, clock=time.perf_counter):
+    """Median time of ``fn()`` in seconds over ``repeat`` samples after ``warmup`` calls
+    (wall time, or ``clock``'s: see :func:`interleaved_times`)."""
+    return float(np.median(interleaved_times({"f": fn}, repeat, warmup, min_seconds,
+                                             clock)["f"]))
 
 
 def gemm_gflops(dtype=np.float32, n=2048, repeat=5):

@@ -9,6 +9,7 @@ gradients, each as many as the forward (``2 * Shape.flops``). Run
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
@@ -37,8 +38,11 @@ def torch_backward_runner(x, w, b, gy, kwargs):
 
 
 def run_backward_suite(shapes=None, backends=("auto",), dtype=np.float32, repeat=5,
-                       with_torch=True):
-    """Time the backward of each suite shape; a report for :func:`format_table`."""
+                       with_torch=True, clock=time.perf_counter):
+    """Time the backward of each suite shape; a report for :func:`format_table`.
+
+    ``clock=time.thread_time`` measures the calling thread's CPU time (with one thread).
+    """
     shapes = list(SUITE if shapes is None else shapes)
     threads, with_torch = match_torch_threads(with_torch)
     dtype = np.dtype(dtype)
@@ -52,12 +56,12 @@ def run_backward_suite(shapes=None, backends=("auto",), dtype=np.float32, repeat
         t_torch = None
         runner = torch_backward_runner(x, w, b, gy, kw) if with_torch else None
         if runner is not None:
-            t_torch = median_time(runner, repeat)
+            t_torch = median_time(runner, repeat, clock=clock)
             rows.append(dict(shape=shape.name, backend="torch", dtype=dtype.name,
                              median_s=t_torch, gflops=work / t_torch / 1e9, ratio_torch=1.0))
         for backend in backends:
             t = median_time(lambda: conv_transpose2d_backward(gy, x, w, backend=backend, **kw),
-                            repeat)
+                            repeat, clock=clock)
             rows.append(dict(shape=shape.name, backend=backend, dtype=dtype.name, median_s=t,
                              gflops=work / t / 1e9,
                              ratio_torch=None if t_torch is None else t / t_torch))

@@ -98,15 +98,15 @@ def cmd_bench(args):
     if args.threads:
         import numba
         numba.set_num_threads(args.threads)
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     if args.backward:
         from .bench_backward import run_backward_suite
         backends = [b for b in args.backends or CPU_BACKENDS if b in CPU_BACKENDS]
         report = run_backward_suite(shapes, backends, np.dtype(args.dtype), repeat=args.repeat,
-                                    with_torch=not args.no_torch)
+                                    with_torch=not args.no_torch, clock=clock)
     else:
         report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype),
-                           repeat=args.repeat, with_torch=not args.no_torch,
-                           clock=time.thread_time if args.cpu_time else time.perf_counter)
+                           repeat=args.repeat, with_torch=not args.no_torch, clock=clock)
     print(format_table(report))
     if args.json:
         with open(args.json, "w") as fh:
