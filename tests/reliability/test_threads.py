@@ -76,6 +76,16 @@ def test_eight_threads_match_serial():
             assert np.array_equal(y, expected[i]), (t, i)
 
 
+def _bytes_on_1_and_2_threads(run):
+    """The bytes of every array ``run()`` returns, with Numba on one thread, then on two
+    (the caller restores the thread count)."""
+    out = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        out.append([a.tobytes() for a in run()])
+    return out
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_thread_count_does_not_change_bits(backend, dtype):
@@ -88,18 +98,14 @@ def test_thread_count_does_not_change_bits(backend, dtype):
     try:
         for i, p in enumerate(problems):
             x, w, b = p.arrays(dtype, seed=i)
-            numba.set_num_threads(1)
-            one = ct.conv_transpose2d(x, w, b, backend=backend, **p.kwargs)
-            numba.set_num_threads(2)
-            two = ct.conv_transpose2d(x, w, b, backend=backend, **p.kwargs)
-            assert one.tobytes() == two.tobytes(), str(p)
+            one, two = _bytes_on_1_and_2_threads(
+                lambda: [ct.conv_transpose2d(x, w, b, backend=backend, **p.kwargs)])
+            assert one == two, str(p)
         x = rng.standard_normal((4, 32, 20, 20)).astype(dtype)
         w = rng.standard_normal((32, 16, 4, 4)).astype(dtype)
-        numba.set_num_threads(1)
-        one = ct.conv_transpose2d(x, w, stride=2, padding=1, backend=backend)
-        numba.set_num_threads(2)
-        two = ct.conv_transpose2d(x, w, stride=2, padding=1, backend=backend)
-        assert one.tobytes() == two.tobytes()
+        one, two = _bytes_on_1_and_2_threads(
+            lambda: [ct.conv_transpose2d(x, w, stride=2, padding=1, backend=backend)])
+        assert one == two
     finally:
         numba.set_num_threads(old)
 
@@ -135,14 +141,13 @@ def test_thread_count_does_not_change_backward_bits(backend, dtype):
             gy = rng.standard_normal(y.shape).astype(dtype)
             conv_kw = {k: v for k, v in kw.items()
                        if k in ("stride", "padding", "dilation", "groups")}
-            results = []
-            for threads in (1, 2):
-                numba.set_num_threads(threads)
+            def run():
                 grads = ct.conv_transpose2d_backward(gy, x, w, backend=backend, **kw)
                 fwd = ct.conv2d(y, w, backend=backend, **conv_kw)
                 cgrads = ct.conv2d_backward(fwd, y, w, backend=backend, **conv_kw)
-                results.append([a.tobytes() for a in (*grads, fwd, *cgrads)])
-            assert results[0] == results[1], (i, x.shape, w.shape, kw)
+                return [*grads, fwd, *cgrads]
+            one, two = _bytes_on_1_and_2_threads(run)
+            assert one == two, (i, x.shape, w.shape, kw)
     finally:
         numba.set_num_threads(old)
         ct.set_workspace_limit(old_limit)

@@ -39,6 +39,7 @@ from .._threading import launch
 from .blas import single_threaded_blas
 from .im2col import _BANDS_PER_THREAD, _TASKS_PER_THREAD, _buffers, _table, get_workspace_limit
 from .im2col import _COL2IM_MIN_COLS as _MIN_COLS
+from .kernels import copy_rows
 
 __all__ = ["correlate", "weight_grad", "correlate_kernel", "weight_grad_kernel",
            "correlate_gemm_kernel", "weight_grad_gemm_kernel", "sum_partials", "plan_tasks",
@@ -292,13 +293,7 @@ def _weight_grad_task(t, a, b, gw3, part, units, starts, ws, slot, tmp_size, sh,
             _gather_cols(b, g * c_b_g, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top,
                          left, cols)
             if not whole:
-                for ca in range(c_a_g):
-                    for i in range(m):
-                        for r in range(rows):
-                            d = at[ca, (i * rows + r) * w_o:(i * rows + r + 1) * w_o]
-                            s = a[n0 + i, g * c_a_g + ca, oh_a + r]
-                            for ow in range(w_o):
-                                d[ow] = s[ow]
+                copy_rows(a, n0, m, g * c_a_g, oh_a, at)
             target = dst[g] if first else tmp
             if whole:
                 np.dot(a[n0, g * c_a_g:(g + 1) * c_a_g].reshape((c_a_g, pix)), cols.T, target)

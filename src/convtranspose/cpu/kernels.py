@@ -186,6 +186,23 @@ def _col2im_rows(cols, g, j, nl, n0, co, oh_a, oh_b, h0, first, bias, out, acc, 
         _store_row(acc, out, n0 + nl, co, oh, bias, first)
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def copy_rows(src, n0, m, c0, r0, dst):
+    """Rows ``r0 ..`` of channels ``c0 ..`` of images ``n0 .. n0+m`` of ``src`` (N, C, H, W)
+    as the matrix ``dst`` (channels, images*rows*W): ``dst[c, (i*rows + r)*W + w] =
+    src[n0 + i, c0 + c, r0 + r, w]``, with ``channels`` and ``rows`` from ``dst``'s shape."""
+    w = src.shape[3]
+    channels = dst.shape[0]
+    rows = dst.shape[1] // (m * w) if m * w else 0
+    for c in range(channels):
+        for i in range(m):
+            for r in range(rows):
+                d = dst[c, (i * rows + r) * w:(i * rows + r + 1) * w]
+                s = src[n0 + i, c0 + c, r0 + r]
+                for k in range(w):
+                    d[k] = s[k]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def col2im_gemm_kernel(x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
                        col_lo, col_hi, col_phase, col_q0, phases, q_len):
@@ -231,13 +248,7 @@ def _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row
                 np.dot(weight[g].T, x[n0, g * c_in_g:(g + 1) * c_in_g].reshape((c_in_g, h * w)),
                        cols)
             else:
-                for ci in range(c_in_g):
-                    for mi in range(m):
-                        for ih in range(hh):
-                            dst = xt[ci, (mi * hh + ih) * w:(mi * hh + ih + 1) * w]
-                            src = x[n0 + mi, g * c_in_g + ci, ih_a + ih]
-                            for iw in range(w):
-                                dst[iw] = src[iw]
+                copy_rows(x, n0, m, g * c_in_g, ih_a, xt)
                 np.dot(weight[g].T, xt, cols)
         c7 = cols.reshape((1, c_out_g, k_h, k_w, m, hh, w))
         for nl in range(m):
