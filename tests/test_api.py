@@ -139,9 +139,18 @@ def test_explain_reports_a_backend():
     assert choice.backend in str(choice) and "estimate" in str(choice)
 
 
-def test_workspace_limit_validation():
-    with pytest.raises(ValueError, match="nbytes must be a positive int, got 0"):
-        ct.set_workspace_limit(0)
+@pytest.mark.parametrize("bad, error, message", [
+    (0, ValueError, "nbytes must be >= 1, got 0"),
+    (-1, ValueError, "nbytes must be >= 1, got -1"),
+    (1.5, TypeError, "nbytes must be an int, got 1.5 of type float"),
+    (True, TypeError, "nbytes must be an int, got True"),
+    ("256MiB", TypeError, "nbytes must be an int"),
+])
+def test_workspace_limit_validation(bad, error, message):
+    old = ct.get_workspace_limit()
+    with pytest.raises(error, match=message):
+        ct.set_workspace_limit(bad)
+    assert ct.get_workspace_limit() == old
 
 
 def test_repeated_calls_revalidate_what_could_be_invalid():

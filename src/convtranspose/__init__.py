@@ -10,7 +10,7 @@
 from . import cuda
 from .api import conv_transpose2d
 from .conv import conv2d, conv2d_backward
-from .cpu.im2col import get_workspace_limit, set_workspace_limit
+from .cpu.workspace import get_workspace_limit, set_workspace_limit
 from .dispatch import explain
 from .grad import conv_transpose2d_backward
 from .layer import Conv2d, ConvTranspose2d

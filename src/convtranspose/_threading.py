@@ -30,7 +30,8 @@ from numba import njit
 
 __all__ = ["launch", "serial_build", "threading_layer", "serialised", "forked_serial"]
 
-_lock = threading.Lock()
+# re-entrant: a signal handler that computes while this thread holds it must not deadlock
+_lock = threading.RLock()
 _serialise = None        # None until the first launch tells which layer Numba chose
 _forked_serial = False   # True in a child forked after GNU OpenMP ran in the parent
 _serial_builds = {}      # parallel dispatcher -> serial dispatcher of the same function
@@ -71,7 +72,8 @@ def launch(kernel, *args):
     as its serial build in a child forked after GNU OpenMP ran; any other kernel just runs.
     """
     global _serialise
-    if not kernel.targetoptions.get("parallel"):
+    options = getattr(kernel, "targetoptions", None)
+    if options is None or not options.get("parallel"):   # serial, or NUMBA_DISABLE_JIT=1
         return kernel(*args)
     if _forked_serial:
         return serial_build(kernel)(*args)
@@ -85,7 +87,7 @@ def launch(kernel, *args):
 
 def _after_fork_in_child():
     global _lock, _forked_serial
-    _lock = threading.Lock()     # a thread of the parent may have held it at the fork
+    _lock = threading.RLock()    # a thread of the parent may have held it at the fork
     if threading_layer() == "omp":
         _forked_serial = True
 

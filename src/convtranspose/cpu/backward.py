@@ -33,11 +33,14 @@ from functools import lru_cache
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .._jit import njit
 
 from .._threading import launch
 from .blas import single_threaded_blas
-from .im2col import _BANDS_PER_THREAD, _TASKS_PER_THREAD, _buffers, _table, get_workspace_limit
+from .im2col import _BANDS_PER_THREAD, _TASKS_PER_THREAD, _table
+from .workspace import get_workspace_limit, workspace
 from .im2col import _COL2IM_MIN_COLS as _MIN_COLS
 from .kernels import copy_rows
 
@@ -460,8 +463,7 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
     threads = _threads()
     tasks, slot = plan_tasks(n, h_o, w_o, taps + c_out // groups, out.itemsize,
                              get_workspace_limit(), threads)
-    ws, = _buffers(out.dtype, threads * slot)
-    with single_threaded_blas():
+    with workspace(out.dtype, threads * slot) as (ws,), single_threaded_blas():
         launch(correlate_gemm_kernel, x, weight.reshape(groups, c_out // groups, taps), b, out,
                tasks, ws, slot, sh, sw, dh, dw, top, left, k_h, k_w)
     return out
@@ -487,10 +489,10 @@ def weight_grad(a, b, gw, stride, dilation, before, groups, method):
     units, starts, slot, tmp_size = plan_weight_grad(n, h_o, w_o, c_a // groups, taps, groups,
                                                      gw.itemsize, get_workspace_limit(),
                                                      threads)
-    ws, part = _buffers(gw.dtype, threads * slot, (len(starts) - 2) * gw.size)
-    with single_threaded_blas():
-        launch(weight_grad_gemm_kernel, a, b, gw.reshape(groups, c_a // groups, taps), part,
-               units, starts, ws, slot, tmp_size, sh, sw, dh, dw, top, left, k_h, k_w)
-    if part.size:
-        launch(sum_partials, gw.reshape(-1), part)
+    with workspace(gw.dtype, threads * slot, (len(starts) - 2) * gw.size) as (ws, part):
+        with single_threaded_blas():
+            launch(weight_grad_gemm_kernel, a, b, gw.reshape(groups, c_a // groups, taps),
+                   part, units, starts, ws, slot, tmp_size, sh, sw, dh, dw, top, left, k_h, k_w)
+        if part.size:
+            launch(sum_partials, gw.reshape(-1), part)
     return gw

@@ -30,8 +30,6 @@ phase row (phases) of one image, so a limit below that is exceeded by that much.
 """
 from __future__ import annotations
 
-import os
-import threading
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -40,73 +38,14 @@ import numpy as np
 
 from .._alloc import allocate
 from .._threading import launch
+from . import workspace as _ws
 from .blas import single_threaded_blas
 from .kernels import col2im_gemm_kernel, pack_phase_weights, phase_gemm_kernel
 from .taps import tap_tables
+from .workspace import get_workspace_limit, release_workspace, set_workspace_limit, workspace
 
 __all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "phase_maps", "plan_col2im",
            "get_workspace_limit", "set_workspace_limit", "release_workspace"]
-
-_DEFAULT_LIMIT = 256 * 2**20
-_limit = int(os.environ.get("CONVTRANSPOSE_WORKSPACE_BYTES", _DEFAULT_LIMIT))
-
-
-def get_workspace_limit():
-    """Return the im2col workspace limit in bytes."""
-    return _limit
-
-
-def set_workspace_limit(nbytes):
-    """Set the im2col workspace limit in bytes; return the previous limit.
-
-    Parameters
-    ----------
-    nbytes : int
-        Largest number of bytes the ``im2col`` backend may allocate for its column
-        buffer and input copy in one call; at least one input row's worth is always used.
-
-    Examples
-    --------
-    >>> import convtranspose as ct
-    >>> old = ct.set_workspace_limit(64 * 2**20)
-    >>> _ = ct.set_workspace_limit(old)
-    """
-    global _limit
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
-        raise ValueError(f"nbytes must be a positive int, got {nbytes!r}")
-    old, _limit = _limit, int(nbytes)
-    return old
-
-
-_local = threading.local()
-_KEEP_BYTES = 64 * 2**20     # workspace kept between calls, per thread, when no larger
-
-
-def _buffers(dtype, *sizes):
-    """Flat arrays of ``dtype`` with the given element counts, carved from one workspace.
-
-    Freshly mapped memory costs a page fault per 4 KiB on first touch (about as long
-    as the GEMM for many suite shapes), so each Python thread keeps its workspace of up
-    to ``_KEEP_BYTES`` for the next call; larger ones are freed when the call returns.
-    """
-    itemsize = np.dtype(dtype).itemsize
-    spans = [-(-n * itemsize // 64) * 64 for n in sizes]
-    total = sum(spans)
-    buf = getattr(_local, "buf", None)
-    if buf is None or buf.size < total:
-        buf = allocate(total, np.uint8, "im2col workspace")
-        _local.buf = buf if total <= _KEEP_BYTES else None
-    out, start = [], 0
-    for n, span in zip(sizes, spans):
-        out.append(buf[start:start + n * itemsize].view(dtype))
-        start += span
-    return out
-
-
-def release_workspace():
-    """Free the workspace this thread keeps between ``im2col`` calls."""
-    _local.buf = None
-
 
 #: Bytes of GEMM output a col2im task aims at (read back while still in cache), and the
 #: fewest GEMM columns it takes where the batch allows (below that the GEMM slows down).
@@ -185,11 +124,11 @@ def run_col2im(x, weight, bias, params, out):
     t = tap_tables((h, w), (k_h, k_w), out.shape[2:], params)
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     tasks, slot = plan_col2im(x.shape, weight.shape, params, out.shape[2:], x.itemsize,
-                              _limit, threads)
-    ws, = _buffers(out.dtype, threads * slot)
+                              _ws.get_workspace_limit(), threads)
     bias = np.empty(0, out.dtype) if bias is None else bias
     # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
-    with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+    with workspace(out.dtype, threads * slot) as (ws,), single_threaded_blas(), \
+            np.errstate(invalid="ignore", over="ignore"):
         launch(col2im_gemm_kernel, x, weight.reshape(groups, c_in // groups, -1), bias, out,
                tasks, ws, slot, t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
                t.col_phase, t.col_q0, t.phases, t.q_len)
@@ -275,8 +214,16 @@ def _dense_1x1(x, weight, bias, params, out):
     if not covered:
         out[...] = 0 if bias is None else bias[:, None, None]
     per_image = c_out * k_h * k_w * x.itemsize
-    m = max(1, min(n, _limit // per_image))
-    full_buf, = _buffers(out.dtype, m * c_out * k_h * k_w)
+    m = max(1, min(n, _ws.get_workspace_limit() // per_image))
+    with workspace(out.dtype, m * c_out * k_h * k_w) as (full_buf,):
+        _dense_chunks(x2, w2, bias, out, full_buf, m, (k_h, k_w), k_sl, o_sl)
+    return out
+
+
+def _dense_chunks(x2, w2, bias, out, full_buf, m, k_hw, k_sl, o_sl):
+    """The chunks of :func:`_dense_1x1`, ``m`` images at a time, through ``full_buf``."""
+    n, c_out = x2.shape[0], out.shape[1]
+    k_h, k_w = k_hw
     for n0 in range(0, n, m):
         mm = min(m, n - n0)
         full = full_buf[:mm * c_out * k_h * k_w].reshape(mm, c_out, k_h, k_w)
@@ -401,21 +348,21 @@ def run_phases(x, weight, bias, params, out):
         return _dense_1x1(x, weight, bias, params, out)
     h_out, w_out = out.shape[2:]
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
-    plan = plan_phases(x.shape, weight.shape, params, (h_out, w_out), x.itemsize, _limit,
-                       threads)
+    plan = plan_phases(x.shape, weight.shape, params, (h_out, w_out), x.itemsize,
+                       _ws.get_workspace_limit(), threads)
     if plan.bias_only:      # the tasks overwrite the phases that get taps
         out[...] = 0 if bias is None else bias[:, None, None]
     if not len(plan.tasks) or not out.size:
         return out
     maps = phase_maps((h, w), weight.shape[2:], (h_out, w_out), params)
-    wt, ws = _buffers(out.dtype, plan.w_size, threads * plan.slot)
-    launch(pack_phase_weights, weight, wt, plan.k_rows, plan.k_cols, plan.tap_start,
-           plan.w_offs)
     bias = np.empty(0, out.dtype) if bias is None else bias
-    # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
-    with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
-        launch(phase_gemm_kernel, x.reshape(n, c_in, h * w), wt, bias, out, plan.meta, maps,
-               plan.tasks, plan.s_h, plan.s_w, groups, ws, plan.slot)
+    with workspace(out.dtype, plan.w_size, threads * plan.slot) as (wt, ws):
+        launch(pack_phase_weights, weight, wt, plan.k_rows, plan.k_cols, plan.tap_start,
+               plan.w_offs)
+        # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
+        with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+            launch(phase_gemm_kernel, x.reshape(n, c_in, h * w), wt, bias, out, plan.meta, maps,
+                   plan.tasks, plan.s_h, plan.s_w, groups, ws, plan.slot)
     return out
 
 

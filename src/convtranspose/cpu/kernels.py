@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .._jit import njit
 
 # Contraction into FMAs and reassociation; no ``nnan``/``ninf``, so NaN and Inf
 # propagate as they do in PyTorch.

@@ -1,0 +1,159 @@
+"""The workspace of the GEMM-based kernels: its limit, and the buffers carved from it.
+
+The ``im2col`` forms and the GEMM forms of the gradients give each thread one slot of
+workspace; all slots together are bounded by the *workspace limit* (default 256 MiB;
+:func:`set_workspace_limit`, or the environment variable ``CONVTRANSPOSE_WORKSPACE_BYTES``
+read at import: a byte count such as ``268435456``, or with a unit, ``256MiB``, ``64M``,
+``1GiB``, ``500MB``).
+
+Each Python thread keeps its workspace of up to ``_KEEP_BYTES`` between calls (freshly
+mapped memory costs a page fault per 4 KiB on first touch, about as long as the GEMM for
+many suite shapes). A call holds that workspace while it runs; a call that starts while
+it is held in the same thread (a signal handler computing in the middle of a
+computation) gets a fresh one, so no call ever sees another's data.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from .._alloc import allocate
+
+__all__ = ["get_workspace_limit", "set_workspace_limit", "workspace", "release_workspace",
+           "parse_bytes", "ENV_VAR"]
+
+ENV_VAR = "CONVTRANSPOSE_WORKSPACE_BYTES"
+_DEFAULT_LIMIT = 256 * 2**20
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20,
+          "mb": 10**6, "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40,
+          "tb": 10**12}
+
+
+def parse_bytes(text, name=ENV_VAR):
+    """A positive byte count from ``text``: digits with an optional unit (``"256MiB"``).
+
+    Raises ``ValueError`` naming ``name`` for anything else (``"1e8"``, ``"-1"``, ``"0"``).
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.workspace import parse_bytes
+    >>> parse_bytes("256MiB"), parse_bytes("64k"), parse_bytes("1000")
+    (268435456, 65536, 1000)
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match and _UNITS.get(match.group(2).lower())
+    if not unit or int(match.group(1)) < 1:
+        raise ValueError(f"{name} must be a positive number of bytes, optionally with a unit "
+                         f"(e.g. 268435456, 256MiB, 64M, 1GiB), got {text!r}")
+    return int(match.group(1)) * unit
+
+
+def _limit_from_env():
+    text = os.environ.get(ENV_VAR, "")
+    return _DEFAULT_LIMIT if not text.strip() else parse_bytes(text)
+
+
+_limit = _limit_from_env()
+
+
+def get_workspace_limit():
+    """Return the workspace limit in bytes.
+
+    Examples
+    --------
+    >>> import convtranspose as ct
+    >>> ct.get_workspace_limit() > 0
+    True
+    """
+    return _limit
+
+
+def set_workspace_limit(nbytes):
+    """Set the workspace limit in bytes; return the previous limit.
+
+    Parameters
+    ----------
+    nbytes : int
+        Most bytes the GEMM-based kernels (``im2col`` and the gradients' GEMM forms) may
+        use for their per-thread matrices in one call; a task needs at least one output
+        row's (or one phase row's) worth, which is used even when the limit is smaller.
+
+    Returns
+    -------
+    int
+        The previous limit.
+
+    Raises
+    ------
+    TypeError
+        ``nbytes`` is not an int (a float, a bool, a string).
+    ValueError
+        ``nbytes`` is below 1.
+
+    Examples
+    --------
+    >>> import convtranspose as ct
+    >>> old = ct.set_workspace_limit(64 * 2**20)
+    >>> ct.get_workspace_limit()
+    67108864
+    >>> _ = ct.set_workspace_limit(old)
+    """
+    global _limit
+    if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be an int, got {nbytes!r} of type {type(nbytes).__name__}")
+    if nbytes < 1:
+        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
+    old, _limit = _limit, int(nbytes)
+    return old
+
+
+_local = threading.local()
+_KEEP_BYTES = 64 * 2**20     # workspace kept between calls, per thread, when no larger
+
+
+@contextmanager
+def workspace(dtype, *sizes):
+    """Flat arrays of ``dtype`` with the given element counts, carved from one buffer,
+    for the duration of the block (64-byte aligned spans).
+
+    The thread's kept buffer is used when it is free and large enough; otherwise (too
+    small, or held by an interrupted call of this thread) a new one is allocated, and
+    kept if it is at most ``_KEEP_BYTES`` and nothing held the old one.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    spans = [-(-n * itemsize // 64) * 64 for n in sizes]
+    total = sum(spans)
+    buf = getattr(_local, "buf", None)
+    held = getattr(_local, "held", False)
+    if held or buf is None or buf.size < total:
+        buf = allocate(total, np.uint8, "workspace")
+        if not held:
+            _local.buf = buf if total <= _KEEP_BYTES else None
+    mine = not held and getattr(_local, "buf", None) is buf
+    if mine:
+        _local.held = True
+    try:
+        out, start = [], 0
+        for n, span in zip(sizes, spans):
+            out.append(buf[start:start + n * itemsize].view(dtype))
+            start += span
+        yield out
+    finally:
+        if mine:
+            _local.held = False
+
+
+def release_workspace():
+    """Free the workspace this thread keeps between calls (not one in use).
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.workspace import release_workspace
+    >>> release_workspace()
+    """
+    if not getattr(_local, "held", False):
+        _local.buf = None
