@@ -75,9 +75,12 @@ def test_phase_plan_covers_each_output_once_with_the_right_taps():
         out_len = (in_len - 1) * s - before + d * (k - 1) + 1 + int(rng.integers(-1, 3))
         if out_len < 1:
             continue
-        stride, phases = im2col._dim_phases(in_len, out_len, k, s, d, before)
+        stride, phases, n_phases = im2col._dim_phases(in_len, out_len, k, s, d, before)
+        assert n_phases == min(stride, out_len)
+        assert [ph.o0 for ph in phases] == sorted({ph.o0 for ph in phases})
         seen = np.zeros(out_len, int)
         for ph in phases:
+            assert ph.k_idx and ph.count == len(range(ph.o0, out_len, stride))
             for a in range(ph.count):
                 o = ph.o0 + stride * a
                 seen[o] += 1
@@ -86,7 +89,11 @@ def test_phase_plan_covers_each_output_once_with_the_right_taps():
                 want = {(kk, i) for kk in range(k) for i in range(in_len)
                         if i * s + kk * d - before == o}
                 assert got == want
-        np.testing.assert_array_equal(seen, 1)
+        # outputs in no listed phase receive no tap (they hold only the bias)
+        for o in np.flatnonzero(seen == 0):
+            assert not [(kk, i) for kk in range(k) for i in range(in_len)
+                        if i * s + kk * d - before == o]
+        assert seen.max() <= 1
 
 
 def test_workspace_is_reused_safely_across_shapes():

@@ -5,6 +5,7 @@ import numpy as np
 
 from . import dispatch
 from ._alloc import allocate
+from .cpu.workspace import get_workspace_limit
 from .params import normalise
 
 __all__ = ["conv_transpose2d"]
@@ -176,11 +177,12 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return result
 
 
-# Validated calls, by the operands' types, shapes and dtypes and the hyper-parameters as
-# given: a layer called again skips validation and the backend choice (tens of
-# microseconds, as long as a small problem's whole computation). Only plain ndarrays and
-# int / tuple-of-int hyper-parameters are keyed, with their exact types, so every call
-# that could raise still goes through `normalise`.
+# Validated calls, by the operands' types, shapes and dtypes, the hyper-parameters as
+# given and the workspace limit (on which the backend "auto" picks depends): a layer
+# called again skips validation and the backend choice (tens of microseconds, as long as
+# a small problem's whole computation). Only plain ndarrays and int / tuple-of-int
+# hyper-parameters are keyed, with their exact types, so every call that could raise
+# still goes through `normalise`.
 _VALIDATED = {}
 _VALIDATED_MAX = 512
 
@@ -210,7 +212,8 @@ def _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dil
     if type(backend) is not str or (output_size is not None and _int_tree(output_size) is None):
         return None
     return (x.shape, x.dtype, weight.shape, weight.dtype,
-            None if bias is None else (bias.shape, bias.dtype), hyper, output_size, backend)
+            None if bias is None else (bias.shape, bias.dtype), hyper, output_size, backend,
+            get_workspace_limit())
 
 
 def _native(a, dtype):

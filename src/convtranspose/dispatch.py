@@ -23,7 +23,9 @@ __all__ = ["BACKENDS", "GPU_BACKENDS", "Choice", "check_backend", "choose", "exp
 
 
 def _im2col(x, weight, bias, params, out):
-    """The ``im2col`` backend: its sub-pixel phase form or its col2im form, by the model."""
+    """The ``im2col`` backend: its sub-pixel phase form or its col2im form, by the model
+    (which depends on the workspace limit; the phase form runs as col2im when a tap it
+    would use is Inf or NaN, see :func:`~convtranspose.cpu.im2col.run_phases`)."""
     form = _im2col_form(x.shape, weight.shape, params, out.shape, out.dtype)
     return im2col.FORMS[form](x, weight, bias, params, out)
 
@@ -147,9 +149,10 @@ def _gemm_s(m, k, n_cols, rates, rate="gemm"):
 
 
 @lru_cache(maxsize=512)
-def _forms(x_shape, w_shape, params, out_hw, dtype):
+def _forms(x_shape, w_shape, params, out_hw, dtype, limit):
     """``(seconds that threads share, seconds on one thread)`` of the direct kernel and
-    of each im2col form (tuples in; cached, so a layer called again pays nothing)."""
+    of each im2col form under workspace limit ``limit`` (tuples in; cached, so a layer
+    called again pays nothing; ``O(kernel + tasks)``, never a loop over the output)."""
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape
     groups = params.groups
@@ -166,7 +169,6 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
                 + rows * row_s + rows * taps_h * c_in_g * k_w * _SEGMENT_S / block)
     t_direct = (0.0, t_direct) if work < direct.SERIAL_FLOPS else (t_direct, 0.0)
     size = isz / 4             # per-element costs were fitted for float32
-    limit = im2col.get_workspace_limit()
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     tasks, _ = im2col.plan_col2im(x_shape, w_shape, params, out_hw, isz, limit, threads)
     pix = int(((tasks[:, 3] - tasks[:, 2]) * tasks[:, 1]).sum()) * w   # bands share rows
@@ -182,7 +184,7 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
     else:
         plan = im2col.plan_phases(x_shape, w_shape, params, out_hw, isz, limit, threads)
         t = _CALL_S + len(plan.tasks) * groups * _PHASES_TASK_S
-        for _, _, p_rows, p_cols, taps, _, _, x_is_b in plan.meta:
+        for p_rows, p_cols, taps, x_is_b in plan.meta[:, [2, 3, 4, 6]]:
             pix = n * p_rows * p_cols
             t += groups * _gemm_s(c_out_g, c_in_g * taps, pix, rates, "phases_gemm")
             t += (0 if x_is_b else c_in * taps * pix * _GATHER_S * size)
@@ -192,18 +194,21 @@ def _forms(x_shape, w_shape, params, out_hw, dtype):
 
 
 def _im2col_form(x_shape, w_shape, params, out_shape, dtype):
-    _, est = _estimates(x_shape, w_shape, params, dtype, out_shape[-2:])
+    _, est = _estimates(x_shape, w_shape, params, dtype, out_shape[-2:],
+                        im2col.get_workspace_limit())
     return "phases" if est["im2col/phases"] <= est["im2col/col2im"] else "col2im"
 
 
-def _estimates(x_shape, w_shape, params, dtype, out_hw):
-    """Estimated seconds per backend (and im2col form) with all of Numba's threads.
+def _estimates(x_shape, w_shape, params, dtype, out_hw, limit):
+    """Estimated seconds per backend (and im2col form) with all of Numba's threads, under
+    workspace limit ``limit`` (the im2col tasks, and so their estimates, depend on it).
 
     The thread count is ``NUMBA_NUM_THREADS``, fixed for the process, not the current
     ``numba.set_num_threads`` value: the choice, and so the summation order and the bits
     of the result, must not change with the number of threads in use.
     """
-    work, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_hw), np.dtype(dtype))
+    work, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_hw), np.dtype(dtype),
+                       limit)
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     return work, {name: shared / threads + serial for name, (shared, serial) in est.items()}
 
@@ -212,15 +217,18 @@ def choose(x_shape, w_shape, params, dtype, out_hw=None):
     """Pick a CPU backend for a validated 4-D problem; returns a :class:`Choice`.
 
     ``out_hw`` is the output's ``(H_out, W_out)``, computed from the shapes when omitted.
+    The choice depends on the problem, the process's ``NUMBA_NUM_THREADS`` and the
+    workspace limit in force, and on nothing else (not on earlier calls).
     """
     if out_hw is None:
         out_hw = _output_hw(x_shape[2:], w_shape[2:], params)
-    return _choose(tuple(x_shape), tuple(w_shape), params, np.dtype(dtype), tuple(out_hw))
+    return _choose(tuple(x_shape), tuple(w_shape), params, np.dtype(dtype), tuple(out_hw),
+                   im2col.get_workspace_limit())
 
 
 @lru_cache(maxsize=512)
-def _choose(x_shape, w_shape, params, dtype, out_hw):
-    work, est = _estimates(x_shape, w_shape, params, dtype, out_hw)
+def _choose(x_shape, w_shape, params, dtype, out_hw, limit):
+    work, est = _estimates(x_shape, w_shape, params, dtype, out_hw, limit)
     best = min(est, key=est.get)
     others = ", ".join(f"{est[k] * 1e3:.3g} ms for {k}" for k in est if k != best)
     reason = (f"estimated {est[best] * 1e3:.3g} ms for {best} against {others} "

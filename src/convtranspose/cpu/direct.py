@@ -1,7 +1,9 @@
 """The ``direct`` backend: one parallel gather kernel, no workspace.
 
 Every output row is accumulated by one thread from the taps that reach it (see
-:mod:`convtranspose.cpu.taps`); no multiplication by inserted zeros happens.
+:mod:`convtranspose.cpu.taps`); no multiplication by inserted zeros happens. Besides the
+output it allocates only ``O(kW)`` column tables and, per output row (four rows with
+channel blocking), an accumulator of fewer than ``2 * W_out`` elements.
 """
 from __future__ import annotations
 
@@ -24,6 +26,5 @@ def run(x, weight, bias, params, out):
     bias = np.empty(0, out.dtype) if bias is None else bias
     work = 2 * x.size * weight.shape[1] * weight.shape[2] * weight.shape[3]
     kernel = direct_kernel_serial if work < SERIAL_FLOPS else direct_kernel
-    launch(kernel, x, weight, bias, out, t.row_count, t.row_k, t.row_i,
-           t.col_lo, t.col_hi, t.col_phase, t.col_q0, t.phases, t.q_len, params.groups)
+    launch(kernel, x, weight, bias, out, *t, params.groups)
     return out

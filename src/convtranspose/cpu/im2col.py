@@ -30,7 +30,6 @@ phase row (phases) of one image, so a limit below that is exceeded by that much.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import NamedTuple
 
 import numba
@@ -41,10 +40,10 @@ from .._threading import launch
 from . import workspace as _ws
 from .blas import single_threaded_blas
 from .kernels import col2im_gemm_kernel, pack_phase_weights, phase_gemm_kernel
-from .taps import tap_tables
+from .taps import byte_bounded_cache, input_span, tap_tables
 from .workspace import get_workspace_limit, release_workspace, set_workspace_limit, workspace
 
-__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "phase_maps", "plan_col2im",
+__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "plan_col2im",
            "get_workspace_limit", "set_workspace_limit", "release_workspace"]
 
 #: Bytes of GEMM output a col2im task aims at (read back while still in cache), and the
@@ -57,21 +56,22 @@ _TASKS_PER_THREAD = 2
 _BANDS_PER_THREAD = 4
 
 
-def _bands(t, h, h_out, b):
-    """``b`` bands of output rows, each with the input rows that reach it."""
+def _bands(params, k_h, h, h_out, b):
+    """``b`` bands of output rows, each with the input rows that reach it (``O(b*kH)``)."""
+    s_h, d_h, top = params.stride[0], params.dilation[0], params.pad_h[0]
     edges = np.linspace(0, h_out, b + 1).round().astype(np.int64)
-    bands = []
-    for oh_a, oh_b in zip(edges[:-1], edges[1:]):
-        if oh_b <= oh_a:
-            continue
-        counts = t.row_count[oh_a:oh_b]
-        used = t.row_i[oh_a:oh_b][np.arange(t.row_i.shape[1]) < counts[:, None]]
-        ih_a, ih_b = (int(used.min()), int(used.max()) + 1) if used.size else (0, 0)
-        bands.append((ih_a, ih_b, int(oh_a), int(oh_b)))
-    return bands
+    return [(*input_span(int(oh_a), int(oh_b), h, k_h, s_h, d_h, top), int(oh_a), int(oh_b))
+            for oh_a, oh_b in zip(edges[:-1], edges[1:]) if oh_b > oh_a]
 
 
-@lru_cache(maxsize=128)
+def _max_bands(h_out, s_h, start):
+    """Most bands worth cutting: below ``s_h`` output rows a band still needs the input
+    rows its taps reach, so finer bands save at most one input row; never more than
+    ``h_out``. Bounded by the input and kernel sizes, not by the output's."""
+    return min(h_out, max(start, 2 * -(-h_out // s_h)))
+
+
+@byte_bounded_cache()
 def plan_col2im(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     """``(tasks, slot)`` of the col2im form: rows ``(n0, m, ih_a, ih_b, oh_a, oh_b)`` and
     the workspace elements one task needs.
@@ -82,10 +82,11 @@ def plan_col2im(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     an image whose columns exceed ``limit / threads`` bytes, a task is a band of one
     image's output rows (``_BANDS_PER_THREAD`` bands per thread over the batch, fewer
     where a band would have under ``_COL2IM_MIN_COLS`` input pixels, more where the
-    limit needs it), with the input rows that reach it (neighbouring bands share ``~kH*dH/sH`` input rows,
-    whose products both compute). ``threads`` is the process's
-    fixed thread count, so the tasks, and the results, do not change with
-    ``numba.set_num_threads``.
+    limit needs it, but no more than :func:`_max_bands`), with the input rows that reach
+    it (neighbouring bands share ``~kH*dH/sH`` input rows, whose products both compute).
+    ``threads`` is the process's fixed thread count, so the tasks, and the results, do
+    not change with ``numba.set_num_threads``. Costs ``O(tasks * kH)``, never a loop
+    over output rows.
     """
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape
@@ -99,16 +100,16 @@ def plan_col2im(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
         tasks = [(n0, min(m, n - n0), 0, h, 0, out_hw[0]) for n0 in range(0, n, m)]
         slot = (rows + (c_in_g if m > 1 else 0)) * m * h * w
     else:
-        t = tap_tables((h, w), (k_h, k_w), out_hw, params)
         want_bands = min(-(-threads * _BANDS_PER_THREAD // max(n, 1)),
                          max(1, h * w // _COL2IM_MIN_COLS))   # keep the GEMMs wide
-        b = min(out_hw[0], max(want_bands, -(-per_image // budget)))
+        b_max = _max_bands(out_hw[0], params.stride[0], want_bands)
+        b = min(b_max, max(want_bands, -(-per_image // budget)))
         while True:
-            bands = _bands(t, h, out_hw[0], b)
+            bands = _bands(params, k_h, h, out_hw[0], b)
             slot = max((rows + c_in_g) * (ih_b - ih_a) * w for ih_a, ih_b, _, _ in bands)
-            if slot * itemsize <= budget or b >= out_hw[0]:
+            if slot * itemsize <= budget or b >= b_max:
                 break
-            b = min(out_hw[0], 2 * b)
+            b = min(b_max, 2 * b)
         tasks = [(n0, 1, *band) for n0 in range(n) for band in bands]
     tasks = np.array(tasks, np.int64).reshape(-1, 6)
     tasks.flags.writeable = False
@@ -130,8 +131,7 @@ def run_col2im(x, weight, bias, params, out):
     with workspace(out.dtype, threads * slot) as (ws,), single_threaded_blas(), \
             np.errstate(invalid="ignore", over="ignore"):
         launch(col2im_gemm_kernel, x, weight.reshape(groups, c_in // groups, -1), bias, out,
-               tasks, ws, slot, t.row_count, t.row_k, t.row_i, t.col_lo, t.col_hi,
-               t.col_phase, t.col_q0, t.phases, t.q_len)
+               tasks, ws, slot, *t)
     return out
 
 
@@ -150,32 +150,38 @@ class _Phase(NamedTuple):
 
 
 def _dim_phases(in_len, out_len, k, s, d, before):
-    """Split one dimension's output into ``s`` phases; return ``(stride, phases)``.
+    """One dimension's phases that receive taps; return ``(stride, phases, n_phases)``.
 
     Output ``o`` receives tap ``kk`` from input ``i = (o + before - kk*d) / s`` when that is
-    an integer, so outputs ``o0, o0 + s, ...`` share the taps for which
-    ``(o0 + before - kk*d) % s == 0``, each reading input ``offset + a``. Taps whose
-    inputs all lie outside ``[0, in_len)`` are dropped. With a single input position the
-    stride does not change the result, so a larger one is used, which leaves at most
-    one tap per phase and no multiplication by padding.
+    an integer, so outputs ``o0, o0 + s, ...`` (``0 <= o0 < min(s, out_len)``: ``n_phases``
+    phases) share the taps for which ``(o0 + before - kk*d) % s == 0``, each reading input
+    ``offset + a``. Taps whose inputs all lie outside ``[0, in_len)`` are dropped, and so
+    are phases left without taps (they hold only the bias). With a single input position
+    the stride does not change the result, so a larger one is used, which leaves at most
+    one tap per phase and no multiplication by padding. ``O(k)``: only the phases some
+    tap reaches are visited, in increasing ``o0``.
     """
     if in_len == 1:
         s = max(s, out_len + before + d * (k - 1) + 1)
-    phases = []
-    for o0 in range(min(s, out_len)):
+    found = {}
+    for kk in range(k):
+        o0 = (kk * d - before) % s
+        if o0 >= out_len:
+            continue
         count = (out_len - o0 + s - 1) // s
-        k_idx, offsets = [], []
-        for kk in range(k):
-            num = o0 + before - kk * d
-            if num % s == 0 and num // s <= in_len - 1 and num // s + count - 1 >= 0:
-                k_idx.append(kk)
-                offsets.append(num // s)
-        phases.append(_Phase(o0, count, tuple(k_idx), tuple(offsets)))
-    return s, phases
+        first = (o0 + before - kk * d) // s
+        if first <= in_len - 1 and first + count - 1 >= 0:
+            found.setdefault(o0, (count, [], []))
+            found[o0][1].append(kk)
+            found[o0][2].append(first)
+    phases = [_Phase(o0, count, tuple(k_idx), tuple(offsets))
+              for o0, (count, k_idx, offsets) in sorted(found.items())]
+    return s, phases, min(s, out_len)
 
 
 def phase_plan(in_hw, k_hw, out_hw, params):
-    """Row and column phases of one problem: ``((s_h, rows), (s_w, cols))``."""
+    """Row and column phases of one problem: ``((s_h, rows, n_rows), (s_w, cols, n_cols))``
+    (see :func:`_dim_phases`)."""
     return (_dim_phases(in_hw[0], out_hw[0], k_hw[0], params.stride[0], params.dilation[0],
                         params.pad_h[0]),
             _dim_phases(in_hw[1], out_hw[1], k_hw[1], params.stride[1], params.dilation[1],
@@ -203,6 +209,16 @@ def _dense_1x1(x, weight, bias, params, out):
                     else slice(0, 0))
     w2 = weight.reshape(c_in, c_out * k_h * k_w)
     x2 = x.reshape(n, c_in)
+    # NaN and Inf propagate silently, as in the kernels and in PyTorch
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _dense_run(x2, w2, bias, params, out, (k_h, k_w), k_sl, o_sl)
+
+
+def _dense_run(x2, w2, bias, params, out, k_hw, k_sl, o_sl):
+    """The GEMM and copies of :func:`_dense_1x1` (called under its error state)."""
+    n = x2.shape[0]
+    _, c_out, h_out, w_out = out.shape
+    k_h, k_w = k_hw
     if (k_h, k_w) == (h_out, w_out) and k_sl == [slice(0, k_h), slice(0, k_w)] \
             and params.dilation == (1, 1):
         np.matmul(x2, w2, out=out.reshape(n, -1))     # the output is the GEMM's result
@@ -213,7 +229,7 @@ def _dense_1x1(x, weight, bias, params, out):
                and params.dilation == (1, 1))
     if not covered:
         out[...] = 0 if bias is None else bias[:, None, None]
-    per_image = c_out * k_h * k_w * x.itemsize
+    per_image = c_out * k_h * k_w * x2.itemsize
     m = max(1, min(n, _ws.get_workspace_limit() // per_image))
     with workspace(out.dtype, m * c_out * k_h * k_w) as (full_buf,):
         _dense_chunks(x2, w2, bias, out, full_buf, m, (k_h, k_w), k_sl, o_sl)
@@ -242,12 +258,15 @@ class PhasePlan(NamedTuple):
 
     s_h: int
     s_w: int
-    meta: np.ndarray      # per phase with taps: o0r, o0c, rows, cols, taps, map_off, w_off, x_is_b
+    meta: np.ndarray      # per phase with taps: o0r, o0c, rows, cols, taps, w_off, x_is_b,
+                          # and where its taps start in k_rows / k_cols, T_w
     tasks: np.ndarray     # (phase, n0, images, a0, rows) per task
     bias_only: bool       # whether some phases get no tap (they hold only the bias)
     k_rows: np.ndarray    # kernel rows, then columns, of each phase's taps ...
     k_cols: np.ndarray
     tap_start: np.ndarray  # ... phase p's from tap_start[p] to tap_start[p + 1]
+    off_rows: np.ndarray  # the input row (column) a tap reads for phase row (column) 0,
+    off_cols: np.ndarray  # aligned with k_rows (k_cols)
     w_offs: np.ndarray    # where each phase's packed weight starts
     w_size: int           # elements of the packed phase weights
     slot: int             # workspace elements one thread's task needs at most
@@ -257,7 +276,7 @@ class PhasePlan(NamedTuple):
 _MIN_TASK_COLS = 256
 
 
-@lru_cache(maxsize=128)
+@byte_bounded_cache()
 def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     """Build the :class:`PhasePlan` of one problem (cached: a layer called again reuses it).
 
@@ -265,18 +284,18 @@ def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     bands of phase rows, so that there are about ``_TASKS_PER_THREAD`` tasks per thread
     of at least ``_MIN_TASK_COLS`` columns each, and ``threads`` tasks' buffers fit in
     ``limit`` bytes. ``threads`` is the process's fixed thread count, so the tasks, and
-    the results, do not change with ``numba.set_num_threads``. The index maps the
-    kernel reads are built apart, by :func:`phase_maps`, only when the form runs.
+    the results, do not change with ``numba.set_num_threads``. Its tables hold ``O(kH*kW)``
+    entries and its task list ``O(tasks)``: nothing grows with the output.
     """
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape
     c_in_g = c_in // params.groups
-    (s_h, rows), (s_w, cols) = phase_plan((h, w), (k_h, k_w), out_hw, params)
-    rows_t, cols_t = [pr for pr in rows if pr.k_idx], [pc for pc in cols if pc.k_idx]
-    work = [(pr, pc) for pr in rows_t for pc in cols_t]
-    bias_only = len(work) < len(rows) * len(cols)
-    meta, tasks, k_rows, k_cols, starts = [], [], [], [], [(0, 0)]
-    map_off = w_off = slot = 0
+    (s_h, rows, n_rows), (s_w, cols, n_cols) = phase_plan((h, w), (k_h, k_w), out_hw, params)
+    work = [(pr, pc) for pr in rows for pc in cols]
+    bias_only = len(work) < n_rows * n_cols
+    meta, tasks, k_rows, k_cols, off_rows, off_cols = [], [], [], [], [], []
+    starts = [(0, 0)]
+    w_off = slot = 0
     for p, (pr, pc) in enumerate(work):
         taps = len(pr.k_idx) * len(pc.k_idx)
         whole = (taps == 1 and pr.offsets == (0,) and pc.offsets == (0,)
@@ -297,15 +316,17 @@ def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
                       for n0 in range(n) for a0 in range(0, pr.count, band)]
             whole = whole and band >= pr.count
             slot = max(slot, min(band, pr.count) * pc.count * per_col // itemsize)
-        meta.append((pr.o0, pc.o0, pr.count, pc.count, taps, map_off, w_off, int(whole)))
-        map_off += taps * per_img
+        meta.append((pr.o0, pc.o0, pr.count, pc.count, taps, w_off, int(whole), len(k_rows),
+                     len(k_cols), len(pc.k_idx)))
         w_off += c_in * c_out_g * taps
         k_rows += pr.k_idx
         k_cols += pc.k_idx
+        off_rows += pr.offsets
+        off_cols += pc.offsets
         starts.append((len(k_rows), len(k_cols)))
-    return PhasePlan(s_h, s_w, _table(meta, 8), _table(tasks, 5), bias_only, _table(k_rows),
-                     _table(k_cols), _table(starts, 2), _table([m[6] for m in meta]),
-                     w_off, slot)
+    return PhasePlan(s_h, s_w, _table(meta, 10), _table(tasks, 5), bias_only, _table(k_rows),
+                     _table(k_cols), _table(starts, 2), _table(off_rows), _table(off_cols),
+                     _table([m[5] for m in meta]), w_off, slot)
 
 
 def _table(rows, width=None):
@@ -316,31 +337,17 @@ def _table(rows, width=None):
     return a
 
 
-@lru_cache(maxsize=32)
-def phase_maps(in_hw, k_hw, out_hw, params):
-    """For each phase with taps and each of its taps, the flat input pixel that every
-    phase pixel reads (-1: outside the input), in :func:`plan_phases`' order."""
-    h, w = in_hw
-    (_, rows), (_, cols) = phase_plan(in_hw, k_hw, out_hw, params)
-    maps = []
-    for pr in rows:
-        for pc in cols:
-            if not (pr.k_idx and pc.k_idx):
-                continue
-            ih = np.add.outer(np.array(pr.offsets), np.arange(pr.count))     # (T_h, rows)
-            iw = np.add.outer(np.array(pc.offsets), np.arange(pc.count))     # (T_w, cols)
-            ok = ((ih >= 0) & (ih < h))[:, None, :, None] & ((iw >= 0) & (iw < w))[None, :, None, :]
-            maps.append(np.where(ok, ih[:, None, :, None] * w + iw[None, :, None, :], -1).ravel())
-    return _table(np.concatenate(maps) if maps else [])
-
-
 def run_phases(x, weight, bias, params, out):
     """The sub-pixel phase form: independent (phase, images, rows) tasks in parallel,
     each a gather of the input pixels its taps read, a single-threaded BLAS GEMM over
     ``C_in * taps``, and a write of its own output pixels.
 
     No product with an inserted zero is computed. A phase with one tap at offset zero
-    over whole images multiplies the input in place, with no gather.
+    over whole images multiplies the input in place, with no gather. Taps that read
+    outside the input gather zeros, which the GEMM multiplies: harmless for finite
+    weights, but ``0 * inf`` is NaN, so when a tap some phase uses is Inf or NaN (counted
+    while the weights are packed) the problem runs in the col2im form instead, which
+    multiplies only real (input, tap) pairs, as the definition does.
     """
     n, c_in, h, w = x.shape
     groups = params.groups
@@ -354,16 +361,18 @@ def run_phases(x, weight, bias, params, out):
         out[...] = 0 if bias is None else bias[:, None, None]
     if not len(plan.tasks) or not out.size:
         return out
-    maps = phase_maps((h, w), weight.shape[2:], (h_out, w_out), params)
     bias = np.empty(0, out.dtype) if bias is None else bias
     with workspace(out.dtype, plan.w_size, threads * plan.slot) as (wt, ws):
-        launch(pack_phase_weights, weight, wt, plan.k_rows, plan.k_cols, plan.tap_start,
-               plan.w_offs)
-        # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
-        with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
-            launch(phase_gemm_kernel, x.reshape(n, c_in, h * w), wt, bias, out, plan.meta, maps,
-                   plan.tasks, plan.s_h, plan.s_w, groups, ws, plan.slot)
-    return out
+        if launch(pack_phase_weights, weight, wt, plan.k_rows, plan.k_cols, plan.tap_start,
+                  plan.w_offs) == 0:
+            # NaN and Inf propagate silently, as in the direct kernel and in PyTorch
+            with single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+                launch(phase_gemm_kernel, x, wt, bias, out, plan.meta, plan.off_rows,
+                       plan.off_cols, plan.tasks, plan.s_h, plan.s_w, groups, ws, plan.slot)
+            return out
+    # A tap that is Inf or NaN would meet the gathered zeros (0 * inf = nan where the
+    # definition multiplies no padding); the col2im form multiplies real pairs only.
+    return run_col2im(x, weight, bias, params, out)
 
 
 #: The two forms of the backend; :mod:`convtranspose.dispatch` picks one per problem.

@@ -3,7 +3,8 @@
 Both are compiled with ``parallel=True`` and cached on disk. They live in one module
 with the helpers they call because Numba's cache keys a kernel on its own file only.
 Kernels assume valid, C-contiguous arrays of one dtype and a preallocated output; the
-index tables come from :mod:`convtranspose.cpu.taps`.
+column tables come from :mod:`convtranspose.cpu.taps`, and the taps of each output row
+are index arithmetic (:func:`_tap_rows`), so no table grows with the output.
 
 Each output row ``out[n, co, oh, :]`` is produced by exactly one ``prange`` iteration,
 in a fixed order of taps, so results do not depend on the number of threads.
@@ -55,8 +56,20 @@ def _load_row(acc, out, n, co, oh):
             dst[q] = row[q * phases + ph]
 
 
+@njit(cache=True)
+def _tap_rows(oh, k_h, s_h, d_h, top, h0, h1):
+    """Kernel rows ``[lo, hi)`` that may send input rows ``h0 <= ih < h1`` to output row
+    ``oh``: ``h0*s_h <= oh + top - kh*d_h <= (h1 - 1)*s_h``. Of these, row ``kh`` does when
+    ``oh + top - kh*d_h`` is a multiple of ``s_h``, from input row ``ih`` = that / ``s_h``
+    (the arithmetic of :func:`convtranspose.cpu.taps.tap_inputs`)."""
+    num = oh + top
+    lo = max(0, -(((h1 - 1) * s_h - num) // d_h))
+    hi = min(k_h, (num - h0 * s_h) // d_h + 1)
+    return lo, hi
+
+
 @njit(cache=True, fastmath=FASTMATH)
-def _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
+def _direct_row(r, x, weight, bias, out, s_h, d_h, top,
                 col_lo, col_hi, col_phase, col_q0, phases, q_len, groups):
     """Compute output row ``r`` (flat index over N, C_out, H_out) of the direct kernel."""
     c_in = x.shape[1]
@@ -69,9 +82,12 @@ def _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
     g = co // c_out_g
     j = co - g * c_out_g
     acc = np.zeros((phases, q_len), out.dtype)
-    for t in range(row_count[oh]):
-        kh = row_k[oh, t]
-        ih = row_i[oh, t]
+    kh_lo, kh_hi = _tap_rows(oh, weight.shape[2], s_h, d_h, top, 0, x.shape[2])
+    for kh in range(kh_lo, kh_hi):
+        num = oh + top - kh * d_h
+        if num % s_h != 0:
+            continue
+        ih = num // s_h
         for ci in range(g * c_in_g, (g + 1) * c_in_g):
             xrow = x[n, ci, ih]
             for kw in range(k_w):
@@ -87,7 +103,7 @@ def _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _direct_rows4(r, x, weight, bias, out, row_count, row_k, row_i,
+def _direct_rows4(r, x, weight, bias, out, s_h, d_h, top,
                   col_lo, col_hi, col_phase, col_q0, phases, q_len, groups):
     """Output row ``oh`` of four consecutive channels of one group, task ``r`` (flat over
     N, C_out/4, H_out): each input value loaded feeds four multiply-adds. Every element
@@ -103,9 +119,12 @@ def _direct_rows4(r, x, weight, bias, out, row_count, row_k, row_i,
     g = co0 // c_out_g
     j0 = co0 - g * c_out_g
     acc = np.zeros((4, phases, q_len), out.dtype)
-    for t in range(row_count[oh]):
-        kh = row_k[oh, t]
-        ih = row_i[oh, t]
+    kh_lo, kh_hi = _tap_rows(oh, weight.shape[2], s_h, d_h, top, 0, x.shape[2])
+    for kh in range(kh_lo, kh_hi):
+        num = oh + top - kh * d_h
+        if num % s_h != 0:
+            continue
+        ih = num // s_h
         for ci in range(g * c_in_g, (g + 1) * c_in_g):
             xrow = x[n, ci, ih]
             for kw in range(k_w):
@@ -128,7 +147,7 @@ def _direct_rows4(r, x, weight, bias, out, row_count, row_k, row_i,
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def direct_kernel(x, weight, bias, out, row_count, row_k, row_i,
+def direct_kernel(x, weight, bias, out, s_h, d_h, top,
                   col_lo, col_hi, col_phase, col_q0, phases, q_len, groups):
     """Gather-form transposed convolution, one output row (of four channels when the
     group has a multiple of four) per iteration.
@@ -138,27 +157,27 @@ def direct_kernel(x, weight, bias, out, row_count, row_k, row_i,
     """
     if weight.shape[1] % 4 == 0:
         for r in prange(out.shape[0] * (out.shape[1] // 4) * out.shape[2]):
-            _direct_rows4(r, x, weight, bias, out, row_count, row_k, row_i,
+            _direct_rows4(r, x, weight, bias, out, s_h, d_h, top,
                           col_lo, col_hi, col_phase, col_q0, phases, q_len, groups)
     else:
         for r in prange(out.shape[0] * out.shape[1] * out.shape[2]):
-            _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
+            _direct_row(r, x, weight, bias, out, s_h, d_h, top,
                         col_lo, col_hi, col_phase, col_q0, phases, q_len, groups)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def direct_kernel_serial(x, weight, bias, out, row_count, row_k, row_i,
+def direct_kernel_serial(x, weight, bias, out, s_h, d_h, top,
                          col_lo, col_hi, col_phase, col_q0, phases, q_len, groups):
     """:func:`direct_kernel` on the calling thread alone, for problems too small to share:
     it skips the thread pool's wake-up and barrier (tens of microseconds)."""
     for r in range(out.shape[0] * out.shape[1] * out.shape[2]):
-        _direct_row(r, x, weight, bias, out, row_count, row_k, row_i,
+        _direct_row(r, x, weight, bias, out, s_h, d_h, top,
                     col_lo, col_hi, col_phase, col_q0, phases, q_len, groups)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _col2im_rows(cols, g, j, nl, n0, co, oh_a, oh_b, h0, first, bias, out, acc, row_count,
-                 row_k, row_i, col_lo, col_hi, col_phase, col_q0):
+def _col2im_rows(cols, g, j, nl, n0, co, oh_a, oh_b, h0, first, bias, out, acc, s_h, d_h, top,
+                 col_lo, col_hi, col_phase, col_q0):
     """Rows ``oh_a <= oh < oh_b`` of ``out[n0 + nl, co]`` from channel ``j`` of group ``g``
     of ``cols``, accumulated in ``acc`` (``(phases, q_len)``, see :mod:`.taps`).
 
@@ -166,18 +185,19 @@ def _col2im_rows(cols, g, j, nl, n0, co, oh_a, oh_b, h0, first, bias, out, acc, 
     kernel tap with input rows ``h0 ..`` of the images; taps from other input rows are
     skipped. With ``first`` the rows are overwritten (bias added), else added to.
     """
-    k_w = cols.shape[3]
+    k_h, k_w = cols.shape[2], cols.shape[3]
     h1 = h0 + cols.shape[5]
     for oh in range(oh_a, oh_b):
         if first:
             acc[:] = 0
         else:
             _load_row(acc, out, n0 + nl, co, oh)
-        for t in range(row_count[oh]):
-            ih = row_i[oh, t]
-            if ih < h0 or ih >= h1:
+        kh_lo, kh_hi = _tap_rows(oh, k_h, s_h, d_h, top, h0, h1)
+        for kh in range(kh_lo, kh_hi):
+            num = oh + top - kh * d_h
+            if num % s_h != 0:
                 continue
-            kh = row_k[oh, t]
+            ih = num // s_h
             for kw in range(k_w):
                 lo = np.uint64(col_lo[kw])
                 base = np.uint64(col_q0[kw] + col_lo[kw])
@@ -206,7 +226,7 @@ def copy_rows(src, n0, m, c0, r0, dst):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def col2im_gemm_kernel(x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
+def col2im_gemm_kernel(x, weight, bias, out, tasks, ws, slot, s_h, d_h, top,
                        col_lo, col_hi, col_phase, col_q0, phases, q_len):
     """The col2im form of the ``im2col`` backend as independent tasks.
 
@@ -221,12 +241,12 @@ def col2im_gemm_kernel(x, weight, bias, out, tasks, ws, slot, row_count, row_k, 
     so the results do not depend on the thread count.
     """
     for t in prange(tasks.shape[0]):
-        _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
+        _col2im_task(t, x, weight, bias, out, tasks, ws, slot, s_h, d_h, top,
                      col_lo, col_hi, col_phase, col_q0, phases, q_len)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row_i,
+def _col2im_task(t, x, weight, bias, out, tasks, ws, slot, s_h, d_h, top,
                  col_lo, col_hi, col_phase, col_q0, phases, q_len):
     """Task ``t`` of :func:`col2im_gemm_kernel`."""
     h, w = x.shape[2], x.shape[3]
@@ -256,18 +276,43 @@ def _col2im_task(t, x, weight, bias, out, tasks, ws, slot, row_count, row_k, row
         for nl in range(m):
             for j in range(c_out_g):
                 _col2im_rows(c7, 0, j, nl, n0, g * c_out_g + j, oh_a, oh_b, ih_a, True,
-                             bias, out, acc, row_count, row_k, row_i, col_lo, col_hi,
+                             bias, out, acc, s_h, d_h, top, col_lo, col_hi,
                              col_phase, col_q0)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _phase_task(t, x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, slot):
+def _gather_tap(src, dst, dr, dc, n_a, n_b):
+    """``dst[a*n_b + b] = src[dr + a, dc + b]`` for ``a < n_a``, ``b < n_b``; zero where
+    that pixel lies outside ``src`` (H, W)."""
+    h, w = src.shape
+    zero = np.zeros(1, dst.dtype)[0]
+    b_lo = min(n_b, max(0, -dc))              # columns b_lo <= b < b_hi lie inside
+    b_hi = max(b_lo, min(n_b, w - dc))
+    for a in range(n_a):
+        row = dst[a * n_b:(a + 1) * n_b]
+        ih = dr + a
+        if ih < 0 or ih >= h:
+            row[:] = zero
+            continue
+        s = src[ih]
+        for b in range(b_lo):
+            row[b] = zero
+        for b in range(b_lo, b_hi):
+            row[b] = s[dc + b]
+        for b in range(b_hi, n_b):
+            row[b] = zero
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _phase_task(t, x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups, ws,
+                slot):
     """Task ``t`` of :func:`phase_gemm_kernel`: gather, GEMM and scatter one block."""
-    c_in, c_out = x.shape[1], out.shape[1]
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    c_out = out.shape[1]
     c_in_g, c_out_g = c_in // groups, c_out // groups
     p, n0, m, a0, n_a = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3], tasks[t, 4]
-    o0r, o0c, cnt_r, n_b = meta[p, 0], meta[p, 1], meta[p, 2], meta[p, 3]
-    taps, map_off, w_off, x_is_b = meta[p, 4], meta[p, 5], meta[p, 6], meta[p, 7]
+    o0r, o0c, n_b, taps = meta[p, 0], meta[p, 1], meta[p, 3], meta[p, 4]
+    w_off, x_is_b, r0, c0, t_w = meta[p, 5], meta[p, 6], meta[p, 7], meta[p, 8], meta[p, 9]
     k = c_in_g * taps
     per_img = n_a * n_b
     pix = m * per_img
@@ -276,24 +321,20 @@ def _phase_task(t, x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, sl
     res = ws[base:base + c_out_g * pix].reshape((c_out_g, pix))
     cols = ws[base + c_out_g * pix:base + (c_out_g + (0 if x_is_b else k)) * pix].reshape(
         (0 if x_is_b else k, pix))
-    zero = np.zeros(1, out.dtype)[0]
     has_bias = bias.shape[0] > 0
     for g in range(groups):
         wg = wt[w_off + g * k * c_out_g:w_off + (g + 1) * k * c_out_g].reshape((k, c_out_g)).T
         if x_is_b:      # one tap at offset (0, 0) over whole images: the input is the matrix
-            np.dot(wg, x[n0, g * c_in_g:(g + 1) * c_in_g], res)
+            np.dot(wg, x[n0, g * c_in_g:(g + 1) * c_in_g].reshape((c_in_g, h * w)), res)
         else:
             for kk in range(k):
                 ci = g * c_in_g + kk // taps
-                start = map_off + (kk % taps) * cnt_r * n_b + a0 * n_b
-                mp = maps[start:start + per_img]
+                tp = kk % taps
+                dr = off_rows[r0 + tp // t_w] + a0      # the tap reads a shifted window
+                dc = off_cols[c0 + tp % t_w]
                 for mi in range(m):
-                    src = x[n0 + mi, ci]
-                    dst = cols[kk, mi * per_img:(mi + 1) * per_img]
-                    for q in range(per_img):
-                        i = mp[q]
-                        v = src[max(i, 0)]
-                        dst[q] = v if i >= 0 else zero
+                    _gather_tap(x[n0 + mi, ci], cols[kk, mi * per_img:(mi + 1) * per_img],
+                                dr, dc, n_a, n_b)
             np.dot(wg, cols, res)
         for r in range(c_out_g * m * n_a):
             a = r % n_a
@@ -313,15 +354,17 @@ def _phase_task(t, x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, sl
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def phase_gemm_kernel(x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, slot):
+def phase_gemm_kernel(x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups, ws,
+                      slot):
     """The sub-pixel phase form of the ``im2col`` backend: independent tasks in parallel.
 
-    ``x`` (N, C_in, H*W); ``out`` (N, C_out, H_out, W_out); ``bias`` (C_out,) or empty.
-    Phase ``p`` owns output pixels ``(o0r + s_h*a, o0c + s_w*b)``; ``meta[p]`` holds
-    ``o0r, o0c, rows, cols, taps, map offset, weight offset, x_is_b``. Its weight is
-    ``wt[w_off:]`` as ``(groups, C_in_g*taps, C_out_g)`` (see :func:`pack_phase_weights`)
-    and for tap ``tp`` the ``rows*cols`` entries of ``maps`` from ``map_off + tp*rows*cols``
-    give the input pixel (flat, or -1 for zero) each phase pixel reads.
+    ``x`` (N, C_in, H, W); ``out`` (N, C_out, H_out, W_out); ``bias`` (C_out,) or empty.
+    Phase ``p`` owns output pixels ``(o0r + s_h*a, o0c + s_w*b)``, ``a < rows``, ``b <
+    cols``; ``meta[p]`` holds ``o0r, o0c, rows, cols, taps, weight offset, x_is_b, r0, c0,
+    T_w``. Its weight is ``wt[w_off:]`` as ``(groups, C_in_g*taps, C_out_g)`` (see
+    :func:`pack_phase_weights`). Its tap ``tp`` reads input pixel ``(off_rows[r0 + tp //
+    T_w] + a, off_cols[c0 + tp % T_w] + b)`` for phase pixel ``(a, b)``, zero outside the
+    input: index arithmetic, no per-pixel tables.
 
     Task ``t`` is ``tasks[t] = (p, n0, m, a0, n_a)``: images ``n0 .. n0+m``, phase rows
     ``a0 .. a0+n_a``. It gathers the input pixels into a ``(C_in_g*taps, pixels)``
@@ -329,15 +372,18 @@ def phase_gemm_kernel(x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws,
     group (the caller limits the BLAS to one thread: the parallelism is here), and
     writes the products plus bias into its own output pixels. Thread ``i`` works in
     ``ws[i*slot:(i+1)*slot]``. Tasks are disjoint and fixed by the problem, not by the
-    thread count, so results do not depend on it.
+    thread count, so results do not depend on it. The gathered zeros are multiplied, so
+    the weight's taps must be finite (:func:`pack_phase_weights` counts those that are not).
     """
     for t in prange(tasks.shape[0]):
-        _phase_task(t, x, wt, bias, out, meta, maps, tasks, s_h, s_w, groups, ws, slot)
+        _phase_task(t, x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
+                    ws, slot)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def pack_phase_weights(weight, wt, k_rows, k_cols, tap_start, w_offs):
-    """Copy each phase's taps of ``weight`` (C_in, C_out_g, kH, kW) into ``wt``.
+    """Copy each phase's taps of ``weight`` (C_in, C_out_g, kH, kW) into ``wt``; return
+    how many of the copied values are not finite.
 
     Phase ``p`` uses kernel rows ``k_rows[tap_start[p, 0]:tap_start[p + 1, 0]]`` and
     columns ``k_cols[tap_start[p, 1]:tap_start[p + 1, 1]]``; its block of ``wt`` from
@@ -346,15 +392,22 @@ def pack_phase_weights(weight, wt, k_rows, k_cols, tap_start, w_offs):
     """
     c_in, c_out_g = weight.shape[0], weight.shape[1]
     n_ph = w_offs.shape[0]
+    bad = 0
     for r in prange(n_ph * c_in):
         p = r // c_in
         ci = r % c_in
         r0, r1 = tap_start[p, 0], tap_start[p + 1, 0]
         c0, c1 = tap_start[p, 1], tap_start[p + 1, 1]
         dst = w_offs[p] + ci * (r1 - r0) * (c1 - c0) * c_out_g
+        n_bad = 0
         for th in range(r1 - r0):
             for tw in range(c1 - c0):
                 src = weight[ci, :, k_rows[r0 + th], k_cols[c0 + tw]]
                 for co in range(c_out_g):
-                    wt[dst + co] = src[co]
+                    v = src[co]
+                    wt[dst + co] = v
+                    if not np.isfinite(v):
+                        n_bad += 1
                 dst += c_out_g
+        bad += n_bad
+    return bad
