@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import dispatch
+from . import dispatch, nonfinite
 from .api import _host_array, host_operands
 from .cpu import backward as kernels
 from .params import ConvParams, normalise_conv2d, normalise_conv2d_backward
@@ -64,6 +64,38 @@ host_array = _host_array
 
 def _batched(a):
     return a if a.ndim == 4 else a[None]
+
+
+def _before(params):
+    return params.pad_h[0], params.pad_w[0]
+
+
+def correlate(x, weight, bias, out, params, method):
+    """The correlation of :mod:`convtranspose.cpu.backward` (4-D ``x`` and ``out``) by
+    ``method``, with PyTorch's NaN where a padding zero meets a non-finite weight
+    (:func:`convtranspose.nonfinite.correlate_nan`). Returns ``out``."""
+    kernels.correlate(x, weight, bias, out, params.stride, params.dilation, _before(params),
+                      params.groups, method)
+    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
+                                   _before(params))
+
+
+def weight_grad(a, b, gw, params, method):
+    """The weight gradient of :mod:`convtranspose.cpu.backward` (``a`` on the strided
+    grid, ``b`` sampled, both 4-D) by ``method``, with PyTorch's NaN where a non-finite
+    ``a`` meets a zero read outside ``b`` (:func:`convtranspose.nonfinite.weight_grad_nan`).
+    Returns ``gw``."""
+    kernels.weight_grad(a, b, gw, params.stride, params.dilation, _before(params),
+                        params.groups, method)
+    return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
+                                     _before(params))
+
+
+def bias_grad(g):
+    """``grad_bias``: ``g`` (N, C, H, W) summed over all but the channels, silently
+    (``inf - inf`` gives NaN and a float32 sum may overflow to Inf, as in PyTorch)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return g.sum(axis=(0, 2, 3))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -148,8 +180,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         if method == "auto":
             method = correlate_method(weight.shape[0] // g, weight.shape[1], weight.shape[2:],
                                       out.size // out.shape[-3])
-        kernels.correlate(_batched(x), weight, bias, _batched(out), params.stride,
-                          params.dilation, (params.pad_h[0], params.pad_w[0]), g, method)
+        correlate(_batched(x), weight, bias, _batched(out), params, method)
     return out
 
 
@@ -255,8 +286,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         if name == "auto":
             name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
                                       g4.size // g4.shape[1])
-        kernels.weight_grad(g4, x4, grad_weight, params.stride, params.dilation,
-                            (params.pad_h[0], params.pad_w[0]), grp, name)
+        weight_grad(g4, x4, grad_weight, params, name)
     if needs_bias_grad:
-        grad_bias = g4.sum(axis=(0, 2, 3))
+        grad_bias = bias_grad(g4)
     return grad_input, grad_weight, grad_bias

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import (_batched, check_method, correlate_method, host_array, on_gpu,
-                   weight_grad_method)
-from .cpu import backward as kernels
+from .conv import (_batched, bias_grad, check_method, correlate, correlate_method,
+                   host_array, on_gpu, weight_grad, weight_grad_method)
 from .params import normalise_backward
 
 __all__ = ["conv_transpose2d_backward"]
@@ -110,7 +109,6 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     x4 = _batched(np.ascontiguousarray(x, dtype))
     weight = np.ascontiguousarray(weight, dtype)
     grp = params.groups
-    before = (params.pad_h[0], params.pad_w[0])
     grad_input = grad_weight = grad_bias = None
     if needs_input_grad:
         grad_input = np.empty(x.shape, dtype)
@@ -119,16 +117,14 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
             if name == "auto":
                 name = correlate_method(weight.shape[0] // grp, weight.shape[1],
                                         weight.shape[2:], x4.size // x4.shape[1])
-            kernels.correlate(g4, weight, None, _batched(grad_input), params.stride,
-                              params.dilation, before, grp, name)
+            correlate(g4, weight, None, _batched(grad_input), params, name)
     if needs_weight_grad:
         grad_weight = np.empty(weight.shape, dtype)
         name = method
         if name == "auto":
             name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
                                       x4.size // x4.shape[1])
-        kernels.weight_grad(x4, g4, grad_weight, params.stride, params.dilation, before, grp,
-                            name)
+        weight_grad(x4, g4, grad_weight, params, name)
     if needs_bias_grad:
-        grad_bias = g4.sum(axis=(0, 2, 3))
+        grad_bias = bias_grad(g4)
     return grad_input, grad_weight, grad_bias

@@ -28,12 +28,17 @@ NB = {np.float32: numba.float32, np.float64: numba.float64}
 
 def _signature(dtype, name):
     a4, a1, i = NB[dtype][:, :, :, ::1], NB[dtype][::1], numba.int64
+    flag = numba.int32[::1]
     if name == "gather":
         t1, t2 = numba.int32[::1], numba.int32[:, ::1]
-        return (a4, a4, a1, a4, t1, t2, t2, t1, t2, t2, i, numba.boolean)
+        return (a4, a4, a1, a4, t1, t2, t2, t1, t2, t2, i, numba.boolean, flag)
     if name in ("weight_grad", "bias_grad"):
         return (a4, a4, a4, i, i, i, i, i, i, i)
-    return (a4, a4, a1, a4, i, i, i, i, i, i, i, numba.boolean)   # tiled, correlate
+    if name == "nonfinite":
+        return (a4, flag)
+    if name == "correlate":
+        return (a4, a4, a1, a4, i, i, i, i, i, i, i, numba.boolean)
+    return (a4, a4, a1, a4, i, i, i, i, i, i, i, numba.boolean, flag)   # tiled
 
 
 def _ptx(fn, sig):
@@ -55,9 +60,11 @@ KERNELS = {
     "correlate": lambda dt: backward.correlate_kernel(dt),
     "weight_grad": lambda dt: backward.weight_grad_kernel(dt, backward.REDUCE_THREADS),
     "bias_grad": lambda dt: backward.bias_grad_kernel(dt, backward.REDUCE_THREADS),
+    "nonfinite": lambda dt: kernels.nonfinite_kernel(kernels.CHECK_THREADS),
 }
-#: The arithmetic each kernel must show (the bias gradient only adds).
-ARITHMETIC = {"bias_grad": "add"}
+#: The arithmetic each kernel must show (the bias gradient only adds; the weight check
+#: compares |w| with Inf).
+ARITHMETIC = {"bias_grad": "add", "nonfinite": "setp.lt"}
 
 
 @pytest.mark.parametrize("name", list(KERNELS))

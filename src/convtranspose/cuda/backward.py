@@ -15,6 +15,10 @@ function names:
 * and the **bias gradient** ``gb[co] = sum_{n, oh, ow} g[n, co, oh, ow]``:
   :func:`bias_grad_kernel`.
 
+The zeros read outside ``x`` (resp. ``b``) are multiplied like any other value, as in
+PyTorch's zero-padded patches: a padding zero times an Inf or NaN is NaN (the rule of
+:mod:`convtranspose.nonfinite`, which the CPU backends apply after their kernels).
+
 Deterministic reductions, no atomics: one block of ``T`` threads owns one weight (or
 bias) element at a time. Thread ``t`` adds the terms of the flat pixel indices ``p = t,
 t + T, t + 2T, ...`` (``p`` running over ``(n, oh, ow)`` in C order) into a register,
@@ -78,7 +82,8 @@ def correlate_kernel(dtype):
 
     Signature ``(x, weight, bias, out, s_h, s_w, d_h, d_w, top, left, groups, has_bias)``
     with ``x`` (N, C_in, H, W), ``weight`` (C_out, C_in // groups, kH, kW), ``bias``
-    (C_out,) (read only when ``has_bias``) and ``out`` (N, C_out, H_out, W_out). One
+    (C_out,) (read only when ``has_bias``) and ``out`` (N, C_out, H_out, W_out); taps
+    outside ``x`` multiply a zero (the module docstring). One
     thread per output element (consecutive threads on consecutive columns), any 1-D
     launch: the threads loop over what the grid does not cover.
     """
@@ -103,12 +108,15 @@ def correlate_kernel(dtype):
             acc = zero
             for kh in range(k_h):
                 ih = oh * s_h + kh * d_h - top
-                if ih >= 0 and ih < h_in:
-                    for kw in range(k_w):
-                        iw = ow * s_w + kw * d_w - left
-                        if iw >= 0 and iw < w_in:
-                            for c in range(c_in_g):
-                                acc += nbt(x[n, cbase + c, ih, iw]) * nbt(weight[co, c, kh, kw])
+                row_in = ih >= 0 and ih < h_in
+                for kw in range(k_w):
+                    iw = ow * s_w + kw * d_w - left
+                    inside = row_in and iw >= 0 and iw < w_in
+                    for c in range(c_in_g):
+                        xv = zero                    # outside: a zero that is multiplied
+                        if inside:
+                            xv = nbt(x[n, cbase + c, ih, iw])
+                        acc += xv * nbt(weight[co, c, kh, kw])
             if has_bias:
                 acc += nbt(bias[co])
             out[n, co, oh, ow] = acc
@@ -156,8 +164,10 @@ def _reduction_kernel(dtype, threads, products):
                 if products:
                     ih = oh * s_h + kh * d_h - top
                     iw = ow * s_w + kw * d_w - left
+                    bv = zero                        # outside: a zero that is multiplied
                     if ih >= 0 and ih < b.shape[2] and iw >= 0 and iw < b.shape[3]:
-                        acc += nbt(a[n, ca, oh, ow]) * nbt(b[n, cb, ih, iw])
+                        bv = nbt(b[n, cb, ih, iw])
+                    acc += nbt(a[n, ca, oh, ow]) * bv
                 else:
                     acc += nbt(a[n, ca, oh, ow])
             buf[tid] = acc

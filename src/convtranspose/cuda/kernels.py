@@ -20,6 +20,15 @@ zero is formed and results do not depend on the launch shape.
   borders) inputs in shared memory, and each thread keeps ``REG_CO x REG_P`` results in
   registers.
 
+The tiled kernel's GEMM multiplies the zeros it loads for taps that fall outside the
+input, so a non-finite weight would give NaN (``0 * inf``) at pixels the definition
+leaves finite (no padded or inserted zero is ever multiplied). So a problem for the tiled
+kernel is launched as three kernels on its stream, with no host synchronisation:
+:func:`nonfinite_kernel` writes a device flag saying whether the weight holds an Inf or
+NaN, then the tiled kernel runs only where the flag is clear and the gather kernel only
+where it is set (the other's blocks return at once). The gather kernel run alone gets a
+flag that is always set.
+
 Kernels are made by factories cached per dtype and launch shape; the launch-shape
 constants below are read at call time, so a test can patch them (the simulator wants
 tiny blocks). Float32 kernels compute in float32: accumulators start from a typed zero
@@ -29,6 +38,7 @@ for ``.f64``). Kernels assume valid arguments and never allocate the result.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 
 import numba
@@ -39,8 +49,8 @@ from numba.core.errors import NumbaPerformanceWarning
 from ..cpu.taps import _row_table as tap_list   # one definition of the tap arithmetic
 
 __all__ = ["GATHER_THREADS", "GATHER_MAX_GRID", "TILE_CO", "TILE_P", "TILE_K", "REG_CO",
-           "REG_P", "TILED_MAX_BLOCKS", "TILED_MIN_CHANNELS", "gather_kernel", "tiled_kernel",
-           "pick_kernel", "launch"]
+           "REG_P", "TILED_MAX_BLOCKS", "TILED_MIN_CHANNELS", "CHECK_THREADS", "gather_kernel",
+           "tiled_kernel", "nonfinite_kernel", "pick_kernel", "launch"]
 
 # ---------------------------------------------------------------------------------------
 # launch shapes (patched small by tests/cuda/conftest.py)
@@ -62,6 +72,8 @@ REG_P = 4
 TILED_MAX_BLOCKS = 1 << 20
 #: The tiled kernel runs when input and output channels per group are both at least this.
 TILED_MIN_CHANNELS = 16
+#: Threads of the one block of :func:`nonfinite_kernel`.
+CHECK_THREADS = 256
 
 _NB_TYPES = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
 
@@ -71,12 +83,13 @@ def gather_kernel(dtype):
     """The gather kernel computing in ``dtype`` (float32 or float64).
 
     Signature ``(x, weight, bias, out, row_count, row_k, row_i, col_count, col_k, col_i,
-    groups, has_bias)`` with ``x`` (N, C_in, H, W), ``weight`` (C_in, C_out_g, kH, kW),
+    groups, has_bias, use_gather)`` with ``x`` (N, C_in, H, W), ``weight`` (C_in, C_out_g, kH, kW),
     ``bias`` (C_out,) (read only when ``has_bias``), ``out`` (N, C_out, H_out, W_out) and
     int32 (int64 for huge images) tap tables (``convtranspose.cpu.taps._row_table``, built
     once per shape): output row ``oh`` receives ``row_count[oh]`` taps, tap ``t`` being
     kernel row ``row_k[oh, t]`` on input row ``row_i[oh, t]``; likewise for columns. So the
-    kernel does no division at all.
+    kernel does no division at all. It computes nothing unless ``use_gather[0]`` (an
+    int32 device array of one element) is non-zero.
     Launch with 3-D blocks and grid over (columns, rows, N*C_out).
     """
     nbt = _NB_TYPES[np.dtype(dtype)]
@@ -84,7 +97,9 @@ def gather_kernel(dtype):
 
     @cuda.jit
     def kernel(x, weight, bias, out, row_count, row_k, row_i, col_count, col_k, col_i,
-               groups, has_bias):
+               groups, has_bias, use_gather):
+        if use_gather[0] == 0:
+            return
         c_in = x.shape[1]
         c_out_g = weight.shape[1]
         n_img, c_out, h_out, w_out = out.shape[0], out.shape[1], out.shape[2], out.shape[3]
@@ -124,8 +139,9 @@ def gather_kernel(dtype):
 def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
     """The tiled shared-memory kernel for ``dtype`` and one launch shape.
 
-    Signature ``(x, weight, bias, out, s_h, s_w, top, left, d_h, d_w, groups, has_bias)``;
-    launch it with ``(tile_co // reg_co) * (tile_p // reg_p)`` threads per block and any
+    Signature ``(x, weight, bias, out, s_h, s_w, top, left, d_h, d_w, groups, has_bias,
+    use_gather)``; it computes nothing when ``use_gather[0]`` is non-zero. Launch it
+    with ``(tile_co // reg_co) * (tile_p // reg_p)`` threads per block and any
     number of blocks (the blocks loop over tiles).
 
     Inside residue class ``(rh, rw)`` (output rows with ``(oh + top) % sH == rh``), the
@@ -148,7 +164,10 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
     kreps = (tile_k + kstep - 1) // kstep
 
     @cuda.jit
-    def kernel(x, weight, bias, out, s_h, s_w, top, left, d_h, d_w, groups, has_bias):
+    def kernel(x, weight, bias, out, s_h, s_w, top, left, d_h, d_w, groups, has_bias,
+               use_gather):
+        if use_gather[0] != 0:
+            return                                   # the same for the whole grid
         c_in, h_in, w_in = x.shape[1], x.shape[2], x.shape[3]
         c_out_g, k_h, k_w = weight.shape[1], weight.shape[2], weight.shape[3]
         n_img, h_out, w_out = out.shape[0], out.shape[2], out.shape[3]
@@ -274,6 +293,38 @@ def tiled_kernel(dtype, tile_co, tile_p, tile_k, reg_co, reg_p):
     return kernel
 
 
+@functools.lru_cache(maxsize=None)
+def nonfinite_kernel(threads):
+    """The weight check of the tiled path, for one block of ``threads`` threads.
+
+    Signature ``(weight, flag)`` with ``weight`` 4-D (any strides, either dtype) and
+    ``flag`` an int32 device array of one element, set to 1 when ``weight`` holds an Inf
+    or NaN, else 0. Launch exactly one block of ``threads`` threads.
+    """
+
+    @cuda.jit
+    def kernel(weight, flag):
+        seen = cuda.shared.array(1, numba.int32)
+        tid = cuda.threadIdx.x
+        if tid == 0:
+            seen[0] = 0
+        cuda.syncthreads()
+        s1, s2, s3 = weight.shape[1], weight.shape[2], weight.shape[3]
+        for e in range(tid, weight.size, threads):
+            kw = e % s3
+            r = e // s3
+            kh = r % s2
+            r = r // s2
+            j = r % s1
+            if not math.isfinite(weight[r // s1, j, kh, kw]):
+                seen[0] = 1                          # every writer writes the same value
+        cuda.syncthreads()
+        if tid == 0:
+            flag[0] = seen[0]
+
+    return kernel
+
+
 def pick_kernel(x_shape, w_shape, groups):
     """``"tiled"`` when both channel counts per group reach ``TILED_MIN_CHANNELS``, else
     ``"gather"``."""
@@ -326,39 +377,67 @@ def _gather_launch(n_img, c_out, h_out, w_out):
     return grid, (tx, ty, tz)
 
 
+def _run(kern, config, stream, *args):
+    with warnings.catch_warnings():
+        # small problems legitimately launch few blocks
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        kern[config[0], config[1], stream](*args)
+
+
+def _tiled(x, weight, bias, out, params, has_bias, use_gather, stream):
+    n, _, h_out, w_out = out.shape
+    (s_h, s_w), (d_h, d_w) = params.stride, params.dilation
+    tiles = _tiled_tiles(n, weight.shape[1], h_out, w_out, s_h, s_w, params.groups,
+                         TILE_CO, TILE_P)
+    config = (max(1, min(tiles, TILED_MAX_BLOCKS)), (TILE_CO // REG_CO) * (TILE_P // REG_P))
+    _run(tiled_kernel(np.dtype(out.dtype), TILE_CO, TILE_P, TILE_K, REG_CO, REG_P), config,
+         stream, x, weight, bias, out, s_h, s_w, params.pad_h[0], params.pad_w[0], d_h, d_w,
+         params.groups, has_bias, use_gather)
+
+
+def _gather(x, weight, bias, out, params, has_bias, use_gather, stream):
+    n, c_out, h_out, w_out = out.shape
+    (s_h, s_w), (d_h, d_w) = params.stride, params.dilation
+    k_h, k_w = weight.shape[2:]
+    _run(gather_kernel(np.dtype(out.dtype)), _gather_launch(n, c_out, h_out, w_out), stream,
+         x, weight, bias, out, *_tables(h_out, x.shape[2], k_h, s_h, d_h, params.pad_h[0]),
+         *_tables(w_out, x.shape[3], k_w, s_w, d_w, params.pad_w[0]), params.groups, has_bias,
+         use_gather)
+
+
 def launch(kind, x, weight, bias, out, params, stream=0):
     """Launch kernel ``kind`` ("gather" or "tiled") on device arrays; returns ``out``.
 
     ``x``, ``weight``, ``out`` are 4-D device arrays (any strides), ``bias`` a 1-D device
     array or ``None``; ``out.dtype`` picks the compute type. The launch shape comes from
-    this module's constants, read now.
+    this module's constants, read now. ``"tiled"`` checks the weight on the device first
+    and leaves a weight holding Inf or NaN to the gather kernel (the module docstring).
     """
-    dtype = np.dtype(out.dtype)
     has_bias = bias is not None
     if not has_bias:
-        bias = _dummy(dtype)
-    n, c_out, h_out, w_out = out.shape
-    (s_h, s_w), (d_h, d_w) = params.stride, params.dilation
-    if kind == "tiled":
-        kern = tiled_kernel(dtype, TILE_CO, TILE_P, TILE_K, REG_CO, REG_P)
-        tiles = _tiled_tiles(n, weight.shape[1], h_out, w_out, s_h, s_w, params.groups,
-                             TILE_CO, TILE_P)
-        config = (max(1, min(tiles, TILED_MAX_BLOCKS)), (TILE_CO // REG_CO) * (TILE_P // REG_P))
-        args = (s_h, s_w, params.pad_h[0], params.pad_w[0], d_h, d_w)
-    else:
-        kern = gather_kernel(dtype)
-        config = _gather_launch(n, c_out, h_out, w_out)
-        k_h, k_w = weight.shape[2:]
-        args = (*_tables(h_out, x.shape[2], k_h, s_h, d_h, params.pad_h[0]),
-                *_tables(w_out, x.shape[3], k_w, s_w, d_w, params.pad_w[0]))
-    with warnings.catch_warnings():
-        # small problems legitimately launch few blocks
-        warnings.simplefilter("ignore", NumbaPerformanceWarning)
-        kern[config[0], config[1], stream](x, weight, bias, out, *args, params.groups, has_bias)
+        bias = _dummy(out.dtype)
+    if kind != "tiled":
+        _gather(x, weight, bias, out, params, has_bias, _always_gather(), stream)
+        return out
+    flag = cuda.device_array(1, np.int32) if _SIM else cuda.device_array(1, np.int32,
+                                                                          stream=stream)
+    _run(nonfinite_kernel(CHECK_THREADS), (1, CHECK_THREADS), stream, weight, flag)
+    _tiled(x, weight, bias, out, params, has_bias, flag, stream)
+    _gather(x, weight, bias, out, params, has_bias, flag, stream)
     return out
 
 
+_SIM = bool(numba.config.ENABLE_CUDASIM)
 _DUMMIES = {}
+_ALWAYS = {}
+
+
+def _always_gather():
+    """A device flag, cached per GPU, that lets the gather kernel run."""
+    key = id(cuda.current_context())
+    if key not in _ALWAYS:
+        _ALWAYS[key] = cuda.to_device(np.ones(1, np.int32))
+    return _ALWAYS[key]
 
 
 def _dummy(dtype):

@@ -1,0 +1,159 @@
+"""PyTorch's NaN rule for the zeros a convolution reads outside its input.
+
+PyTorch computes a convolution from zero-padded patches, so its zero padding takes part
+in the products: a padding zero times an Inf or NaN weight is NaN. A transposed
+convolution's inserted zeros and cropped borders take no part (it scatters products of
+real pixels). The two operators of :mod:`convtranspose.cpu.backward` read outside their
+input and follow the first rule:
+
+* the **correlation** ``out[n, co, oh, ow] = sum x[n, ci, oh*sH + kh*dH - top, ow*sW +
+  kw*dW - left] * weight[co, c, kh, kw]`` (``conv2d``; the transposed convolution's
+  ``grad_input``) is NaN at ``(co, oh, ow)``, for every image, wherever a tap ``(kh,
+  kw)`` with a non-finite ``weight[co, c, kh, kw]`` (some ``c``) reads outside ``x``;
+* the **weight gradient** ``gw[ca, j, kh, kw] = sum a[n, ca, oh, ow] * b[n, cb, oh*sH +
+  kh*dH - top, ow*sW + kw*dW - left]`` (``conv2d``: ``a = grad_output``, ``b = x``; the
+  transposed convolution: ``a = x``, ``b = grad_output``) is NaN at ``(ca, j, kh, kw)``,
+  for every ``j``, wherever a non-finite ``a[n, ca, oh, ow]`` (some ``n``) meets a read
+  of tap ``(kh, kw)`` outside ``b``.
+
+A gather kernel that skips the outside taps misses these NaN; a GEMM over zero-filled
+patches forms them. :func:`correlate_nan` and :func:`weight_grad_nan` set them after any
+backend ran (setting NaN where the GEMM already gave it changes nothing), so every
+backend gives the same answer. Whether a read falls outside depends only on the shapes
+and the tap, so the NaN positions come from small boolean tables: per tap and output
+row (:func:`outside`), and likewise per column. With a finite weight (resp. a finite
+border of ``a``) nothing is done beyond one sum.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["all_finite", "outside", "correlate_nan", "weight_grad_nan"]
+
+
+def all_finite(a):
+    """True when every element of ``a`` is finite, by one sum (a sum of floats is finite
+    only if every term is; an overflowing sum answers False, which only costs the
+    caller its exact, slower path).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.nonfinite import all_finite
+    >>> all_finite(np.ones(3)), all_finite(np.array([1.0, np.inf]))
+    (True, False)
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.sum(a)))
+
+
+def outside(out_len, in_len, k, s, d, before):
+    """``(k, out_len)`` booleans: tap ``t`` at output index ``o`` reads ``o*s + t*d -
+    before`` outside ``[0, in_len)``.
+
+    Examples
+    --------
+    >>> from convtranspose.nonfinite import outside
+    >>> outside(3, 2, 2, 1, 1, 1).astype(int)       # conv2d: 2 rows, kernel 2, padding 1
+    array([[1, 0, 0],
+           [0, 0, 1]])
+    """
+    pos = np.arange(out_len)[None, :] * s + np.arange(k)[:, None] * d - before
+    return (pos < 0) | (pos >= in_len)
+
+
+def _any_meets(bad, table):
+    """``(C, out_len)``: ``bad[c, t] and table[t, o]`` for some tap ``t``."""
+    return (bad[:, :, None] & table[None]).any(axis=1)
+
+
+def correlate_nan(out, weight, in_hw, stride, dilation, before):
+    """Set the correlation's NaN from padding zeros times non-finite weights.
+
+    Parameters
+    ----------
+    out : ndarray, shape (N, C_out, H_out, W_out)
+        A backend's correlation of an input of spatial size ``in_hw`` with ``weight``;
+        changed in place.
+    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
+    in_hw : (int, int)
+        The input's ``(H, W)``.
+    stride, dilation, before : (int, int)
+        Stride, dilation and leading padding ``(top, left)``.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.nonfinite import correlate_nan
+    >>> w = np.array([np.inf, 1.0]).reshape(1, 1, 2, 1)
+    >>> out = np.array([1.0, np.inf, np.inf]).reshape(1, 1, 3, 1)   # taps skipped
+    >>> correlate_nan(out, w, (2, 1), (1, 1), (1, 1), (1, 0)).ravel()
+    array([nan, inf, inf])
+    """
+    if all_finite(weight):
+        return out
+    bad = ~np.isfinite(weight).all(axis=1)                          # (C_out, kH, kW)
+    k_h, k_w = weight.shape[2:]
+    rows = outside(out.shape[2], in_hw[0], k_h, stride[0], dilation[0], before[0])
+    cols = outside(out.shape[3], in_hw[1], k_w, stride[1], dilation[1], before[1])
+    mask = (_any_meets(bad.any(axis=2), rows)[:, :, None]
+            | _any_meets(bad.any(axis=1), cols)[:, None, :])        # (C_out, H_out, W_out)
+    out[:, mask] = np.nan
+    return out
+
+
+def weight_grad_nan(gw, a, b_hw, stride, dilation, before):
+    """Set the weight gradient's NaN from non-finite ``a`` times zeros read outside ``b``.
+
+    Parameters
+    ----------
+    gw : ndarray, shape (C_a, C_b // groups, kH, kW)
+        A backend's weight gradient of ``a`` against a ``b`` of spatial size ``b_hw``;
+        changed in place.
+    a : ndarray, shape (N, C_a, H_o, W_o)
+        The operand on the strided grid.
+    b_hw : (int, int)
+        The sampled operand's ``(H, W)``.
+    stride, dilation, before : (int, int)
+        Stride, dilation and leading padding ``(top, left)``.
+
+    Returns
+    -------
+    ndarray
+        ``gw``.
+
+    Notes
+    -----
+    Only the rows and columns of ``a`` that some tap pairs with an outside read (a
+    border as wide as the padding) are examined.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.nonfinite import weight_grad_nan
+    >>> a = np.array([np.inf, 1.0, 1.0]).reshape(1, 1, 3, 1)   # conv2d's grad_output
+    >>> gw = np.array([1.0, np.inf]).reshape(1, 1, 2, 1)       # outside products skipped
+    >>> weight_grad_nan(gw, a, (2, 1), (1, 1), (1, 1), (1, 0)).ravel()
+    array([nan, inf])
+    """
+    k_h, k_w = gw.shape[2:]
+    c_a, h_o, w_o = a.shape[1:]
+    rows = outside(h_o, b_hw[0], k_h, stride[0], dilation[0], before[0])
+    cols = outside(w_o, b_hw[1], k_w, stride[1], dilation[1], before[1])
+    edge_rows, edge_cols = rows.any(axis=0), cols.any(axis=0)
+    a_rows, a_cols = a[:, :, edge_rows], a[:, :, :, edge_cols]
+    if all_finite(a_rows) and all_finite(a_cols):
+        return gw
+    bad_rows = np.zeros((c_a, h_o), bool)
+    bad_rows[:, edge_rows] = ~np.isfinite(a_rows).all(axis=(0, 3))
+    bad_cols = np.zeros((c_a, w_o), bool)
+    bad_cols[:, edge_cols] = ~np.isfinite(a_cols).all(axis=(0, 2))
+    mask = (_any_meets(bad_rows, rows.T)[:, :, None]
+            | _any_meets(bad_cols, cols.T)[:, None, :])             # (C_a, kH, kW)
+    gw[np.broadcast_to(mask[:, None], gw.shape)] = np.nan
+    return gw
