@@ -282,7 +282,9 @@ def _weight_grad_task(t, a, b, gw3, part, units, starts, ws, slot, tmp_size, sh,
     else:
         dst = part[(t - 1) * size:t * size].reshape((groups, c_a_g, taps))
     base = numba.get_thread_id() * slot
-    tmp = ws[base + slot - tmp_size:base + slot].reshape((tmp_size // taps, taps))
+    # gradient columns per block of a product added through the buffer (all: no buffer)
+    q_blk = tmp_size // max(c_a_g, 1) if tmp_size else taps
+    tmp0 = base + slot - tmp_size
     for u in range(starts[t], starts[t + 1]):
         n0, m, oh_a, oh_b = units[u, 0], units[u, 1], units[u, 2], units[u, 3]
         rows = oh_b - oh_a
@@ -297,16 +299,25 @@ def _weight_grad_task(t, a, b, gw3, part, units, starts, ws, slot, tmp_size, sh,
                          left, cols)
             if not whole:
                 copy_rows(a, n0, m, g * c_a_g, oh_a, at)
-            target = dst[g] if first else tmp
-            if whole:
-                np.dot(a[n0, g * c_a_g:(g + 1) * c_a_g].reshape((c_a_g, pix)), cols.T, target)
-            else:
-                np.dot(at, cols.T, target)
-            if not first:     # units are added in a fixed order
-                dg = dst[g]
-                for ca in range(c_a_g):
-                    for q in range(taps):
-                        dg[ca, q] += tmp[ca, q]
+            lhs = a[n0, g * c_a_g:(g + 1) * c_a_g].reshape((c_a_g, pix)) if whole else at
+            if first and q_blk >= taps:      # the product is the partial: no buffer
+                np.dot(lhs, cols.T, dst[g])
+                continue
+            dg = dst[g]
+            # the product in blocks of gradient columns, each through the buffer, so the
+            # buffer is bounded by the workspace limit, not by the weight's size
+            for q0 in range(0, taps, q_blk):
+                q1 = min(taps, q0 + q_blk)
+                blk = ws[tmp0:tmp0 + c_a_g * (q1 - q0)].reshape((c_a_g, q1 - q0))
+                rhs = ws[base + q0 * pix:base + q1 * pix].reshape((q1 - q0, pix))
+                np.dot(lhs, rhs.T, blk)
+                for ca in range(c_a_g):      # units are added in a fixed order
+                    if first:
+                        for q in range(q1 - q0):
+                            dg[ca, q0 + q] = blk[ca, q]
+                    else:
+                        for q in range(q1 - q0):
+                            dg[ca, q0 + q] += blk[ca, q]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -331,8 +342,9 @@ def weight_grad_gemm_kernel(a, b, gw3, part, units, starts, ws, slot, tmp_size, 
         Task ``t`` sums units ``starts[t] .. starts[t+1]``, in that order.
     ws : ndarray, 1-D
         Workspace of ``NUMBA_NUM_THREADS * slot`` elements; thread ``i`` works in
-        ``ws[i*slot:(i+1)*slot]``, whose last ``tmp_size`` elements hold a unit's
-        product while it is added to the partial.
+        ``ws[i*slot:(i+1)*slot]``, whose last ``tmp_size`` elements hold a block of a
+        unit's product (``tmp_size // C_a_g`` gradient columns) while it is added to the
+        partial.
     slot, tmp_size : int
         Workspace elements of one thread, and of its product buffer.
     sh, sw, dh, dw, top, left, k_h, k_w : int
@@ -426,15 +438,27 @@ def plan_weight_grad(n, h_o, w_o, c_a_g, taps, groups, itemsize, limit, threads)
     The units are :func:`plan_tasks`' with half the workspace limit; they are dealt, in
     order, to at most ``threads * _BANDS_PER_THREAD`` tasks, as many as the other half
     holds partial gradients for (at least one task: with a weight larger than the limit
-    the gradient is summed by one thread). A task with more than one unit needs a
-    buffer for a unit's product (``tmp_size`` elements) at the end of its slot.
+    the gradient is summed by one thread). A task with more than one unit adds each
+    unit's product to its partial through a buffer of ``tmp_size`` elements at the end of
+    its slot: the whole ``(C_a_g, taps)`` product when the limit holds it besides the
+    partials, else blocks of as many gradient columns as fit (one at least). So the
+    workspace stays within ``limit``, or within one row's task and one column's buffer
+    per thread where the limit is smaller than that.
     """
     units, slot = plan_tasks(n, h_o, w_o, taps + c_a_g, itemsize, limit // 2, threads)
     size = groups * c_a_g * taps
     room = max(0, limit // itemsize - threads * slot)
-    count = max(1, min(len(units), threads * _BANDS_PER_THREAD, 1 + room // max(size, 1)))
+    most = min(len(units), threads * _BANDS_PER_THREAD)
+    count = max(1, min(most, 1 + room // max(size, 1)))
+    tmp_size = 0
+    if len(units) > count:      # some task sums several units: it needs the buffer
+        full = c_a_g * taps
+        if threads * full <= room // 2:
+            tmp_size = full
+        else:
+            tmp_size = c_a_g * max(1, min(taps, room // 2 // (threads * max(c_a_g, 1))))
+        count = max(1, min(most, 1 + (room - threads * tmp_size) // max(size, 1)))
     starts = _table([len(units) * t // count for t in range(count + 1)])
-    tmp_size = c_a_g * taps if len(units) > count else 0
     return units, starts, slot + tmp_size, tmp_size
 
 
