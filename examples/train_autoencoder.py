@@ -6,9 +6,10 @@ layers' ``backward``; the optimiser is Adam written in NumPy (PyTorch's update r
 With PyTorch installed, :func:`torch_check` runs the same model's forward pass and one
 training step in PyTorch autograd and reports the largest differences.
 
-Run ``python examples/train_autoencoder.py [--steps 600] [--plot out.png]``; the
-environment variable ``CONVTRANSPOSE_TRAIN_STEPS`` overrides the default step count
-(CI uses it to keep the notebook short).
+Needs scikit-learn for the digits and matplotlib for ``--plot``: ``pip install
+".[examples]"`` from the repository. Run ``python examples/train_autoencoder.py
+[--steps 600] [--plot out.png]``; the environment variable ``CONVTRANSPOSE_TRAIN_STEPS``
+overrides the default step count (CI uses it to keep the notebook short).
 """
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ import numpy as np
 import convtranspose as ct
 
 DEFAULT_STEPS = 600
+
+
+def _optional(module, purpose):
+    """Import ``module`` (scikit-learn or matplotlib), or say how to install it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{purpose} needs {exc.name}, which is not installed: "
+                          'pip install ".[examples]" (scikit-learn, matplotlib)') from exc
 
 
 def default_steps():
@@ -117,8 +128,8 @@ def mse(y, target):
 
 def load_digits(dtype=np.float32, test_fraction=0.2, seed=0):
     """The 1797 8x8 digits scaled to [0, 1] as ``(N, 1, 8, 8)``; a train/test split."""
-    from sklearn.datasets import load_digits as _load
-    images = (_load().images / 16.0).astype(dtype)[:, None]
+    datasets = _optional("sklearn.datasets", "loading the digits")
+    images = (datasets.load_digits().images / 16.0).astype(dtype)[:, None]
     order = np.random.default_rng(seed).permutation(len(images))
     n_test = int(len(images) * test_fraction)
     return images[order[n_test:]], images[order[:n_test]]
@@ -195,7 +206,7 @@ def torch_check(seed=0, batch=16, lr=3e-3):
 
 def plot(losses, test_losses, model, test_x, path=None, n=10):
     """Loss curve and ``n`` test digits above their reconstructions."""
-    import matplotlib.pyplot as plt
+    plt = _optional("matplotlib.pyplot", "--plot")
     fig = plt.figure(figsize=(10, 5.5))
     ax = fig.add_subplot(2, 1, 1)
     window = max(1, len(losses) // 50)

@@ -60,3 +60,75 @@ def test_module_entry_point():
 def test_bad_subcommand():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def _usage_error(capsys, argv):
+    """Run ``main(argv)``, expect argparse's exit 2; return its one-line message."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_check_with_nothing_to_check(capsys):
+    assert "nothing to check" in _usage_error(capsys, ["check", "--count", "0", "--no-suite"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "--count", "-1"], "argument --count: must be >= 0, got -1"),
+    (["bench", "--repeat", "0"], "argument --repeat: must be >= 1, got 0"),
+    (["bench", "--repeat", "x"], "argument --repeat: invalid int value: 'x'"),
+])
+def test_counts_out_of_range(capsys, argv, message):
+    assert message in _usage_error(capsys, argv)
+
+
+@pytest.mark.parametrize("threads", ["0", "-3", "100000"])
+def test_bench_threads_out_of_range(capsys, threads):
+    import numba
+    message = _usage_error(capsys, ["bench", "--threads", threads])
+    assert f"argument --threads: must be between 1 and NUMBA_NUM_THREADS = " \
+           f"{numba.config.NUMBA_NUM_THREADS}, got {threads}" in message
+
+
+def test_bench_shapes_separated_by_commas(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--shapes", "seed_tiny,seed_shape", "--repeat", "1", "--no-torch",
+                 "--backends", "direct", "--threads", "1", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert [r["shape"] for r in report["results"]] == ["seed_tiny", "seed_shape"]
+    assert report["meta"]["threads"] == 1
+
+
+def test_bench_json_path_checked_before_the_run(tmp_path, capsys, monkeypatch):
+    import convtranspose.bench as bench
+    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: pytest.fail("the suite ran"))
+    bad = tmp_path / "no such folder" / "bench.json"
+    message = _usage_error(capsys, ["bench", "--shapes", "seed_tiny", "--json", str(bad)])
+    assert f"--json {bad}: cannot write" in message
+
+
+def test_cuda_backend_without_a_gpu(capsys, monkeypatch):
+    from convtranspose import cuda
+    monkeypatch.setattr(cuda, "info", lambda: {"available": False, "reason": "no CUDA GPU"})
+    for argv in (["check", "--backends", "cuda"], ["bench", "--backends", "auto", "cuda"]):
+        assert _usage_error(capsys, argv).endswith("--backends cuda needs a GPU: no CUDA GPU")
+
+
+def test_info_lists_auto(capsys):
+    assert main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("backends"))
+    assert {"auto", "direct", "im2col", "cuda"} <= set(line.replace(",", " ").split())
+
+
+def test_check_reports_progress_when_piped():
+    """Through a pipe (CI logs) check prints a line per stage, flushed as it goes."""
+    proc = subprocess.run([sys.executable, "-m", "convtranspose", "check", "--count", "150",
+                           "--no-suite", "--backends", "direct", "--dtype", "float64"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("checked ")]
+    assert [x.split()[1] for x in lines] == ["100/150", "150/150"]
+    assert proc.stdout.index(lines[-1]) < proc.stdout.index("PASS")

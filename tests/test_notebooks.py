@@ -7,6 +7,7 @@ their outputs in place.
 """
 import os
 import pathlib
+import re
 import sys
 
 import pytest
@@ -66,6 +67,32 @@ def test_committed_notebook_has_outputs(path):
     assert outputs, f"{path.name} was saved without outputs; run python tests/test_notebooks.py"
     if path.name[:3] in ("01_", "02_", "03_"):   # the explaining and measuring notebooks plot
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: no plot"
+
+
+def _saved_text(nb):
+    """The text of a notebook's saved outputs (streams, plain-text results, errors)."""
+    parts = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            parts.append("".join(o.get("text", "")))
+            parts.append("".join(o.get("data", {}).get("text/plain", "")))
+            parts.extend(o.get("traceback", []))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_outputs_hold_no_machine_path(path):
+    """Saved outputs must not show where the notebook ran (a home or checkout folder)."""
+    import nbformat
+    text = _saved_text(nbformat.read(path, as_version=4))
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    found = re.findall(r"(?:/home/|/Users/|/work/|/root/|[A-Z]:\\+Users)\S*", text)
+    assert root not in text and not found, f"{path.name}: machine paths {found[:3]}"
+
+
+def test_readme_lists_every_notebook():
+    listed = (NOTEBOOKS[0].parent / "README.md").read_text()
+    assert all(f"`{p.name}`" in listed for p in NOTEBOOKS)
 
 
 if __name__ == "__main__":

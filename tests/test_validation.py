@@ -45,11 +45,14 @@ VALUE_ERRORS = [
 ]
 
 TYPE_ERRORS = [
-    (dict(x=X.astype(np.int64)), r"arrays must be float32 or float64, got dtype int64"),
-    (dict(x=X.astype(bool)), r"arrays must be float32 or float64, got dtype bool"),
-    (dict(weight=W.astype(np.complex64)), r"arrays must be float32 or float64, got dtype complex64"),
-    (dict(x=X.astype(np.float16)), r"arrays must be float32 or float64, got dtype float16"),
-    (dict(x=np.array([[["a"]]], dtype=object)), r"arrays must be float32 or float64, got dtype object"),
+    (dict(x=X.astype(np.int64)), r"^x must be float32 or float64, got dtype int64$"),
+    (dict(x=X.astype(bool)), r"^x must be float32 or float64, got dtype bool$"),
+    (dict(weight=W.astype(np.complex64)), r"^weight must be float32 or float64, got dtype complex64$"),
+    (dict(bias=np.zeros(3, np.int32)), r"^bias must be float32 or float64, got dtype int32$"),
+    (dict(x=X.astype(np.float16)), r"^x must be float32 or float64, got dtype float16$"),
+    (dict(x=np.array([[["a"]]], dtype=object)), r"^x must be float32 or float64, got dtype object$"),
+    (dict(stride=np.array(2.0)), r"stride must be an int or a pair of ints, got array\(2\.\)"),
+    (dict(groups=np.array([1])), r"groups must be an int, got array\(\[1\]\)"),
     (dict(stride=2.0), r"stride must be an int or a pair of ints, got 2.0"),
     (dict(stride=True), r"stride must be an int or a pair of ints, got True"),
     (dict(dilation="2"), r"dilation must be an int or a pair of ints, got '2'"),
@@ -101,3 +104,88 @@ def test_errors_before_any_work_on_huge_bad_input():
     huge = np.broadcast_to(np.float32(0), (10**4, 4, 10**4, 10**4))
     with pytest.raises(ValueError, match="bias must have shape"):
         call(x=huge, bias=np.zeros(5, np.float32))
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(stride=(2,)), dict(stride=[2]), dict(padding=(1,)), dict(dilation=[2]),
+    dict(stride=2, output_padding=(1,)), dict(stride=np.array(2)), dict(padding=np.array(1)),
+    dict(dilation=np.array([2])), dict(groups=np.array(1)), dict(stride=np.int64(2)),
+], ids=str)
+def test_one_element_and_0d_parameters_act_as_ints(kwargs):
+    """PyTorch expands a one-element list to both dimensions; a 0-d array is its int."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    as_torch = {k: v.tolist() if isinstance(v, np.ndarray) else int(v) if isinstance(v, np.integer)
+                else v for k, v in kwargs.items()}
+    expected = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w),
+                                                    **as_torch).numpy()
+    got = ct.conv_transpose2d(x, w, **kwargs)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert ct.output_shape(x.shape, w.shape, **kwargs) == expected.shape
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(stride=()), r"stride must be an int or a pair of ints, got \(\)"),
+    (dict(dilation=[1, 2, 3]), r"dilation must be an int or a pair of ints, got \[1, 2, 3\]"),
+])
+def test_other_lengths_still_fail(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        call(**kwargs)
+
+
+@pytest.mark.parametrize("name, dtypes, message", [
+    ("conv_transpose2d_backward", (np.int64, np.float32, np.float32), "grad_output"),
+    ("conv_transpose2d_backward", (np.float32, np.float32, np.int8), "weight"),
+    ("conv2d_backward", (np.float32, np.uint8, np.float32), "x"),
+])
+def test_gradient_dtype_errors_name_the_argument(name, dtypes, message):
+    x = np.zeros((1, 2, 4, 4), dtypes[1])
+    if name == "conv2d_backward":
+        w = np.zeros((3, 2, 3, 3), dtypes[2])
+        g = np.zeros((1, 3, 2, 2), dtypes[0])
+    else:
+        w = np.zeros((2, 3, 3, 3), dtypes[2])
+        g = np.zeros((1, 3, 6, 6), dtypes[0])
+    with pytest.raises(TypeError, match=f"^{message} must be float32 or float64, got dtype "):
+        getattr(ct, name)(g, x, w)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    (((1, 4, 5.0, 5), (4, 3, 3, 3)), r"input_shape must be a tuple of ints, got \(1, 4, 5.0, 5\)"),
+    (((1, 4, 5, 5), (4, 3, 3.0, 3)), r"weight_shape must be a tuple of ints"),
+    ((None, (4, 3, 3, 3)), r"input_shape must be a tuple of ints, got None"),
+    (((1, 4, 5, 5), 4), r"weight_shape must be a tuple of ints, got 4"),
+])
+def test_output_shape_refuses_non_integer_sizes(shapes, message):
+    with pytest.raises(TypeError, match=message):
+        ct.output_shape(*shapes)
+
+
+def test_output_shape_gives_python_ints():
+    shape = ct.output_shape(np.array([1, 4, 5, 5]), (np.int64(4), 3, 3, 3), stride=2)
+    assert shape == (1, 3, 11, 11) and all(type(v) is int for v in shape)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((None, W), r"^x must be an array of float32 or float64, got None$"),
+    ((X, None), r"^weight must be an array of float32 or float64, got None$"),
+    ((X.astype(np.int64), W), r"^x must be float32 or float64, got dtype int64$"),
+    ((X, W, np.zeros(3, np.int64)), r"^bias must be float32 or float64, got dtype int64$"),
+    (([[1, 2]], W), r"^x must be float32 or float64, got dtype int64$"),
+])
+def test_explain_errors_name_the_argument(args, message):
+    with pytest.raises(TypeError, match=message):
+        ct.explain(*args)
+
+
+def test_explain_takes_lists_and_torch_cpu_tensors():
+    torch = pytest.importorskip("torch")
+    expected = ct.explain(X, W, stride=2)
+    assert ct.explain(X.tolist(), W.tolist(), stride=2).backend == expected.backend
+    got = ct.explain(torch.from_numpy(X), torch.from_numpy(W), torch.zeros(3), stride=2)
+    assert (got.backend, got.flops) == (expected.backend, expected.flops)
+    with pytest.raises(TypeError, match="x must be an array of float32 or float64, got Tensor"):
+        ct.explain(torch.zeros(X.shape, requires_grad=True), W)

@@ -8,6 +8,7 @@ compared with the float64 reference under the tolerance table of
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
@@ -37,6 +38,23 @@ def _arrays(case, dtype, seed):
     return x, w, b, case.kwargs
 
 
+def _progress(stream, done, cases, start):
+    """Report ``done`` of ``cases`` checked: a counter redrawn in place on a terminal;
+    elsewhere (pipes, CI logs) one flushed line per 100 random problems, at the end of
+    the random problems and per suite shape, so a long check is never silent."""
+    total = len(cases)
+    if stream.isatty():
+        label = cases[done][1][:60] if done < total else "done"
+        stream.write(f"\r{min(done + 1, total)}/{total} {label:<60}"
+                     + ("\n" if done == total else ""))
+    elif done and (done == total or done % 100 == 0 or cases[done - 1][0] == "suite"
+                   or cases[done][0] != cases[done - 1][0]):
+        kind, label = cases[done - 1][:2]
+        stream.write(f"checked {done}/{total} (last: {kind} {label[:60]}) "
+                     f"in {time.perf_counter() - start:.0f} s\n")
+    stream.flush()
+
+
 def run_check(backends, dtypes=(np.float32, np.float64), count=500, seed=0, suite=True,
               stream=None):
     """Run the sweep; print a table to ``stream`` (default stdout); return True when
@@ -45,10 +63,9 @@ def run_check(backends, dtypes=(np.float32, np.float64), count=500, seed=0, suit
     stats = {}      # (backend, dtype, kind) -> [passed, total, worst error]
     failures = []
     cases = list(_cases(count, seed, suite))
+    start = time.perf_counter()
     for i, (kind, label, case, s) in enumerate(cases):
-        if stream.isatty():
-            stream.write(f"\r{i + 1}/{len(cases)} {label[:60]:<60}")
-            stream.flush()
+        _progress(stream, i, cases, start)
         for dtype in map(np.dtype, dtypes):
             x, w, b, kw = _arrays(case, dtype, s)
             expected = conv_transpose2d_reference(x, w, b, **kw)
@@ -62,8 +79,7 @@ def run_check(backends, dtypes=(np.float32, np.float64), count=500, seed=0, suit
                 entry[2] = max(entry[2], err)
                 if not ok:
                     failures.append(f"{backend} {dtype.name} {kind} {label}: error {err:.3g}")
-    if stream.isatty():
-        stream.write("\n")
+    _progress(stream, len(cases), cases, start)
     stream.write(f"{'backend':<10}{'dtype':<9}{'cases':<8}{'passed':>12}{'max error':>12}"
                  f"{'tolerance':>12}  result\n")
     for (backend, dt, kind), (passed, total, worst) in sorted(stats.items()):

@@ -71,7 +71,7 @@ def _backends():
 def cmd_info(args):
     from .dispatch import BACKENDS, GPU_BACKENDS
     rows = _versions() + _threading() + _blas()
-    rows.append(("backends", ", ".join([*BACKENDS, *GPU_BACKENDS])))
+    rows.append(("backends", ", ".join(["auto (default)", *BACKENDS, *GPU_BACKENDS])))
     rows += _gpu()
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -81,8 +81,8 @@ def cmd_info(args):
 
 def cmd_check(args):
     from .check import run_check
-    ok = run_check(args.backends or _backends(), [np.dtype(d) for d in args.dtype], count=args.count,
-                   seed=args.seed, suite=not args.no_suite)
+    ok = run_check(args.backends or _backends(), [np.dtype(d) for d in args.dtype],
+                   count=args.count, seed=args.seed, suite=not args.no_suite)
     print("all backends agree with the reference" if ok else "MISMATCH: see FAIL lines above")
     return 0 if ok else 1
 
@@ -95,7 +95,7 @@ def cmd_bench(args):
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    if args.threads:
+    if args.threads is not None:
         import numba
         numba.set_num_threads(args.threads)
     clock = time.thread_time if args.cpu_time else time.perf_counter
@@ -115,7 +115,67 @@ def cmd_bench(args):
     return 0
 
 
+def _int_arg(problem):
+    """An argparse type: an int that ``problem(value)`` finds no fault with (it returns
+    ``None``, or the message argparse prints after the option's name)."""
+    def parse(text):
+        value = int(text)
+        message = problem(value)
+        if message:
+            raise argparse.ArgumentTypeError(message)
+        return value
+    parse.__name__ = "int"      # argparse's "invalid int value: 'x'" names the type
+    return parse
+
+
+def _at_least(low):
+    return _int_arg(lambda value: f"must be >= {low}, got {value}" if value < low else None)
+
+
+def _thread_count_problem(value):
+    """What is wrong with ``value`` threads: Numba accepts 1..NUMBA_NUM_THREADS."""
+    import numba
+    most = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= value <= most:
+        return f"must be between 1 and NUMBA_NUM_THREADS = {most}, got {value}"
+    return None
+
+
+def _shape_names(text):
+    """An argparse type: one suite shape name, or several separated by commas."""
+    return [name for name in text.split(",") if name]
+
+
+def _check_args(parser, args):
+    """What argparse cannot check alone; ``parser.error`` (exit 2) names the problem."""
+    if args.command == "check" and args.count == 0 and args.no_suite:
+        parser.error("nothing to check: --count 0 with --no-suite")
+    if "cuda" in (getattr(args, "backends", None) or ()):
+        from . import cuda
+        info = cuda.info()
+        if not info["available"]:
+            parser.error(f"--backends cuda needs a GPU: {info.get('reason', 'none seen')}")
+    if getattr(args, "shapes", None):
+        args.shapes = [name for names in args.shapes for name in names]
+    if getattr(args, "json", None):
+        try:        # fail now, not after the whole run; "a" keeps an existing file
+            open(args.json, "a").close()
+        except OSError as exc:
+            parser.error(f"--json {args.json}: cannot write: {exc.strerror}")
+
+
 def main(argv=None):
+    """Run the command line; return the exit status (0 ok, 1 mismatch, 2 usage error).
+
+    Examples
+    --------
+    >>> from convtranspose.cli import main
+    >>> main(["check", "--count", "3", "--no-suite", "--backends", "direct",
+    ...       "--dtype", "float64"])     # doctest: +ELLIPSIS
+    checked 3/3 ...
+    all backends agree with the reference
+    0
+    """
     parser = argparse.ArgumentParser(prog="python -m convtranspose",
                                      description="PyTorch-exact conv_transpose2d for NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,22 +185,27 @@ def main(argv=None):
                    help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                    choices=["float32", "float64"])
-    p.add_argument("--count", type=int, default=500, help="random problems (default 500)")
+    p.add_argument("--count", type=_at_least(0), default=500,
+                   help="random problems (default 500)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-suite", action="store_true", help="skip the benchmark-suite shapes")
     p = sub.add_parser("bench", help="time the benchmark suite against PyTorch")
-    p.add_argument("--shapes", nargs="+", help="suite shape names (default: all)")
+    p.add_argument("--shapes", nargs="+", type=_shape_names,
+                   help="suite shape names, separated by spaces or commas (default: all)")
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeat", type=int, default=5, help="samples per median (default 5)")
+    p.add_argument("--repeat", type=_at_least(1), default=5,
+                   help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--backward", action="store_true",
                    help="time conv_transpose2d_backward against torch autograd instead")
-    p.add_argument("--threads", type=int, help="Numba and PyTorch threads (default: all)")
+    p.add_argument("--threads", type=_int_arg(_thread_count_problem),
+                   help="Numba and PyTorch threads, 1..NUMBA_NUM_THREADS (default: all)")
     p.add_argument("--cpu-time", action="store_true",
                    help="time the calling thread's CPU time (with --threads 1 and "
                         "OPENBLAS_NUM_THREADS=1: stable on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
     args = parser.parse_args(argv)
+    _check_args(parser, args)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)

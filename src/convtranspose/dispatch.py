@@ -244,8 +244,9 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
     Parameters
     ----------
     x, weight, bias
-        Arrays, or anything with ``.shape`` and ``.dtype``, as for
-        :func:`convtranspose.conv_transpose2d`; no data is read.
+        Arrays as for :func:`convtranspose.conv_transpose2d` (NumPy arrays, CUDA arrays,
+        CPU torch tensors, nested lists), or anything with a ``.shape`` and a NumPy
+        ``.dtype``; no data is read from those.
     stride, padding, output_padding, groups, dilation, output_size
         As for :func:`convtranspose.conv_transpose2d`.
 
@@ -255,6 +256,12 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
         ``.backend``, ``.reason``, ``.estimates`` (seconds per backend) and ``.flops``;
         ``str()`` gives a readable summary.
 
+    Raises
+    ------
+    TypeError, ValueError
+        For the arguments :func:`convtranspose.conv_transpose2d` refuses (``None`` for
+        ``x`` or ``weight`` included), naming the argument.
+
     Examples
     --------
     >>> import numpy as np
@@ -263,24 +270,38 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
     ...                     np.empty((512, 256, 4, 4), np.float32), stride=2, padding=1)
     >>> choice.backend
     'im2col'
+    >>> ct.explain([[[1.0]]], np.ones((1, 1, 2, 2))).backend
+    'direct'
     """
-    b_shape = None if bias is None else tuple(bias.shape)
-    on_gpu = any(is_device_array(a, n) for a, n in ((x, "x"), (weight, "weight"), (bias, "bias"))
-                 if a is not None)
-    dtypes = [x.dtype, weight.dtype]
+    operands = {n: a for n, a in (("x", x), ("weight", weight), ("bias", bias))
+                if a is not None or n != "bias"}
+    on_gpu = any(a is not None and is_device_array(a, n) for n, a in operands.items())
     if on_gpu:
         from .cuda.arrays import dtype_of
-        dtypes = [np.dtype(dtype_of(a, n)) for a, n in ((x, "x"), (weight, "weight"))]
-    params, _, dtype = normalise(tuple(x.shape), tuple(weight.shape), b_shape,
-                                 dtypes, stride=stride, padding=padding,
-                                 output_padding=output_padding, dilation=dilation,
-                                 groups=groups, output_size=output_size)
-    x_shape = tuple(x.shape) if len(x.shape) == 4 else (1, *x.shape)
+    else:
+        from .api import _host_array
+
+    def shape_dtype(a, name):
+        """``(shape, (name, dtype))``, read from the attributes when they say it."""
+        if on_gpu:
+            return tuple(getattr(a, "shape", ())), (name, np.dtype(dtype_of(a, name)))
+        try:
+            return tuple(a.shape), (name, np.dtype(a.dtype))
+        except (AttributeError, TypeError):    # lists, None, torch dtypes: as arrays
+            a = _host_array(a, name)
+            return a.shape, (name, a.dtype)
+
+    described = {n: shape_dtype(a, n) for n, a in operands.items()}
+    (xs, _), (ws, _) = described["x"], described["weight"]
+    params, _, dtype = normalise(xs, ws, described["bias"][0] if "bias" in described else None,
+                                 [d for _, d in described.values()], stride=stride,
+                                 padding=padding, output_padding=output_padding,
+                                 dilation=dilation, groups=groups, output_size=output_size)
+    x_shape = xs if len(xs) == 4 else (1, *xs)
     if on_gpu:
         from .cuda.kernels import pick_kernel
-        kernel = pick_kernel(x_shape, tuple(weight.shape), params.groups)
+        kernel = pick_kernel(x_shape, ws, params.groups)
         return Choice("cuda", f"CUDA arrays run on their GPU; the {kernel} kernel "
                       f"(C_in/groups = {x_shape[1] // params.groups}, "
-                      f"C_out/groups = {weight.shape[1]})", {}, flops(x_shape, weight.shape,
-                                                                      params.groups))
-    return choose(x_shape, tuple(weight.shape), params, dtype)
+                      f"C_out/groups = {ws[1]})", {}, flops(x_shape, ws, params.groups))
+    return choose(x_shape, ws, params, dtype)

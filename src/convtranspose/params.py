@@ -52,17 +52,27 @@ class ConvParams:
 # scalar and pair parsing
 
 
+def _scalar(value):
+    """A 0-d array as its scalar (``np.array(2)`` -> ``2``); anything else unchanged."""
+    return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
 def _as_int(value, name):
-    """Return ``value`` as a Python int, refusing bools, floats and the like."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    """Return ``value`` as a Python int, refusing bools, floats and the like (a 0-d
+    integer array counts as its int)."""
+    scalar = _scalar(value)
+    if isinstance(scalar, (bool, np.bool_)) or not isinstance(scalar, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
-    return operator.index(value)
+    return operator.index(scalar)
 
 
 def _as_pair(value, name):
-    """``2`` -> ``(2, 2)``; ``(2, 3)`` -> ``(2, 3)``; anything else is an error."""
-    if isinstance(value, (list, tuple, np.ndarray)):
+    """``2`` -> ``(2, 2)``; ``(2, 3)`` -> ``(2, 3)``; ``(2,)`` -> ``(2, 2)`` (as PyTorch
+    expands a one-element list); anything else is an error."""
+    if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) != 0:
         items = list(value.tolist() if isinstance(value, np.ndarray) else value)
+        if len(items) == 1:
+            items = items * 2
         if len(items) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
         try:
@@ -224,7 +234,8 @@ def output_shape(input_shape, weight_shape, stride=1, padding=0, output_padding=
     Raises
     ------
     ValueError, TypeError
-        For the same bad arguments as :func:`convtranspose.conv_transpose2d`.
+        For the same bad arguments as :func:`convtranspose.conv_transpose2d`;
+        ``TypeError`` for shapes that are not sequences of ints (``7.0`` included).
 
     Notes
     -----
@@ -242,8 +253,18 @@ def output_shape(input_shape, weight_shape, stride=1, padding=0, output_padding=
     (8, 8, 8)
     """
     params = _make_params(stride, padding, output_padding, dilation, groups)
-    shape = _shape_for(tuple(input_shape), tuple(weight_shape), None, params)
-    return shape
+    return _shape_for(_as_shape(input_shape, "input_shape"),
+                      _as_shape(weight_shape, "weight_shape"), None, params)
+
+
+def _as_shape(shape, name):
+    """``shape`` as a tuple of Python ints; ``TypeError`` naming it otherwise (a float size
+    would give float output sizes)."""
+    try:
+        items = tuple(shape)
+        return tuple(_as_int(v, name) for v in items)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
 
 
 def _shape_for(x_shape, w_shape, b_shape, params):
@@ -284,12 +305,35 @@ def _output_padding_for_size(output_size, x_shape, w_shape, params):
 def result_dtype(*dtypes):
     """The dtype of the result: ``np.result_type`` of the operands, float32 or float64.
 
-    Raises ``TypeError`` for integer, bool, complex, float16 or object operands.
+    Each operand is a dtype or a ``(name, dtype)`` pair; ``TypeError`` naming the operand
+    (``"arrays"`` when it has no name) for integer, bool, complex, float16 or object ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import result_dtype
+    >>> result_dtype(np.dtype(np.float32), ("weight", np.dtype(">f8")))
+    dtype('float64')
+    >>> result_dtype(("x", np.dtype(np.int64)))
+    Traceback (most recent call last):
+    ...
+    TypeError: x must be float32 or float64, got dtype int64
     """
-    for dt in dtypes:
+    named = [d if isinstance(d, tuple) else ("arrays", d) for d in dtypes]
+    for name, dt in named:
         if dt.kind != "f" or dt.itemsize not in (4, 8):
-            raise TypeError(f"arrays must be float32 or float64, got dtype {dt}")
-    return np.result_type(*dtypes).newbyteorder("=")
+            raise TypeError(f"{name} must be float32 or float64, got dtype {dt}")
+    return np.result_type(*(dt for _, dt in named)).newbyteorder("=")
+
+
+def _named(dtypes, names):
+    """Pair bare dtypes with the operand names, in order (pairs are kept as given)."""
+    return [d if isinstance(d, tuple) else (names[i] if i < len(names) else "arrays", d)
+            for i, d in enumerate(dtypes)]
+
+
+_OPERANDS = ("x", "weight", "bias")
+_GRAD_OPERANDS = ("grad_output", "x", "weight")
 
 
 def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_padding=0,
@@ -297,10 +341,11 @@ def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_
     """Validate everything about one call; return ``(params, out_shape, dtype)``.
 
     ``x_shape``, ``w_shape`` and ``b_shape`` (``None`` without bias) are the operand
-    shapes; ``dtypes`` are their dtypes. The returned ``out_shape`` keeps the
-    batched/unbatched form of ``x_shape``.
+    shapes; ``dtypes`` are their dtypes in that order (or ``(name, dtype)`` pairs), so a
+    bad one is named. The returned ``out_shape`` keeps the batched/unbatched form of
+    ``x_shape``.
     """
-    dtype = result_dtype(*dtypes)
+    dtype = result_dtype(*_named(dtypes, _OPERANDS))
     params = _make_params(stride, padding, output_padding, dilation, groups)
     _check_shapes(x_shape, w_shape, b_shape, params.groups)
     if output_size is not None:
@@ -345,9 +390,10 @@ def normalise_conv2d(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, 
 
     ``w_shape`` is ``(C_out, C_in // groups, kH, kW)``; ``padding`` may also be
     ``"valid"`` or ``"same"``. The returned :class:`ConvParams` has ``output_padding``
-    ``(0, 0)``.
+    ``(0, 0)``. ``dtypes`` are those of ``x``, ``weight`` and ``bias``, as for
+    :func:`normalise`.
     """
-    dtype = result_dtype(*dtypes)
+    dtype = result_dtype(*_named(dtypes, _OPERANDS))
     if len(w_shape) != 4:
         raise ValueError(
             f"weight must be 4-D (C_out, C_in // groups, kH, kW), got shape {tuple(w_shape)}")
@@ -388,8 +434,8 @@ def normalise_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0
     ``grad_output``, ``x`` and ``weight``.
     """
     params, out_shape, dtype = normalise(
-        x_shape, w_shape, None, dtypes, stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation, groups=groups,
+        x_shape, w_shape, None, _named(dtypes, _GRAD_OPERANDS), stride=stride,
+        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
         output_size=output_size)
     _check_grad_output(g_shape, out_shape)
     return params, dtype
@@ -399,7 +445,7 @@ def normalise_conv2d_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, pa
                               dilation=1, groups=1):
     """Validate one ``conv2d_backward`` call; return ``(params, dtype)``."""
     params, out_shape, dtype = normalise_conv2d(
-        x_shape, w_shape, None, dtypes, stride=stride, padding=padding, dilation=dilation,
-        groups=groups)
+        x_shape, w_shape, None, _named(dtypes, _GRAD_OPERANDS), stride=stride,
+        padding=padding, dilation=dilation, groups=groups)
     _check_grad_output(g_shape, out_shape)
     return params, dtype
