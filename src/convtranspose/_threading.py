@@ -17,6 +17,15 @@ Numba runs ``prange`` loops on one of three threading layers, and two of them ne
   thread count); only the speed differs. ``spawn`` and ``forkserver`` children start
   fresh and run in parallel.
 
+A ``fork`` (``os.fork``, a ``multiprocessing`` ``fork`` pool) made while another Python
+thread is inside a kernel could copy a lock held in the middle of a BLAS call or of a
+compilation into the child, which then blocks forever on its first computation. So
+every launch passes a *fork gate*: ``os.fork`` waits until no other thread is inside a
+kernel (at most ``FORK_WAIT_S`` seconds), and launches that start meanwhile wait until
+the fork is done. A fork made inside a computation of its own thread (a signal handler)
+does not wait for that one. Forks that bypass Python's ``os.fork`` hooks (a C library
+calling ``fork()``) are not gated.
+
 The layer is known only after the first parallel launch, so that first launch holds the
 lock too.
 """
@@ -24,17 +33,33 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numba
 from numba import njit
 
-__all__ = ["launch", "serial_build", "threading_layer", "serialised", "forked_serial"]
+from ._calls import prune, tracked
+
+__all__ = ["launch", "serial_build", "threading_layer", "serialised", "forked_serial",
+           "active_launches", "FORK_WAIT_S"]
+
+#: Longest a fork waits for other threads' kernels to finish (one that cannot, e.g. one
+#: blocked on a lock the forking thread holds, must not block the fork for good).
+FORK_WAIT_S = 60.0
+_POLL_S = 0.05       # a fork re-checks this often (a launch interrupted in its clean-up)
 
 # re-entrant: a signal handler that computes while this thread holds it must not deadlock
 _lock = threading.RLock()
 _serialise = None        # None until the first launch tells which layer Numba chose
 _forked_serial = False   # True in a child forked after GNU OpenMP ran in the parent
 _serial_builds = {}      # parallel dispatcher -> serial dispatcher of the same function
+
+
+# the fork gate; re-entrant, like _lock (entered through the lock itself: C-level, cheaper)
+_gate_lock = threading.RLock()
+_gate = threading.Condition(_gate_lock)
+_inside = set()      # Calls of the launches running now, over all Python threads
+_forking = set()     # threads inside os.fork: new launches of other threads wait
 
 
 def threading_layer():
@@ -65,14 +90,37 @@ def serial_build(kernel):
     return build
 
 
+def active_launches():
+    """How many kernel launches are running now, over all Python threads.
+
+    Examples
+    --------
+    >>> from convtranspose._threading import active_launches
+    >>> active_launches()
+    0
+    """
+    with _gate_lock:
+        return len(prune(_inside))
+
+
 def launch(kernel, *args):
     """Run the ``@njit`` dispatcher ``kernel(*args)`` safely for this process and thread.
 
-    A parallel kernel runs under the lock while the layer is unknown or ``workqueue``, and
-    as its serial build in a child forked after GNU OpenMP ran; any other kernel just runs.
+    A parallel kernel (all that call BLAS are) passes the fork gate, runs under the lock
+    while the layer is unknown or ``workqueue``, and as its serial build in a child
+    forked after GNU OpenMP ran. A serial kernel passes the gate only while it has never
+    been compiled (a fork must not copy Numba's compiler lock held); a plain function
+    (``NUMBA_DISABLE_JIT=1``) passes it and runs.
     """
-    global _serialise
     options = getattr(kernel, "targetoptions", None)
+    if options is not None and not options.get("parallel") and kernel.signatures:
+        return kernel(*args)         # compiled, serial, no BLAS: nothing a fork must wait for
+    with _gated():
+        return _run(kernel, options, args)
+
+
+def _run(kernel, options, args):
+    global _serialise
     if options is None or not options.get("parallel"):   # serial, or NUMBA_DISABLE_JIT=1
         return kernel(*args)
     if _forked_serial:
@@ -85,12 +133,55 @@ def launch(kernel, *args):
     return result
 
 
+@tracked
+def _gated(call):
+    """The block of one launch: entered when no other thread forks, left at its end."""
+    try:
+        with _gate_lock:
+            if _forking:
+                me = call.thread
+                if not any(c.thread == me for c in prune(_inside)):   # not nested in a launch
+                    _gate.wait_for(lambda: not _forking.difference((me,)))
+            _inside.add(call)
+        yield
+    finally:
+        with _gate_lock:
+            _inside.discard(call)
+            if _forking:
+                _gate.notify_all()
+
+
+def _others_inside(me):
+    return any(c.thread != me for c in prune(_inside))
+
+
+def _before_fork():
+    me = threading.get_ident()
+    with _gate:
+        _forking.add(me)
+        deadline = time.monotonic() + FORK_WAIT_S
+        while _others_inside(me) and time.monotonic() < deadline:
+            _gate.wait(_POLL_S)
+
+
+def _after_fork_in_parent():
+    with _gate:
+        _forking.discard(threading.get_ident())
+        _gate.notify_all()
+
+
 def _after_fork_in_child():
-    global _lock, _forked_serial
+    global _lock, _gate_lock, _gate, _forked_serial
     _lock = threading.RLock()    # a thread of the parent may have held it at the fork
+    _gate_lock = threading.RLock()
+    _gate = threading.Condition(_gate_lock)
+    _forking.clear()
+    me = threading.get_ident()
+    _inside.difference_update([c for c in _inside if c.thread != me])
     if threading_layer() == "omp":
         _forked_serial = True
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

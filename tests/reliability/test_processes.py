@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +82,89 @@ def test_bare_fork_after_parallel_kernel_and_grandchild():
     msg = os.read(r, 4096).decode()
     os.close(r)
     assert os.waitstatus_to_exitcode(status) == 0, msg
+
+
+_FORK_DURING_COMPUTATION = textwrap.dedent("""
+    import multiprocessing as mp, os, sys, threading, time
+    import numpy as np
+    import convtranspose as ct
+    from convtranspose import _threading
+    from convtranspose.reference import conv_transpose2d_reference as ref
+    from convtranspose.testing import relative_error, TOLERANCE
+    CHILDREN, POOLS, WAIT = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((8, 64, 24, 24)), rng.standard_normal((64, 32, 4, 4))
+    small = rng.standard_normal((2, 6, 7, 5)), rng.standard_normal((6, 4, 3, 3))
+    expected = ref(*small, stride=2, padding=1)
+
+    def child_work(_=None):
+        y = ct.conv_transpose2d(*small, stride=2, padding=1, backend="im2col")
+        return relative_error(y, expected) <= TOLERANCE[y.dtype]
+
+    # warm up the parent: the parallel kernels, and the serial builds that children forked
+    # after GNU OpenMP ran use (so that children do not spend seconds compiling)
+    first = ct.conv_transpose2d(*big, stride=2, padding=1, backend="im2col")
+    _threading._forked_serial = True
+    child_work()
+    _threading._forked_serial = False
+    stop, wrong, calls = threading.Event(), [], [0]
+
+    def busy():     # GEMMs in the kernels' threads, all the time
+        while not stop.is_set():
+            y = ct.conv_transpose2d(*big, stride=2, padding=1, backend="im2col")
+            calls[0] += 1
+            if not np.array_equal(y, first):
+                wrong.append(1)
+
+    th = threading.Thread(target=busy)
+    th.start()
+    time.sleep(0.2)
+    ok = hung = bad = 0
+    for i in range(CHILDREN):
+        time.sleep(0.01 * (i % 5))             # land at different points of the loop
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if child_work() else 1)
+        deadline = time.monotonic() + WAIT
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                ok += os.waitstatus_to_exitcode(status) == 0
+                bad += os.waitstatus_to_exitcode(status) != 0
+                break
+            if time.monotonic() > deadline:
+                hung += 1
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+    pool_ok = pool_hung = 0
+    for i in range(POOLS):
+        pool = mp.get_context("fork").Pool(2)
+        try:
+            pool_ok += all(pool.map_async(child_work, range(4)).get(timeout=WAIT))
+        except mp.TimeoutError:
+            pool_hung += 1
+        finally:
+            pool.terminate()
+            pool.join()
+    stop.set()
+    th.join()
+    print(ok, hung, bad, pool_ok, pool_hung, len(wrong), calls[0] > 0)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_another_thread_computes():
+    """Children forked (os.fork, a fork Pool) while another thread runs im2col's GEMMs
+    finish and compute correctly: the fork waits until no kernel is running."""
+    children, pools = 8, 3
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(ct.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _FORK_DURING_COMPUTATION, str(children),
+                           str(pools), "60"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ok, hung, bad, pool_ok, pool_hung, wrong, busy = proc.stdout.split()
+    assert (hung, bad, pool_hung, wrong, busy) == ("0", "0", "0", "0", "True"), proc.stdout
+    assert (int(ok), int(pool_ok)) == (children, pools), proc.stdout

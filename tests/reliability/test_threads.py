@@ -14,6 +14,7 @@ import pytest
 
 import convtranspose as ct
 from convtranspose import _threading
+from convtranspose.cpu import blas
 from convtranspose.testing import random_problem
 
 BACKENDS = ("direct", "im2col", "auto")
@@ -193,3 +194,42 @@ def test_workqueue_layer_is_serialised_not_aborted():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["workqueue", "True", "0"], proc.stdout
+
+
+def _scipy_blas_threads():
+    """SciPy's BLAS thread counts as threadpoolctl reads them (independently of ``blas``)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy
+    root = str(Path(scipy.__file__).resolve().parent)
+    return [d["num_threads"] for d in threadpoolctl.threadpool_info()
+            if d.get("user_api") == "blas" and str(Path(d["filepath"]).resolve()).startswith(root)]
+
+
+def test_single_threaded_blas_holds_in_every_thread():
+    """threadpoolctl sets OpenBLAS's threads only from its "controlling thread" (the first
+    that set a limit, here the main thread); the limit must hold in any other thread too."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy.linalg.cython_blas")
+    controllers = [c for c in threadpoolctl.ThreadpoolController().select(user_api="blas")
+                   .lib_controllers if c.internal_api == "openblas"]
+    if not _scipy_blas_threads() or not controllers:
+        pytest.skip("SciPy's BLAS is not an OpenBLAS that threadpoolctl can read")
+    before = [c.get_num_threads() for c in controllers]
+    seen = []
+
+    def worker():
+        with blas.single_threaded_blas():
+            seen.append(_scipy_blas_threads())
+        seen.append(_scipy_blas_threads())
+
+    try:
+        for c in controllers:
+            c.set_num_threads(2)     # the main thread becomes threadpoolctl's controlling one
+        th = threading.Thread(target=worker)
+        th.start()
+        th.join(timeout=60)
+        assert seen[0] == [1] * len(seen[0]), seen     # one thread inside, in this thread too
+        assert seen[1] == [2] * len(seen[1]), seen     # and the previous count afterwards
+    finally:
+        for c, n in zip(controllers, before):
+            c.set_num_threads(n)

@@ -11,11 +11,14 @@ while the parallel kernels call it from each of their own threads.
 """
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
 import threading
-from contextlib import contextmanager
 
-__all__ = ["blas_info", "cpu_has_avx512", "single_threaded_blas"]
+from .._calls import prune, tracked
+
+__all__ = ["blas_info", "cpu_has_avx512", "single_threaded_blas", "blas_threads"]
 
 # OpenBLAS core types whose kernels use 512-bit vectors.
 _AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"}
@@ -82,10 +85,14 @@ def blas_info():
 # ----------------------------------------------------------------------------
 # the BLAS that Numba's np.dot calls, limited to one thread inside parallel kernels
 
-_lock = threading.Lock()
-_users = 0          # calls inside single_threaded_blas() now, over all Python threads
-_saved = []         # thread counts to restore when the last one leaves
-_controllers = None
+# Re-entrant: a signal handler that computes while this thread is in here must not
+# deadlock. Every change below is one C-level operation, ordered so that a call
+# interrupted anywhere (KeyboardInterrupt), or a whole call made by a signal handler in
+# between, leaves nothing behind that the next call does not set right.
+_lock = threading.RLock()
+_limited = set()     # Calls inside single_threaded_blas() now, over all Python threads
+_saved = {}          # {"counts": [...]}: the counts to restore, while held at one thread
+_counters = None     # per library, (get, set) of its thread count
 
 
 def _numba_blas():
@@ -94,29 +101,71 @@ def _numba_blas():
     Numba's ``np.dot`` calls SciPy's BLAS, which in the PyPI wheels is a library of its
     own (NumPy has another); where both share one library (e.g. conda), that one.
     """
-    global _controllers
-    if _controllers is None:
-        try:
-            import scipy
-            import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
-            from threadpoolctl import ThreadpoolController
-            blas = ThreadpoolController().select(user_api="blas").lib_controllers
-        except Exception:   # no threadpoolctl, or it cannot read this platform: run as is
-            blas = []
-        root = os.path.dirname(os.path.abspath(scipy.__file__)) if blas else ""
-        own = [c for c in blas if os.path.abspath(c.filepath).startswith(root)]
-        _controllers = own or (blas if len(blas) == 1 else [])
-    return _controllers
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+        from threadpoolctl import ThreadpoolController
+        blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    except Exception:   # no threadpoolctl, or it cannot read this platform: run as is
+        return []
+    root = os.path.dirname(os.path.abspath(scipy.__file__))
+    own = [c for c in blas if os.path.abspath(c.filepath).startswith(root)]
+    return own or (blas if len(blas) == 1 else [])
 
 
-@contextmanager
-def single_threaded_blas():
+def _counter(controller):
+    """``(get, set)`` of one library's process-wide thread count, callable from any thread.
+
+    For OpenBLAS on its own threads (not OpenMP), the library's
+    ``openblas_{get,set}_num_threads`` (with the build's affixes, e.g.
+    ``scipy_openblas_set_num_threads``) through ctypes: threadpoolctl's
+    ``set_num_threads`` does nothing there when called from a thread other than the first
+    that set a limit. Any other library through threadpoolctl (MKL, BLIS and FlexiBLAS
+    take a limit from any thread; an OpenMP build's limit is per thread).
+    """
+    if controller.internal_api == "openblas" and \
+            getattr(controller, "threading_layer", None) != "openmp":
+        lib = ctypes.CDLL(controller.filepath)
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                return get, put
+    return controller.get_num_threads, controller.set_num_threads
+
+
+def _blas_counters():
+    """The ``(get, set)`` pairs of the BLAS that Numba's ``np.dot`` calls (found once)."""
+    global _counters
+    if _counters is None:
+        _counters = [_counter(c) for c in _numba_blas()]
+    return _counters
+
+
+def blas_threads():
+    """The thread count of each BLAS library that the ``im2col`` GEMMs call, as a list.
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.blas import blas_threads, single_threaded_blas
+    >>> with single_threaded_blas():
+    ...     all(n == 1 for n in blas_threads())
+    True
+    """
+    return [get() for get, _ in _blas_counters()]
+
+
+@tracked
+def single_threaded_blas(call):
     """Run the block with one thread in the BLAS that Numba's ``np.dot`` calls.
 
-    The parallel phase kernel calls BLAS from each of its own threads; a multithreaded
-    BLAS there would oversubscribe the cores. The previous thread counts come back when
-    the last concurrent user leaves; other code calling SciPy's BLAS in the meantime
-    runs on one thread too (a matter of speed, never of results).
+    The parallel kernels call BLAS from each of their own threads; a multithreaded BLAS
+    there would oversubscribe the cores. The limit holds whichever Python thread enters
+    (see :func:`_counter` for how each library is driven), and the previous thread
+    counts come back when the last concurrent user leaves; other code calling SciPy's
+    BLAS in the meantime runs on one thread too (a matter of speed, never of results).
+    Re-entrant (a signal handler may compute inside the block); a call interrupted at
+    any point (``KeyboardInterrupt``) leaves the counts to be restored by the next call.
 
     Examples
     --------
@@ -124,19 +173,56 @@ def single_threaded_blas():
     >>> with single_threaded_blas():
     ...     pass
     """
-    global _users, _saved
-    libs = _numba_blas()
-    with _lock:
-        if _users == 0:
-            _saved = [c.num_threads for c in libs]
-            for c in libs:
-                c.set_num_threads(1)
-        _users += 1
     try:
+        _limit(call)
         yield
     finally:
-        with _lock:
-            _users -= 1
-            if _users == 0:
-                for c, n in zip(libs, _saved):
-                    c.set_num_threads(n)
+        _unlimit(call)
+
+
+def _limit(call):
+    counters = _blas_counters()
+    with _lock:
+        _limited.add(call)
+        # kept if present: a nested or interrupted call may have limited the counts already
+        _saved.setdefault("counts", [get() for get, _ in counters])
+        for _, put in counters:
+            put(1)
+
+
+def _unlimit(call):
+    with _lock:
+        _limited.discard(call)
+        if not prune(_limited):
+            counts = _saved.get("counts")
+            for (_, put), n in zip(_blas_counters(), counts or ()):
+                put(n)
+            _saved.pop("counts", None)     # only once restored
+
+
+_FORK_WAIT_S = 60.0
+_held_for_fork = []    # the lock, while this thread forks
+
+
+def _before_fork():
+    # no other thread is then between two C calls that change the counts
+    if _lock.acquire(timeout=_FORK_WAIT_S):
+        _held_for_fork.append(_lock)
+
+
+def _after_fork_in_parent():
+    if _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.RLock()        # held by the forking thread, or by a thread now gone
+    _held_for_fork.clear()
+    me = threading.get_ident()
+    _limited.difference_update([c for c in _limited if c.thread != me])
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import re
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
 from .._alloc import allocate
+from .._calls import tracked
 
 __all__ = ["get_workspace_limit", "set_workspace_limit", "workspace", "release_workspace",
            "parse_bytes", "ENV_VAR"]
@@ -111,40 +111,45 @@ def set_workspace_limit(nbytes):
     return old
 
 
-_local = threading.local()
+_local = threading.local()   # .buf: the kept buffer; .holder: the Call using it, if any
 _KEEP_BYTES = 64 * 2**20     # workspace kept between calls, per thread, when no larger
 
 
-@contextmanager
-def workspace(dtype, *sizes):
+def _held():
+    holder = getattr(_local, "holder", None)
+    return holder is not None and holder.running()
+
+
+@tracked
+def workspace(call, dtype, *sizes):
     """Flat arrays of ``dtype`` with the given element counts, carved from one buffer,
     for the duration of the block (64-byte aligned spans).
 
     The thread's kept buffer is used when it is free and large enough; otherwise (too
     small, or held by an interrupted call of this thread) a new one is allocated, and
-    kept if it is at most ``_KEEP_BYTES`` and nothing held the old one.
+    kept if it is at most ``_KEEP_BYTES`` and nothing held the old one. A call
+    interrupted anywhere (``KeyboardInterrupt``) never leaves the kept buffer held.
     """
     itemsize = np.dtype(dtype).itemsize
     spans = [-(-n * itemsize // 64) * 64 for n in sizes]
     total = sum(spans)
     buf = getattr(_local, "buf", None)
-    held = getattr(_local, "held", False)
+    held = _held()
     if held or buf is None or buf.size < total:
         buf = allocate(total, np.uint8, "workspace")
         if not held:
             _local.buf = buf if total <= _KEEP_BYTES else None
-    mine = not held and getattr(_local, "buf", None) is buf
-    if mine:
-        _local.held = True
     try:
+        if not held and getattr(_local, "buf", None) is buf:
+            _local.holder = call
         out, start = [], 0
         for n, span in zip(sizes, spans):
             out.append(buf[start:start + n * itemsize].view(dtype))
             start += span
         yield out
     finally:
-        if mine:
-            _local.held = False
+        if getattr(_local, "holder", None) is call:
+            _local.holder = None
 
 
 def release_workspace():
@@ -155,5 +160,5 @@ def release_workspace():
     >>> from convtranspose.cpu.workspace import release_workspace
     >>> release_workspace()
     """
-    if not getattr(_local, "held", False):
+    if not _held():
         _local.buf = None

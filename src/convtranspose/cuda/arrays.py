@@ -232,7 +232,7 @@ def dtype_of(a, name):
     if type(a).__module__.split(".")[0] == "torch":
         names = {"torch.float32": np.float32, "torch.float64": np.float64}
         if str(dt) not in names:
-            raise TypeError(f"arrays must be float32 or float64, got dtype {dt} for {name}")
+            raise TypeError(f"{name} must be float32 or float64, got dtype {dt}")
         return names[str(dt)]
     return dt
 
