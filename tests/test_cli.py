@@ -132,3 +132,14 @@ def test_check_reports_progress_when_piped():
     lines = [x for x in proc.stdout.splitlines() if x.startswith("checked ")]
     assert [x.split()[1] for x in lines] == ["100/150", "150/150"]
     assert proc.stdout.index(lines[-1]) < proc.stdout.index("PASS")
+
+
+def test_bench_held_out(tmp_path, capsys):
+    """--held-out times the layers that no tuning saw (after --shapes when both are given)."""
+    from convtranspose.suite import HELD_OUT, SUITE
+    assert not {s.name for s in HELD_OUT} & {s.name for s in SUITE}
+    out = tmp_path / "b.json"
+    assert main(["bench", "--shapes", "seed_tiny", "--held-out", "--backends", "direct",
+                 "--repeat", "1", "--no-torch", "--json", str(out)]) == 0
+    names = [r["shape"] for r in json.loads(out.read_text())["results"]]
+    assert names == ["seed_tiny", *(s.name for s in HELD_OUT)]

@@ -89,12 +89,14 @@ def cmd_check(args):
 
 def cmd_bench(args):
     from .bench import format_table, run_suite
-    from .suite import get
+    from .suite import HELD_OUT, get
     try:
         shapes = None if not args.shapes else [get(s) for s in args.shapes]
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
+    if args.held_out:
+        shapes = (shapes or []) + [s for s in HELD_OUT if s not in (shapes or [])]
     if args.threads is not None:
         import numba
         numba.set_num_threads(args.threads)
@@ -192,6 +194,9 @@ def main(argv=None):
     p = sub.add_parser("bench", help="time the benchmark suite against PyTorch")
     p.add_argument("--shapes", nargs="+", type=_shape_names,
                    help="suite shape names, separated by spaces or commas (default: all)")
+    p.add_argument("--held-out", action="store_true",
+                   help="the held-out layers (suite.HELD_OUT: real networks' layers that no "
+                        "tuning used) instead of the suite, or after --shapes")
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])

@@ -91,7 +91,7 @@ def measure(shape, batch=None, dtype="float32", repeat=20, smoke=False, log=None
     tdtype = getattr(torch, str(np.dtype(dtype)))
     gen = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn((n, *shape.x_shape[1:]), generator=gen, device=dev, dtype=tdtype)
-    bound = 1.0 / math.sqrt(shape.w_shape[1] * shape.k ** 2)
+    bound = 1.0 / math.sqrt(shape.w_shape[1] * shape.k_hw[0] * shape.k_hw[1])
     w = (torch.rand(shape.w_shape, generator=gen, device=dev, dtype=tdtype) * 2 - 1) * bound
     b = (torch.rand(shape.c_out, generator=gen, device=dev, dtype=tdtype) * 2 - 1) * bound
     kw = shape.kwargs()
