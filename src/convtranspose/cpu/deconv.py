@@ -1,0 +1,265 @@
+"""A transposed convolution on the packed GEMM engine, per stride phase (issue 11).
+
+The output splits into ``sH*sW`` sub-pixel phases (XNNPACK's sub-convolution
+deconvolution; Zhang, Franchetti & Low, ICML 2018, and the phase form of
+:mod:`convtranspose.cpu.im2col`): phase ``(o0r, o0c)`` owns the output pixels ``(o0r +
+sH*a, o0c + sW*b)`` and receives only the kernel taps whose inputs land there, each tap
+``(th, tw)`` reading input pixel ``(off_r[th] + a, off_c[tw] + b)``
+(:func:`~convtranspose.cpu.im2col.phase_plan`, ``O(kernel)``). Per phase and group it is
+one GEMM::
+
+    C (C_out_g, pixels) = A (C_out_g, C_in_g*taps) @ B (C_in_g*taps, pixels)
+
+computed by :mod:`convtranspose.cpu.engine`'s micro-kernel, with packing that reads the
+operands in place:
+
+* ``A``, the phase's taps of the weight, is packed once per call for every (phase,
+  group) (:func:`~convtranspose.cpu.engine.pack_a_phases`), which also counts weights
+  that are not finite;
+* ``B`` is packed block by block straight from ``x`` in NCHW
+  (:func:`~convtranspose.cpu.engine.pack_b_from_input_phase`): zeros where a tap reads
+  outside the input, no column matrix, no product with an inserted zero;
+* the store adds the bias and writes each pixel of ``C`` to its place in ``out``.
+  Phases that no tap reaches hold only the bias.
+
+Tasks and order: each (phase, group)'s pixels are cut into tasks of whole images, bands
+of phase rows, or pieces of one phase row, at most ``cols`` GEMM columns each (see
+:func:`plan_deconv`); Numba runs them in parallel (``prange``). The tasks depend on the
+problem and on the process's fixed ``NUMBA_NUM_THREADS``, never on
+``numba.set_num_threads``, and own disjoint outputs; every output element is summed in
+ascending ``k = (channel, tap)`` within each ``KC`` block of the engine, blocks in order,
+then the bias added. So results are bitwise the same for any thread count in use, any
+batch size (an image's pixels come out the same in any batch) and any cut into tasks.
+
+Memory: besides the output, one call uses the packed weight, ``Mp * C_in * T`` elements
+(``Mp`` = ``C_out_g`` rounded up to the micro-tile's 6 rows, ``T`` = taps per phase,
+summed over phases: at most ``kH*kW``), and per thread of ``NUMBA_NUM_THREADS`` one slot
+of ``KC*ceil(cols/NR)*NR + C_out_g*cols + MR*NR`` elements (packed ``B`` block, the
+task's ``C``, an edge tile), where ``cols <= NC`` of :func:`~convtranspose.cpu.engine.blocking`
+and ``(KC + C_out_g) * cols <= 2**20`` (or the workspace limit, whichever is less;
+never below one micro-panel, ``NR``, of columns): 4-8 MiB per thread. Planning costs
+``O(kernel + tasks)``; nothing is indexed per output pixel.
+
+Non-finite weights: the zeros packed for taps that read outside the input meet the
+weights, and ``0 * inf`` is NaN where the definition multiplies no such pair. When a
+packed weight is Inf or NaN, :func:`compute` computes nothing and returns ``False``;
+:func:`run` then runs the ``direct`` backend, which multiplies real (input, tap) pairs
+only. Not wired into ``backend="auto"`` yet.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .._threading import launch
+from . import direct, simd
+from . import workspace as _ws
+from .engine import MR, blocking, deconv_kernel, pack_a_phases
+from .im2col import phase_plan
+from .taps import byte_bounded_cache
+from .workspace import workspace
+
+__all__ = ["run", "compute", "plan_deconv", "DeconvPlan"]
+
+#: Tasks wanted per thread, and the fewest GEMM columns worth a task of their own.
+_TASKS_PER_THREAD = 2
+_MIN_TASK_COLS = 256
+#: Elements of a thread's packed ``B`` block plus its ``C`` (per GEMM column,
+#: ``KC + C_out_g`` of them) that a task aims at.
+_SLOT_ELEMENTS = 2**20
+
+
+class DeconvPlan(NamedTuple):
+    """Tables and tasks of one problem (see :func:`~convtranspose.cpu.engine.deconv_kernel`)."""
+
+    s_h: int
+    s_w: int
+    meta: np.ndarray      # per phase with taps: o0r, o0c, rows, cols, T_h, T_w, r0, c0, a_off
+    tasks: np.ndarray     # (phase, group, n0, images, a0, rows, b0, cols) per task
+    bias_only: bool       # whether some phases get no tap (they hold only the bias)
+    k_rows: np.ndarray    # kernel rows (columns) of each phase's taps, phase p's from
+    k_cols: np.ndarray    # meta[p, 6] (meta[p, 7]) on, T_h (T_w) of them ...
+    off_rows: np.ndarray  # ... and the input row (column) each reads for phase pixel 0
+    off_cols: np.ndarray
+    a_size: int           # elements of the packed weights
+    slot: int             # elements of one thread's slot
+    b_size: int           # of which the packed B block
+
+
+def _split(length, most):
+    """``[(start, size)]`` cutting ``range(length)`` into the fewest pieces of at most
+    ``most``, as even as possible."""
+    pieces = -(-length // most)
+    size = -(-length // pieces)
+    return [(s, min(size, length - s)) for s in range(0, length, size)]
+
+
+def _rects(n, rows, cols, target):
+    """Task rectangles ``(n0, images, a0, rows, b0, cols)`` of one phase's pixels, about
+    ``target`` GEMM columns each and never more."""
+    per_img = rows * cols
+    if per_img <= target:
+        m = max(1, min(n, target // per_img))
+        return [(n0, size, 0, rows, 0, cols) for n0, size in _split(n, m)]
+    if cols <= target:
+        return [(i, 1, a0, size, 0, cols) for i in range(n)
+                for a0, size in _split(rows, target // cols)]
+    return [(i, 1, a, 1, b0, size) for i in range(n) for a in range(rows)
+            for b0, size in _split(cols, target)]
+
+
+def _table(rows, width=None):
+    """A read-only ``int64`` array of ``rows`` (``width`` columns when given)."""
+    a = np.array(rows, np.int64)
+    a = a.reshape(-1, width) if width else a
+    a.flags.writeable = False
+    return a
+
+
+@byte_bounded_cache()
+def plan_deconv(x_shape, w_shape, params, out_hw, dtype, limit, threads, cols=None):
+    """Build the :class:`DeconvPlan` of one problem (cached).
+
+    Each (phase, group)'s ``N * rows * cols`` GEMM columns are cut into tasks (whole
+    images, else bands of phase rows, else pieces of one phase row) of about
+    ``_TASKS_PER_THREAD * threads`` per problem and at least ``_MIN_TASK_COLS`` columns
+    where the problem allows, and never more than ``cols`` columns (default: ``NC``, and
+    what keeps a thread's slot within ``_SLOT_ELEMENTS`` and ``limit / threads`` bytes).
+    ``threads`` is the process's fixed thread count, so the tasks, and the results, do
+    not change with ``numba.set_num_threads``; the cut does not change the results anyway.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import normalise
+    >>> from convtranspose.cpu.deconv import plan_deconv
+    >>> params, shape, _ = normalise((1, 2, 3, 3), (2, 4, 2, 2), None, [np.dtype(np.float32)] * 2,
+    ...                              stride=2)
+    >>> plan = plan_deconv((1, 2, 3, 3), (2, 4, 2, 2), params, shape[2:], np.float32,
+    ...                    2**28, 2)
+    >>> len(plan.meta), plan.tasks[:, 0].tolist()       # 4 phases, 1 tap each
+    (4, [0, 1, 2, 3])
+    """
+    n, c_in = x_shape[:2]
+    _, c_out_g, k_h, k_w = w_shape
+    groups = params.groups
+    c_in_g = c_in // groups
+    dtype = np.dtype(dtype)
+    kc, _, nc = blocking(dtype)
+    nr = simd.tile(dtype)[1]
+    mp = -(-c_out_g // MR) * MR
+    (s_h, rows, n_rows), (s_w, cols_ph, n_cols) = phase_plan(x_shape[2:], (k_h, k_w), out_hw,
+                                                             params)
+    work = [(pr, pc) for pr in rows for pc in cols_ph]
+    k_max = c_in_g * max([len(pr.k_idx) * len(pc.k_idx) for pr, pc in work], default=1)
+    kb = min(kc, k_max)
+    per_col = kb + c_out_g
+    cap = min(nc, _SLOT_ELEMENTS // per_col, limit // (threads * per_col * dtype.itemsize))
+    cap = max(nr, cap if cols is None else min(cap, cols))
+    want = -(-threads * _TASKS_PER_THREAD // max(1, len(work) * groups))
+    meta, tasks, k_rows, k_cols, off_rows, off_cols = [], [], [], [], [], []
+    a_off = nb_max = 0
+    for p, (pr, pc) in enumerate(work):
+        target = min(cap, max(_MIN_TASK_COLS, -(-n * pr.count * pc.count // want)))
+        rects = _rects(n, pr.count, pc.count, target)
+        tasks += [(p, g, *r) for g in range(groups) for r in rects]
+        nb_max = max([nb_max] + [m * n_a * n_b for _, m, _, n_a, _, n_b in rects])
+        meta.append((pr.o0, pc.o0, pr.count, pc.count, len(pr.k_idx), len(pc.k_idx),
+                     len(k_rows), len(k_cols), a_off))
+        a_off += mp * c_in * len(pr.k_idx) * len(pc.k_idx)
+        k_rows += pr.k_idx
+        k_cols += pc.k_idx
+        off_rows += pr.offsets
+        off_cols += pc.offsets
+    line = 64 // dtype.itemsize           # slots and their parts start on cache lines
+    b_size = -(-kb * -(-nb_max // nr) * nr // line) * line
+    slot = -(-(b_size + c_out_g * nb_max + MR * nr) // line) * line
+    return DeconvPlan(s_h, s_w, _table(meta, 9), _table(tasks, 8), len(work) < n_rows * n_cols,
+                      _table(k_rows), _table(k_cols), _table(off_rows), _table(off_cols),
+                      a_off, slot, b_size)
+
+
+def compute(x, weight, bias, params, out, *, cols=None):
+    """Compute into ``out`` with the engine; ``False`` (and ``out`` untouched) when a
+    weight tap that some phase uses is Inf or NaN.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+    weight : ndarray, shape (C_in, C_out // groups, kH, kW)
+    bias : ndarray, shape (C_out,), or None
+    params : convtranspose.params.ConvParams
+    out : ndarray, shape (N, C_out, H_out, W_out)
+        All C-contiguous, of one dtype (float32 or float64), as the backends take them.
+    cols : int, optional
+        Most GEMM columns (output pixels of one phase) per task; changes the speed only.
+
+    Returns
+    -------
+    bool
+        ``True`` when ``out`` holds the result. ``False`` when a packed weight is not
+        finite: then the zeros packed for taps outside the input would give ``0 * inf =
+        nan`` where the definition has none, and the caller should use a backend that
+        multiplies real pairs only (:func:`run` uses ``direct``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import normalise
+    >>> from convtranspose.cpu.deconv import compute
+    >>> x = np.ones((1, 1, 2, 2)); w = np.ones((1, 1, 3, 3))
+    >>> params, shape, _ = normalise(x.shape, w.shape, None, [x.dtype, w.dtype], stride=2)
+    >>> out = np.empty(shape)
+    >>> compute(x, w, None, params, out), out[0, 0, 2].tolist()   # row 2 gets both inputs
+    (True, [2.0, 2.0, 4.0, 2.0, 2.0])
+    >>> w[0, 0, 0, 0] = np.inf
+    >>> compute(x, w, None, params, out)
+    False
+    """
+    if out.size == 0:
+        return True
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    plan = plan_deconv(x.shape, weight.shape, params, out.shape[2:], out.dtype,
+                       _ws.get_workspace_limit(), threads, cols)
+    kc, mc, _ = blocking(out.dtype)
+    with workspace(out.dtype, plan.a_size, threads * plan.slot) as (ap, ws):
+        if plan.a_size and launch(pack_a_phases, weight, ap, plan.meta, plan.k_rows,
+                                  plan.k_cols, params.groups, kc):
+            return False
+        if plan.bias_only:          # the tasks overwrite the phases that get taps
+            out[...] = 0 if bias is None else bias[:, None, None]
+        if len(plan.tasks):
+            launch(deconv_kernel, x, ap, np.empty(0, out.dtype) if bias is None else bias, out,
+                   plan.meta, plan.off_rows, plan.off_cols, plan.tasks, plan.s_h, plan.s_w,
+                   params.groups, kc, mc, ws, plan.slot, plan.b_size)
+    return True
+
+
+def run(x, weight, bias, params, out):
+    """Compute into ``out`` (the backends' signature); ``direct`` when a weight is Inf/NaN.
+
+    Parameters
+    ----------
+    x, weight, bias, params, out
+        As :func:`compute` takes them.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import normalise
+    >>> from convtranspose.cpu.deconv import run
+    >>> x = np.ones((1, 1, 1, 2)); w = np.ones((1, 1, 1, 2)); b = np.array([0.5])
+    >>> params, shape, _ = normalise(x.shape, w.shape, b.shape, [x.dtype] * 3)
+    >>> run(x, w, b, params, np.empty(shape))[0, 0].tolist()
+    [[1.5, 2.5, 1.5]]
+    """
+    if not compute(x, weight, bias, params, out):
+        direct.run(x, weight, bias, params, out)
+    return out

@@ -1,0 +1,162 @@
+"""The transposed convolution on the packed GEMM engine (cpu/deconv.py): against the float64
+reference, bitwise independence of threads, batch and tiling, and Inf/NaN weights."""
+import numba
+import numpy as np
+import pytest
+
+from convtranspose.cpu import deconv, engine, simd
+from convtranspose.params import normalise
+from convtranspose.reference import conv_transpose2d_scatter
+from convtranspose.suite import SUITE
+from convtranspose.testing import assert_close, random_problem
+
+DTYPES = [np.float32, np.float64]
+
+
+def _call(x, w, b, kwargs, fn=deconv.run, **options):
+    """Run ``fn`` on batched, contiguous arrays; return the output."""
+    dtypes = [x.dtype, w.dtype] + ([] if b is None else [b.dtype])
+    params, shape, dtype = normalise(x.shape, w.shape, None if b is None else b.shape, dtypes,
+                                     **kwargs)
+    out = np.full(shape, np.nan, dtype)
+    result = fn(np.ascontiguousarray(x), np.ascontiguousarray(w), b, params, out, **options)
+    return out if fn is deconv.run else (result, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_random_problems(dtype):
+    rng = np.random.default_rng(11)
+    for i in range(60):
+        p = random_problem(rng)
+        x, w, b = p.arrays(dtype, i)
+        x = x if x.ndim == 4 else x[None]
+        assert_close(_call(x, w, b, p.kwargs), conv_transpose2d_scatter(x, w, b, **p.kwargs),
+                     dtype)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((3, 2, 1, 1), (2, 4, 4, 4), dict(stride=2)),                 # 1x1 image
+    ((2, 3, 1, 1), (3, 2, 3, 3), dict(stride=2**31 - 1)),         # 1x1 image, huge stride
+    ((1, 2, 3, 3), (2, 3, 7, 7), dict(stride=2, padding=1)),      # kernel larger than the image
+    ((2, 4, 5, 6), (4, 3, 3, 2), dict(stride=(3, 2), padding=((2, 0), (1, 3)),
+                                      output_padding=(1, 1), dilation=(1, 2), groups=2)),
+    ((1, 8, 4, 4), (8, 1, 4, 4), dict(stride=2, padding=1, groups=8)),   # depthwise
+    ((1, 1, 3, 3), (1, 1, 5, 5), dict(padding=3)),                # padding crops to 1x1
+    ((1, 2, 2, 3), (2, 2, 3, 3), dict(stride=5)),                 # phases that get no tap
+    ((0, 3, 4, 5), (3, 2, 3, 3), dict(stride=2)),                 # N = 0
+    ((2, 3, 40, 9), (3, 13, 3, 3), dict(stride=1, padding=1)),    # several tasks, MR edge
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_edge_problems(dtype, x_shape, w_shape, kwargs):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[1] * kwargs.get("groups", 1)).astype(dtype)
+    for bias in (b, None):
+        assert_close(_call(x, w, bias, kwargs), conv_transpose2d_scatter(x, w, bias, **kwargs),
+                     dtype)
+
+
+@pytest.mark.parametrize("shape", SUITE, ids=[s.name for s in SUITE])
+def test_suite_shapes_at_reduced_batch(shape):
+    dtype = np.float32
+    x, w, b = shape.arrays(dtype, batch=min(shape.n, 2))
+    kwargs = shape.kwargs()
+    assert_close(_call(x, w, b, kwargs), conv_transpose2d_scatter(x, w, b, **kwargs), dtype)
+
+
+def _bitwise_problem(dtype):
+    # K = C_in_g * taps over two KC blocks, C_out_g over an MR edge, pixels over many panels
+    rng = np.random.default_rng(5)
+    kc = engine.blocking(dtype)[0]
+    c_in = kc // 2 + 3                      # 4 taps per phase: K = 2*kc + 12
+    x = rng.standard_normal((3, c_in, 9, 7)).astype(dtype)
+    w = rng.standard_normal((c_in, simd.MR + 2, 4, 4)).astype(dtype)
+    b = rng.standard_normal(simd.MR + 2).astype(dtype)
+    return x, w, b, dict(stride=2, padding=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_independent_of_threads_batch_and_tiling(dtype):
+    x, w, b, kwargs = _bitwise_problem(dtype)
+    ref = _call(x, w, b, kwargs)
+    assert_close(ref, conv_transpose2d_scatter(x, w, b, **kwargs), dtype)
+    nr = simd.tile(dtype)[1]
+    for cols in (1, nr - 1, 2 * nr + 3, 20, 63):              # tasks of other sizes and shapes
+        _, out = _call(x, w, b, kwargs, deconv.compute, cols=cols)
+        np.testing.assert_array_equal(out, ref)
+    for i in range(x.shape[0]):                                 # each image in a batch of one
+        np.testing.assert_array_equal(_call(x[i:i + 1], w, b, kwargs), ref[i:i + 1])
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        old = numba.get_num_threads()
+        try:
+            for threads in (1, 2):
+                numba.set_num_threads(threads)
+                np.testing.assert_array_equal(_call(x, w, b, kwargs), ref)
+        finally:
+            numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_nonfinite_weight_falls_back(dtype, bad):
+    # a tap reading outside the input meets a packed zero: 0 * inf must not give NaN
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(dtype)
+    w[1, 0, 2, 0] = bad                      # kernel row 2 reads input row -1 for output row 0
+    kwargs = dict(stride=2)
+    flag, _ = _call(x, w, None, kwargs, deconv.compute)
+    assert flag is False
+    got = _call(x, w, None, kwargs)
+    with np.errstate(invalid="ignore"):
+        ref = conv_transpose2d_scatter(x, w, None, **kwargs)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(ref))
+    finite = np.isfinite(ref)
+    assert finite.any() and not finite.all()
+    assert_close(got[finite], ref[finite], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nonfinite_input_propagates_as_defined(dtype):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 5, 5)).astype(dtype)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(dtype)
+    x[0, 1, 2, 3] = np.inf
+    x[0, 0, 0, 0] = np.nan
+    w[1, 2, 1, 1] = 0.0                      # inf * 0 = nan where the definition has it
+    kwargs = dict(stride=2, padding=1)
+    flag, got = _call(x, w, None, kwargs, deconv.compute)
+    assert flag is True
+    with np.errstate(invalid="ignore"):
+        ref = conv_transpose2d_scatter(x, w, None, **kwargs)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    finite = np.isfinite(ref)
+    assert_close(got[finite], ref[finite], dtype)
+
+
+def test_unused_nonfinite_tap_does_not_fall_back():
+    # a kernel row that never reaches the output is never packed
+    x = np.ones((1, 1, 1, 3))
+    w = np.ones((1, 1, 3, 3))
+    w[0, 0, 2, :] = np.nan
+    kwargs = dict(padding=((0, 2), (0, 0)))     # crops away the rows kernel rows 1, 2 reach
+    flag, got = _call(x, w, None, kwargs, deconv.compute)
+    assert flag is True
+    np.testing.assert_array_equal(got, conv_transpose2d_scatter(x, w, None, **kwargs))
+
+
+def test_plan_is_small():
+    # a large output: the plan's tables grow with the kernel and the tasks, not the pixels
+    params, shape, _ = normalise((1, 4, 2000, 2000), (4, 4, 3, 3), None,
+                                 [np.dtype(np.float32)] * 2, stride=2)
+    plan = deconv.plan_deconv((1, 4, 2000, 2000), (4, 4, 3, 3), params, shape[2:],
+                              np.dtype(np.float32), 2**28, 2)
+    assert len(plan.k_rows) <= 2 * 3 and len(plan.k_cols) <= 2 * 3     # stride * kernel
+    nb = plan.tasks[:, 3] * plan.tasks[:, 5] * plan.tasks[:, 7]
+    assert nb.max() <= engine.blocking(np.float32)[2]
+    assert len(plan.tasks) * nb.min() <= 2 * shape[2] * shape[3]     # no tiny tasks
+    assert plan.slot <= 2 * 2**20
