@@ -113,7 +113,8 @@ def launch(kernel, *args):
     (``NUMBA_DISABLE_JIT=1``) passes it and runs.
     """
     options = getattr(kernel, "targetoptions", None)
-    if options is not None and not options.get("parallel") and kernel.signatures:
+    # (``overloads``, a dict, not ``signatures``, which builds a list: microseconds)
+    if options is not None and not options.get("parallel") and kernel.overloads:
         return kernel(*args)         # compiled, serial, no BLAS: nothing a fork must wait for
     with _gated():
         return _run(kernel, options, args)

@@ -17,6 +17,7 @@ import os
 import threading
 
 from .._calls import prune, tracked
+from .._threading import FORK_WAIT_S
 
 __all__ = ["blas_info", "cpu_has_avx512", "single_threaded_blas", "blas_threads"]
 
@@ -200,13 +201,12 @@ def _unlimit(call):
             _saved.pop("counts", None)     # only once restored
 
 
-_FORK_WAIT_S = 60.0
 _held_for_fork = []    # the lock, while this thread forks
 
 
 def _before_fork():
     # no other thread is then between two C calls that change the counts
-    if _lock.acquire(timeout=_FORK_WAIT_S):
+    if _lock.acquire(timeout=FORK_WAIT_S):
         _held_for_fork.append(_lock)
 
 

@@ -56,15 +56,18 @@ def byte_bounded_cache(max_bytes=CACHE_BYTES):
     True
     """
     def decorate(func):
-        entries, lock, total = OrderedDict(), threading.Lock(), [0]
+        # re-entrant: a signal handler may compute while this thread updates the cache
+        entries, lock, total = OrderedDict(), threading.RLock(), [0]
 
         @functools.wraps(func)
         def wrapper(*args):
-            with lock:
-                hit = entries.get(args)
-                if hit is not None:
+            hit = entries.get(args)       # one C call: no lock on the hot path
+            if hit is not None:
+                try:
                     entries.move_to_end(args)
-                    return hit[0]
+                except KeyError:          # dropped by another thread meanwhile
+                    pass
+                return hit[0]
             value = func(*args)
             size = _nbytes(value) + _ENTRY_BYTES
             with lock:
