@@ -12,7 +12,7 @@ import numpy as np
 from .params import normalise
 
 __all__ = ["TOLERANCE", "Problem", "random_problem", "relative_error", "assert_close",
-           "extreme_problems"]
+           "assert_same_specials", "extreme_problems"]
 
 #: Largest allowed ``max|actual - expected| / max|expected|`` per result dtype, against the
 #: float64 reference (or PyTorch).
@@ -38,6 +38,29 @@ def assert_close(actual, expected, dtype, factor=1.0):
     err = relative_error(actual, expected)
     if not err <= tol:   # also catches NaN
         raise AssertionError(f"relative error {err:.3g} exceeds {tol:.3g} ({np.dtype(dtype)})")
+
+
+def assert_same_specials(actual, expected, dtype, factor=1.0):
+    """Assert NaN at the same places, Inf at the same places with the same signs, and the
+    finite values close (:func:`assert_close` on them, relative to the largest).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.testing import assert_same_specials
+    >>> assert_same_specials(np.array([np.nan, np.inf, 1.0]), np.array([np.nan, np.inf, 1.0]),
+    ...                      np.float64)
+    """
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {actual.shape} != expected {expected.shape}")
+    for test in (np.isnan, np.isposinf, np.isneginf):
+        if not np.array_equal(test(actual), test(expected)):
+            raise AssertionError(f"{test.__name__} differs at "
+                                 f"{np.argwhere(test(actual) != test(expected))[:5].tolist()}")
+    finite = np.isfinite(expected)
+    assert_close(actual[finite], expected[finite], dtype, factor)
 
 
 @dataclass(frozen=True)

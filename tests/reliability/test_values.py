@@ -6,6 +6,7 @@ import pytest
 
 import convtranspose as ct
 from convtranspose.reference import conv_transpose2d_reference as reference
+from convtranspose.testing import assert_same_specials
 
 BACKENDS = ("direct", "im2col")
 KW = dict(stride=2, padding=1, dilation=1)
@@ -38,12 +39,7 @@ CASES.append(("inf-inf", np.inf))
 
 
 def _same_specials(y, e):
-    """Equal NaN positions, equal Inf positions and signs, finite values close."""
-    assert np.array_equal(np.isnan(y), np.isnan(e))
-    assert np.array_equal(np.isposinf(y), np.isposinf(e))
-    assert np.array_equal(np.isneginf(y), np.isneginf(e))
-    fin = np.isfinite(e)
-    np.testing.assert_allclose(y[fin], e[fin], rtol=1e-5, atol=1e-5)
+    assert_same_specials(y, e, y.dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
