@@ -6,6 +6,7 @@ import numpy as np
 from . import dispatch
 from ._alloc import allocate
 from .cpu.workspace import get_workspace_limit
+from .dask_ops import is_dask_array
 from .params import normalise
 
 __all__ = ["conv_transpose2d"]
@@ -50,7 +51,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     Parameters
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
-        Input, float32 or float64. Any memory layout, byte order or writeability.
+        Input, float32 or float64. Any memory layout, byte order or writeability. A Dask
+        array gives a lazy Dask array (see README's "Scaling out with Dask").
     weight : array_like, shape (C_in, C_out // groups, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose2d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -81,10 +83,12 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
     Returns
     -------
-    numpy.ndarray, or an array of x's kind for CUDA input
+    numpy.ndarray, or an array of x's kind for CUDA or Dask input
         ``(N, C_out, H_out, W_out)``, or ``(C_out, H_out, W_out)`` for unbatched input, of
         dtype ``np.result_type(x, weight, bias)``. CUDA arrays (Numba, CuPy, torch) give a
-        result of the same kind on the same GPU (see :func:`convtranspose.cuda.conv_transpose2d`).
+        result of the same kind on the same GPU (see :func:`convtranspose.cuda.conv_transpose2d`);
+        a Dask ``x`` gives a lazy Dask array whose tiles follow ``x``'s chunks (``weight`` and
+        ``bias`` must then be NumPy arrays, and ``out`` is refused).
 
     Raises
     ------
@@ -134,6 +138,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                     output_size, backend)
     hit = _VALIDATED.get(key) if key is not None else None
     if hit is None:
+        if any(is_dask_array(a) for a in (x, weight, bias, out)):
+            from . import dask_ops
+            return dask_ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
+                                             groups, dilation, output_size=output_size,
+                                             out=out, backend=backend)
         if any(dispatch.is_device_array(a, n) for a, n in
                ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
             if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):

@@ -97,6 +97,8 @@ def cmd_bench(args):
         return 2
     if args.held_out:
         shapes = (shapes or []) + [s for s in HELD_OUT if s not in (shapes or [])]
+    if args.dask:
+        return _bench_dask(args)
     if args.threads is not None:
         import numba
         numba.set_num_threads(args.threads)
@@ -109,12 +111,30 @@ def cmd_bench(args):
     else:
         report = run_suite(shapes, args.backends or _backends(), np.dtype(args.dtype),
                            repeat=args.repeat, with_torch=not args.no_torch, clock=clock)
-    print(format_table(report))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=1)
-        print(f"saved {args.json}")
+    return _report(format_table(report), report, args.json)
+
+
+def _report(table, data, path):
+    """Print ``table``; save ``data`` as JSON at ``path`` when given."""
+    print(table)
+    if path:
+        with open(path, "w") as fh:
+            json.dump(data, fh, indent=1)
+        print(f"saved {path}")
     return 0
+
+
+def _bench_dask(args):
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("bench --dask needs dask and distributed: pip install '.[dask]'", file=sys.stderr)
+        return 2
+    from .bench_dask import format_dask_table, run_dask_bench
+    rows = run_dask_bench(size=args.size, tile=args.tile, batch=args.batch,
+                          workers=tuple(args.workers), verify=not args.no_verify,
+                          jobs=tuple(args.jobs))
+    return _report(format_dask_table(rows), rows, args.json)
 
 
 def _int_arg(problem):
@@ -211,6 +231,21 @@ def main(argv=None):
                    help="time the calling thread's CPU time (with --threads 1 and "
                         "OPENBLAS_NUM_THREADS=1: stable on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
+    p.add_argument("--dask", action="store_true",
+                   help="scale-out figures on a dask.distributed LocalCluster instead: an "
+                        "image upsampled tile by tile, a decoder layer over a chunked batch")
+    p.add_argument("--jobs", nargs="+", choices=["image", "decoder"],
+                   default=["image", "decoder"], help="with --dask: which jobs")
+    p.add_argument("--size", type=_at_least(8), default=16384,
+                   help="with --dask: image side (default 16384)")
+    p.add_argument("--tile", type=_at_least(8), default=2048,
+                   help="with --dask: image chunk side (default 2048)")
+    p.add_argument("--batch", type=_at_least(1), default=1024,
+                   help="with --dask: decoder batch (default 1024, chunks of 64)")
+    p.add_argument("--workers", type=_at_least(1), nargs="+", default=[1, 2],
+                   help="with --dask: worker processes per run (default 1 2)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="with --dask: skip comparing the image with the NumPy call")
     args = parser.parse_args(argv)
     _check_args(parser, args)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)

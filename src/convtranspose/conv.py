@@ -12,6 +12,7 @@ import numpy as np
 
 from . import dispatch, nonfinite
 from .api import _host_array, host_operands
+from .dask_ops import is_dask_array
 from .cpu import backward as kernels
 from .params import ConvParams, normalise_conv2d, normalise_conv2d_backward
 
@@ -105,7 +106,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     Parameters
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
-        Input, float32 or float64.
+        Input, float32 or float64. A Dask array gives a lazy Dask array, tiled over its
+        chunks.
     weight : array_like, shape (C_out, C_in // groups, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv2d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -123,7 +125,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, or an array of x's kind for CUDA or Dask input
         ``(N, C_out, H_out, W_out)`` (or unbatched), dtype ``np.result_type(x, weight, bias)``.
 
     Raises
@@ -162,6 +164,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ...           padding="same").shape
     (5, 7, 9)
     """
+    if any(is_dask_array(a) for a in (x, weight, bias)):
+        from . import dask_ops
+        return dask_ops.conv2d(x, weight, bias, stride, padding, dilation, groups,
+                               backend=backend)
     if on_gpu(backend, x=x, weight=weight, bias=bias):
         from . import cuda
         return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
@@ -208,11 +214,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     Parameters
     ----------
     grad_output : array_like
-        Gradient of the loss with respect to ``conv2d(x, weight, ...)``; of its shape.
-    x, weight
+        Gradient of the loss with respect to ``conv2d(x, weight, ...)``; of its shape. With
+        a Dask ``grad_output`` or ``x`` the gradients are lazy Dask arrays (``grad_input``
+        chunked like ``x``, the others in one chunk).
+    x, weight : array_like
         The forward call's operands.
-    stride, padding, dilation, groups
-        The forward call's hyper-parameters.
+    stride, padding, dilation, groups : int, pairs or str
+        The forward call's hyper-parameters, as for :func:`conv2d`.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
         Which gradients to compute; the others are returned as ``None``.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
@@ -254,6 +262,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
+    if any(is_dask_array(a) for a in (grad_output, x, weight)):
+        from . import dask_ops
+        return dask_ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation,
+                                        groups, needs_input_grad=needs_input_grad,
+                                        needs_weight_grad=needs_weight_grad,
+                                        needs_bias_grad=needs_bias_grad, backend=backend)
     if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
         from . import cuda
         return cuda.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,

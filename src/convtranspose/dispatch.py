@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from .cpu import direct, im2col
+from .dask_ops import is_dask_array
 from .params import _output_hw, normalise
 
 __all__ = ["BACKENDS", "GPU_BACKENDS", "Choice", "check_backend", "choose", "explain", "flops",
@@ -273,6 +274,10 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
     >>> ct.explain([[[1.0]]], np.ones((1, 1, 2, 2))).backend
     'direct'
     """
+    if any(is_dask_array(a) for a in (x, weight, bias)):
+        from . import dask_ops
+        return dask_ops.explain(x, weight, bias, stride, padding, output_padding, groups,
+                                dilation, output_size=output_size)
     operands = {n: a for n, a in (("x", x), ("weight", weight), ("bias", bias))
                 if a is not None or n != "bias"}
     on_gpu = any(a is not None and is_device_array(a, n) for n, a in operands.items())

@@ -5,6 +5,7 @@ import numpy as np
 
 from .conv import (_batched, bias_grad, check_method, correlate, correlate_method,
                    host_array, on_gpu, weight_grad, weight_grad_method)
+from .dask_ops import is_dask_array
 from .params import normalise_backward
 
 __all__ = ["conv_transpose2d_backward"]
@@ -19,7 +20,9 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     ----------
     grad_output : array_like
         Gradient of the loss with respect to ``conv_transpose2d(x, weight, ...)``; of the
-        forward result's shape.
+        forward result's shape. With a Dask ``grad_output`` or ``x`` the gradients are lazy
+        Dask arrays (``grad_input`` chunked like ``x``; ``grad_weight`` and ``grad_bias`` in
+        one chunk, reduced over the chunks in a fixed order).
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
         The forward call's input.
     weight : array_like, shape (C_in, C_out // groups, kH, kW)
@@ -91,6 +94,13 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
            [4., 4., 4.],
            [4., 4., 4.]]), array([25.]))
     """
+    if any(is_dask_array(a) for a in (grad_output, x, weight)):
+        from . import dask_ops
+        return dask_ops.conv_transpose2d_backward(
+            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
+            output_size=output_size, needs_input_grad=needs_input_grad,
+            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
+            backend=backend)
     if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
         from . import cuda
         return cuda.conv_transpose2d_backward(

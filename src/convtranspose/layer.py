@@ -8,10 +8,21 @@ import numpy as np
 from .api import conv_transpose2d
 from .conv import conv2d, conv2d_backward
 from .grad import conv_transpose2d_backward
+from .dask_ops import is_dask_array
 from .params import _as_pair, _make_params, _as_int, _conv2d_padding
 
 __all__ = ["ConvTranspose2d", "Conv2d"]
 
+
+
+def _computed(weight_grad, bias_grad):
+    """The parameters' gradients as NumPy arrays: with Dask input they are reduced at
+    ``backward`` (one ``dask.compute``), so that an optimiser step keeps the parameters
+    NumPy arrays; the input's gradient stays lazy."""
+    if not is_dask_array(weight_grad):
+        return weight_grad, bias_grad
+    import dask
+    return dask.compute(weight_grad, bias_grad)
 
 class _Parameters:
     """What both layers share: their learnable arrays and the gradients of them."""
@@ -133,6 +144,7 @@ class ConvTranspose2d(_Parameters):
             grad_output, x, self.weight, self.stride, self.padding, output_padding,
             self.groups, self.dilation, output_size=output_size,
             needs_bias_grad=self.bias is not None)
+        self.weight_grad, self.bias_grad = _computed(self.weight_grad, self.bias_grad)
         return gx
 
     def __repr__(self):
@@ -241,6 +253,7 @@ class Conv2d(_Parameters):
         gx, self.weight_grad, self.bias_grad = conv2d_backward(
             grad_output, self._x, self.weight, self.stride, self.padding, self.dilation,
             self.groups, needs_bias_grad=self.bias is not None)
+        self.weight_grad, self.bias_grad = _computed(self.weight_grad, self.bias_grad)
         return gx
 
     def __repr__(self):

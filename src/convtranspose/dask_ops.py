@@ -1,0 +1,770 @@
+"""Dask arrays in, lazy Dask arrays out.
+
+A Dask ``x`` (or ``grad_output``) makes :func:`convtranspose.conv_transpose2d`,
+:func:`convtranspose.conv2d` and :func:`convtranspose.conv_transpose2d_backward` build a
+graph whose tasks call the same public function on NumPy pieces, with the same ``backend``.
+Nothing runs before ``.compute()``; ``weight`` and ``bias`` enter the graph once, as one
+key each, and every task slices what it needs from them.
+
+Chunks are honoured, not collapsed:
+
+* along the batch, output chunk ``b`` comes from input chunk ``b``;
+* along H and W, the output is cut where the input is (boundaries ``b*s`` for a transposed
+  convolution, ``b // s`` for a convolution, clipped to the output) and each output tile is
+  computed from the input rows and columns that reach it: its chunk plus a halo read from
+  the neighbouring chunks, with the sub-call's padding set so that the tile lands exactly
+  where it belongs in the whole result;
+* along the input channels, each block of whole groups is computed on its own (its output
+  channels are independent of the other groups'); with ``groups == 1`` and more than one
+  channel chunk, each chunk gives a partial result and the partials are summed in a fixed
+  pairwise order.
+
+Per spatial axis, with kernel ``k``, stride ``s``, dilation ``d``, padding ``(lo, hi)`` and
+``r = d*(k - 1)``: in a transposed convolution input ``i`` reaches outputs ``i*s - lo + j*d``
+(``0 <= j < k``), so the output tile ``[o0, o1)`` reads inputs
+``floor((o0 + lo - r)/s) .. floor((o1 - 1 + lo)/s)`` and is the sub-call on those with
+padding ``o0 + lo - i0*s`` before. In a convolution output ``o`` reads inputs
+``o*s - lo .. o*s - lo + r``. One more input row than strictly needed may be read in front
+(so that the sub-call's padding is never negative); it reaches no output of the tile.
+
+Numerics: each output element of a tile is the same sum, over the same terms in the same
+order, as in the whole call, so a backend whose per-element order does not depend on the
+problem's size (``direct``) gives bitwise the result of the NumPy call whatever the batch
+and spatial chunks. Channel partials and the weight gradient's partials change the order
+of the sum, within the float accuracy bound of README's Guarantees.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+
+__all__ = ["is_dask_array", "conv_transpose2d", "conv2d", "conv_transpose2d_backward",
+           "conv2d_backward", "explain", "GraphPlan"]
+
+
+def is_dask_array(a):
+    """True for a ``dask.array.Array``; never imports dask."""
+    t = type(a)
+    return t.__name__ == "Array" and t.__module__.split(".")[:2] == ["dask", "array"]
+
+
+# ----------------------------------------------------------------------------
+# one spatial axis: which input range each output tile reads
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of one spatial axis: output rows ``out``, input rows ``src`` read, and
+    the sub-call's padding ``pad = (before, after)`` and ``output_padding`` ``extra``."""
+
+    out: tuple[int, int]
+    src: tuple[int, int]
+    pad: tuple[int, int]
+    extra: int = 0
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Kernel extent ``r = d*(k - 1)``, stride, padding and input/output lengths of one
+    spatial axis."""
+
+    r: int
+    s: int
+    lo: int
+    n_in: int
+    n_out: int
+
+    def transposed(self, o0, o1):
+        """The tile of a transposed convolution's outputs ``[o0, o1)``, or None when no
+        input reaches it."""
+        i0 = max(0, (o0 + self.lo - self.r) // self.s)
+        i1 = min(self.n_in, (o1 - 1 + self.lo) // self.s + 1)
+        if i1 <= i0:
+            return None
+        before = o0 + self.lo - i0 * self.s
+        rest = (i1 - i0 - 1) * self.s + self.r + 1 - before - (o1 - o0)
+        return Tile((o0, o1), (i0, i1), (before, max(rest, 0)), max(-rest, 0))
+
+    def convolution(self, o0, o1):
+        """The tile of a convolution's outputs ``[o0, o1)``, or None when it reads only
+        padding."""
+        start = o0 * self.s - self.lo
+        stop = (o1 - 1) * self.s - self.lo + self.r + 1
+        i0, i1 = max(0, start), min(self.n_in, stop)
+        if i1 <= i0:
+            return None
+        return Tile((o0, o1), (i0, i1), (i0 - start, stop - i1))
+
+    def reach(self, i0, i1):
+        """Inputs ``[i0, i1)`` of a transposed convolution and the output rows they reach
+        (clipped to the output), as a tile whose ``out`` is that region and whose ``pad``
+        is the sub-call's cropping; None when they reach only cropped rows."""
+        start = i0 * self.s - self.lo
+        stop = (i1 - 1) * self.s - self.lo + self.r + 1
+        o0, o1 = max(0, start), min(self.n_out, stop)
+        if o1 <= o0:
+            return None
+        return Tile((o0, o1), (i0, i1), (o0 - start, stop - o1))
+
+
+def _bounds(chunks):
+    """Chunk sizes -> boundaries ``[0, c0, c0 + c1, ..., n]``."""
+    return [0, *np.cumsum(chunks).tolist()] if len(chunks) else [0]
+
+
+def _cuts(points, n):
+    """Sorted distinct cut points in ``[0, n]`` with both ends."""
+    return sorted({0, n, *(min(max(p, 0), n) for p in points)})
+
+
+def _tiles(cuts, make):
+    """Tiles ``make(a, b)`` for consecutive ``cuts``, a tile that reads nothing merged with
+    its right neighbour (the last with its left one)."""
+    cuts = list(cuts)
+    while True:
+        tiles = [make(a, b) for a, b in zip(cuts, cuts[1:])]
+        empty = [i for i, t in enumerate(tiles) if t is None]
+        if not empty:
+            return tiles
+        if len(cuts) <= 2:       # the whole axis reads nothing: cannot happen for a valid call
+            raise AssertionError("no input reaches the output")
+        i = empty[0]
+        del cuts[i + 1 if i + 1 < len(cuts) - 1 else i]
+
+
+def _overlaps(bounds, lo, hi):
+    """Per chunk (by ``bounds``) overlapping ``[lo, hi)``: its index and the slice of it that
+    lies in the range."""
+    first = int(np.searchsorted(bounds, lo, side="right")) - 1
+    last = int(np.searchsorted(bounds, hi, side="left"))
+    return [(j, slice(max(lo, bounds[j]) - bounds[j], min(hi, bounds[j + 1]) - bounds[j]))
+            for j in range(max(first, 0), last) if bounds[j + 1] > bounds[j]]
+
+
+# ----------------------------------------------------------------------------
+# tasks: module-level functions (picklable for dask.distributed)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one task does, opaque to Dask: ``fn(x_piece, weight[w_index], bias[b_index],
+    **kwargs)``, where ``x_piece`` is the task's pieces joined, input channels
+    ``channels`` of them."""
+
+    fn: object
+    channels: slice | tuple
+    w_index: tuple = (slice(None),)
+    b_index: tuple | None = None
+    kwargs: dict = field(default_factory=dict)
+
+
+def _strip(block, index):
+    """A copy of part of a block (a copy, so that the block itself can be freed)."""
+    return np.array(block[index])
+
+
+def _join(blocks, channels):
+    """The task's input pieces (nested lists over channels, rows and columns of 4-D
+    arrays) joined into one C-contiguous array, keeping the input channels ``channels`` of
+    it: each piece is copied once, straight into place."""
+    grid = [[list(row) for row in plane] for plane in blocks]
+    starts = [np.cumsum([0, *n]).tolist() for n in
+              ([p[0][0].shape[1] for p in grid], [r[0].shape[2] for r in grid[0]],
+               [b.shape[3] for b in grid[0][0]])]
+    c_lo, c_hi, _ = channels.indices(starts[0][-1])
+    out = np.empty((grid[0][0][0].shape[0], c_hi - c_lo, starts[1][-1], starts[2][-1]),
+                   np.result_type(*(b.dtype for plane in grid for row in plane for b in row)))
+    for ci, plane in enumerate(grid):
+        lo, hi = max(starts[0][ci], c_lo), min(starts[0][ci + 1], c_hi)
+        if hi <= lo:
+            continue
+        for hi_, row in enumerate(plane):
+            for wi, block in enumerate(row):
+                out[:, lo - c_lo:hi - c_lo, starts[1][hi_]:starts[1][hi_ + 1],
+                    starts[2][wi]:starts[2][wi + 1]] = \
+                    block[:, lo - starts[0][ci]:hi - starts[0][ci]]
+    return out
+
+
+def _run(call, blocks, weight, bias):
+    x = _join(blocks, call.channels)
+    b = None if bias is None or call.b_index is None else bias[call.b_index]
+    return call.fn(x, weight[call.w_index], b, **call.kwargs)
+
+
+def _run_pair(call, blocks_a, blocks_b, weight):
+    """A weight-gradient partial: ``fn(a_piece, b_piece, weight)``; ``call.channels`` holds
+    both pieces' channel slices."""
+    a = _join(blocks_a, call.channels[0])
+    b = _join(blocks_b, call.channels[1])
+    return call.fn(a, b, weight[call.w_index], **call.kwargs)
+
+
+def _add(a, b):
+    return np.add(a, b)
+
+
+def _sum_bias(g):
+    return g.sum(axis=(0, 2, 3))
+
+
+def _concat(parts):
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+
+def _tree(dsk, prefix, keys):
+    """Sum ``keys`` pairwise in a fixed order (``(k0 + k1) + (k2 + k3)``, ...) under keys
+    ``(prefix, level, i)``; return the key of the total."""
+    level = 0
+    while len(keys) > 1:
+        nxt = [(prefix, level, i) for i in range(len(keys) // 2)]
+        for i, key in enumerate(nxt):
+            dsk[key] = (_add, keys[2 * i], keys[2 * i + 1])
+        keys = nxt + keys[len(nxt) * 2:]
+        level += 1
+    return keys[0]
+
+
+# ----------------------------------------------------------------------------
+# operands
+
+
+def _as_small(a, name):
+    """``weight`` or ``bias`` as a NumPy array: they enter the graph whole, so a Dask or
+    CUDA one is refused (``TypeError`` naming it)."""
+    if a is None:
+        return None
+    if is_dask_array(a):
+        raise TypeError(f"{name} is a Dask array; convtranspose puts {name} into the graph "
+                        f"once as a NumPy array: pass {name}.compute()")
+    from .dispatch import is_device_array
+    if is_device_array(a, name):
+        raise TypeError(f"{name} is a CUDA array but the input is a Dask array: mixed Dask "
+                        "and CUDA arrays are not supported; pass NumPy arrays for weight "
+                        "and bias (each chunk can still run on the GPU with backend='cuda')")
+    from .api import _host_array
+    return _host_array(a, name)
+
+
+def _as_dask(a, name, like=None):
+    """``a`` as a 4-D Dask array with known chunks; a NumPy ``a`` is wrapped with ``like``'s
+    batch chunks and one chunk along every other axis."""
+    import dask.array as da
+    from .dispatch import is_device_array
+    if not is_dask_array(a):
+        if a is not None and is_device_array(a, name):
+            raise TypeError(f"{name} is a CUDA array and another operand a Dask array: mixed "
+                            "Dask and CUDA arrays are not supported")
+        from .api import _host_array
+        a = _host_array(a, name)
+        batch = like.chunks[0] if like is not None and a.ndim == 4 else -1
+        a = da.from_array(a, chunks=(batch,) + (-1,) * (a.ndim - 1))
+    for axis, sizes in enumerate(a.chunks):
+        if any(math.isnan(c) for c in sizes):
+            raise ValueError(f"{name} has unknown (NaN) chunk sizes along axis {axis}: call "
+                             f"{name}.compute_chunk_sizes() first")
+    if a.ndim not in (3, 4):
+        raise ValueError(f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
+                         f"{a.shape}")
+    return a
+
+
+def _no_out(out):
+    if out is not None:
+        raise TypeError("out= is not supported with Dask input: the result is a lazy Dask "
+                        "array; write it with dask.array.store or .compute()")
+
+
+def _meta(dtype):
+    return np.empty((0, 0, 0, 0), dtype)
+
+
+def _token(*parts):
+    from dask.base import tokenize
+    return tokenize(*parts)
+
+
+# ----------------------------------------------------------------------------
+# channel blocks
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """Channel blocks of a call: per block the input channels ``[c0, c1)``, the output
+    channels it gives, its number of groups, and whether the blocks are partial sums of
+    one output (``groups == 1`` and several chunks) or independent groups."""
+
+    blocks: tuple          # ((c0, c1, oc0, oc1, groups), ...)
+    partial: bool
+
+
+def _channel_blocks(bounds, c_in_g, c_out_g, groups):
+    """Blocks from the channel chunk ``bounds``: the chunks themselves (partials) for one
+    group, else the chunks widened to whole groups."""
+    if groups == 1:
+        blocks = [(a, b, 0, c_out_g, 1) for a, b in zip(bounds, bounds[1:]) if b > a]
+        return _Channels(tuple(blocks) or ((0, 0, 0, c_out_g, 1),), len(blocks) > 1)
+    cuts = _cuts([round(b / c_in_g) * c_in_g for b in bounds], bounds[-1])
+    blocks = [(a, b, a // c_in_g * c_out_g, b // c_in_g * c_out_g, (b - a) // c_in_g)
+              for a, b in zip(cuts, cuts[1:])]
+    return _Channels(tuple(blocks), False)
+
+
+def _rechunk_channels(a, channels):
+    """``a`` with channel chunks matching the blocks (only the channel axis changes)."""
+    sizes = tuple(c1 - c0 for c0, c1, *_ in channels.blocks)
+    return a if a.chunks[1] == sizes or not sizes[0] else a.rechunk({1: sizes})
+
+
+# ----------------------------------------------------------------------------
+# graphs
+
+
+def _pieces(dsk, name, chunks, nb, cbs, rows, cols):
+    """Nested list ``[channel][row][column]`` of the keys of ``name``'s pieces in input rows
+    ``rows`` and columns ``cols`` (``(start, stop)``) of batch chunk ``nb``: a whole chunk by
+    its own key, a part of one (a halo strip) by a task of ``dsk`` that copies it out."""
+    hs = _overlaps(_bounds(chunks[2]), *rows)
+    ws = _overlaps(_bounds(chunks[3]), *cols)
+    grid = []
+    for c in cbs:
+        plane = []
+        for h, h_sl in hs:
+            row = []
+            for w, w_sl in ws:
+                key = (name, nb, c, h, w)
+                if (h_sl.stop - h_sl.start != chunks[2][h]
+                        or w_sl.stop - w_sl.start != chunks[3][w]):
+                    strip = (f"{name}-strip", nb, c, h, w, h_sl.start, h_sl.stop, w_sl.start,
+                             w_sl.stop)
+                    dsk[strip] = (_strip, key, (slice(None), slice(None), h_sl, w_sl))
+                    key = strip
+                row.append(key)
+            plane.append(row)
+        grid.append(plane)
+    return grid
+
+
+@dataclass
+class _Graph:
+    """A graph under construction: its layer dict, the weight and bias keys."""
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    dsk: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.wkey = f"{self.name}-weight"
+        self.bkey = None if self.bias is None else f"{self.name}-bias"
+        self.dsk[self.wkey] = self.weight
+        if self.bkey is not None:
+            self.dsk[self.bkey] = self.bias
+
+    def array(self, shape_chunks, dtype, *deps):
+        import dask.array as da
+        from dask.highlevelgraph import HighLevelGraph
+        graph = HighLevelGraph.from_collections(self.name, self.dsk, dependencies=deps)
+        return da.Array(graph, self.name, chunks=shape_chunks, meta=_meta(dtype))
+
+
+def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis, kwargs):
+    """The graph of a forward operation ``op`` (NumPy function) over ``x``'s chunks: one
+    task per (batch chunk, channel block, tile row, tile column), channel partials summed in
+    a fixed order. ``weight_axis`` is the weight's axis of ``x``'s channels (0 for a
+    transposed convolution, 1 for a convolution)."""
+    x = _rechunk_channels(x, channels)
+    g = _Graph(f"{op.__name__}-{_token(x.name, weight, bias, tiles_h, tiles_w, kwargs)}",
+               weight, bias)
+    for nb in range(len(x.chunks[0])):
+        for ti, th in enumerate(tiles_h):
+            for tj, tw in enumerate(tiles_w):
+                call_kw = dict(kwargs, padding=(th.pad, tw.pad))
+                if op.__name__ == "conv_transpose2d":
+                    call_kw["output_padding"] = (th.extra, tw.extra)
+                parts = []
+                for cb, (c0, c1, oc0, oc1, groups) in enumerate(channels.blocks):
+                    w_index = ((slice(None),) * weight_axis + (slice(c0, c1),)
+                               if channels.partial else (slice(oc0, oc1) if weight_axis
+                                                         else slice(c0, c1),))
+                    b_index = (None if channels.partial and cb else
+                               (slice(None) if channels.partial else slice(oc0, oc1)))
+                    call = _Call(op, slice(None), w_index, b_index, dict(call_kw, groups=groups))
+                    key = ((g.name, nb, cb, ti, tj) if not channels.partial
+                           else (f"{g.name}-part", nb, cb, ti, tj))
+                    pieces = _pieces(g.dsk, x.name, x.chunks, nb, [cb], th.src, tw.src)
+                    g.dsk[key] = (_run, call, pieces, g.wkey, g.bkey)
+                    parts.append(key)
+                if channels.partial:
+                    g.dsk[(g.name, nb, 0, ti, tj)] = _tree(g.dsk, f"{g.name}-sum-{nb}-{ti}-{tj}",
+                                                           parts)
+    c_chunks = ((channels.blocks[0][3],) if channels.partial
+                else tuple(oc1 - oc0 for _, _, oc0, oc1, _ in channels.blocks))
+    chunks = (x.chunks[0], c_chunks, tuple(t.out[1] - t.out[0] for t in tiles_h),
+              tuple(t.out[1] - t.out[0] for t in tiles_w))
+    return g.array(chunks, dtype, x)
+
+
+def _axes(x_hw, out_hw, k_hw, params):
+    return [Axis(d * (k - 1), s, pad[0], n_in, n_out) for d, k, s, pad, n_in, n_out in
+            zip(params.dilation, k_hw, params.stride, params.padding, x_hw, out_hw)]
+
+
+def _ct_tiles(x, k_hw, params, out_hw, out_chunks=None):
+    """Per spatial axis, the output tiles of a transposed convolution: cut at the input's
+    chunk boundaries times the stride, or at ``out_chunks``'s boundaries."""
+    tiles = []
+    for i, axis in enumerate(_axes(x.shape[2:], out_hw, k_hw, params)):
+        if out_chunks is None:
+            cuts = _cuts([b * axis.s for b in _bounds(x.chunks[2 + i])[1:-1]], axis.n_out)
+        else:
+            cuts = _cuts(_bounds(out_chunks[i])[1:-1], axis.n_out)
+        tiles.append(_tiles(cuts, axis.transposed))
+    return tiles
+
+
+def _conv_tiles(x, k_hw, params, out_hw, out_chunks=None):
+    """Per spatial axis, the output tiles of a convolution: cut at the input's chunk
+    boundaries divided by the stride, or at ``out_chunks``'s boundaries."""
+    tiles = []
+    for i, axis in enumerate(_axes(x.shape[2:], out_hw, k_hw, params)):
+        if out_chunks is None:
+            cuts = _cuts([b // axis.s for b in _bounds(x.chunks[2 + i])[1:-1]], axis.n_out)
+        else:
+            cuts = _cuts(_bounds(out_chunks[i])[1:-1], axis.n_out)
+        tiles.append(_tiles(cuts, axis.convolution))
+    return tiles
+
+
+def _batched(a):
+    return a if a.ndim == 4 else a[None]
+
+
+def _unbatched_like(result, x):
+    return result if x.ndim == 4 else result[0]
+
+
+def _validate(x, weight, bias, normaliser, kwargs):
+    x = _as_dask(x, "x")
+    weight, bias = _as_small(weight, "weight"), _as_small(bias, "bias")
+    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + (
+        [] if bias is None else [("bias", bias.dtype)])
+    params, shape, dtype = normaliser(x.shape, weight.shape,
+                                      None if bias is None else bias.shape, dtypes, **kwargs)
+    return x, weight, bias, params, shape, dtype
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, output_size=None, out=None, backend="auto"):
+    """:func:`convtranspose.conv_transpose2d` of a Dask ``x``: a lazy Dask array."""
+    from . import dispatch
+    from .params import normalise
+    _no_out(out)
+    dispatch.check_backend(backend)
+    x, weight, bias, params, shape, dtype = _validate(
+        x, weight, bias, normalise, dict(stride=stride, padding=padding,
+                                         output_padding=output_padding, dilation=dilation,
+                                         groups=groups, output_size=output_size))
+    y = _ct_graph(_batched(x), weight, bias, params, dtype, shape[-2:], backend)
+    return _unbatched_like(y, x)
+
+
+def _ct_graph(x4, weight, bias, params, dtype, out_hw, backend, out_chunks=None):
+    from . import api
+    tiles_h, tiles_w = _ct_tiles(x4, weight.shape[2:], params, out_hw, out_chunks)
+    channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[0] // params.groups,
+                               weight.shape[1], params.groups)
+    kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
+    return _forward(api.conv_transpose2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels,
+                    0, kwargs)
+
+
+def _conv_graph(x4, weight, bias, params, dtype, out_hw, backend, out_chunks=None):
+    from . import conv
+    tiles_h, tiles_w = _conv_tiles(x4, weight.shape[2:], params, out_hw, out_chunks)
+    channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[1],
+                               weight.shape[0] // params.groups, params.groups)
+    kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
+    return _forward(conv.conv2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels, 1,
+                    kwargs)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           backend="auto"):
+    """:func:`convtranspose.conv2d` of a Dask ``x``: a lazy Dask array."""
+    from .conv import check_method
+    from .params import normalise_conv2d
+    check_method(backend)
+    x, weight, bias, params, shape, dtype = _validate(
+        x, weight, bias, normalise_conv2d, dict(stride=stride, padding=padding,
+                                                dilation=dilation, groups=groups))
+    y = _conv_graph(_batched(x), weight, bias, params, dtype, shape[-2:], backend)
+    return _unbatched_like(y, x)
+
+
+def _weight_grad_piece(g, x, weight, **kwargs):
+    from .grad import conv_transpose2d_backward as numpy_backward
+    return numpy_backward(g, x, weight, needs_input_grad=False, needs_weight_grad=True,
+                          needs_bias_grad=False, **kwargs)[1]
+
+
+def _weight_grad(g4, x4, weight, params, dtype, backend):
+    """``grad_weight`` as a one-chunk Dask array: a partial per (batch chunk, input tile)
+    of each channel block, read against the ``grad_output`` rows the tile reaches, summed
+    in a fixed order; channel blocks concatenated."""
+    c_out_g = weight.shape[1]
+    channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[0] // params.groups,
+                               c_out_g, params.groups)
+    if channels.partial:     # each x channel chunk gives its own rows of grad_weight
+        channels = _Channels(channels.blocks, False)
+    x4 = _rechunk_channels(x4, channels)
+    axes = _axes(x4.shape[2:], g4.shape[2:], weight.shape[2:], params)
+    tiles = [_tiles(_cuts(_bounds(c)[1:-1], ax.n_in), ax.reach)
+             for ax, c in zip(axes, x4.chunks[2:])]
+    g = _Graph(f"grad_weight-{_token(g4.name, x4.name, weight, params, backend)}", weight, None)
+    kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
+    blocks = []
+    for cb, (c0, c1, oc0, oc1, groups) in enumerate(channels.blocks):
+        parts = []
+        for nb in range(len(x4.chunks[0])):
+            for ti, th in enumerate(tiles[0]):
+                for tj, tw in enumerate(tiles[1]):
+                    call = _Call(partial(_weight_grad_piece, padding=(th.pad, tw.pad),
+                                         groups=groups, **kwargs),
+                                 (slice(oc0, oc1), slice(None)), (slice(c0, c1),))
+                    key = (f"{g.name}-part", cb, nb, ti, tj)
+                    g.dsk[key] = (_run_pair, call,
+                                  _pieces(g.dsk, g4.name, g4.chunks, nb,
+                                          range(len(g4.chunks[1])), th.out, tw.out),
+                                  _pieces(g.dsk, x4.name, x4.chunks, nb, [cb], th.src, tw.src),
+                                  g.wkey)
+                    parts.append(key)
+        blocks.append(_tree(g.dsk, f"{g.name}-sum-{cb}", parts))
+    g.dsk[(g.name, 0, 0, 0, 0)] = (_concat, blocks)
+    return g.array(tuple((n,) for n in weight.shape), dtype, g4, x4)
+
+
+def _bias_grad(g4, dtype):
+    """``grad_bias`` as a one-chunk Dask array: a sum per ``grad_output`` block, summed over
+    the blocks of each channel chunk in a fixed order."""
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+    name = f"grad_bias-{_token(g4.name)}"
+    dsk, totals = {}, []
+    for cb in range(len(g4.chunks[1])):
+        parts = []
+        for nb in range(len(g4.chunks[0])):
+            for hb in range(len(g4.chunks[2])):
+                for wb in range(len(g4.chunks[3])):
+                    key = (f"{name}-part", cb, nb, hb, wb)
+                    dsk[key] = (_sum_bias, (g4.name, nb, cb, hb, wb))
+                    parts.append(key)
+        totals.append(_tree(dsk, f"{name}-sum-{cb}", parts))
+    dsk[(name, 0)] = (_concat, totals)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[g4])
+    return da.Array(graph, name, chunks=((g4.shape[1],),), meta=np.empty((0,), dtype))
+
+
+def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
+                              needs_weight_grad=True, needs_bias_grad=True, backend="auto"):
+    """:func:`convtranspose.conv_transpose2d_backward` with a Dask ``grad_output`` or
+    ``x``: lazy Dask arrays (``grad_input`` chunked like ``x``; ``grad_weight`` and
+    ``grad_bias`` in one chunk each)."""
+    from .conv import check_method
+    from .params import normalise_backward
+    check_method(backend)
+    g, x = _operand_pair(grad_output, x)
+    weight = _as_small(weight, "weight")
+    params, dtype = normalise_backward(
+        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
+        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size)
+    x4, g4 = _batched(x), _batched(g)
+    if g4.chunks[0] != x4.chunks[0]:
+        g4 = g4.rechunk({0: x4.chunks[0]})
+    return _gradients(
+        x, g4, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
+        lambda: _conv_graph(g4, weight, None, params, dtype, x4.shape[2:], backend,
+                            out_chunks=x4.chunks[2:]),
+        lambda: _weight_grad(g4, x4, weight, params, dtype, backend))
+
+
+def _gradients(x, g4, dtype, needs, input_graph, weight_graph):
+    """``(grad_input, grad_weight, grad_bias)`` as asked for by ``needs``: ``grad_input``
+    from ``input_graph()`` rechunked like ``x`` where they differ (zero-size or channel
+    chunks of ``x``), ``grad_weight`` from ``weight_graph()``."""
+    grad_input = grad_weight = grad_bias = None
+    if needs[0]:
+        gx, x4 = input_graph(), _batched(x)
+        grad_input = _unbatched_like(gx if gx.chunks == x4.chunks else gx.rechunk(x4.chunks), x)
+    if needs[1]:
+        grad_weight = weight_graph()
+    if needs[2]:
+        grad_bias = _bias_grad(g4, dtype)
+    return grad_input, grad_weight, grad_bias
+
+
+def _operand_pair(grad_output, x):
+    """``grad_output`` and ``x`` as Dask arrays with the same batch chunks (a NumPy one is
+    wrapped to match the other)."""
+    x_is_dask = is_dask_array(x)
+    if x_is_dask:
+        x = _as_dask(x, "x")
+    g = _as_dask(grad_output, "grad_output", like=_batched(x) if x_is_dask else None)
+    if not x_is_dask:
+        x = _as_dask(x, "x", like=_batched(g))
+    return g, x
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                    backend="auto"):
+    """:func:`convtranspose.conv2d_backward` with a Dask ``grad_output`` or ``x``: lazy Dask
+    arrays (``grad_input`` chunked like ``x``). The gradients are the adjoint transposed
+    convolution's forward and weight gradient, with ``grad_output`` as its input."""
+    from .conv import check_method
+    from .params import ConvParams, normalise_conv2d_backward
+    check_method(backend)
+    g, x = _operand_pair(grad_output, x)
+    weight = _as_small(weight, "weight")
+    params, dtype = normalise_conv2d_backward(
+        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
+        padding=padding, dilation=dilation, groups=groups)
+    x4, g4 = _batched(x), _batched(g)
+    if g4.chunks[0] != x4.chunks[0]:
+        g4 = g4.rechunk({0: x4.chunks[0]})
+    # the rows and columns of x that no output reads: output_padding of the adjoint
+    extra = tuple(n - ((o - 1) * s - sum(p) + d * (k - 1) + 1) for n, o, s, p, d, k in
+                  zip(x4.shape[2:], g4.shape[2:], params.stride, params.padding,
+                      params.dilation, weight.shape[2:]))
+    adjoint = ConvParams(params.stride, params.pad_h, params.pad_w, extra, params.dilation,
+                         params.groups)
+    return _gradients(
+        x, g4, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
+        lambda: _ct_graph(g4, weight, None, adjoint, dtype, x4.shape[2:], backend,
+                          out_chunks=x4.chunks[2:]),
+        lambda: _weight_grad(x4, g4, weight, adjoint, dtype, backend))
+
+
+# ----------------------------------------------------------------------------
+# explain
+
+
+@dataclass(frozen=True)
+class GraphPlan:
+    """What the Dask graph of one ``conv_transpose2d`` call will do.
+
+    :func:`convtranspose.explain` returns one for a Dask ``x``; ``str(plan)`` gives a
+    readable summary, and ``plan.backend`` the backend most tiles run.
+
+    Parameters
+    ----------
+    input_chunks, output_chunks : tuple of tuple of int
+        Chunk sizes per axis (batched form).
+    halo : tuple of (int, int)
+        Per spatial axis, the most input rows (columns) a tile reads before and after the
+        input chunk it comes from.
+    channel_blocks : int
+        Blocks of input channels computed separately.
+    channel_partials : bool
+        Whether those blocks are partial sums of one output (``groups == 1``), summed in a
+        fixed pairwise order.
+    tasks : int
+        Tasks of the operation's own graph layer (tiles, sums, weight and bias).
+    backends : dict
+        Backend -> number of tile tasks that run it (``backend="auto"`` picks per tile).
+
+    See Also
+    --------
+    convtranspose.explain : what makes a :class:`GraphPlan`.
+    convtranspose.dispatch.Choice : the result for NumPy and CUDA arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> import convtranspose as ct
+    >>> x = da.zeros((4, 8, 32, 32), chunks=(2, 8, 16, 16), dtype=np.float32)
+    >>> plan = ct.explain(x, np.zeros((8, 4, 4, 4), np.float32), stride=2, padding=1)
+    >>> plan.output_chunks[0], plan.channel_blocks
+    ((2, 2), 1)
+    """
+
+    input_chunks: tuple
+    output_chunks: tuple
+    halo: tuple
+    channel_blocks: int
+    channel_partials: bool
+    tasks: int
+    backends: dict
+
+    @property
+    def backend(self):
+        """The backend most tiles run."""
+        return max(self.backends, key=self.backends.get)
+
+    def __str__(self):
+        tiles = [len(c) for c in self.output_chunks]
+        lines = [f"dask graph: {tiles[0]} batch chunk(s) x {tiles[2]} x {tiles[3]} tiles "
+                 f"x {self.channel_blocks} channel block(s)"
+                 + (" summed in a fixed order" if self.channel_partials else ""),
+                 f"input chunks: {self.input_chunks}",
+                 f"output chunks: {self.output_chunks}",
+                 "halo (before, after): rows {}, columns {}".format(*self.halo),
+                 f"tasks: {self.tasks}",
+                 "backend per tile: " + ", ".join(f"{b} x {n}"
+                                                  for b, n in self.backends.items())]
+        return "\n".join(lines)
+
+
+def _halo(tiles, s):
+    """Most rows read before and after the input chunk of each output tile (the rows the
+    tile's output cut, divided by the stride, names)."""
+    before = max(max(0, -(-t.out[0] // s) - t.src[0]) for t in tiles)
+    after = max(max(0, t.src[1] - -(-t.out[1] // s)) for t in tiles)
+    return before, after
+
+
+def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+            dilation=1, *, output_size=None, backend="auto"):
+    """:func:`convtranspose.explain` for a Dask ``x``: a :class:`GraphPlan`."""
+    from . import dispatch
+    from .params import normalise
+    x, weight, bias, params, shape, dtype = _validate(
+        x, weight, bias, normalise, dict(stride=stride, padding=padding,
+                                         output_padding=output_padding, dilation=dilation,
+                                         groups=groups, output_size=output_size))
+    dispatch.check_backend(backend)
+    x4 = _batched(x)
+    y4 = _ct_graph(x4, weight, bias, params, dtype, shape[-2:], backend)
+    tiles = _ct_tiles(x4, weight.shape[2:], params, shape[-2:])
+    channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[0] // params.groups,
+                               weight.shape[1], params.groups)
+    backends, seen = {}, {}
+    for n in x4.chunks[0]:
+        for c0, c1, _, _, grp in channels.blocks:
+            for th in tiles[0]:
+                for tw in tiles[1]:
+                    name = backend
+                    if backend == "auto":
+                        x_shape = (n, c1 - c0, th.src[1] - th.src[0], tw.src[1] - tw.src[0])
+                        w_shape = (c1 - c0, *weight.shape[1:])
+                        key = (x_shape, th, tw, grp)
+                        if key not in seen:
+                            sub = normalise(x_shape, w_shape, None, [dtype],
+                                            stride=params.stride, padding=(th.pad, tw.pad),
+                                            output_padding=(th.extra, tw.extra),
+                                            dilation=params.dilation, groups=grp)[0]
+                            seen[key] = dispatch.choose(
+                                x_shape, w_shape, sub, dtype,
+                                (th.out[1] - th.out[0], tw.out[1] - tw.out[0])).backend
+                        name = seen[key]
+                    backends[name] = backends.get(name, 0) + 1
+    return GraphPlan(x4.chunks, y4.chunks,
+                     tuple(_halo(t, s) for t, s in zip(tiles, params.stride)),
+                     len(channels.blocks), channels.partial, len(y4.dask.layers[y4.name]),
+                     backends)

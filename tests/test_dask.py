@@ -1,0 +1,327 @@
+"""Dask arrays in, lazy Dask arrays out: results against the NumPy call on the same data.
+
+For ``backend="direct"`` (each output element summed in a fixed order whatever the
+problem's size) the chunked result must be bitwise the NumPy call's, whatever the batch and
+spatial chunks; channel partials are checked against the same partial sums added in the
+documented order, and every other backend against the NumPy call within the tolerance.
+"""
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convtranspose as ct
+from convtranspose import dask_ops
+from convtranspose.testing import assert_close, random_problem
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+
+SYNC = dict(scheduler="synchronous")
+
+
+def random_chunks(rng, n, zero=False):
+    """A random split of ``n`` into chunks (sometimes with a zero-size chunk)."""
+    if n == 0:
+        return (0,)
+    cuts = sorted(set(rng.integers(1, n, size=int(rng.integers(0, min(n, 4)))).tolist()))
+    sizes = list(np.diff([0, *cuts, n]))
+    if zero and rng.random() < 0.5:
+        sizes.insert(int(rng.integers(0, len(sizes) + 1)), 0)
+    return tuple(int(s) for s in sizes)
+
+
+def group_chunks(rng, c_in, groups):
+    """Random channel chunks made of whole groups."""
+    per = c_in // groups
+    return tuple(per * s for s in random_chunks(rng, groups))
+
+
+def operands(problem, dtype, rng):
+    x = rng.standard_normal(problem.x_shape).astype(dtype)
+    w = rng.standard_normal(problem.w_shape).astype(dtype)
+    c_out = problem.w_shape[1] * problem.kwargs["groups"]
+    b = rng.standard_normal(c_out).astype(dtype) if problem.bias else None
+    return x, w, b
+
+
+def chunked(x, rng, groups, zero=False):
+    """``x`` as a Dask array with random batch and spatial chunks and channel chunks of
+    whole groups (so no channel partials)."""
+    chunks = [random_chunks(rng, n, zero) for n in x.shape]
+    c_axis = x.ndim - 3
+    chunks[c_axis] = (group_chunks(rng, x.shape[c_axis], groups) if groups > 1
+                      else (x.shape[c_axis],))
+    return da.from_array(x, chunks=tuple(chunks))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_forward_bitwise_whatever_the_chunks(seed):
+    rng = np.random.default_rng(seed)
+    problem = random_problem(rng)
+    dtype = np.float32 if seed % 2 else np.float64
+    x, w, b = operands(problem, dtype, rng)
+    xd = chunked(x, rng, problem.kwargs["groups"], zero=seed % 3 == 0)
+    expected = ct.conv_transpose2d(x, w, b, backend="direct", **problem.kwargs)
+    y = ct.conv_transpose2d(xd, w, b, backend="direct", **problem.kwargs)
+    assert isinstance(y, da.Array) and y.shape == expected.shape and y.dtype == expected.dtype
+    got = y.compute(**SYNC)
+    np.testing.assert_array_equal(got, expected, strict=True)
+
+
+@pytest.mark.parametrize("backend", ["im2col", "auto"])
+@pytest.mark.parametrize("seed", range(8))
+def test_forward_other_backends_close(backend, seed):
+    rng = np.random.default_rng(100 + seed)
+    problem = random_problem(rng)
+    x, w, b = operands(problem, np.float64, rng)
+    xd = chunked(x, rng, problem.kwargs["groups"])
+    expected = ct.conv_transpose2d(x, w, b, backend=backend, **problem.kwargs)
+    got = ct.conv_transpose2d(xd, w, b, backend=backend, **problem.kwargs).compute(**SYNC)
+    assert_close(got, expected, np.float64)
+
+
+def test_output_size_and_unbatched():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 9, 11))
+    w = rng.standard_normal((6, 3, 3, 4))
+    xd = da.from_array(x, chunks=(6, 4, 5))
+    kw = dict(stride=(3, 2), padding=1, output_size=(27, 23))
+    y = ct.conv_transpose2d(xd, w, backend="direct", **kw)
+    assert y.shape == (3, 27, 23)
+    np.testing.assert_array_equal(y.compute(**SYNC), ct.conv_transpose2d(x, w, backend="direct",
+                                                                        **kw))
+
+
+def test_output_chunks_follow_the_input():
+    x = da.zeros((4, 3, 64, 48), chunks=(2, 3, 16, 12), dtype=np.float32)
+    w = np.zeros((3, 2, 4, 4), np.float32)
+    y = ct.conv_transpose2d(x, w, stride=2, padding=1)
+    assert y.chunks == ((2, 2), (2,), (32,) * 4, (24,) * 4)
+    plan = ct.explain(x, w, stride=2, padding=1)
+    assert plan.output_chunks == y.chunks and plan.halo == ((1, 1), (1, 1))
+    # 32 tiles, the weight, and the halo strips copied out of neighbouring chunks
+    assert plan.tasks == len(y.dask.layers[y.name]) > 33
+    assert sum(plan.backends.values()) == 32
+    assert "halo" in str(plan) and f"tasks: {plan.tasks}" in str(plan)
+
+
+def test_channel_partials_summed_in_fixed_order():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 10, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((10, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    xd = da.from_array(x, chunks=(1, (3, 2, 4, 1), 4, 3))
+    got = ct.conv_transpose2d(xd, w, b, stride=2, backend="direct").compute(**SYNC)
+    bounds = [0, 3, 5, 9, 10]
+    parts = [ct.conv_transpose2d(x[:, a:e], w[a:e], b if a == 0 else None, stride=2,
+                                 backend="direct") for a, e in zip(bounds, bounds[1:])]
+    expected = ((parts[0] + parts[1]) + (parts[2] + parts[3]))
+    np.testing.assert_array_equal(got, expected)
+    assert_close(got, ct.conv_transpose2d(x, w, b, stride=2), np.float32)
+    assert ct.explain(xd, w, b, stride=2).channel_partials
+
+
+def test_lazy_until_compute():
+    calls = []
+
+    def load():
+        calls.append(1)
+        return np.ones((1, 2, 8, 8))
+
+    x = da.from_delayed(dask.delayed(load)(), shape=(1, 2, 8, 8), dtype=np.float64)
+    y = ct.conv_transpose2d(x, np.ones((2, 1, 3, 3)), stride=2)
+    gx, gw, gb = ct.conv_transpose2d_backward(da.ones(y.shape), x, np.ones((2, 1, 3, 3)),
+                                              stride=2)
+    ct.explain(x, np.ones((2, 1, 3, 3)), stride=2)
+    assert not calls
+    dask.compute(y, gx, gw, gb, **SYNC)
+    assert calls
+
+
+def test_weight_enters_the_graph_once():
+    w = np.random.default_rng(0).standard_normal((64, 64, 3, 3))
+    x = da.zeros((8, 64, 64, 64), chunks=(1, 64, 16, 16))
+    y = ct.conv_transpose2d(x, w, np.zeros(64), stride=2)
+    layer = dict(y.dask.layers[y.name])
+    holding = [k for k, v in layer.items() if isinstance(v, np.ndarray) and v.shape == w.shape]
+    assert len(holding) == 1 and len(layer) > 100
+    # the pickled graph holds one weight, not one per task
+    assert len(pickle.dumps(layer)) < 2 * w.nbytes
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_backward_against_numpy(seed):
+    rng = np.random.default_rng(200 + seed)
+    problem = random_problem(rng)
+    dtype = np.float64
+    x, w, _ = operands(problem, dtype, rng)
+    g = rng.standard_normal(ct.output_shape(x.shape, w.shape, **problem.kwargs)).astype(dtype)
+    groups = problem.kwargs["groups"]
+    xd = chunked(x, rng, groups, zero=seed % 4 == 0)
+    gd = da.from_array(g, chunks=tuple(random_chunks(rng, n) for n in g.shape))
+    expected = ct.conv_transpose2d_backward(g, x, w, backend="direct", **problem.kwargs)
+    got = ct.conv_transpose2d_backward(gd, xd, w, backend="direct", **problem.kwargs)
+    assert got[0].chunks == xd.chunks
+    for a, e in zip(dask.compute(*got, **SYNC), expected):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        assert_close(a, e, dtype, factor=10)
+
+
+def test_backward_grad_input_bitwise_and_flags():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    kw = dict(stride=2, padding=((0, 2), (1, 0)), output_padding=1)
+    g = rng.standard_normal(ct.output_shape(x.shape, w.shape, **kw)).astype(np.float32)
+    gd = da.from_array(g, chunks=(1, 5, 7, 6))          # one channel chunk: no partials
+    gx, gw, gb = ct.conv_transpose2d_backward(gd, da.from_array(x, chunks=(1, 4, 4, 5)), w,
+                                              backend="direct", needs_bias_grad=False, **kw)
+    assert gb is None
+    ex, ew, _ = ct.conv_transpose2d_backward(g, x, w, backend="direct", **kw)
+    np.testing.assert_array_equal(gx.compute(**SYNC), ex)
+    assert_close(gw.compute(**SYNC), ew, np.float32, factor=10)
+    # a NumPy x beside a Dask grad_output
+    only = ct.conv_transpose2d_backward(gd, x, w, backend="direct", needs_weight_grad=False,
+                                        **kw)
+    np.testing.assert_array_equal(only[0].compute(**SYNC), ex)
+    assert only[1] is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conv2d_forward_and_backward(seed):
+    rng = np.random.default_rng(300 + seed)
+    groups = [1, 2, 3][seed % 3]
+    x = rng.standard_normal((2, 3 * groups, 11, 9))
+    w = rng.standard_normal((2 * groups, 3, 3, 2))
+    b = rng.standard_normal(2 * groups)
+    kw = dict(stride=(1, 2), padding=[1, "same", ((2, 0), (0, 1))][seed % 3], dilation=1,
+              groups=groups)
+    if kw["padding"] == "same":
+        kw["stride"] = 1
+    xd = da.from_array(x, chunks=(1, 3 * groups if groups == 1 else 3, 4, 5))
+    y = ct.conv2d(xd, w, b, backend="direct", **kw)
+    np.testing.assert_array_equal(y.compute(**SYNC), ct.conv2d(x, w, b, backend="direct", **kw))
+    g = rng.standard_normal(y.shape)
+    got = ct.conv2d_backward(da.from_array(g, chunks=(1, 2, 3, 3)), xd, w, **kw)
+    assert got[0].chunks == xd.chunks
+    for a, e in zip(dask.compute(*got, **SYNC), ct.conv2d_backward(g, x, w, **kw)):
+        assert_close(a, e, np.float64, factor=10)
+
+
+def test_layers_take_dask_arrays():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 6, 8, 8)).astype(np.float32)
+    xd = da.from_array(x, chunks=(2, 6, 4, 4))
+    for layer in (ct.ConvTranspose2d(6, 4, 4, stride=2, padding=1, seed=0),
+                  ct.Conv2d(6, 4, 3, padding=1, seed=0)):
+        y = layer(xd)
+        assert isinstance(y, da.Array)
+        g = np.ones(y.shape, np.float32)
+        gx = layer.backward(da.from_array(g, chunks=y.chunks))
+        assert isinstance(gx, da.Array)
+        # the parameters' gradients are NumPy arrays (reduced at backward), so an
+        # optimiser step keeps the weights NumPy
+        assert isinstance(layer.weight_grad, np.ndarray)
+        assert isinstance(layer.bias_grad, np.ndarray)
+        gw, gb = layer.weight_grad, layer.bias_grad
+        layer(x)
+        layer.backward(g)
+        assert_close(gw, layer.weight_grad, np.float32, factor=10)
+        assert_close(gb, layer.bias_grad, np.float32, factor=10)
+        assert_close(gx.compute(**SYNC), layer.backward(g), np.float32)
+
+
+def test_zero_size_chunks_and_empty_batch():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 4, 8, 6))
+    w = rng.standard_normal((4, 2, 3, 3))
+    xd = da.from_array(x, chunks=((1, 0, 2), (4,), (0, 5, 3, 0), (6,)))
+    np.testing.assert_array_equal(ct.conv_transpose2d(xd, w, stride=2, backend="direct")
+                                  .compute(**SYNC), ct.conv_transpose2d(x, w, stride=2,
+                                                                        backend="direct"))
+    empty = ct.conv_transpose2d(xd[:0], w, stride=2)
+    assert empty.shape == (0, 2, 17, 13) and empty.compute(**SYNC).shape == (0, 2, 17, 13)
+
+
+def test_bad_input():
+    x = da.zeros((1, 2, 4, 4), chunks=2)
+    w = np.zeros((2, 1, 3, 3))
+    with pytest.raises(TypeError, match="weight is a Dask array"):
+        ct.conv_transpose2d(x, da.from_array(w))
+    with pytest.raises(TypeError, match="bias is a Dask array"):
+        ct.conv_transpose2d(x, w, da.zeros(1))
+    with pytest.raises(TypeError, match="weight is a Dask array"):
+        ct.conv_transpose2d(np.zeros((1, 2, 4, 4)), da.from_array(w))
+    with pytest.raises(TypeError, match="out="):
+        ct.conv_transpose2d(x, w, out=np.empty((1, 1, 6, 6)))
+    unknown = x[x[:, 0, 0, 0] > -1]           # boolean indexing: NaN chunk sizes
+    with pytest.raises(ValueError, match="x has unknown"):
+        ct.conv_transpose2d(unknown, w)
+    with pytest.raises(ValueError, match="grad_output has unknown"):
+        ct.conv_transpose2d_backward(unknown, x, w)
+
+    class FakeCuda:
+        __cuda_array_interface__ = {}
+        shape, dtype = (2, 1, 3, 3), np.dtype(np.float64)
+
+    with pytest.raises(TypeError, match="mixed Dask and CUDA"):
+        ct.conv_transpose2d(x, FakeCuda())
+    with pytest.raises(TypeError, match="mixed Dask and CUDA"):
+        ct.conv_transpose2d_backward(da.zeros((1, 1, 6, 6)), FakeCuda(), w)
+    with pytest.raises(ValueError, match="stride"):       # validation as for NumPy
+        ct.conv_transpose2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="backend"):
+        ct.conv_transpose2d(x, w, backend="gpu")
+
+
+def test_threaded_scheduler_and_repeatability():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 8, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 4, 4)).astype(np.float32)
+    xd = da.from_array(x, chunks=(1, 4, 8, 12))
+    y = ct.conv_transpose2d(xd, w, stride=2, padding=1, backend="direct")
+    first = y.compute(scheduler="threads", num_workers=4)
+    assert np.array_equal(first, y.compute(scheduler="threads", num_workers=2))
+    assert np.array_equal(first, y.compute(**SYNC))
+
+
+def test_import_does_not_import_dask():
+    code = ("import sys, convtranspose, numpy as np; "
+            "convtranspose.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))); "
+            "print('dask' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_is_dask_array():
+    assert dask_ops.is_dask_array(da.zeros(3))
+    assert not dask_ops.is_dask_array(np.zeros(3))
+    assert not dask_ops.is_dask_array(None)
+
+
+def test_local_cluster_of_two_processes():
+    distributed = pytest.importorskip("distributed")
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((4, 6, 40, 36)).astype(np.float32)
+    w = rng.standard_normal((6, 3, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    xd = da.from_array(x, chunks=(2, 6, 20, 12))
+    kw = dict(stride=2, padding=1, backend="direct")
+    expected = ct.conv_transpose2d(x, w, b, **kw)
+    g = rng.standard_normal(expected.shape).astype(np.float32)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        y = ct.conv_transpose2d(xd, w, b, **kw)
+        grads = ct.conv_transpose2d_backward(da.from_array(g, chunks=(2, 3, 40, 24)), xd, w,
+                                             **kw)
+        got, *got_grads = client.compute([y, *grads], sync=True)
+        ran_on = client.run(lambda: "convtranspose" in sys.modules)
+    assert len(ran_on) == 2 and all(ran_on.values())
+    np.testing.assert_array_equal(got, expected)
+    for a, e in zip(got_grads, ct.conv_transpose2d_backward(g, x, w, **kw)):
+        assert_close(a, e, np.float32, factor=10)
