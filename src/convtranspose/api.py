@@ -1,6 +1,8 @@
 """The public entry point: :func:`conv_transpose2d`."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import dispatch
@@ -8,6 +10,9 @@ from ._alloc import allocate
 from .cpu.workspace import get_workspace_limit
 from .dask_ops import is_dask_array
 from .params import normalise
+
+if TYPE_CHECKING:
+    from ._typing import Array, ArrayLike, Backend, IntPair, Padding, Shape
 
 __all__ = ["conv_transpose2d"]
 
@@ -44,8 +49,10 @@ def _check_out(out, shape, dtype):
         raise ValueError("out must be writeable, got a read-only array")
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, output_size=None, out=None, backend="auto"):
+def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+                     stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+                     groups: int = 1, dilation: IntPair = 1, *, output_size: Shape | None = None,
+                     out: Array | None = None, backend: Backend = "auto") -> Array:
     """2-D transposed convolution ("deconvolution") with PyTorch's semantics.
 
     Parameters
@@ -105,6 +112,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     --------
     output_shape : the output shape alone.
     explain : which backend ``"auto"`` picks, and why.
+    conv_transpose2d_backward : the gradients.
+    ConvTranspose2d : the layer, holding its weight and bias.
 
     Notes
     -----

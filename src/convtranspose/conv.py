@@ -8,6 +8,8 @@ forward backends of :mod:`convtranspose.dispatch`.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import dispatch, nonfinite
@@ -15,6 +17,9 @@ from .api import _host_array, host_operands
 from .dask_ops import is_dask_array
 from .cpu import backward as kernels
 from .params import ConvParams, normalise_conv2d, normalise_conv2d_backward
+
+if TYPE_CHECKING:
+    from ._typing import Array, ArrayLike, Backend, Conv2dPadding, Gradients, IntPair
 
 __all__ = ["conv2d", "conv2d_backward"]
 
@@ -99,8 +104,9 @@ def bias_grad(g):
         return g.sum(axis=(0, 2, 3))
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           backend="auto"):
+def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+           stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
+           groups: int = 1, *, backend: Backend = "auto") -> Array:
     """2-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -111,13 +117,18 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     weight : array_like, shape (C_out, C_in // groups, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv2d.weight``.
     bias : array_like, shape (C_out,), optional
+        Added to every output pixel of its channel.
     stride : int or (int, int), default 1
+        Step of the kernel over the input.
     padding : int, (int, int), ((int, int), (int, int)), "valid" or "same", default 0
         Zeros added around the input: on every side, per dimension, per side
         ``((top, bottom), (left, right))``, none (``"valid"``), or enough to keep the size
         at stride 1 (``"same"``; an odd total puts the extra row/column at the bottom/right).
     dilation : int or (int, int), default 1
+        Spacing between kernel taps.
     groups : int, default 1
+        Input and output channels are split into ``groups`` independent groups;
+        ``groups == C_in`` is a depthwise convolution.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
         Gather kernel, or patches plus a BLAS GEMM, on the CPU; ``"cuda"`` copies NumPy
         arrays to the GPU and the result back. CUDA arrays run on their GPU with
@@ -206,9 +217,11 @@ def adjoint_params(params, in_hw, k_hw, out_hw):
                       params.groups)
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
-                    backend="auto"):
+def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                    stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
+                    groups: int = 1, *, needs_input_grad: bool = True,
+                    needs_weight_grad: bool = True, needs_bias_grad: bool = True,
+                    backend: Backend = "auto") -> Gradients:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -239,6 +252,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     ------
     TypeError, ValueError, RuntimeError
         As :func:`conv2d`, and for a ``grad_output`` not of the forward result's shape.
+
+    See Also
+    --------
+    conv2d : the forward operation.
+    conv_transpose2d : the operator that gives ``grad_input``.
+    Conv2d : a layer that calls this in its ``backward``.
 
     Notes
     -----

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -18,6 +19,9 @@ import numpy as np
 from .cpu import direct, im2col
 from .dask_ops import is_dask_array
 from .params import _output_hw, normalise
+
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, IntPair, Padding, Shape
 
 __all__ = ["BACKENDS", "GPU_BACKENDS", "Choice", "check_backend", "choose", "explain", "flops",
            "is_device_array", "run_backend"]
@@ -131,7 +135,47 @@ def flops(x_shape, w_shape, groups):
 
 @dataclass(frozen=True)
 class Choice:
-    """What ``backend="auto"`` picks for one problem, and why."""
+    """What ``backend="auto"`` picks for one problem, and why; :func:`convtranspose.explain`
+    returns it.
+
+    ``str(choice)`` gives a readable summary, one line per field and per estimate.
+
+    Parameters
+    ----------
+    backend : str
+        The backend that runs: ``"direct"``, ``"im2col"`` or ``"cuda"``.
+    reason : str
+        Why, in words: the estimates compared, or that CUDA arrays run on their GPU.
+    estimates : dict of str to float
+        Estimated seconds per CPU backend and ``im2col`` form (``"direct"``,
+        ``"im2col/phases"``, ``"im2col/col2im"``); empty for CUDA arrays.
+    flops : int
+        Floating-point operations of the problem (two per multiply-add), as the benchmark
+        suite counts them.
+
+    See Also
+    --------
+    convtranspose.explain : what makes a :class:`Choice`.
+    convtranspose.conv_transpose2d : what runs the chosen backend.
+
+    Notes
+    -----
+    The estimates come from a cost model fitted to one-thread CPU-time measurements on the
+    project's machine; they decide between backends and do not predict exact times. The
+    choice depends on the problem, the process's ``NUMBA_NUM_THREADS`` and the workspace
+    limit, and on nothing else.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> choice = ct.explain(np.empty((8, 64, 64, 64), np.float32),
+    ...                     np.empty((64, 1, 4, 4), np.float32), stride=2, padding=1, groups=64)
+    >>> choice.backend, sorted(choice.estimates), choice.flops
+    ('direct', ['direct', 'im2col/col2im', 'im2col/phases'], 67108864)
+    >>> print(str(choice).splitlines()[0])
+    backend: direct
+    """
 
     backend: str
     reason: str
@@ -238,8 +282,10 @@ def _choose(x_shape, w_shape, params, dtype, out_hw, limit):
     return Choice(best.split("/")[0], reason, est, work)
 
 
-def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-            *, output_size=None):
+def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+            stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+            groups: int = 1, dilation: IntPair = 1, *,
+            output_size: Shape | None = None) -> Choice:
     """Say which backend ``conv_transpose2d(..., backend="auto")`` would use, and why.
 
     Parameters
@@ -248,7 +294,7 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
         Arrays as for :func:`convtranspose.conv_transpose2d` (NumPy arrays, CUDA arrays,
         CPU torch tensors, nested lists), or anything with a ``.shape`` and a NumPy
         ``.dtype``; no data is read from those.
-    stride, padding, output_padding, groups, dilation, output_size
+    stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
         As for :func:`convtranspose.conv_transpose2d`.
 
     Returns
@@ -262,6 +308,11 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
     TypeError, ValueError
         For the arguments :func:`convtranspose.conv_transpose2d` refuses (``None`` for
         ``x`` or ``weight`` included), naming the argument.
+
+    See Also
+    --------
+    convtranspose.conv_transpose2d : the call whose backend this explains.
+    convtranspose.dispatch.Choice : the result, field by field.
 
     Examples
     --------

@@ -1,6 +1,8 @@
 """Gradients of :func:`convtranspose.conv_transpose2d`: :func:`conv_transpose2d_backward`."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .conv import (_batched, bias_grad, check_method, correlate, correlate_method,
@@ -8,12 +10,19 @@ from .conv import (_batched, bias_grad, check_method, correlate, correlate_metho
 from .dask_ops import is_dask_array
 from .params import normalise_backward
 
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, Backend, Gradients, IntPair, Padding, Shape
+
 __all__ = ["conv_transpose2d_backward"]
 
 
-def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
-                              needs_weight_grad=True, needs_bias_grad=True, backend="auto"):
+def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                              stride: IntPair = 1, padding: Padding = 0,
+                              output_padding: IntPair = 0, groups: int = 1,
+                              dilation: IntPair = 1, *, output_size: Shape | None = None,
+                              needs_input_grad: bool = True, needs_weight_grad: bool = True,
+                              needs_bias_grad: bool = True,
+                              backend: Backend = "auto") -> Gradients:
     """Gradients of :func:`conv_transpose2d` with respect to its input, weight and bias.
 
     Parameters
@@ -27,9 +36,9 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
         The forward call's input.
     weight : array_like, shape (C_in, C_out // groups, kH, kW)
         The forward call's weight.
-    stride, padding, output_padding, groups, dilation, output_size
-        The forward call's hyper-parameters (asymmetric padding and ``output_size``
-        included).
+    stride, padding, output_padding, groups, dilation, output_size : int, pairs or None
+        The forward call's hyper-parameters, as for :func:`conv_transpose2d` (asymmetric
+        padding and ``output_size`` included).
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
         Which gradients to compute; the others are returned as ``None``.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
@@ -41,13 +50,11 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     Returns
     -------
     grad_input : numpy.ndarray or None
-        Shape of ``x``.
+        Shape of ``x``; dtype ``np.result_type(grad_output, x, weight)``, as the others.
     grad_weight : numpy.ndarray or None
         Shape of ``weight``.
     grad_bias : numpy.ndarray or None
         Shape ``(C_out,)``.
-
-    All of dtype ``np.result_type(grad_output, x, weight)``.
 
     Raises
     ------
@@ -59,7 +66,9 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
 
     See Also
     --------
+    conv_transpose2d : the forward operation.
     conv2d : the operator that gives ``grad_input``.
+    ConvTranspose2d : a layer that calls this in its ``backward``.
 
     Notes
     -----

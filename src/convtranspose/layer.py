@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from .conv import conv2d, conv2d_backward
 from .grad import conv_transpose2d_backward
 from .dask_ops import is_dask_array
 from .params import _as_pair, _make_params, _as_int, _conv2d_padding
+
+if TYPE_CHECKING:
+    from ._typing import Array, ArrayLike, Conv2dPadding, DTypeLike, IntPair, Padding, Seed, Shape
 
 __all__ = ["ConvTranspose2d", "Conv2d"]
 
@@ -27,12 +31,55 @@ def _computed(weight_grad, bias_grad):
 class _Parameters:
     """What both layers share: their learnable arrays and the gradients of them."""
 
-    def parameters(self):
-        """The learnable arrays: ``[weight, bias]``, or ``[weight]`` without bias."""
+    def parameters(self) -> list:
+        """Return the learnable arrays: ``[weight, bias]``, or ``[weight]`` without bias.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            The layer's own arrays, not copies: an optimiser updates them in place.
+
+        See Also
+        --------
+        gradients : their gradients, in the same order.
+
+        Examples
+        --------
+        >>> import convtranspose as ct
+        >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=3, seed=0)
+        >>> [p.shape for p in layer.parameters()]
+        [(4, 2, 3, 3), (2,)]
+        >>> len(ct.Conv2d(1, 4, kernel_size=3, bias=False).parameters())
+        1
+        """
         return [self.weight] + ([] if self.bias is None else [self.bias])
 
-    def gradients(self):
-        """The gradients of :meth:`parameters` from the last :meth:`backward`, same order."""
+    def gradients(self) -> list:
+        """Return the gradients of :meth:`parameters` from the last :meth:`backward`.
+
+        Returns
+        -------
+        list of numpy.ndarray or None
+            ``[weight_grad, bias_grad]`` (``[weight_grad]`` without bias), in the order of
+            :meth:`parameters`; ``None`` entries before the first :meth:`backward`.
+
+        See Also
+        --------
+        parameters : the arrays these are the gradients of.
+        backward : what computes them.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import convtranspose as ct
+        >>> layer = ct.Conv2d(1, 4, kernel_size=3, seed=0)
+        >>> layer.gradients()
+        [None, None]
+        >>> y = layer(np.ones((2, 1, 5, 5), np.float32))
+        >>> _ = layer.backward(np.ones_like(y))
+        >>> [g.shape for g in layer.gradients()]
+        [(4, 1, 3, 3), (4,)]
+        """
         return [self.weight_grad] + ([] if self.bias is None else [self.bias_grad])
 
 
@@ -45,10 +92,12 @@ class ConvTranspose2d(_Parameters):
         Channels of the input and of the output; both divisible by ``groups``.
     kernel_size : int or (int, int)
         Kernel height and width.
-    stride, padding, output_padding, groups, dilation
+    stride, padding, output_padding, groups : int or tuple
         As for :func:`convtranspose.conv_transpose2d` (``padding`` may be asymmetric).
     bias : bool, default True
         Whether the layer adds a learnable bias.
+    dilation : int or (int, int), default 1
+        As for :func:`convtranspose.conv_transpose2d`.
     dtype : {numpy.float32, numpy.float64}, default numpy.float32
         Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
@@ -57,9 +106,26 @@ class ConvTranspose2d(_Parameters):
     Attributes
     ----------
     weight : numpy.ndarray, shape (in_channels, out_channels // groups, kH, kW)
+        The kernel, laid out as ``torch.nn.ConvTranspose2d.weight``.
     bias : numpy.ndarray of shape (out_channels,), or None
+        The bias, or ``None`` for a layer made with ``bias=False``.
     weight_grad, bias_grad : numpy.ndarray or None
         Gradients from the last :meth:`backward` (``None`` before it).
+
+    Raises
+    ------
+    TypeError
+        Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
+        float32 or float64.
+    ValueError
+        Channels that are not positive multiples of ``groups``, a kernel size below 1, and
+        the hyper-parameters :func:`convtranspose.conv_transpose2d` rejects.
+
+    See Also
+    --------
+    conv_transpose2d : the operation it applies.
+    conv_transpose2d_backward : the gradients its :meth:`backward` computes.
+    Conv2d : the convolution layer.
 
     Notes
     -----
@@ -79,9 +145,10 @@ class ConvTranspose2d(_Parameters):
     (1, 2, 12, 12)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, *, dtype=np.float32,
-                 seed=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntPair = 1, *,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         self.in_channels = _as_int(in_channels, "in_channels")
         self.out_channels = _as_int(out_channels, "out_channels")
         self.kernel_size = _as_pair(kernel_size, "kernel_size")
@@ -108,16 +175,49 @@ class ConvTranspose2d(_Parameters):
         self.weight_grad = self.bias_grad = None
         self._cache = None
 
-    def __call__(self, x, output_size=None):
+    def __call__(self, x: ArrayLike, output_size: Shape | None = None) -> Array:
         """Apply the layer; see :meth:`forward`."""
         return self.forward(x, output_size)
 
-    def forward(self, x, output_size=None):
-        """Transposed convolution of ``x`` with the layer's weight and bias.
+    def forward(self, x: ArrayLike, output_size: Shape | None = None) -> Array:
+        """Return the transposed convolution of ``x`` with the layer's weight and bias.
 
         With ``output_size`` the layer's ``output_padding`` is ignored and derived from the
         wanted size instead, as in ``torch.nn.ConvTranspose2d.forward``. The layer keeps
-        a reference to ``x`` for :meth:`backward`.
+        a reference to ``x`` for :meth:`backward`. ``layer(x)`` is ``layer.forward(x)``.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, in_channels, H, W) or (in_channels, H, W)
+            Input, as for :func:`convtranspose.conv_transpose2d`.
+        output_size : sequence of int, optional
+            Wanted ``(H_out, W_out)`` (or a full shape whose last two entries count).
+
+        Returns
+        -------
+        numpy.ndarray, or an array of x's kind for CUDA input
+            ``(N, out_channels, H_out, W_out)``, or unbatched.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For the inputs :func:`convtranspose.conv_transpose2d` rejects (wrong channels,
+            dimensions or dtype; an unreachable ``output_size``).
+
+        See Also
+        --------
+        backward : the gradients of this call.
+        convtranspose.conv_transpose2d : the operation.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import convtranspose as ct
+        >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=4, stride=2, padding=1, seed=0)
+        >>> layer.forward(np.zeros((4, 8, 8), np.float32)).shape
+        (2, 16, 16)
+        >>> layer(np.zeros((1, 4, 8, 8), np.float32), output_size=(17, 17)).shape
+        (1, 2, 17, 17)
         """
         output_padding = 0 if output_size is not None else self.output_padding
         y = conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
@@ -126,16 +226,47 @@ class ConvTranspose2d(_Parameters):
         self._cache = (x, output_padding, output_size)
         return y
 
-    def backward(self, grad_output):
-        """Gradients of the last :meth:`forward` call, given ``grad_output``.
+    def backward(self, grad_output: ArrayLike) -> Array:
+        """Compute the gradients of the last :meth:`forward` call, given ``grad_output``.
 
-        Sets :attr:`weight_grad` and :attr:`bias_grad` (overwriting, not accumulating)
-        and returns the gradient with respect to the input of that call.
+        Sets ``weight_grad`` and ``bias_grad`` (overwriting, not accumulating) and returns
+        the gradient with respect to the input of that call.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            Gradient of the loss with respect to the last forward call's result; of its
+            shape.
+
+        Returns
+        -------
+        numpy.ndarray, or an array of grad_output's kind for CUDA input
+            The gradient with respect to that call's ``x``, of its shape.
 
         Raises
         ------
         RuntimeError
             When no forward call came first.
+        TypeError, ValueError
+            A ``grad_output`` that is not of the forward result's shape, or of a dtype
+            :func:`convtranspose.conv_transpose2d_backward` rejects.
+
+        See Also
+        --------
+        forward : the call differentiated.
+        gradients : ``[weight_grad, bias_grad]``.
+        convtranspose.conv_transpose2d_backward : the gradients computed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import convtranspose as ct
+        >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=3, stride=2, seed=0)
+        >>> y = layer(np.ones((1, 4, 5, 5), np.float32))
+        >>> layer.backward(np.ones_like(y)).shape
+        (1, 4, 5, 5)
+        >>> layer.weight_grad.shape, layer.bias_grad
+        ((4, 2, 3, 3), array([121., 121.], dtype=float32))
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() call first")
@@ -163,19 +294,41 @@ class Conv2d(_Parameters):
     in_channels, out_channels : int
         Channels of the input and of the output; both divisible by ``groups``.
     kernel_size : int or (int, int)
-    stride, padding, dilation, groups
+        Kernel height and width.
+    stride, padding, dilation, groups : int, tuple or str
         As for :func:`convtranspose.conv2d` (``padding`` may be asymmetric, ``"valid"``
         or ``"same"``).
     bias : bool, default True
+        Whether the layer adds a learnable bias.
     dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
+        Seeds the initialisation.
 
     Attributes
     ----------
     weight : numpy.ndarray, shape (out_channels, in_channels // groups, kH, kW)
+        The kernel, laid out as ``torch.nn.Conv2d.weight``.
     bias : numpy.ndarray of shape (out_channels,), or None
+        The bias, or ``None`` for a layer made with ``bias=False``.
     weight_grad, bias_grad : numpy.ndarray or None
         Gradients from the last :meth:`backward` (``None`` before it).
+
+    Raises
+    ------
+    TypeError
+        Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
+        float32 or float64.
+    ValueError
+        Channels that are not positive multiples of ``groups``, a kernel size below 1,
+        ``padding="same"`` with a stride, and the hyper-parameters
+        :func:`convtranspose.conv2d` rejects.
+
+    See Also
+    --------
+    conv2d : the operation it applies.
+    conv2d_backward : the gradients its :meth:`backward` computes.
+    ConvTranspose2d : the transposed convolution layer.
 
     Notes
     -----
@@ -197,8 +350,10 @@ class Conv2d(_Parameters):
     ((2, 1, 8, 8), (4, 1, 3, 3), (4,))
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, *, dtype=np.float32, seed=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, *, dtype: DTypeLike = np.float32,
+                 seed: Seed = None) -> None:
         self.in_channels = _as_int(in_channels, "in_channels")
         self.out_channels = _as_int(out_channels, "out_channels")
         self.kernel_size = _as_pair(kernel_size, "kernel_size")
@@ -225,28 +380,91 @@ class Conv2d(_Parameters):
         self.weight_grad = self.bias_grad = None
         self._x = None
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> Array:
         """Apply the layer; see :meth:`forward`."""
         return self.forward(x)
 
-    def forward(self, x):
-        """Convolution of ``x`` with the layer's weight and bias; remembers ``x`` for
-        :meth:`backward`."""
+    def forward(self, x: ArrayLike) -> Array:
+        """Return the convolution of ``x`` with the layer's weight and bias.
+
+        The layer keeps a reference to ``x`` for :meth:`backward`. ``layer(x)`` is
+        ``layer.forward(x)``.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, in_channels, H, W) or (in_channels, H, W)
+            Input, as for :func:`convtranspose.conv2d`.
+
+        Returns
+        -------
+        numpy.ndarray, or an array of x's kind for CUDA input
+            ``(N, out_channels, H_out, W_out)``, or unbatched.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For the inputs :func:`convtranspose.conv2d` rejects (wrong channels,
+            dimensions or dtype; an input smaller than the dilated kernel).
+
+        See Also
+        --------
+        backward : the gradients of this call.
+        convtranspose.conv2d : the operation.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import convtranspose as ct
+        >>> layer = ct.Conv2d(3, 8, kernel_size=3, padding="same", seed=0)
+        >>> layer.forward(np.zeros((2, 3, 10, 12), np.float32)).shape
+        (2, 8, 10, 12)
+        """
         y = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                    self.groups)
         self._x = x
         return y
 
-    def backward(self, grad_output):
-        """Gradients of the last :meth:`forward` call, given ``grad_output``.
+    def backward(self, grad_output: ArrayLike) -> Array:
+        """Compute the gradients of the last :meth:`forward` call, given ``grad_output``.
 
-        Sets :attr:`weight_grad` and :attr:`bias_grad` (overwriting, not accumulating)
-        and returns the gradient with respect to that call's input.
+        Sets ``weight_grad`` and ``bias_grad`` (overwriting, not accumulating) and returns
+        the gradient with respect to that call's input.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            Gradient of the loss with respect to the last forward call's result; of its
+            shape.
+
+        Returns
+        -------
+        numpy.ndarray, or an array of grad_output's kind for CUDA input
+            The gradient with respect to that call's ``x``, of its shape.
 
         Raises
         ------
         RuntimeError
             When no forward call came first.
+        TypeError, ValueError
+            A ``grad_output`` that is not of the forward result's shape, or of a dtype
+            :func:`convtranspose.conv2d_backward` rejects.
+
+        See Also
+        --------
+        forward : the call differentiated.
+        gradients : ``[weight_grad, bias_grad]``.
+        convtranspose.conv2d_backward : the gradients computed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import convtranspose as ct
+        >>> layer = ct.Conv2d(1, 4, kernel_size=3, stride=2, padding=1, seed=0)
+        >>> y = layer(np.ones((2, 1, 8, 8), np.float32))
+        >>> layer.backward(np.ones_like(y)).shape
+        (2, 1, 8, 8)
+        >>> layer.bias_grad
+        array([32., 32., 32., 32.], dtype=float32)
         """
         if self._x is None:
             raise RuntimeError("backward() needs a forward() call first")

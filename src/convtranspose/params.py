@@ -14,8 +14,12 @@ from __future__ import annotations
 import numbers
 import operator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._typing import IntPair, Padding, Shape
 
 __all__ = ["ConvParams", "normalise", "output_shape", "result_dtype", "SUPPORTED_DTYPES"]
 
@@ -213,8 +217,9 @@ def _check_shapes(x_shape, w_shape, b_shape, groups):
     return len(x_shape) == 4, c_out
 
 
-def output_shape(input_shape, weight_shape, stride=1, padding=0, output_padding=0,
-                 dilation=1, groups=1):
+def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntPair = 1,
+                 padding: Padding = 0, output_padding: IntPair = 0, dilation: IntPair = 1,
+                 groups: int = 1) -> tuple[int, ...]:
     """Shape of ``conv_transpose2d``'s result, without computing it.
 
     Parameters
@@ -223,7 +228,7 @@ def output_shape(input_shape, weight_shape, stride=1, padding=0, output_padding=
         ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
     weight_shape : tuple of int
         ``(C_in, C_out // groups, kH, kW)``.
-    stride, padding, output_padding, dilation, groups
+    stride, padding, output_padding, dilation, groups : int or tuple
         As for :func:`convtranspose.conv_transpose2d`.
 
     Returns
@@ -236,6 +241,10 @@ def output_shape(input_shape, weight_shape, stride=1, padding=0, output_padding=
     ValueError, TypeError
         For the same bad arguments as :func:`convtranspose.conv_transpose2d`;
         ``TypeError`` for shapes that are not sequences of ints (``7.0`` included).
+
+    See Also
+    --------
+    convtranspose.conv_transpose2d : the operation whose shape this is.
 
     Notes
     -----

@@ -60,8 +60,23 @@ def _limit_from_env():
 _limit = _limit_from_env()
 
 
-def get_workspace_limit():
+def get_workspace_limit() -> int:
     """Return the workspace limit in bytes.
+
+    The limit bounds the per-thread matrices of the GEMM-based kernels (``im2col`` and
+    the gradients' GEMM forms) in one call: 256 MiB unless
+    ``CONVTRANSPOSE_WORKSPACE_BYTES`` said otherwise at import, or
+    :func:`set_workspace_limit` changed it since.
+
+    Returns
+    -------
+    int
+        The limit in bytes, at least 1.
+
+    See Also
+    --------
+    set_workspace_limit : change it.
+    explain : the backend choice, which depends on the limit.
 
     Examples
     --------
@@ -72,7 +87,7 @@ def get_workspace_limit():
     return _limit
 
 
-def set_workspace_limit(nbytes):
+def set_workspace_limit(nbytes: int) -> int:
     """Set the workspace limit in bytes; return the previous limit.
 
     Parameters
@@ -93,6 +108,19 @@ def set_workspace_limit(nbytes):
         ``nbytes`` is not an int (a float, a bool, a string).
     ValueError
         ``nbytes`` is below 1.
+
+    See Also
+    --------
+    get_workspace_limit : the limit in force.
+
+    Notes
+    -----
+    The ``im2col`` forms give each of the ``NUMBA_NUM_THREADS`` threads one slot, all the
+    slots together within the limit, and cut their tasks (chunks of images, then bands of
+    output rows) to fit a slot, so a different limit may cut the GEMMs differently: the
+    result may then differ in the last bits, and ``backend="auto"`` may choose another
+    form. The limit is exceeded only when a single output row's task is larger than a
+    slot, by that much.
 
     Examples
     --------

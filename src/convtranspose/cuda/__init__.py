@@ -20,6 +20,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._typing import Array, ArrayLike, Conv2dPadding, Gradients, IntPair, Padding, Shape
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv2d", "conv2d_backward", "run",
            "is_available", "info", "require", "time_call", "to_device", "implementation"]
@@ -30,9 +36,18 @@ def _numba_cuda():
     return cuda
 
 
-def implementation():
-    """Which CUDA implementation ``from numba import cuda`` gives: ``"numba-cuda <version>"``
-    (NVIDIA's package) or ``"numba <version> built-in numba.cuda"``.
+def implementation() -> str:
+    """Say which CUDA implementation ``from numba import cuda`` gives.
+
+    Returns
+    -------
+    str
+        ``"numba-cuda <version>"`` (NVIDIA's package, installed by the ``cuda12`` and
+        ``cuda13`` extras) or ``"numba <version> built-in numba.cuda"``.
+
+    See Also
+    --------
+    info : everything about the GPU backend, this included.
 
     Examples
     --------
@@ -54,9 +69,20 @@ def _simulator():
     return bool(config.ENABLE_CUDASIM)
 
 
-def is_available():
-    """True when the ``cuda`` backend can run: a GPU with a working driver, or the
-    simulator (``NUMBA_ENABLE_CUDASIM=1``).
+def is_available() -> bool:
+    """Tell whether the ``cuda`` backend can run here.
+
+    Returns
+    -------
+    bool
+        True with a GPU and a working driver, or under Numba's simulator
+        (``NUMBA_ENABLE_CUDASIM=1``); False otherwise, ``numba.cuda`` failing to import
+        included.
+
+    See Also
+    --------
+    info : why not, when it cannot.
+    require : raise instead of returning False.
 
     Examples
     --------
@@ -70,8 +96,8 @@ def is_available():
         return False
 
 
-def info():
-    """What the ``cuda`` backend would run on, as a dict.
+def info() -> dict:
+    """Describe what the ``cuda`` backend would run on, as a dict.
 
     Returns
     -------
@@ -80,6 +106,11 @@ def info():
         ``simulator`` (bool), and when available ``device`` (name),
         ``compute_capability`` ((major, minor)), ``device_count``; ``reason`` says why
         not when unavailable.
+
+    See Also
+    --------
+    is_available : the ``available`` entry alone.
+    implementation : the ``implementation`` entry.
 
     Examples
     --------
@@ -106,8 +137,10 @@ def info():
     return result
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, output_size=None, out=None):
+def conv_transpose2d(x: Array, weight: ArrayLike, bias: ArrayLike | None = None,
+                     stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+                     groups: int = 1, dilation: IntPair = 1, *, output_size: Shape | None = None,
+                     out: Array | None = None) -> Array:
     """:func:`convtranspose.conv_transpose2d` on the GPU; the result is of ``x``'s kind.
 
     Parameters
@@ -117,7 +150,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         A NumPy array is copied to the GPU and the result copied back.
     weight, bias : CUDA arrays or NumPy arrays
         On ``x``'s GPU, or small host arrays copied to it.
-    stride, padding, output_padding, groups, dilation, output_size
+    stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
         As for :func:`convtranspose.conv_transpose2d`.
     out : CUDA array, optional
         C-contiguous, of the result's shape and dtype, on ``x``'s GPU.
@@ -136,6 +169,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     ValueError
         Operands on different GPUs, and every bad argument
         :func:`convtranspose.conv_transpose2d` rejects.
+
+    See Also
+    --------
+    convtranspose.conv_transpose2d : the same with any arrays; CUDA arrays come here.
+    conv_transpose2d_backward : the gradients on the GPU.
 
     Examples
     --------
@@ -175,9 +213,12 @@ def _check_usable(**arrays):
     require()
 
 
-def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
-                              needs_weight_grad=True, needs_bias_grad=True):
+def conv_transpose2d_backward(grad_output: Array, x: ArrayLike, weight: ArrayLike,
+                              stride: IntPair = 1, padding: Padding = 0,
+                              output_padding: IntPair = 0, groups: int = 1,
+                              dilation: IntPair = 1, *, output_size: Shape | None = None,
+                              needs_input_grad: bool = True, needs_weight_grad: bool = True,
+                              needs_bias_grad: bool = True) -> Gradients:
     """:func:`convtranspose.conv_transpose2d_backward` on the GPU.
 
     Parameters
@@ -188,14 +229,19 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
         ``x`` and ``weight`` may then be host arrays (copied to its GPU). A NumPy
         ``grad_output`` needs NumPy ``x`` and ``weight``: they are copied to the GPU and
         the results copied back.
-    stride, padding, output_padding, groups, dilation, output_size
+    stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
         As for :func:`convtranspose.conv_transpose2d_backward`.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
         Which gradients to compute; the others are returned as ``None``.
 
     Returns
     -------
-    grad_input, grad_weight, grad_bias : arrays of grad_output's kind, or None
+    grad_input : array of grad_output's kind, or None
+        Shape of ``x``.
+    grad_weight : array of grad_output's kind, or None
+        Shape of ``weight``.
+    grad_bias : array of grad_output's kind, or None
+        Shape ``(C_out,)``.
 
     Raises
     ------
@@ -208,11 +254,17 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     RuntimeError
         NumPy arrays where no GPU can be used.
 
+    See Also
+    --------
+    convtranspose.conv_transpose2d_backward : the same with any arrays; CUDA arrays come
+        here.
+    conv_transpose2d : the forward on the GPU.
+
     Notes
     -----
     ``grad_input`` is a correlation, one thread per element; ``grad_weight`` and
     ``grad_bias`` are block reductions in a fixed order, without atomics, so they are
-    the same bits on every run (:mod:`convtranspose.cuda.backward` gives the order).
+    the same bits on every run (``convtranspose.cuda.backward`` gives the order).
 
     Examples
     --------
@@ -238,7 +290,8 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
                 needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x: Array, weight: ArrayLike, bias: ArrayLike | None = None, stride: IntPair = 1,
+           padding: Conv2dPadding = 0, dilation: IntPair = 1, groups: int = 1) -> Array:
     """:func:`convtranspose.conv2d` on the GPU; the result is of ``x``'s kind.
 
     Parameters
@@ -247,17 +300,23 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         As for :func:`convtranspose.conv2d`. A CUDA ``x`` decides the result's kind, GPU
         and stream (``weight`` and ``bias`` may be host arrays, copied to it); a NumPy
         ``x`` needs NumPy ``weight`` and ``bias`` and gives a NumPy result.
-    stride, padding, dilation, groups
+    stride, padding, dilation, groups : int, tuple or str
         As for :func:`convtranspose.conv2d`.
 
     Returns
     -------
     array of x's kind
+        ``(N, C_out, H_out, W_out)`` (or unbatched), as :func:`convtranspose.conv2d`.
 
     Raises
     ------
     TypeError, ValueError, RuntimeError
         As :func:`conv_transpose2d_backward`, for ``x`` in the place of ``grad_output``.
+
+    See Also
+    --------
+    convtranspose.conv2d : the same with any arrays; CUDA arrays come here.
+    conv2d_backward : the gradients on the GPU.
 
     Examples
     --------
@@ -280,16 +339,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return impl(x, weight, bias, stride, padding, dilation, groups)
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True):
+def conv2d_backward(grad_output: Array, x: ArrayLike, weight: ArrayLike, stride: IntPair = 1,
+                    padding: Conv2dPadding = 0, dilation: IntPair = 1, groups: int = 1, *,
+                    needs_input_grad: bool = True, needs_weight_grad: bool = True,
+                    needs_bias_grad: bool = True) -> Gradients:
     """:func:`convtranspose.conv2d_backward` on the GPU; results of ``grad_output``'s kind.
 
     Parameters
     ----------
-    grad_output, x, weight, needs_input_grad, needs_weight_grad, needs_bias_grad
-        As for :func:`conv_transpose2d_backward`.
-    stride, padding, dilation, groups
+    grad_output, x, weight : CUDA arrays or NumPy arrays
+        As for :func:`conv_transpose2d_backward`: a CUDA ``grad_output`` decides the
+        results' kind, GPU and stream.
+    stride, padding, dilation, groups : int, tuple or str
         As for :func:`convtranspose.conv2d_backward`.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
 
     Returns
     -------
@@ -301,11 +365,16 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     TypeError, ValueError, RuntimeError
         As :func:`conv_transpose2d_backward`.
 
+    See Also
+    --------
+    convtranspose.conv2d_backward : the same with any arrays; CUDA arrays come here.
+    conv2d : the forward on the GPU.
+
     Notes
     -----
     ``grad_input`` is a transposed convolution, run by the forward kernels of
-    :mod:`convtranspose.cuda.kernels`; ``grad_weight`` and ``grad_bias`` are the
-    deterministic reductions of :mod:`convtranspose.cuda.backward`.
+    ``convtranspose.cuda.kernels``; ``grad_weight`` and ``grad_bias`` are the
+    deterministic reductions of ``convtranspose.cuda.backward``.
 
     Examples
     --------
@@ -340,8 +409,29 @@ def run(x, weight, bias, params, out):
     return run_host(x, weight, bias, params, out)
 
 
-def require():
-    """Raise ``RuntimeError`` saying why, unless :func:`is_available`."""
+def require() -> None:
+    """Raise ``RuntimeError`` saying why, unless :func:`is_available`.
+
+    Raises
+    ------
+    RuntimeError
+        When the ``cuda`` backend cannot run here; the message gives the reason and the
+        ``numba.cuda`` in use.
+
+    See Also
+    --------
+    is_available : the same question, answered with a bool.
+
+    Examples
+    --------
+    >>> from convtranspose import cuda
+    >>> try:
+    ...     cuda.require()
+    ... except RuntimeError as exc:
+    ...     assert not cuda.is_available() and "needs a CUDA GPU" in str(exc)
+    ... else:
+    ...     assert cuda.is_available()
+    """
     if not is_available():
         details = info()
         raise RuntimeError(f"backend='cuda' needs a CUDA GPU: {details.get('reason')} "
@@ -349,10 +439,29 @@ def require():
                            "or NUMBA_ENABLE_CUDASIM=1 for Numba's (slow) simulator")
 
 
-def to_device(*arrays):
+def to_device(*arrays: ArrayLike | None) -> tuple:
     """Copy NumPy arrays to the current GPU as Numba device arrays (``None`` stays ``None``).
 
     For timing the kernels without transfers, e.g. with :func:`time_call`.
+
+    Parameters
+    ----------
+    *arrays : numpy.ndarray or None
+        The arrays to copy.
+
+    Returns
+    -------
+    tuple
+        One Numba device array (or ``None``) per argument, in order.
+
+    Raises
+    ------
+    RuntimeError
+        When no GPU can be used (see :func:`require`).
+
+    See Also
+    --------
+    time_call : time a call on the copies.
 
     Examples
     --------
@@ -371,11 +480,34 @@ def to_device(*arrays):
     return tuple(None if a is None else cuda.to_device(a) for a in arrays)
 
 
-def time_call(fn, repeat=10, warmup=2):
+def time_call(fn: Callable[[], object], repeat: int = 10, warmup: int = 2) -> list[float]:
     """Time ``fn()`` on the GPU: seconds per call for each of ``repeat`` calls.
 
     The device is synchronised before the clock starts and before it stops, so queued
     kernels are counted; ``warmup`` untimed calls first take compilation out.
+
+    Parameters
+    ----------
+    fn : callable
+        Called with no arguments; typically launches kernels on device-resident arrays.
+    repeat : int, default 10
+        Timed calls.
+    warmup : int, default 2
+        Untimed calls before them.
+
+    Returns
+    -------
+    list of float
+        Seconds of each timed call, in order.
+
+    Raises
+    ------
+    ImportError
+        When ``numba.cuda`` cannot be imported; and whatever ``fn`` raises.
+
+    See Also
+    --------
+    to_device : copy the operands to the GPU first.
 
     Examples
     --------
