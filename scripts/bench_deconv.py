@@ -1,5 +1,6 @@
-"""GFLOP/s of the engine's transposed convolution (cpu/deconv.py) against the im2col and
-direct backends on the benchmark suite, with one and with two threads.
+"""GFLOP/s of the engine's transposed convolution (cpu/deconv.py) against the im2col backend
+and the gather kernel on the benchmark suite (and the held-out layers), with one and with
+two threads.
 
 Usage::
 
@@ -25,14 +26,14 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from convtranspose.cpu import deconv, simd
+from convtranspose.cpu import direct, simd
 from convtranspose.cpu.engine import gemm
 from convtranspose.dispatch import BACKENDS, flops
 from convtranspose.params import normalise
-from convtranspose.suite import SUITE
+from convtranspose.suite import HELD_OUT, SUITE
 
 #: name -> run(x, weight, bias, params, out)
-RUNS = {"engine": deconv.run, "im2col": BACKENDS["im2col"], "direct": BACKENDS["direct"]}
+RUNS = {"engine": direct.run_engine, "im2col": BACKENDS["im2col"], "gather": direct.gather}
 
 
 def _median_seconds(fns, reps, now):
@@ -83,8 +84,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, action="append",
                         help="thread counts (default 1 and NUMBA_NUM_THREADS)")
     parser.add_argument("--batch", type=int, help="batch instead of the suite's")
+    parser.add_argument("--held-out", action="store_true", help="the held-out layers too")
     args = parser.parse_args(argv)
-    shapes = [s for s in SUITE if not args.shape or s.name in args.shape]
+    pool = SUITE + (HELD_OUT if args.held_out else ())
+    shapes = [s for s in pool if not args.shape or s.name in args.shape]
     thread_counts = args.threads or sorted({1, numba.config.NUMBA_NUM_THREADS})
     print(f"target {simd.ISA}, {simd.VECTOR_BITS}-bit vectors; NUMBA_NUM_THREADS "
           f"{numba.config.NUMBA_NUM_THREADS}; medians of {args.reps}")
@@ -93,14 +96,14 @@ def main(argv=None):
             rates = gemm_rates(dtype, args.reps)
             print(f"\n{dtype}: GEMM 2048^3, one thread: np.matmul {rates['blas']:.1f} GFLOP/s, "
                   f"engine {rates['engine']:.1f} GFLOP/s")
-            print(f"{'shape':<14}{'thr':>4}{'engine':>9}{'im2col':>9}{'direct':>9}   GFLOP/s"
+            print(f"{'shape':<14}{'thr':>4}{'engine':>9}{'im2col':>9}{'gather':>9}   GFLOP/s"
                   f"{'eng/im2col':>12}{'eng/GEMM':>10}")
             for threads in thread_counts:
                 for shape in shapes:
                     sec, work = measure(shape, dtype, args.reps, threads, args.batch)
                     gf = {name: work / s / 1e9 for name, s in sec.items()}
                     print(f"{shape.name:<14}{threads:>4}{gf['engine']:>9.1f}{gf['im2col']:>9.1f}"
-                          f"{gf['direct']:>9.1f}{'':10}{gf['engine'] / gf['im2col']:>12.2f}"
+                          f"{gf['gather']:>9.1f}{'':10}{gf['engine'] / gf['im2col']:>12.2f}"
                           f"{gf['engine'] / (threads * rates['blas']):>10.2f}", flush=True)
 
 

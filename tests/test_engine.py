@@ -1,6 +1,7 @@
 """The packed GEMM engine: accuracy against float64 sums, NaN/Inf, a summation order that
 does not depend on how C is cut, the micro-kernel's machine code, and the portable target."""
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -208,3 +209,78 @@ def test_portable_target_in_a_subprocess():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+_X86 = "+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+movbe,+lzcnt,+bmi,+bmi2,+f16c"
+#: Numba's target per build: a CPU name and the features it compiles for (an explicit
+#: list: the host's features would switch AVX-512 off, or on, whatever the name says)
+TARGETS = {"avx512": ("skylake-avx512", _X86 + ",+avx,+avx2,+fma,+avx512f,+avx512cd,"
+                                        "+avx512dq,+avx512bw,+avx512vl"),
+           "avx2": ("haswell", _X86 + ",+avx,+avx2,+fma,-avx512f")}
+
+
+def _in_subprocess(script, target, tmp_path):
+    """Run ``script`` with Numba compiling for ``TARGETS[target]`` (its own cache)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    name, features = TARGETS[target]
+    env.update(NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 code")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_avx512_build_uses_zmm_fmas(dtype, tmp_path):
+    """The AVX-512 build's hot loop, compiled (never run) on any x86 machine: whole k
+    steps of zmm FMAs fed by broadcasts, accumulators in registers."""
+    script = f"""
+        import re
+        import numba
+        from numba import types
+        from convtranspose.cpu import engine, simd
+        assert simd.ISA == "avx512" and simd.VECTOR_BITS == 512, simd.ISA
+        a = types.Array(types.{dtype}, 1, "C")
+        sig = (a, a, types.int64, types.int64, types.int64, a, types.int64, types.int64,
+               types.boolean, a)
+        engine._macro_kernel.compile(sig)
+        print(simd.MR, simd.NR_VECTORS)
+        print(engine._macro_kernel.inspect_asm(sig))
+    """
+    out = _in_subprocess(script, "avx512", tmp_path)
+    head, asm = out.split("\n", 1)
+    mr, nr_vectors = map(int, head.split())
+    loop = _hot_loop(asm)
+    suffix = "ps" if dtype == "float32" else "pd"
+    fmas = re.findall(rf"vfmadd\w*{suffix}\s+%zmm\d+, %zmm\d+, %zmm\d+", loop)
+    assert len(fmas) >= mr * nr_vectors, loop
+    assert "rsp" not in loop, loop
+
+
+@pytest.mark.skipif(not (simd.FMA and simd.ISA in ("avx2", "avx512")),
+                    reason="needs a CPU that runs AVX2 code")
+def test_avx2_build_in_a_subprocess(tmp_path):
+    """The AVX2 (haswell) build computes the transposed convolution correctly, also on
+    an AVX-512 machine where the default build is the wider one."""
+    script = """
+        import numpy as np
+        from convtranspose.cpu import simd, deconv
+        from convtranspose.params import normalise
+        from convtranspose.reference import conv_transpose2d_scatter
+        assert simd.ISA == "avx2" and simd.VECTOR_BITS == 256, simd.ISA
+        rng = np.random.default_rng(0)
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((2, 7, 5, 6)).astype(dtype)
+            w = rng.standard_normal((7, 9, 3, 4)).astype(dtype)
+            params, shape, _ = normalise(x.shape, w.shape, None, [x.dtype, w.dtype],
+                                         stride=2, padding=1)
+            out = np.empty(shape, dtype)
+            assert deconv.compute(x, w, None, params, out)
+            ref = conv_transpose2d_scatter(x.astype(float), w.astype(float), stride=2,
+                                             padding=1)
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            assert np.max(np.abs(out - ref)) <= tol * np.max(np.abs(ref)), dtype
+        print("ok")
+    """
+    assert _in_subprocess(script, "avx2", tmp_path).strip() == "ok"

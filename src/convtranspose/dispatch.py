@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from .cpu import direct, im2col
+from .cpu import deconv, direct, im2col
 from .dask_ops import is_dask_array
 from .params import _output_hw, normalise
 
@@ -90,6 +90,42 @@ _COL2IM_TASK_S = 3.5e-6    # fixed cost of one task (slot views, BLAS call set-u
 _PHASES_TASK_S = 6e-6
 _CALL_S = 3e-5             # fixed cost of a GEMM-based call (plans, views, pool wake-up)
 _BYTE_S = 1 / 4e9          # seconds per byte moved by the dense 1x1 path's copy
+
+
+#: The engine form of ``direct`` (cpu/deconv.py), one thread, float32: seconds per
+#: multiply-add of the padded micro-tile rows, per packed B element, per stored C element,
+#: per packed A element and per task: the non-negative least-squares fit of
+#: ``scripts/fit_engine_model.py`` (15 layers, one Zen 3 core, 2 December 2026; it puts
+#: the stores' and A packing's cost into the per-task term). float64: twice the
+#: multiply-add cost, the element costs scaled by the item size.
+_ENGINE = (2.88e-11, 1.91e-9, 0.0, 0.0, 6.41e-5)
+
+
+def engine_terms(x_shape, w_shape, params, out_hw, dtype):
+    """What the engine form of ``direct`` does for one problem, as the model counts it:
+    ``[multiply-adds of the padded micro-tile rows, packed B elements, stored C elements,
+    packed A elements, tasks]`` (from :func:`~convtranspose.cpu.deconv.plan_deconv`)."""
+    from .cpu.engine import MR
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    plan = deconv.plan_deconv(tuple(x_shape), tuple(w_shape), params, tuple(out_hw),
+                              np.dtype(dtype), im2col.get_workspace_limit(), threads)
+    c_in_g, c_out_g = x_shape[1] // params.groups, w_shape[1]
+    mp = -(-c_out_g // MR) * MR
+    tasks = plan.tasks
+    if not len(tasks):
+        return [0.0, 0.0, 0.0, float(plan.a_size), 0.0]
+    depth = c_in_g * plan.meta[tasks[:, 0], 4] * plan.meta[tasks[:, 0], 5]
+    pix = tasks[:, 3] * tasks[:, 5] * tasks[:, 7]
+    return [float(mp * (depth * pix).sum()), float((depth * pix).sum()),
+            float(c_out_g * pix.sum()), float(plan.a_size), float(len(tasks))]
+
+
+def _engine_s(x_shape, w_shape, params, out_hw, dtype):
+    """Estimated one-thread seconds of the engine form, and its task count."""
+    terms = engine_terms(x_shape, w_shape, params, out_hw, dtype)
+    size = np.dtype(dtype).itemsize / 4
+    scale = (2.0 if size > 1 else 1.0, size, size, size, 1.0)
+    return _CALL_S + sum(t * c * f for t, c, f in zip(terms, _ENGINE, scale)), int(terms[4])
 
 
 def _balanced(tasks, threads):
@@ -210,11 +246,15 @@ def _forms(x_shape, w_shape, params, out_hw, dtype, limit):
     rows = n * c_out * h_out
     row_s = _ROW_S + w_out * _ROW_ELEMENT_S
     block = 4 if c_out_g % 4 == 0 else 1      # the direct kernel's channel blocking
-    t_direct = (work / (rates["direct"] * (_DIRECT_BLOCK4_SPEEDUP if block == 4 else 1.0))
-                + rows * row_s + rows * taps_h * c_in_g * k_w * _SEGMENT_S / block)
-    t_direct = (0.0, t_direct) if work < direct.SERIAL_FLOPS else (t_direct, 0.0)
-    size = isz / 4             # per-element costs were fitted for float32
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    if direct.uses_engine(w_shape, params):
+        t_engine, n_tasks = _engine_s(x_shape, w_shape, params, out_hw, dtype)
+        t_direct = (t_engine * _balanced(n_tasks, threads), 0.0)
+    else:
+        t_direct = (work / (rates["direct"] * (_DIRECT_BLOCK4_SPEEDUP if block == 4 else 1.0))
+                    + rows * row_s + rows * taps_h * c_in_g * k_w * _SEGMENT_S / block)
+        t_direct = (0.0, t_direct) if work < direct.SERIAL_FLOPS else (t_direct, 0.0)
+    size = isz / 4             # per-element costs were fitted for float32
     tasks, _ = im2col.plan_col2im(x_shape, w_shape, params, out_hw, isz, limit, threads)
     pix = int(((tasks[:, 3] - tasks[:, 2]) * tasks[:, 1]).sum()) * w   # bands share rows
     taps_k = k_h * k_w

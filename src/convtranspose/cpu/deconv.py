@@ -43,8 +43,9 @@ never below one micro-panel, ``NR``, of columns): 4-8 MiB per thread. Planning c
 Non-finite weights: the zeros packed for taps that read outside the input meet the
 weights, and ``0 * inf`` is NaN where the definition multiplies no such pair. When a
 packed weight is Inf or NaN, :func:`compute` computes nothing and returns ``False``;
-:func:`run` then runs the ``direct`` backend, which multiplies real (input, tap) pairs
-only. Not wired into ``backend="auto"`` yet.
+:func:`convtranspose.cpu.direct.run_engine` then runs the gather kernel, which multiplies
+real (input, tap) pairs only. The ``direct`` backend runs this engine for layers with
+many channels (:func:`convtranspose.cpu.direct.uses_engine`).
 """
 from __future__ import annotations
 
@@ -54,14 +55,14 @@ import numba
 import numpy as np
 
 from .._threading import launch
-from . import direct, simd
+from . import simd
 from . import workspace as _ws
 from .engine import MR, blocking, deconv_kernel, pack_a_phases
 from .im2col import phase_plan
 from .taps import byte_bounded_cache
 from .workspace import workspace
 
-__all__ = ["run", "compute", "plan_deconv", "DeconvPlan"]
+__all__ = ["compute", "plan_deconv", "DeconvPlan"]
 
 #: Tasks wanted per thread, and the fewest GEMM columns worth a task of their own.
 _TASKS_PER_THREAD = 2
@@ -151,7 +152,7 @@ def plan_deconv(x_shape, w_shape, params, out_hw, dtype, limit, threads, cols=No
     nr = simd.tile(dtype)[1]
     mp = -(-c_out_g // MR) * MR
     (s_h, rows, n_rows), (s_w, cols_ph, n_cols) = phase_plan(x_shape[2:], (k_h, k_w), out_hw,
-                                                             params)
+                                                             params, keep_all=True)
     work = [(pr, pc) for pr in rows for pc in cols_ph]
     k_max = c_in_g * max([len(pr.k_idx) * len(pc.k_idx) for pr, pc in work], default=1)
     kb = min(kc, k_max)
@@ -202,7 +203,8 @@ def compute(x, weight, bias, params, out, *, cols=None):
         ``True`` when ``out`` holds the result. ``False`` when a packed weight is not
         finite: then the zeros packed for taps outside the input would give ``0 * inf =
         nan`` where the definition has none, and the caller should use a backend that
-        multiplies real pairs only (:func:`run` uses ``direct``).
+        multiplies real pairs only (:func:`~convtranspose.cpu.direct.run_engine` uses the
+        gather kernel).
 
     Examples
     --------
@@ -235,31 +237,3 @@ def compute(x, weight, bias, params, out, *, cols=None):
                    plan.meta, plan.off_rows, plan.off_cols, plan.tasks, plan.s_h, plan.s_w,
                    params.groups, kc, mc, ws, plan.slot, plan.b_size)
     return True
-
-
-def run(x, weight, bias, params, out):
-    """Compute into ``out`` (the backends' signature); ``direct`` when a weight is Inf/NaN.
-
-    Parameters
-    ----------
-    x, weight, bias, params, out
-        As :func:`compute` takes them.
-
-    Returns
-    -------
-    ndarray
-        ``out``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convtranspose.params import normalise
-    >>> from convtranspose.cpu.deconv import run
-    >>> x = np.ones((1, 1, 1, 2)); w = np.ones((1, 1, 1, 2)); b = np.array([0.5])
-    >>> params, shape, _ = normalise(x.shape, w.shape, b.shape, [x.dtype] * 3)
-    >>> run(x, w, b, params, np.empty(shape))[0, 0].tolist()
-    [[1.5, 2.5, 1.5]]
-    """
-    if not compute(x, weight, bias, params, out):
-        direct.run(x, weight, bias, params, out)
-    return out

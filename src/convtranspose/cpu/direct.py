@@ -1,30 +1,103 @@
-"""The ``direct`` backend: one parallel gather kernel, no workspace.
+"""The ``direct`` backend: a register-blocked engine or a gather kernel, no column matrix.
 
-Every output row is accumulated by one thread from the taps that reach it (see
-:mod:`convtranspose.cpu.taps`); no multiplication by inserted zeros happens. Besides the
-output it allocates only ``O(kW)`` column tables and, per output row (four rows with
-channel blocking), an accumulator of fewer than ``2 * W_out`` elements.
+Two forms, picked from the layer's channels and kernel geometry alone (never from the
+batch or the image size, so that an image's result does not depend on them, nor on how
+it is cut into tiles; see :func:`uses_engine`):
+
+* layers with many channels per group run on the packed GEMM engine
+  (:mod:`convtranspose.cpu.deconv`: one register-blocked GEMM per stride phase, the
+  operands packed straight from ``x`` and ``weight``, per-thread buffers of a few MiB);
+* the others on the gather kernel: every output row is accumulated by one thread from the
+  taps that reach it (see :mod:`convtranspose.cpu.taps`), vectorised along the row.
+  Besides the output it allocates only ``O(kW)`` column tables and, per output row (four
+  rows with channel blocking), an accumulator of fewer than ``2 * W_out`` elements.
+
+Neither multiplies a weight by an inserted zero where that matters: the engine multiplies
+the zeros it packs for taps outside the input, so a layer with an Inf or NaN weight runs
+on the gather kernel. Both sum each output element in a fixed order.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .._threading import launch
+from . import deconv
 from .kernels import direct_kernel, direct_kernel_serial
 from .taps import tap_tables
 
-__all__ = ["run", "SERIAL_FLOPS"]
+__all__ = ["run", "run_engine", "gather", "uses_engine", "phase_taps", "SERIAL_FLOPS",
+           "ENGINE_MIN_ROWS", "ENGINE_MIN_DEPTH"]
 
 #: Problems with fewer multiply-adds (times two) than this run on the calling thread:
 #: below it, waking the thread pool costs more than the second thread saves.
 SERIAL_FLOPS = 200_000
 
+#: The engine runs layers with at least this many output channels per group ...
+ENGINE_MIN_ROWS = 8
+#: ... and a GEMM depth (input channels per group times the most taps of a phase) of at
+#: least this; below either, its padded micro-tile rows or short inner loops lose to the
+#: gather kernel.
+ENGINE_MIN_DEPTH = 32
 
-def run(x, weight, bias, params, out):
-    """Compute into ``out``; all arrays C-contiguous, 4-D, one native float dtype."""
+
+def phase_taps(k, s, d):
+    """The most kernel taps of one axis that land on one stride phase: taps ``j`` and
+    ``j'`` share a phase when ``j*d`` and ``j'*d`` agree modulo ``s``.
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.direct import phase_taps
+    >>> phase_taps(4, 2, 1), phase_taps(3, 1, 2), phase_taps(3, 2, 2)
+    (2, 3, 3)
+    """
+    counts = {}
+    for j in range(k):
+        counts[j * d % s] = counts.get(j * d % s, 0) + 1
+    return max(counts.values())
+
+
+def uses_engine(w_shape, params):
+    """Whether ``direct`` runs the engine (else the gather kernel) for a weight of shape
+    ``w_shape`` ``(C_in, C_out // groups, kH, kW)``: enough output channels per group to
+    fill the micro-tile's rows and a deep enough GEMM. Depends on nothing else.
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.direct import uses_engine
+    >>> from convtranspose.params import normalise
+    >>> import numpy as np
+    >>> params = normalise((1, 512, 4, 4), (512, 256, 4, 4), None, [np.dtype("f4")] * 2,
+    ...                    stride=2, padding=1)[0]
+    >>> uses_engine((512, 256, 4, 4), params), uses_engine((64, 3, 4, 4), params)
+    (True, False)
+    """
+    c_in_g = w_shape[0] // params.groups
+    taps = (phase_taps(w_shape[2], params.stride[0], params.dilation[0])
+            * phase_taps(w_shape[3], params.stride[1], params.dilation[1]))
+    return w_shape[1] >= ENGINE_MIN_ROWS and c_in_g * taps >= ENGINE_MIN_DEPTH
+
+
+def gather(x, weight, bias, params, out):
+    """The gather kernel into ``out``; all arrays C-contiguous, 4-D, one native float
+    dtype."""
     t = tap_tables(x.shape[2:], weight.shape[2:], out.shape[2:], params)
     bias = np.empty(0, out.dtype) if bias is None else bias
     work = 2 * x.size * weight.shape[1] * weight.shape[2] * weight.shape[3]
     kernel = direct_kernel_serial if work < SERIAL_FLOPS else direct_kernel
     launch(kernel, x, weight, bias, out, *t, params.groups)
     return out
+
+
+def run_engine(x, weight, bias, params, out):
+    """The engine into ``out``, or the gather kernel where a weight is Inf or NaN."""
+    if not deconv.compute(x, weight, bias, params, out):
+        gather(x, weight, bias, params, out)
+    return out
+
+
+def run(x, weight, bias, params, out):
+    """Compute into ``out`` with the form :func:`uses_engine` picks; all arrays
+    C-contiguous, 4-D, one native float dtype."""
+    if uses_engine(weight.shape, params):
+        return run_engine(x, weight, bias, params, out)
+    return gather(x, weight, bias, params, out)
