@@ -325,3 +325,104 @@ def test_local_cluster_of_two_processes():
     np.testing.assert_array_equal(got, expected)
     for a, e in zip(got_grads, ct.conv_transpose2d_backward(g, x, w, **kw)):
         assert_close(a, e, np.float32, factor=10)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a, one, b: ct.conv_transpose2d(a, one, b, stride=1, padding=1, output_padding=2,
+                                          dilation=3, backend="direct"),
+    lambda a, one, b: ct.conv2d(a, one, b, stride=3, padding=1, backend="direct"),
+    lambda a, one, b: ct.conv_transpose2d_backward(a, one, one, stride=3, padding=1,
+                                                   output_padding=2, backend="direct"),
+    lambda a, one, b: ct.conv2d_backward(a[..., :1, :1], one, one, stride=3, padding=1,
+                                         backend="direct"),
+], ids=["ct_output_padding", "conv2d_padding_only", "ct_backward", "conv2d_backward"])
+def test_axes_that_no_input_reaches(call):
+    """Valid calls where no input reaches any output of an axis (output padding beyond
+    the stride, padding beyond the kernel) as the NumPy call computes them."""
+    one, b = np.ones((1, 1, 1, 1)), np.array([5.0])
+    expected = call(one, one, b)
+    got = call(da.from_array(one), one, b)
+    got = dask.compute(*got, **SYNC) if isinstance(got, tuple) else got.compute(**SYNC)
+    for a, e in zip(got if isinstance(got, tuple) else [got],
+                    expected if isinstance(expected, tuple) else [expected]):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_calls_that_differ_only_in_groups_get_their_own_graphs():
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 4, 3, 3))
+    w = rng.standard_normal((4, 2, 2, 2))
+    xd = da.from_array(x)
+    y1, y2 = (ct.conv_transpose2d(xd, w, groups=g, backend="direct") for g in (1, 2))
+    assert y1.name != y2.name
+    r1, r2 = dask.compute(y1, y2, **SYNC)
+    np.testing.assert_array_equal(r1, ct.conv_transpose2d(x, w, groups=1, backend="direct"))
+    np.testing.assert_array_equal(r2, ct.conv_transpose2d(x, w, groups=2, backend="direct"))
+    g = rng.standard_normal((1, 4, 2, 2))
+    gd = da.from_array(g)
+    w2 = rng.standard_normal((4, 2, 2, 2))
+    a = ct.conv2d_backward(gd, rng.standard_normal((1, 2, 3, 3)), w2, groups=1)[0]
+    b = ct.conv2d_backward(gd, rng.standard_normal((1, 4, 3, 3)), w2, groups=2)[0]
+    ra, rb = dask.compute(a, b, **SYNC)
+    assert ra.shape == a.shape and rb.shape == b.shape
+
+
+@pytest.mark.parametrize("dtypes", [("f4", "f8", "f4"), ("f4", "f4", "f8"), ("f8", "f4", "f4")])
+def test_gradient_dtypes_follow_all_operands(dtypes):
+    rng = np.random.default_rng(23)
+    g_dt, x_dt, w_dt = dtypes
+    x = rng.standard_normal((2, 3, 4, 5)).astype(x_dt)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(w_dt)
+    g = rng.standard_normal(ct.output_shape(x.shape, w.shape, stride=2)).astype(g_dt)
+    expected = ct.conv_transpose2d_backward(g, x, w, stride=2, backend="direct")
+    lazy = ct.conv_transpose2d_backward(da.from_array(g, chunks=(1, 2, 4, 5)), x, w, stride=2,
+                                        backend="direct")
+    for a, e in zip(dask.compute(*lazy, **SYNC), expected):
+        assert a.dtype == e.dtype
+        assert_close(a, e, e.dtype, factor=10)
+    cx = ct.conv2d(x, np.ones((2, 3, 2, 2), w_dt))
+    lazy = ct.conv2d_backward(da.from_array(cx.astype(g_dt)), x, np.ones((2, 3, 2, 2), w_dt))
+    expected = ct.conv2d_backward(cx.astype(g_dt), x, np.ones((2, 3, 2, 2), w_dt))
+    for a, e in zip(dask.compute(*lazy, **SYNC), expected):
+        assert a.dtype == e.dtype
+
+
+@pytest.mark.parametrize("case", [
+    ((2, 49, 11, 6), (49, 14, 4, 4), dict(padding=1), (1, 49, 2, 4)),
+    ((2, 64, 16, 16), (64, 64, 3, 3), dict(dilation=2, padding=2), (1, 64, 5, 7)),
+    ((3, 32, 9, 10), (32, 16, 4, 4), dict(stride=2, padding=1), (1, 32, 1, 3)),
+    ((2, 16, 7, 9), (16, 24, 3, 5), dict(stride=(3, 2), padding=((2, 0), (1, 3)),
+                                          output_padding=(1, 1)), (2, 16, 2, 4)),
+])
+def test_engine_layers_bitwise_whatever_the_chunks(case):
+    """Layers with many channels, which ``direct`` runs on the register-blocked engine: its
+    per-pixel sum (taps from the kernel's residue class, fixed blocks of the depth) does
+    not change with the image's size, so tiles are bitwise the whole call."""
+    from convtranspose.cpu.direct import uses_engine
+    from convtranspose.params import normalise
+    x_shape, w_shape, kw, chunks = case
+    rng = np.random.default_rng(29)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    params = normalise(x.shape, w.shape, None, [x.dtype, w.dtype], **kw)[0]
+    assert uses_engine(w.shape, params)
+    expected = ct.conv_transpose2d(x, w, backend="direct", **kw)
+    got = ct.conv_transpose2d(da.from_array(x, chunks=chunks), w, backend="direct", **kw)
+    np.testing.assert_array_equal(got.compute(**SYNC), expected)
+
+
+def test_graph_keeps_the_values_of_the_call():
+    rng = np.random.default_rng(31)
+    layer = ct.ConvTranspose2d(3, 2, 3, stride=2, seed=0)
+    x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    expected = layer(x)
+    y = layer(da.from_array(x))
+    layer.weight -= 1.0                   # an optimiser's in-place step before compute
+    layer.bias *= 2.0
+    np.testing.assert_array_equal(y.compute(**SYNC), expected)
+
+
+@pytest.mark.skipif(ct.cuda.is_available(), reason="a GPU (or the simulator) is here")
+def test_cuda_backend_without_gpu_fails_when_built():
+    with pytest.raises(RuntimeError, match="cuda"):
+        ct.conv_transpose2d(da.zeros((1, 1, 4, 4)), np.ones((1, 1, 2, 2)), backend="cuda")

@@ -76,6 +76,13 @@ class Axis:
     lo: int
     n_in: int
     n_out: int
+    hi: int = 0
+    extra: int = 0
+
+    def whole(self):
+        """The whole axis as one tile, with the call's own padding and output padding:
+        for an axis where no cut leaves every tile an input that reaches it."""
+        return Tile((0, self.n_out), (0, self.n_in), (self.lo, self.hi), self.extra)
 
     def transposed(self, o0, o1):
         """The tile of a transposed convolution's outputs ``[o0, o1)``, or None when no
@@ -120,17 +127,20 @@ def _cuts(points, n):
     return sorted({0, n, *(min(max(p, 0), n) for p in points)})
 
 
-def _tiles(cuts, make):
+def _tiles(cuts, make, whole):
     """Tiles ``make(a, b)`` for consecutive ``cuts``, a tile that reads nothing merged with
-    its right neighbour (the last with its left one)."""
+    its right neighbour (the last with its left one). When even the whole axis as one
+    tile reads nothing (no input reaches any output of the axis, which only large
+    ``output_padding`` or padding can do), the one tile ``whole`` (the call's own
+    arithmetic on the whole axis)."""
     cuts = list(cuts)
     while True:
         tiles = [make(a, b) for a, b in zip(cuts, cuts[1:])]
         empty = [i for i, t in enumerate(tiles) if t is None]
         if not empty:
             return tiles
-        if len(cuts) <= 2:       # the whole axis reads nothing: cannot happen for a valid call
-            raise AssertionError("no input reaches the output")
+        if len(cuts) <= 2:
+            return [whole]
         i = empty[0]
         del cuts[i + 1 if i + 1 < len(cuts) - 1 else i]
 
@@ -159,6 +169,7 @@ class _Call:
     w_index: tuple = (slice(None),)
     b_index: tuple | None = None
     kwargs: dict = field(default_factory=dict)
+    dtype: object = None      # the joined pieces' dtype (the call's result dtype)
 
 
 def _strip(block, index):
@@ -166,17 +177,19 @@ def _strip(block, index):
     return np.array(block[index])
 
 
-def _join(blocks, channels):
+def _join(blocks, channels, dtype=None):
     """The task's input pieces (nested lists over channels, rows and columns of 4-D
-    arrays) joined into one C-contiguous array, keeping the input channels ``channels`` of
-    it: each piece is copied once, straight into place."""
+    arrays) joined into one C-contiguous array of ``dtype`` (default: the pieces'),
+    keeping the input channels ``channels`` of it: each piece is copied once, straight
+    into place."""
     grid = [[list(row) for row in plane] for plane in blocks]
     starts = [np.cumsum([0, *n]).tolist() for n in
               ([p[0][0].shape[1] for p in grid], [r[0].shape[2] for r in grid[0]],
                [b.shape[3] for b in grid[0][0]])]
     c_lo, c_hi, _ = channels.indices(starts[0][-1])
-    out = np.empty((grid[0][0][0].shape[0], c_hi - c_lo, starts[1][-1], starts[2][-1]),
-                   np.result_type(*(b.dtype for plane in grid for row in plane for b in row)))
+    if dtype is None:
+        dtype = np.result_type(*(b.dtype for plane in grid for row in plane for b in row))
+    out = np.empty((grid[0][0][0].shape[0], c_hi - c_lo, starts[1][-1], starts[2][-1]), dtype)
     for ci, plane in enumerate(grid):
         lo, hi = max(starts[0][ci], c_lo), min(starts[0][ci + 1], c_hi)
         if hi <= lo:
@@ -190,7 +203,7 @@ def _join(blocks, channels):
 
 
 def _run(call, blocks, weight, bias):
-    x = _join(blocks, call.channels)
+    x = _join(blocks, call.channels, call.dtype)
     b = None if bias is None or call.b_index is None else bias[call.b_index]
     return call.fn(x, weight[call.w_index], b, **call.kwargs)
 
@@ -204,11 +217,13 @@ def _run_pair(call, blocks_a, blocks_b, weight):
 
 
 def _add(a, b):
-    return np.add(a, b)
+    with np.errstate(over="ignore", invalid="ignore"):     # inf - inf is NaN, silently
+        return np.add(a, b)
 
 
-def _sum_bias(g):
-    return g.sum(axis=(0, 2, 3))
+def _sum_bias(g, dtype):
+    from .conv import bias_grad
+    return bias_grad(np.asarray(g, dtype))
 
 
 def _concat(parts):
@@ -270,6 +285,14 @@ def _as_dask(a, name, like=None):
         raise ValueError(f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
                          f"{a.shape}")
     return a
+
+
+def _check_gpu(backend):
+    """``backend="cuda"`` without a usable GPU fails when the graph is built, as the NumPy
+    call would, not at ``compute()``."""
+    if backend == "cuda":
+        from .cuda import require
+        require()
 
 
 def _no_out(out):
@@ -360,9 +383,11 @@ class _Graph:
     def __post_init__(self):
         self.wkey = f"{self.name}-weight"
         self.bkey = None if self.bias is None else f"{self.name}-bias"
-        self.dsk[self.wkey] = self.weight
+        # copies: the graph computes with the values of the call, whatever happens to the
+        # caller's arrays (an optimiser's in-place step) before it runs
+        self.dsk[self.wkey] = np.array(self.weight)
         if self.bkey is not None:
-            self.dsk[self.bkey] = self.bias
+            self.dsk[self.bkey] = np.array(self.bias)
 
     def array(self, shape_chunks, dtype, *deps):
         import dask.array as da
@@ -377,8 +402,9 @@ def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis
     a fixed order. ``weight_axis`` is the weight's axis of ``x``'s channels (0 for a
     transposed convolution, 1 for a convolution)."""
     x = _rechunk_channels(x, channels)
-    g = _Graph(f"{op.__name__}-{_token(x.name, weight, bias, tiles_h, tiles_w, kwargs)}",
-               weight, bias)
+    token = _token(op.__name__, x.name, weight, bias, tiles_h, tiles_w, channels, weight_axis,
+                   kwargs, dtype)
+    g = _Graph(f"{op.__name__}-{token}", weight, bias)
     for nb in range(len(x.chunks[0])):
         for ti, th in enumerate(tiles_h):
             for tj, tw in enumerate(tiles_w):
@@ -392,7 +418,8 @@ def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis
                                                          else slice(c0, c1),))
                     b_index = (None if channels.partial and cb else
                                (slice(None) if channels.partial else slice(oc0, oc1)))
-                    call = _Call(op, slice(None), w_index, b_index, dict(call_kw, groups=groups))
+                    call = _Call(op, slice(None), w_index, b_index, dict(call_kw, groups=groups),
+                                 dtype)
                     key = ((g.name, nb, cb, ti, tj) if not channels.partial
                            else (f"{g.name}-part", nb, cb, ti, tj))
                     pieces = _pieces(g.dsk, x.name, x.chunks, nb, [cb], th.src, tw.src)
@@ -409,8 +436,10 @@ def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis
 
 
 def _axes(x_hw, out_hw, k_hw, params):
-    return [Axis(d * (k - 1), s, pad[0], n_in, n_out) for d, k, s, pad, n_in, n_out in
-            zip(params.dilation, k_hw, params.stride, params.padding, x_hw, out_hw)]
+    return [Axis(d * (k - 1), s, pad[0], n_in, n_out, pad[1], op)
+            for d, k, s, pad, n_in, n_out, op in
+            zip(params.dilation, k_hw, params.stride, params.padding, x_hw, out_hw,
+                params.output_padding)]
 
 
 def _ct_tiles(x, k_hw, params, out_hw, out_chunks=None):
@@ -422,7 +451,7 @@ def _ct_tiles(x, k_hw, params, out_hw, out_chunks=None):
             cuts = _cuts([b * axis.s for b in _bounds(x.chunks[2 + i])[1:-1]], axis.n_out)
         else:
             cuts = _cuts(_bounds(out_chunks[i])[1:-1], axis.n_out)
-        tiles.append(_tiles(cuts, axis.transposed))
+        tiles.append(_tiles(cuts, axis.transposed, axis.whole()))
     return tiles
 
 
@@ -435,7 +464,7 @@ def _conv_tiles(x, k_hw, params, out_hw, out_chunks=None):
             cuts = _cuts([b // axis.s for b in _bounds(x.chunks[2 + i])[1:-1]], axis.n_out)
         else:
             cuts = _cuts(_bounds(out_chunks[i])[1:-1], axis.n_out)
-        tiles.append(_tiles(cuts, axis.convolution))
+        tiles.append(_tiles(cuts, axis.convolution, axis.whole()))
     return tiles
 
 
@@ -468,6 +497,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         x, weight, bias, normalise, dict(stride=stride, padding=padding,
                                          output_padding=output_padding, dilation=dilation,
                                          groups=groups, output_size=output_size))
+    _check_gpu(backend)
     y = _ct_graph(_batched(x), weight, bias, params, dtype, shape[-2:], backend)
     return _unbatched_like(y, x)
 
@@ -501,6 +531,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     x, weight, bias, params, shape, dtype = _validate(
         x, weight, bias, normalise_conv2d, dict(stride=stride, padding=padding,
                                                 dilation=dilation, groups=groups))
+    _check_gpu(backend)
     y = _conv_graph(_batched(x), weight, bias, params, dtype, shape[-2:], backend)
     return _unbatched_like(y, x)
 
@@ -522,9 +553,10 @@ def _weight_grad(g4, x4, weight, params, dtype, backend):
         channels = _Channels(channels.blocks, False)
     x4 = _rechunk_channels(x4, channels)
     axes = _axes(x4.shape[2:], g4.shape[2:], weight.shape[2:], params)
-    tiles = [_tiles(_cuts(_bounds(c)[1:-1], ax.n_in), ax.reach)
+    tiles = [_tiles(_cuts(_bounds(c)[1:-1], ax.n_in), ax.reach, ax.whole())
              for ax, c in zip(axes, x4.chunks[2:])]
-    g = _Graph(f"grad_weight-{_token(g4.name, x4.name, weight, params, backend)}", weight, None)
+    token = _token(g4.name, x4.name, weight, params, backend, tiles, channels, dtype)
+    g = _Graph(f"grad_weight-{token}", weight, None)
     kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
     blocks = []
     for cb, (c0, c1, oc0, oc1, groups) in enumerate(channels.blocks):
@@ -533,7 +565,8 @@ def _weight_grad(g4, x4, weight, params, dtype, backend):
             for ti, th in enumerate(tiles[0]):
                 for tj, tw in enumerate(tiles[1]):
                     call = _Call(partial(_weight_grad_piece, padding=(th.pad, tw.pad),
-                                         groups=groups, **kwargs),
+                                         output_padding=(th.extra, tw.extra), groups=groups,
+                                         **kwargs),
                                  (slice(oc0, oc1), slice(None)), (slice(c0, c1),))
                     key = (f"{g.name}-part", cb, nb, ti, tj)
                     g.dsk[key] = (_run_pair, call,
@@ -552,7 +585,7 @@ def _bias_grad(g4, dtype):
     the blocks of each channel chunk in a fixed order."""
     import dask.array as da
     from dask.highlevelgraph import HighLevelGraph
-    name = f"grad_bias-{_token(g4.name)}"
+    name = f"grad_bias-{_token(g4.name, dtype)}"
     dsk, totals = {}, []
     for cb in range(len(g4.chunks[1])):
         parts = []
@@ -560,7 +593,7 @@ def _bias_grad(g4, dtype):
             for hb in range(len(g4.chunks[2])):
                 for wb in range(len(g4.chunks[3])):
                     key = (f"{name}-part", cb, nb, hb, wb)
-                    dsk[key] = (_sum_bias, (g4.name, nb, cb, hb, wb))
+                    dsk[key] = (_sum_bias, (g4.name, nb, cb, hb, wb), dtype)
                     parts.append(key)
         totals.append(_tree(dsk, f"{name}-sum-{cb}", parts))
     dsk[(name, 0)] = (_concat, totals)
@@ -577,6 +610,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     from .conv import check_method
     from .params import normalise_backward
     check_method(backend)
+    _check_gpu(backend)
     g, x = _operand_pair(grad_output, x)
     weight = _as_small(weight, "weight")
     params, dtype = normalise_backward(
@@ -629,6 +663,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     from .conv import check_method
     from .params import ConvParams, normalise_conv2d_backward
     check_method(backend)
+    _check_gpu(backend)
     g, x = _operand_pair(grad_output, x)
     weight = _as_small(weight, "weight")
     params, dtype = normalise_conv2d_backward(
