@@ -339,9 +339,11 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
 
     Returns
     -------
-    Choice
+    Choice or GraphPlan
         ``.backend``, ``.reason``, ``.estimates`` (seconds per backend) and ``.flops``;
-        ``str()`` gives a readable summary.
+        ``str()`` gives a readable summary. For a Dask ``x``, a
+        :class:`~convtranspose.dask_ops.GraphPlan` of the graph ``conv_transpose2d`` would
+        build (chunks, halo, tasks, the backend ``"auto"`` picks per tile).
 
     Raises
     ------
