@@ -95,26 +95,26 @@ class Axis:
         rest = (i1 - i0 - 1) * self.s + self.r + 1 - before - (o1 - o0)
         return Tile((o0, o1), (i0, i1), (before, max(rest, 0)), max(-rest, 0))
 
+    def _strided(self, a0, a1, n):
+        """Positions ``a*s - lo .. a*s - lo + r`` of ``a0 <= a < a1`` clipped to ``[0, n)``,
+        and how much the clipping cut before and after; None when nothing is left."""
+        start = a0 * self.s - self.lo
+        stop = (a1 - 1) * self.s - self.lo + self.r + 1
+        b0, b1 = max(0, start), min(n, stop)
+        return None if b1 <= b0 else ((b0, b1), (b0 - start, stop - b1))
+
     def convolution(self, o0, o1):
         """The tile of a convolution's outputs ``[o0, o1)``, or None when it reads only
         padding."""
-        start = o0 * self.s - self.lo
-        stop = (o1 - 1) * self.s - self.lo + self.r + 1
-        i0, i1 = max(0, start), min(self.n_in, stop)
-        if i1 <= i0:
-            return None
-        return Tile((o0, o1), (i0, i1), (i0 - start, stop - i1))
+        found = self._strided(o0, o1, self.n_in)
+        return None if found is None else Tile((o0, o1), *found)
 
     def reach(self, i0, i1):
         """Inputs ``[i0, i1)`` of a transposed convolution and the output rows they reach
         (clipped to the output), as a tile whose ``out`` is that region and whose ``pad``
         is the sub-call's cropping; None when they reach only cropped rows."""
-        start = i0 * self.s - self.lo
-        stop = (i1 - 1) * self.s - self.lo + self.r + 1
-        o0, o1 = max(0, start), min(self.n_out, stop)
-        if o1 <= o0:
-            return None
-        return Tile((o0, o1), (i0, i1), (o0 - start, stop - o1))
+        found = self._strided(i0, i1, self.n_out)
+        return None if found is None else Tile(found[0], (i0, i1), found[1])
 
 
 def _bounds(chunks):
@@ -396,12 +396,29 @@ class _Graph:
         return da.Array(graph, self.name, chunks=shape_chunks, meta=_meta(dtype))
 
 
+def _block_indices(channels, weight_axis):
+    """Per channel block, the index into the weight and into the bias of its call. A
+    partial sum takes its input channels of the weight (axis ``weight_axis``) and, for the
+    first block only, the whole bias; a block of groups takes its groups' weights (input
+    channels on axis 0 for a transposed convolution, output channels for a convolution)
+    and its output channels' bias."""
+    out = []
+    for cb, (c0, c1, oc0, oc1, _) in enumerate(channels.blocks):
+        if channels.partial:
+            out.append(((slice(None),) * weight_axis + (slice(c0, c1),),
+                        slice(None) if cb == 0 else None))
+        else:
+            out.append(((slice(oc0, oc1) if weight_axis else slice(c0, c1),), slice(oc0, oc1)))
+    return out
+
+
 def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis, kwargs):
     """The graph of a forward operation ``op`` (NumPy function) over ``x``'s chunks: one
     task per (batch chunk, channel block, tile row, tile column), channel partials summed in
     a fixed order. ``weight_axis`` is the weight's axis of ``x``'s channels (0 for a
     transposed convolution, 1 for a convolution)."""
     x = _rechunk_channels(x, channels)
+    indices = _block_indices(channels, weight_axis)
     token = _token(op.__name__, x.name, weight, bias, tiles_h, tiles_w, channels, weight_axis,
                    kwargs, dtype)
     g = _Graph(f"{op.__name__}-{token}", weight, bias)
@@ -412,12 +429,8 @@ def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis
                 if op.__name__ == "conv_transpose2d":
                     call_kw["output_padding"] = (th.extra, tw.extra)
                 parts = []
-                for cb, (c0, c1, oc0, oc1, groups) in enumerate(channels.blocks):
-                    w_index = ((slice(None),) * weight_axis + (slice(c0, c1),)
-                               if channels.partial else (slice(oc0, oc1) if weight_axis
-                                                         else slice(c0, c1),))
-                    b_index = (None if channels.partial and cb else
-                               (slice(None) if channels.partial else slice(oc0, oc1)))
+                for cb, (*_, groups) in enumerate(channels.blocks):
+                    w_index, b_index = indices[cb]
                     call = _Call(op, slice(None), w_index, b_index, dict(call_kw, groups=groups),
                                  dtype)
                     key = ((g.name, nb, cb, ti, tj) if not channels.partial
