@@ -1,12 +1,13 @@
-"""The transposed convolution on the packed GEMM engine (cpu/deconv.py): against the float64
-reference, bitwise independence of threads, batch and tiling, and Inf/NaN weights."""
+"""The transposed convolution and the correlation on the packed GEMM engine (cpu/deconv.py):
+against the float64 reference, bitwise independence of threads, batch and tiling, and
+Inf/NaN weights."""
 import numba
 import numpy as np
 import pytest
 
 from convtranspose.cpu import deconv, direct, engine, simd
-from convtranspose.params import normalise
-from convtranspose.reference import conv_transpose2d_scatter
+from convtranspose.params import normalise, normalise_conv2d
+from convtranspose.reference import conv2d_reference, conv_transpose2d_scatter
 from convtranspose.suite import SUITE
 from convtranspose.testing import assert_close, random_problem
 
@@ -163,3 +164,90 @@ def test_plan_is_small():
     assert nb.max() <= engine.blocking(np.float32)[2]
     assert len(plan.tasks) * nb.min() <= 2 * shape[2] * shape[3]     # no tiny tasks
     assert plan.slot <= 2 * 2**20
+
+
+# ----------------------------------------------------------------------------
+# the correlation on the engine (conv2d's forward, the transposed convolution's input
+# gradient): the same kernel with one phase and the input read at the stride
+
+
+def _correlate(x, w, b, kwargs, **options):
+    """The engine's correlation of batched ``x`` with ``w`` (C_out, C_in_g, kH, kW)."""
+    params, shape, dtype = normalise_conv2d(x.shape, w.shape, None if b is None else b.shape,
+                                            [x.dtype, w.dtype], **kwargs)
+    out = np.full(shape, np.nan, dtype)
+    return deconv.correlate(x, w, b, out, params.stride, params.dilation,
+                            (params.pad_h[0], params.pad_w[0]), params.groups, **options)
+
+
+def _random_correlation(rng, dtype):
+    groups = int(rng.choice([1, 1, 2, 3]))
+    c_in_g, c_out_g = (int(v) for v in rng.integers(1, 9, 2))
+    k = [int(v) for v in rng.integers(1, 5, 2)]
+    s = [int(v) for v in rng.integers(1, 4, 2)]
+    d = [int(v) for v in rng.integers(1, 3, 2)]
+    pad = tuple(tuple(int(v) for v in rng.integers(0, 3, 2)) for _ in range(2))
+    hw = [int(rng.integers(max(1, di * (ki - 1) + 1 - sum(p)), 14)) for di, ki, p in zip(d, k, pad)]
+    x = rng.standard_normal((int(rng.integers(1, 4)), c_in_g * groups, *hw)).astype(dtype)
+    w = rng.standard_normal((c_out_g * groups, c_in_g, *k)).astype(dtype)
+    b = rng.standard_normal(c_out_g * groups).astype(dtype) if rng.random() < 0.5 else None
+    return x, w, b, dict(stride=s, padding=pad, dilation=d, groups=groups)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_correlation_random_problems(dtype):
+    rng = np.random.default_rng(21)
+    for _ in range(40):
+        x, w, b, kwargs = _random_correlation(rng, dtype)
+        assert_close(_correlate(x, w, b, kwargs), conv2d_reference(x, w, b, **kwargs), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_correlation_bitwise_independent_of_batch_and_tiling(dtype):
+    # depth over two KC blocks, C_out over an MR edge, a stride that breaks contiguity
+    rng = np.random.default_rng(22)
+    kc = engine.blocking(dtype)[0]
+    c_in = kc // 4 + 3                                       # 9 taps: K > 2 * kc
+    x = rng.standard_normal((3, c_in, 11, 13)).astype(dtype)
+    w = rng.standard_normal((simd.MR + 3, c_in, 3, 3)).astype(dtype)
+    b = rng.standard_normal(simd.MR + 3).astype(dtype)
+    kwargs = dict(stride=(2, 3), padding=1)
+    ref = _correlate(x, w, b, kwargs)
+    assert_close(ref, conv2d_reference(x, w, b, **kwargs), dtype)
+    nr = simd.tile(dtype)[1]
+    for cols in (1, nr - 1, 2 * nr + 3, 7):
+        np.testing.assert_array_equal(_correlate(x, w, b, kwargs, cols=cols), ref)
+    for i in range(x.shape[0]):
+        np.testing.assert_array_equal(_correlate(x[i:i + 1], w, b, kwargs), ref[i:i + 1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_correlation_multiplies_padding_as_pytorch_does(dtype):
+    # an Inf weight meets the padding's zeros: NaN there, as in torch's conv2d; inside, Inf
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((1, 4, 6, 6)).astype(dtype)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(dtype)
+    w[2, 1, 0, 0] = np.inf
+    got = _correlate(x, w, None, dict(padding=1))
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    assert np.isnan(got).any() and finite.any()
+    assert_close(got[finite], want[finite], dtype)
+
+
+def test_direct_conv2d_runs_the_engine_on_channel_heavy_layers(monkeypatch):
+    import convtranspose as ct
+    calls = []
+    real = deconv.correlate
+    monkeypatch.setattr(deconv, "correlate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((2, 16, 9, 9))
+    w = rng.standard_normal((8, 16, 3, 3))
+    got = ct.conv2d(x, w, stride=2, padding=1, backend="direct")
+    assert calls
+    assert_close(got, conv2d_reference(x, w, stride=2, padding=1), np.float64)
+    ct.conv2d(x, w[:4], stride=2, padding=1, backend="direct")   # 4 output channels: gather
+    assert len(calls) == 1

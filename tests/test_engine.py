@@ -163,8 +163,9 @@ def test_packing_layout():
 
 
 def _hot_loop(asm):
-    """The basic block with the most FMA instructions."""
-    blocks = re.split(r"\n\.?L\w+:", asm)
+    """The basic block with the most FMA instructions, up to its first branch (what
+    follows a loop's branch back is the code after the loop)."""
+    blocks = [re.split(r"\n\tj\w+\s", blk)[0] for blk in re.split(r"\n\.?L\w+:", asm)]
     return max(blocks, key=lambda blk: len(re.findall(r"\bvfmadd\w+", blk)))
 
 

@@ -38,7 +38,9 @@ from numba import prange
 from .._jit import njit
 
 from .._threading import launch
+from . import deconv
 from .blas import single_threaded_blas
+from .direct import correlation_uses_engine
 from .im2col import _BANDS_PER_THREAD, _TASKS_PER_THREAD, _table
 from .workspace import get_workspace_limit, workspace
 from .im2col import _COL2IM_MIN_COLS as _MIN_COLS
@@ -472,9 +474,13 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
 
     ``x`` (N, C_in, H, W), ``weight`` (C_out, C_in // groups, kH, kW), ``bias`` or
     ``None``, ``out`` (N, C_out, H_out, W_out) preallocated; ``before`` is
-    ``(top, left)``. ``method`` is ``"direct"`` or ``"im2col"``.
+    ``(top, left)``. ``method`` is ``"direct"`` (the engine for layers with many channels,
+    :func:`~convtranspose.cpu.direct.correlation_uses_engine`, else the gather kernel) or
+    ``"im2col"``.
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
+    if method == "direct" and correlation_uses_engine(weight.shape, groups):
+        return deconv.correlate(x, weight, bias, out, stride, dilation, before, groups)
     b = np.empty(0, out.dtype) if bias is None else bias
     if method == "direct":
         launch(correlate_kernel, x, weight, b, out, sh, sw, dh, dw, top, left, groups)

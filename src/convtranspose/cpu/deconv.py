@@ -58,11 +58,11 @@ from .._threading import launch
 from . import simd
 from . import workspace as _ws
 from .engine import MR, blocking, deconv_kernel, pack_a_phases
-from .im2col import phase_plan
+from .im2col import _Phase, phase_plan
 from .taps import byte_bounded_cache
 from .workspace import workspace
 
-__all__ = ["compute", "plan_deconv", "DeconvPlan"]
+__all__ = ["compute", "correlate", "plan_deconv", "plan_correlate", "DeconvPlan"]
 
 #: Tasks wanted per thread, and the fewest GEMM columns worth a task of their own.
 _TASKS_PER_THREAD = 2
@@ -75,8 +75,10 @@ _SLOT_ELEMENTS = 2**20
 class DeconvPlan(NamedTuple):
     """Tables and tasks of one problem (see :func:`~convtranspose.cpu.engine.deconv_kernel`)."""
 
-    s_h: int
+    s_h: int              # output rows (columns) between a phase's pixels
     s_w: int
+    in_h: int             # input rows (columns) between a phase's neighbouring pixels' reads
+    in_w: int
     meta: np.ndarray      # per phase with taps: o0r, o0c, rows, cols, T_h, T_w, r0, c0, a_off
     tasks: np.ndarray     # (phase, group, n0, images, a0, rows, b0, cols) per task
     bias_only: bool       # whether some phases get no tap (they hold only the bias)
@@ -121,7 +123,7 @@ def _table(rows, width=None):
 
 @byte_bounded_cache()
 def plan_deconv(x_shape, w_shape, params, out_hw, dtype, limit, threads, cols=None):
-    """Build the :class:`DeconvPlan` of one problem (cached).
+    """Build the :class:`DeconvPlan` of one transposed convolution (cached).
 
     Each (phase, group)'s ``N * rows * cols`` GEMM columns are cut into tasks (whole
     images, else bands of phase rows, else pieces of one phase row) of about
@@ -143,17 +145,52 @@ def plan_deconv(x_shape, w_shape, params, out_hw, dtype, limit, threads, cols=No
     >>> len(plan.meta), plan.tasks[:, 0].tolist()       # 4 phases, 1 tap each
     (4, [0, 1, 2, 3])
     """
-    n, c_in = x_shape[:2]
-    _, c_out_g, k_h, k_w = w_shape
-    groups = params.groups
+    (s_h, rows, n_rows), (s_w, cols_ph, n_cols) = phase_plan(x_shape[2:], w_shape[2:], out_hw,
+                                                             params, keep_all=True)
+    work = [(pr, pc) for pr in rows for pc in cols_ph]
+    return _plan(work, (s_h, s_w), (1, 1), len(work) < n_rows * n_cols, x_shape[0], x_shape[1],
+                 w_shape[1], params.groups, dtype, limit, threads, cols)
+
+
+@byte_bounded_cache()
+def plan_correlate(x_shape, w_shape, stride, dilation, before, groups, out_hw, dtype, limit,
+                   threads, cols=None):
+    """Build the :class:`DeconvPlan` of one correlation (cached): ``conv2d``'s forward, or
+    a transposed convolution's input gradient.
+
+    ``w_shape`` is the correlation's ``(C_out, C_in // groups, kH, kW)``; ``stride``,
+    ``dilation`` and ``before`` (the padding ``(top, left)``) are pairs. Its one phase
+    is the whole output (stored with unit steps); tap ``(kh, kw)`` of output pixel
+    ``(a, b)`` reads input pixel ``(kh*dH - top + sH*a, kw*dW - left + sW*b)``, so the
+    packing reads the input with the stride. Every pixel has every tap (zeros packed where
+    it reads outside), so its sum is the same whatever the tiling. Tasks are cut as in
+    :func:`plan_deconv`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.deconv import plan_correlate
+    >>> plan = plan_correlate((1, 2, 5, 5), (4, 2, 3, 3), (2, 2), (1, 1), (1, 1), 1, (3, 3),
+    ...                       np.float32, 2**28, 2)
+    >>> plan.meta[0, :6].tolist(), plan.off_rows.tolist(), (plan.in_h, plan.in_w)
+    ([0, 0, 3, 3, 3, 3], [-1, 0, 1], (2, 2))
+    """
+    axes = [_Phase(0, size, tuple(range(k)), tuple(j * d - b for j in range(k)))
+            for size, k, d, b in zip(out_hw, w_shape[2:], dilation, before)]
+    return _plan([tuple(axes)], (1, 1), tuple(stride), False, x_shape[0], w_shape[1] * groups,
+                 w_shape[0] // groups, groups, dtype, limit, threads, cols)
+
+
+def _plan(work, out_step, in_step, bias_only, n, c_in, c_out_g, groups, dtype, limit, threads,
+          cols):
+    """The :class:`DeconvPlan` of the phases ``work`` (pairs of row and column
+    :class:`~convtranspose.cpu.im2col._Phase`), outputs ``out_step`` apart, inputs read
+    ``in_step`` apart."""
     c_in_g = c_in // groups
     dtype = np.dtype(dtype)
     kc, _, nc = blocking(dtype)
     nr = simd.tile(dtype)[1]
     mp = -(-c_out_g // MR) * MR
-    (s_h, rows, n_rows), (s_w, cols_ph, n_cols) = phase_plan(x_shape[2:], (k_h, k_w), out_hw,
-                                                             params, keep_all=True)
-    work = [(pr, pc) for pr in rows for pc in cols_ph]
     k_max = c_in_g * max([len(pr.k_idx) * len(pc.k_idx) for pr, pc in work], default=1)
     kb = min(kc, k_max)
     per_col = kb + c_out_g
@@ -177,7 +214,7 @@ def plan_deconv(x_shape, w_shape, params, out_hw, dtype, limit, threads, cols=No
     line = 64 // dtype.itemsize           # slots and their parts start on cache lines
     b_size = -(-kb * -(-nb_max // nr) * nr // line) * line
     slot = -(-(b_size + c_out_g * nb_max + MR * nr) // line) * line
-    return DeconvPlan(s_h, s_w, _table(meta, 9), _table(tasks, 8), len(work) < n_rows * n_cols,
+    return DeconvPlan(*out_step, *in_step, _table(meta, 9), _table(tasks, 8), bias_only,
                       _table(k_rows), _table(k_cols), _table(off_rows), _table(off_cols),
                       a_off, slot, b_size)
 
@@ -225,15 +262,74 @@ def compute(x, weight, bias, params, out, *, cols=None):
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     plan = plan_deconv(x.shape, weight.shape, params, out.shape[2:], out.dtype,
                        _ws.get_workspace_limit(), threads, cols)
+    return _run(plan, x, weight, bias, out, params.groups, threads, finite=True)
+
+
+def correlate(x, weight, bias, out, stride, dilation, before, groups, *, cols=None):
+    """Compute the correlation (``conv2d``'s forward) into ``out`` with the engine.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
+    bias : ndarray, shape (C_out,), or None
+    out : ndarray, shape (N, C_out, H_out, W_out)
+        All C-contiguous, of one dtype (float32 or float64), as the backends take them.
+    stride, dilation, before : pair of int
+        ``before`` is the padding ``(top, left)``.
+    groups : int
+    cols : int, optional
+        Most GEMM columns (output pixels) per task; changes the speed only.
+
+    Returns
+    -------
+    ndarray
+        ``out``. Every tap is multiplied, the zeros of the padding too, as the definition
+        (and PyTorch) has it: a padding zero that meets an Inf weight gives NaN.
+
+    Notes
+    -----
+    The packed ``A`` is the weight with each group's two channel axes swapped, so one
+    copy of the weight is made besides the packed form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.deconv import correlate
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4); w = np.ones((1, 1, 2, 2))
+    >>> out = np.empty((1, 1, 2, 2))
+    >>> correlate(x, w, None, out, (2, 2), (1, 1), (0, 0), 1)[0, 0].tolist()
+    [[10.0, 18.0], [42.0, 50.0]]
+    """
+    if out.size == 0:
+        return out
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    plan = plan_correlate(x.shape, weight.shape, tuple(stride), tuple(dilation), tuple(before),
+                          groups, out.shape[2:], out.dtype, _ws.get_workspace_limit(), threads,
+                          cols)
+    c_out, c_in_g = weight.shape[:2]
+    # the packing reads (C_in, C_out // groups, kH, kW), a transposed convolution's layout
+    swapped = np.ascontiguousarray(
+        weight.reshape(groups, c_out // groups, c_in_g, *weight.shape[2:]).swapaxes(1, 2)
+    ).reshape(c_in_g * groups, c_out // groups, *weight.shape[2:])
+    _run(plan, x, swapped, bias, out, groups, threads, finite=False)
+    return out
+
+
+def _run(plan, x, weight, bias, out, groups, threads, finite):
+    """Pack the weight and run ``plan``'s tasks into ``out``; with ``finite``, compute
+    nothing and return ``False`` when a packed weight is Inf or NaN."""
     kc, mc, _ = blocking(out.dtype)
     with workspace(out.dtype, plan.a_size, threads * plan.slot) as (ap, ws):
-        if plan.a_size and launch(pack_a_phases, weight, ap, plan.meta, plan.k_rows,
-                                  plan.k_cols, params.groups, kc):
-            return False
+        if plan.a_size:
+            bad = launch(pack_a_phases, weight, ap, plan.meta, plan.k_rows, plan.k_cols, groups,
+                         kc)
+            if finite and bad:
+                return False
         if plan.bias_only:          # the tasks overwrite the phases that get taps
             out[...] = 0 if bias is None else bias[:, None, None]
         if len(plan.tasks):
             launch(deconv_kernel, x, ap, np.empty(0, out.dtype) if bias is None else bias, out,
                    plan.meta, plan.off_rows, plan.off_cols, plan.tasks, plan.s_h, plan.s_w,
-                   params.groups, kc, mc, ws, plan.slot, plan.b_size)
+                   groups, kc, mc, ws, plan.slot, plan.b_size, plan.in_h, plan.in_w)
     return True

@@ -25,8 +25,8 @@ from . import deconv
 from .kernels import direct_kernel, direct_kernel_serial
 from .taps import tap_tables
 
-__all__ = ["run", "run_engine", "gather", "uses_engine", "phase_taps", "SERIAL_FLOPS",
-           "ENGINE_MIN_ROWS", "ENGINE_MIN_DEPTH"]
+__all__ = ["run", "run_engine", "gather", "uses_engine", "correlation_uses_engine", "phase_taps",
+           "SERIAL_FLOPS", "ENGINE_MIN_ROWS", "ENGINE_MIN_DEPTH"]
 
 #: Problems with fewer multiply-adds (times two) than this run on the calling thread:
 #: below it, waking the thread pool costs more than the second thread saves.
@@ -75,6 +75,21 @@ def uses_engine(w_shape, params):
     taps = (phase_taps(w_shape[2], params.stride[0], params.dilation[0])
             * phase_taps(w_shape[3], params.stride[1], params.dilation[1]))
     return w_shape[1] >= ENGINE_MIN_ROWS and c_in_g * taps >= ENGINE_MIN_DEPTH
+
+
+def correlation_uses_engine(w_shape, groups):
+    """Whether ``direct`` runs a correlation (``conv2d``, an input gradient) with weight
+    shape ``w_shape`` ``(C_out, C_in // groups, kH, kW)`` on the engine: the same
+    thresholds as :func:`uses_engine`, every tap in one phase.
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.direct import correlation_uses_engine
+    >>> correlation_uses_engine((64, 16, 3, 3), 1), correlation_uses_engine((3, 64, 4, 4), 1)
+    (True, False)
+    """
+    c_out, c_in_g, k_h, k_w = w_shape
+    return c_out // groups >= ENGINE_MIN_ROWS and c_in_g * k_h * k_w >= ENGINE_MIN_DEPTH
 
 
 def gather(x, weight, bias, params, out):

@@ -475,19 +475,20 @@ def _pack_a_channels(weight, ap, meta, k_rows, k_cols, groups, kc, g, c_lo, c_hi
 
 
 @njit(inline="always")
-def _describe_panel(desc, img, w, mi, a, b, n_a, n_b, cols):
-    """Columns of one micro-panel from phase pixel ``(a, b)`` of image ``mi`` on:
-    ``desc[0, j]`` the flat offset ``mi*img + a*w + b``, ``desc[1, j]`` and ``desc[2, j]``
-    the pixel's ``a`` and ``b``. Return the next panel's ``(mi, a, b)`` and the bounds
-    ``a_min, a_max, b_min, b_max`` of the panel's pixels."""
-    a_min, a_max, b_min, b_max = a, a, b, b
+def _describe_panel(desc, img, w, mi, a, b, n_a, n_b, cols, s_r, s_c):
+    """Columns of one micro-panel from phase pixel ``(a, b)`` of image ``mi`` on, the
+    pixels ``s_r`` rows and ``s_c`` columns of the input apart: ``desc[0, j]`` the flat
+    offset ``mi*img + s_r*a*w + s_c*b``, ``desc[1, j]`` and ``desc[2, j]`` the pixel's
+    row ``s_r*a`` and column ``s_c*b``. Return the next panel's ``(mi, a, b)`` and the
+    bounds ``r_min, r_max, c_min, c_max`` of the panel's rows and columns."""
+    r_min, r_max, c_min, c_max = s_r * a, s_r * a, s_c * b, s_c * b
     for j in range(cols):
-        desc[0, j] = mi * img + a * w + b
-        desc[1, j] = a
-        desc[2, j] = b
-        a_max = max(a_max, a)
-        b_min = min(b_min, b)
-        b_max = max(b_max, b)
+        desc[0, j] = mi * img + s_r * a * w + s_c * b
+        desc[1, j] = s_r * a
+        desc[2, j] = s_c * b
+        r_max = max(r_max, s_r * a)
+        c_min = min(c_min, s_c * b)
+        c_max = max(c_max, s_c * b)
         b += 1
         if b == n_b:
             b = 0
@@ -495,21 +496,23 @@ def _describe_panel(desc, img, w, mi, a, b, n_a, n_b, cols):
             if a == n_a:
                 a = 0
                 mi += 1
-                a_min = 0
-    return mi, a, b, a_min, a_max, b_min, b_max
+                r_min = 0
+    return mi, a, b, r_min, r_max, c_min, c_max
 
 
 @njit(cache=True)
 def pack_b_from_input_phase(x, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc, kb, jr, cols,
-                            bp):
+                            bp, s_r=1, s_c=1):
     """Pack ``B[pc:pc+kb, jr:jr+cols]`` of one phase task straight from the input ``x``.
 
     The task's ``B`` has a row per (channel, tap), ``k = c*taps + th*T_w + tw``, and a
     column per phase pixel ``(a, b)`` of images ``n0 + mi``, ``n = (mi*n_a + a)*n_b + b``::
 
-        B[k, n] = x[n0 + mi, ci0 + c, off_r[th] + a0 + a, off_c[tw] + b0 + b]
+        B[k, n] = x[n0 + mi, ci0 + c, off_r[th] + s_r*(a0 + a), off_c[tw] + s_c*(b0 + b)]
 
-    zero where that pixel lies outside the input. The layout is :func:`pack_b`'s
+    zero where that pixel lies outside the input. The transposed convolution's phases read
+    the input with unit steps ``s_r = s_c = 1``; a strided correlation (``conv2d``, the
+    input gradient) reads it with its stride. The layout is :func:`pack_b`'s
     (``bp[q*NR*kb + k*NR + j]``, the last micro-panel zero-padded). As :func:`pack_b`
     does, it sweeps ``_PACK_ROWS`` rows across the micro-panels (a sweep writes whole
     cache lines one after the other, not one line per panel ``KC*NR`` values apart);
@@ -549,22 +552,22 @@ def pack_b_from_input_phase(x, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc
         for k in range(k0, k1):
             ci = ci0 + (pc + k) // taps
             tp = (pc + k) % taps
-            dr = off_r[tp // t_w] + a0
-            dc = off_c[tp % t_w] + b0
+            dr = off_r[tp // t_w] + s_r * a0
+            dc = off_c[tp % t_w] + s_c * b0
             rows[k - k0, 0] = ((n0 * c_in + ci) * h + dr) * w + dc
             rows[k - k0, 1] = dr
             rows[k - k0, 2] = dc
         mi, a, b = mi_first, a_first, b_first
         for p in range(0, cols, nr):
             pcols = min(nr, cols - p)
-            first = mi * img + a * w + b
-            mi, a, b, a_min, a_max, b_min, b_max = _describe_panel(desc, img, w, mi, a, b, n_a,
-                                                                   n_b, pcols)
-            contiguous = pcols == nr and desc[0, nr - 1] - first == nr - 1
+            first = mi * img + s_r * a * w + s_c * b
+            mi, a, b, r_min, r_max, c_min, c_max = _describe_panel(desc, img, w, mi, a, b, n_a,
+                                                                   n_b, pcols, s_r, s_c)
+            contiguous = s_c == 1 and pcols == nr and desc[0, nr - 1] - first == nr - 1
             for k in range(k0, k1):
                 src, dr, dc = rows[k - k0, 0], rows[k - k0, 1], rows[k - k0, 2]
                 dst = p * kb + k * nr
-                if dr + a_min >= 0 and dr + a_max < h and dc + b_min >= 0 and dc + b_max < w:
+                if dr + r_min >= 0 and dr + r_max < h and dc + c_min >= 0 and dc + c_max < w:
                     if contiguous:
                         store(bp, dst, load(xf, src + first))
                         store(bp, dst + vw, load(xf, src + first + vw))
@@ -609,7 +612,7 @@ def _store_phase_block(c, m_rows, out, bias, n0, co0, m, n_a, n_b, o_r, o_c, s_h
 
 @njit(cache=True)
 def _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups, kc, mc,
-                 ws, slot, b_size):
+                 ws, slot, b_size, in_h, in_w):
     """Task ``t`` of :func:`deconv_kernel`: pack ``B`` from ``x``, multiply, store."""
     c_in_g = x.shape[1] // groups
     m_rows = out.shape[1] // groups
@@ -640,7 +643,7 @@ def _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w,
                 cols = min(step, nb - jr)
                 if ic == 0:
                     pack_b_from_input_phase(x, n0, g * c_in_g, taps, off_r, off_c, a0, n_a, b0,
-                                            n_b, pc, kb, jr, cols, bp[jr * kb:])
+                                            n_b, pc, kb, jr, cols, bp[jr * kb:], in_h, in_w)
                 _macro_kernel(ap[a_base + pc * mp + ic * kb:], bp[jr * kb:], mb, cols, kb, c,
                               ic * nb + jr, nb, pc > 0, edge)
     _store_phase_block(c, m_rows, out, bias, n0, g * m_rows, m, n_a, n_b, o0r + s_h * a0,
@@ -649,14 +652,16 @@ def _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w,
 
 @njit(cache=True, parallel=True)
 def deconv_kernel(x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups, kc, mc,
-                  ws, slot, b_size):
+                  ws, slot, b_size, in_h, in_w):
     """A transposed convolution as one packed GEMM per (stride phase, group), in tasks.
 
     ``x`` (N, C_in, H, W); ``out`` (N, C_out, H_out, W_out); ``bias`` (C_out,) or empty;
     ``ap`` the weights packed by :func:`pack_a_phases`. Phase ``p`` owns the output pixels
     ``(o0r + s_h*a, o0c + s_w*b)``, ``a < rows``, ``b < cols``; ``meta[p]`` is ``o0r, o0c,
     rows, cols, T_h, T_w, r0, c0, a_off``: its taps read input pixel ``(off_rows[r0 + th]
-    + a, off_cols[c0 + tw] + b)`` and its packed ``A`` starts at ``ap[a_off]`` (group
+    + in_h*a, off_cols[c0 + tw] + in_w*b)`` (``in_h = in_w = 1`` for a transposed
+    convolution's phases; for a correlation, whose one phase is the whole output with
+    ``s_h = s_w = 1``, its stride) and its packed ``A`` starts at ``ap[a_off]`` (group
     ``g`` at ``a_off + g * Mp * C_in_g * T_h * T_w``).
 
     Task ``t`` is ``tasks[t] = (p, g, n0, m, a0, n_a, b0, n_b)``: the output channels of
@@ -672,4 +677,4 @@ def deconv_kernel(x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, g
     """
     for t in numba.prange(tasks.shape[0]):
         _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
-                     kc, mc, ws, slot, b_size)
+                     kc, mc, ws, slot, b_size, in_h, in_w)
