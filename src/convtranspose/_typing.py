@@ -12,18 +12,27 @@ from typing import Any, Literal, Optional, Tuple, Union
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-__all__ = ["Array", "ArrayLike", "Backend", "Conv2dPadding", "DTypeLike", "Gradients",
-           "IntPair", "Padding", "Seed", "Shape"]
+__all__ = ["Array", "ArrayLike", "AutoPadding", "Backend", "Conv2dPadding", "DTypeLike",
+           "Gradients", "IntPair", "IntTuple", "Padding", "Rank", "Seed", "Shape"]
 
 #: An input array: NumPy arrays and anything ``numpy.asarray`` takes, CUDA arrays
 #: (``__cuda_array_interface__``) and Dask arrays.
 Array = Any
-#: An int for both dimensions, or ``(height, width)``.
-IntPair = Union[int, Sequence[int]]
-#: ``p``, ``(pH, pW)``, or ``((top, bottom), (left, right))``.
+#: An int for every spatial dimension, or one per dimension (``(height, width)`` in 2-D,
+#: ``(depth, height, width)`` in 3-D; a one-element sequence counts for all of them).
+IntTuple = Union[int, Sequence[int]]
+#: The 2-D name of :data:`IntTuple`: an int for both dimensions, or ``(height, width)``.
+IntPair = IntTuple
+#: ``p``, one ``p`` per spatial dimension, or one ``(before, after)`` pair per dimension:
+#: in 2-D ``p``, ``(pH, pW)`` or ``((top, bottom), (left, right))``.
 Padding = Union[int, Sequence[int], Sequence[Sequence[int]]]
-#: :func:`convtranspose.conv2d` also takes ``"valid"`` and ``"same"``.
-Conv2dPadding = Union[Padding, Literal["valid", "same"]]
+#: :data:`Padding`, or ``"valid"`` or ``"same"`` (PyTorch's for the convolutions; for the
+#: transposed ones an output of ``input * stride``, as TensorFlow and Keras mean it).
+AutoPadding = Union[Padding, Literal["valid", "same"]]
+#: The 2-D name that :func:`convtranspose.conv2d` has used for :data:`AutoPadding`.
+Conv2dPadding = AutoPadding
+#: The number of spatial dimensions of a (transposed) convolution.
+Rank = Literal[1, 2, 3]
 #: The ``backend=`` names.
 Backend = Literal["auto", "direct", "im2col", "cuda"]
 #: ``(grad_input, grad_weight, grad_bias)``, each ``None`` when not asked for.

@@ -1,9 +1,16 @@
-"""Validation and normalisation of every argument, in one place.
+"""Validation and normalisation of every argument, in one place, for any rank.
 
 Nothing here touches array data: the functions check types, shapes and the
 integer hyper-parameters, turn ``stride=2`` into ``(2, 2)`` and so on, and
 return a frozen :class:`ConvParams`. Kernels receive only what this module has
 approved, so they never validate.
+
+One implementation serves every rank ``r`` in 1, 2, 3 (1-D signals, 2-D images,
+3-D volumes): ``x`` is ``(N, C, *spatial)`` or unbatched ``(C, *spatial)`` with ``r``
+spatial dimensions, the weight has ``r + 2`` dimensions, and each hyper-parameter is an
+int or one value per spatial dimension. The public 2-D functions pass ``rank=2`` (the
+default of every function here, so that 2-D callers need not say it); ``rank=None``
+takes the rank from the weight.
 
 The output-size arithmetic (Dumoulin & Visin, 2016, relationship 14) lives here
 too, as :func:`output_shape`: it is the one definition the API, the tests, the
@@ -19,9 +26,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ._typing import IntPair, Padding, Shape
+    from ._typing import AutoPadding, IntTuple, Rank, Shape
 
-__all__ = ["ConvParams", "normalise", "output_shape", "result_dtype", "SUPPORTED_DTYPES"]
+__all__ = ["ConvParams", "normalise", "normalise_backward", "normalise_conv",
+           "normalise_conv_backward", "output_shape", "result_dtype", "SUPPORTED_DTYPES"]
 
 #: Largest stride, dilation or padding accepted: keeps every index product of the
 #: kernels' int64 arithmetic far from overflow.
@@ -30,30 +38,89 @@ MAX_PARAM = 2**31 - 1
 #: Floating dtypes the kernels are compiled for.
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: The names of the spatial dimensions of each rank, outermost first.
+_SPATIAL = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
+_EXTENT = {1: "width", 2: "height and width", 3: "depth, height and width"}
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class ConvParams:
-    """Validated hyper-parameters of one transposed convolution.
+    """Validated hyper-parameters of one (transposed) convolution of any rank.
 
-    All pairs are ``(height, width)``. ``pad_h`` and ``pad_w`` are
+    Each field but ``groups`` has one entry per spatial dimension, outermost first
+    (``(height, width)`` in 2-D, ``(depth, height, width)`` in 3-D); ``pads`` holds
     ``(before, after)`` pairs, so asymmetric padding is represented directly.
+
+    Constructed as ``ConvParams(stride, pads, output_padding, dilation, groups)``, or,
+    for rank 2, as ``ConvParams(stride, pad_h, pad_w, output_padding, dilation, groups)``
+    (the form the 2-D code uses). Build it with :func:`normalise` rather than by hand:
+    the constructor checks only that the lengths agree.
+
+    Examples
+    --------
+    >>> from convtranspose.params import ConvParams
+    >>> p = ConvParams((2, 2, 2), ((1, 1), (0, 1), (0, 0)), (1, 0, 0), (1, 1, 1), 1)
+    >>> p.rank, p.padding[1]
+    (3, (0, 1))
+    >>> q = ConvParams((2, 2), (1, 1), (0, 1), (0, 0), (1, 1), 1)
+    >>> q.pads, q.pad_w
+    (((1, 1), (0, 1)), (0, 1))
     """
 
-    stride: tuple[int, int]
-    pad_h: tuple[int, int]
-    pad_w: tuple[int, int]
-    output_padding: tuple[int, int]
-    dilation: tuple[int, int]
+    stride: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
     groups: int
+
+    def __init__(self, stride, pads, output_padding, dilation, groups, *rank2):
+        if len(rank2) == 1:     # ConvParams(stride, pad_h, pad_w, output_padding, dilation, groups)
+            pads, output_padding, dilation, groups = ((pads, output_padding), dilation,
+                                                      groups, rank2[0])
+        elif rank2:
+            raise TypeError(f"ConvParams takes 5 or 6 arguments, got {5 + len(rank2)}")
+        fields = dict(stride=tuple(map(operator.index, stride)),
+                      pads=tuple((operator.index(lo), operator.index(hi)) for lo, hi in pads),
+                      output_padding=tuple(map(operator.index, output_padding)),
+                      dilation=tuple(map(operator.index, dilation)),
+                      groups=operator.index(groups))
+        lengths = {name: len(v) for name, v in fields.items() if name != "groups"}
+        if len(set(lengths.values())) != 1 or lengths["stride"] not in _SPATIAL:
+            raise ValueError(f"ConvParams needs 1, 2 or 3 entries in each of stride, pads, "
+                             f"output_padding and dilation, got {lengths}")
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def rank(self):
+        """The number of spatial dimensions: 1, 2 or 3."""
+        return len(self.stride)
 
     @property
     def padding(self):
-        """Padding as ``((top, bottom), (left, right))``."""
-        return (self.pad_h, self.pad_w)
+        """Padding as ``(before, after)`` pairs, one per spatial dimension: in 2-D
+        ``((top, bottom), (left, right))``."""
+        return self.pads
+
+    @property
+    def pad_h(self):
+        """``(top, bottom)`` of 2-D parameters (``AttributeError`` for other ranks)."""
+        return self._rank2_pad(0)
+
+    @property
+    def pad_w(self):
+        """``(left, right)`` of 2-D parameters (``AttributeError`` for other ranks)."""
+        return self._rank2_pad(1)
+
+    def _rank2_pad(self, i):
+        if self.rank != 2:
+            raise AttributeError(f"pad_h and pad_w exist for 2-D parameters only; these are "
+                                 f"{self.rank}-D: use pads, {self.pads}")
+        return self.pads[i]
 
 
 # ----------------------------------------------------------------------------
-# scalar and pair parsing
+# scalar and tuple parsing
 
 
 def _scalar(value):
@@ -70,43 +137,96 @@ def _as_int(value, name):
     return operator.index(scalar)
 
 
-def _as_pair(value, name):
-    """``2`` -> ``(2, 2)``; ``(2, 3)`` -> ``(2, 3)``; ``(2,)`` -> ``(2, 2)`` (as PyTorch
-    expands a one-element list); anything else is an error."""
-    if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) != 0:
+def _check_rank(rank):
+    if rank not in _SPATIAL:
+        raise ValueError(f"rank must be 1, 2 or 3, got {rank!r}")
+    return rank
+
+
+def _ints_phrase(rank):
+    """What an int-or-tuple argument of ``rank`` dimensions may be, for messages."""
+    if rank == 2:
+        return "a pair of ints"
+    return f"a tuple of {rank} int{'s' * (rank > 1)} for a {rank}-D convolution"
+
+
+def _padding_phrase(rank, example=True):
+    """What ``padding`` may be (besides ``'valid'``/``'same'``), for messages."""
+    if rank == 2:
+        pair = "a pair (pH, pW)" if example else "a pair"
+        return f"an int, {pair} or ((top, bottom), (left, right))"
+    many = "s" * (rank > 1)
+    return (f"an int, a tuple of {rank} int{many} or {rank} (before, after) pair{many} "
+            f"for a {rank}-D convolution")
+
+
+def _is_sequence(value):
+    return isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim)
+
+
+def _as_tuple(value, name, rank=2):
+    """An int or a sequence as ``rank`` ints: ``2`` -> ``(2, 2)``; ``(2, 3)`` -> ``(2, 3)``;
+    a one-element sequence counts for every dimension, as PyTorch expands a one-element
+    list; anything else is an error naming ``name`` and the rank.
+
+    Examples
+    --------
+    >>> from convtranspose.params import _as_tuple
+    >>> _as_tuple(2, "stride", 3), _as_tuple([2], "stride", 3), _as_tuple((1, 2), "stride")
+    ((2, 2, 2), (2, 2, 2), (1, 2))
+    >>> _as_tuple((1, 2), "stride", 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: stride must be an int or a tuple of 3 ints for a 3-D convolution, got (1, 2)
+    """
+    message = f"{name} must be an int or {_ints_phrase(rank)}, got {value!r}"
+    if _is_sequence(value):
         items = list(value.tolist() if isinstance(value, np.ndarray) else value)
         if len(items) == 1:
-            items = items * 2
-        if len(items) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+            items = items * rank
+        if len(items) != rank:
+            raise ValueError(message)
         try:
-            return (_as_int(items[0], name), _as_int(items[1], name))
+            return tuple(_as_int(v, name) for v in items)
         except TypeError:
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+            raise TypeError(message) from None
     try:
         v = _as_int(value, name)
     except TypeError:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    return (v, v)
+        raise TypeError(message) from None
+    return (v,) * rank
 
 
-def _as_padding(value):
-    """int, ``(pH, pW)`` or ``((top, bottom), (left, right))`` -> two pairs."""
-    message = ("padding must be an int, a pair (pH, pW) or ((top, bottom), (left, right)), "
-               f"got {value!r}")
+def _as_pair(value, name):
+    """:func:`_as_tuple` for rank 2: ``2`` -> ``(2, 2)``."""
+    return _as_tuple(value, name, 2)
+
+
+def _as_padding(value, rank=2):
+    """int, ``rank`` ints or ``rank`` ``(before, after)`` pairs -> ``rank`` pairs.
+
+    In 2-D: int, ``(pH, pW)`` or ``((top, bottom), (left, right))``. An element of the
+    nested form may itself be an int or a one-element sequence (both sides alike).
+
+    Examples
+    --------
+    >>> from convtranspose.params import _as_padding
+    >>> _as_padding(1), _as_padding((1, 2, 3), 3), _as_padding(((0, 1),), 1)
+    (((1, 1), (1, 1)), ((1, 1), (2, 2), (3, 3)), ((0, 1),))
+    """
+    message = f"padding must be {_padding_phrase(rank)}, got {value!r}"
     items = value.tolist() if isinstance(value, np.ndarray) else value
     nested = isinstance(items, (list, tuple)) and any(isinstance(i, (list, tuple)) for i in items)
     try:
         if nested:
-            if len(items) != 2:
+            if len(items) != rank:
                 raise ValueError(message)
-            return _as_pair(items[0], "padding"), _as_pair(items[1], "padding")
-        ph, pw = _as_pair(items, "padding")
+            return tuple(_as_pair(item, "padding") for item in items)
+        return tuple((p, p) for p in _as_tuple(items, "padding", rank))
     except ValueError:
         raise ValueError(message) from None
     except TypeError:
         raise TypeError(message) from None
-    return (ph, ph), (pw, pw)
 
 
 def _plain(value):
@@ -115,43 +235,46 @@ def _plain(value):
     return kind is int or (kind is tuple and all(_plain(v) for v in value))
 
 
-_PARAMS_CACHE = {}   # (stride, padding, output_padding, dilation, groups) -> ConvParams
+_PARAMS_CACHE = {}   # (stride, padding, output_padding, dilation, groups, rank) -> ConvParams
 
 
-def _make_params(stride, padding, output_padding, dilation, groups):
+def _make_params(stride, padding, output_padding, dilation, groups, rank=2):
     """Parse and range-check the hyper-parameters that do not depend on shapes.
 
-    Valid plain-int arguments are remembered, so a layer called again skips the parsing;
-    anything else (and every invalid value) goes through the checks each time.
+    ``padding`` is numeric here (``'valid'``/``'same'`` are turned into numbers first, by
+    :func:`_conv_padding` or :func:`_transpose_padding`). Valid plain-int arguments are
+    remembered, so a layer called again skips the parsing; anything else (and every
+    invalid value) goes through the checks each time.
     """
-    key = (stride, padding, output_padding, dilation, groups)
+    key = (stride, padding, output_padding, dilation, groups, rank)
     cacheable = _plain(key)
     if cacheable and key in _PARAMS_CACHE:
         return _PARAMS_CACHE[key]
-    params = _parse_params(stride, padding, output_padding, dilation, groups)
+    params = _parse_params(stride, padding, output_padding, dilation, groups, rank)
     if cacheable and len(_PARAMS_CACHE) < 1024:
         _PARAMS_CACHE[key] = params
     return params
 
 
-def _parse_params(stride, padding, output_padding, dilation, groups):
-    stride = _as_pair(stride, "stride")
-    dilation = _as_pair(dilation, "dilation")
-    pad_h, pad_w = _as_padding(padding)
-    output_padding = _as_pair(output_padding, "output_padding")
+def _parse_params(stride, padding, output_padding, dilation, groups, rank):
+    rank = _check_rank(rank)
+    stride = _as_tuple(stride, "stride", rank)
+    dilation = _as_tuple(dilation, "dilation", rank)
+    pads = _as_padding(padding, rank)
+    output_padding = _as_tuple(output_padding, "output_padding", rank)
     groups = _as_int(groups, "groups")
+    flat_pads = sum(pads, ())
     if min(stride) < 1:
         raise ValueError(f"stride must be >= 1 in each dimension, got {stride}")
     if min(dilation) < 1:
         raise ValueError(f"dilation must be >= 1 in each dimension, got {dilation}")
-    if min(pad_h + pad_w) < 0:
-        raise ValueError(f"padding must be >= 0, got {_show_padding(pad_h, pad_w)}")
+    if min(flat_pads) < 0:
+        raise ValueError(f"padding must be >= 0, got {_show_padding(pads)}")
     if min(output_padding) < 0:
         raise ValueError(f"output_padding must be >= 0, got {output_padding}")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
-    for name, value in (("stride", stride), ("dilation", dilation),
-                        ("padding", pad_h + pad_w)):
+    for name, value in (("stride", stride), ("dilation", dilation), ("padding", flat_pads)):
         if max(value) > MAX_PARAM:
             raise ValueError(f"{name} must be at most 2**31 - 1 = {MAX_PARAM} in each "
                              f"dimension, got {value}")
@@ -160,13 +283,108 @@ def _parse_params(stride, padding, output_padding, dilation, groups):
             raise ValueError(
                 f"output_padding {output_padding} must be smaller than stride or dilation "
                 f"in each dimension, got stride {stride}, dilation {dilation}")
-    return ConvParams(stride, pad_h, pad_w, output_padding, dilation, groups)
+    return ConvParams(stride, pads, output_padding, dilation, groups)
 
 
-def _show_padding(pad_h, pad_w):
-    if pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]:
-        return (pad_h[0], pad_w[0])
-    return (pad_h, pad_w)
+def _show_padding(pads):
+    """Padding as the user would write it: one int per dimension when symmetric."""
+    if all(lo == hi for lo, hi in pads):
+        return tuple(lo for lo, _ in pads)
+    return tuple(pads)
+
+
+# ----------------------------------------------------------------------------
+# 'valid' and 'same'
+
+
+def _bad_padding_string(padding, rank):
+    return ValueError(f"padding must be 'valid', 'same', {_padding_phrase(rank, False)}, "
+                      f"got {padding!r}")
+
+
+def _transpose_padding(padding, output_padding, kernel, stride, dilation, x_shape=None,
+                       output_size=None):
+    """Turn ``"valid"``/``"same"`` of a transposed convolution into numbers.
+
+    Returns ``(padding, output_padding, output_size)`` for :func:`_make_params`, of the
+    rank ``len(kernel)``; anything but a string is returned unchanged. ``"valid"`` is
+    padding 0 (``output_padding`` and ``output_size`` still apply). ``"same"`` makes the
+    output ``input * stride`` in every dimension: of the full result, ``T = dilation*(kernel
+    - 1) + 1 - stride`` rows are cropped, ``T // 2`` at the start and the rest at the end;
+    for ``T < 0`` the output grows by ``-T`` at the end, as ``output_padding = -T`` does
+    (TensorFlow's and Keras's ``padding="same"``; ONNX's ``auto_pad="SAME_UPPER"`` for
+    ``T >= 0``). With ``output_size`` (which needs ``x_shape``, the input's shape) any
+    size ``O`` with ``ceil(O / stride) == input`` can be asked for, as
+    TensorFlow's ``conv2d_transpose(output_shape=...)`` allows: then ``T = (input - 1)*stride
+    + dilation*(kernel - 1) + 1 - O``, split the same way. ``output_padding`` cannot be
+    given with ``"same"``.
+
+    Examples
+    --------
+    >>> from convtranspose.params import _transpose_padding
+    >>> _transpose_padding("same", 0, (4, 3), 2, 1)         # T = 2 and T = 1
+    (((1, 1), (0, 1)), (0, 0), None)
+    >>> _transpose_padding("same", 0, (1,), 3, 1)           # T = -2: grows by 2 at the end
+    (((0, 0),), (2,), None)
+    >>> _transpose_padding("valid", 1, (3,), 2, 1)
+    (0, 1, None)
+    """
+    if not isinstance(padding, str):
+        return padding, output_padding, output_size
+    rank = len(kernel)
+    if padding == "valid":
+        return 0, output_padding, output_size
+    if padding != "same":
+        raise _bad_padding_string(padding, rank)
+    extra = _as_tuple(output_padding, "output_padding", rank)
+    if any(extra):
+        raise ValueError(f"output_padding {extra} cannot be given with padding='same', which "
+                         "chooses the output size itself (input * stride; pass output_size "
+                         "for another size)")
+    checked = _make_params(stride, 0, 0, dilation, 1, rank)
+    crops = [d * (k - 1) + 1 - s for k, s, d in zip(kernel, checked.stride, checked.dilation)]
+    if output_size is not None:
+        size = _parse_output_size(output_size, len(x_shape), rank)
+        in_sizes = x_shape[-rank:]
+        lo = tuple((n - 1) * s + 1 for n, s in zip(in_sizes, checked.stride))
+        hi = tuple(n * s for n, s in zip(in_sizes, checked.stride))
+        if not all(a <= o <= b for a, o, b in zip(lo, size, hi)):
+            raise ValueError(f"output_size {size} cannot be reached with padding='same': valid "
+                             f"sizes range from {lo} to {hi} for input size {tuple(in_sizes)}")
+        crops = [t + b - o for t, b, o in zip(crops, hi, size)]
+    pads = tuple((t // 2, t - t // 2) if t > 0 else (0, 0) for t in crops)
+    return pads, tuple(max(-t, 0) for t in crops), None
+
+
+def _conv_padding(padding, kernel, stride, dilation):
+    """Turn ``"valid"``/``"same"`` into numbers, as ``torch.nn.functional.conv{1,2,3}d`` do
+    (rank ``len(kernel)``); anything else is returned unchanged.
+
+    Examples
+    --------
+    >>> from convtranspose.params import _conv_padding
+    >>> _conv_padding("same", (4, 3, 1), 1, 2)       # the odd extra goes at the end
+    ((3, 3), (2, 2), (0, 0))
+    >>> _conv_padding("valid", (3,), 2, 1)
+    0
+    """
+    if not isinstance(padding, str):
+        return padding
+    rank = len(kernel)
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        if _as_tuple(stride, "stride", rank) != (1,) * rank:
+            raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
+        d = _as_tuple(dilation, "dilation", rank)
+        total = [di * (k - 1) for di, k in zip(d, kernel)]
+        # PyTorch puts the odd extra row (column, slice) at the end
+        return tuple((t // 2, t - t // 2) for t in total)
+    raise _bad_padding_string(padding, rank)
+
+
+#: The 2-D name of :func:`_conv_padding` (used by the layers).
+_conv2d_padding = _conv_padding
 
 
 # ----------------------------------------------------------------------------
@@ -177,35 +395,63 @@ def _spatial_out(size, k, s, pad, op, d):
     return (size - 1) * s - pad[0] - pad[1] + d * (k - 1) + op + 1
 
 
-def _output_hw(hw, khw, p):
-    return (_spatial_out(hw[0], khw[0], p.stride[0], p.pad_h, p.output_padding[0], p.dilation[0]),
-            _spatial_out(hw[1], khw[1], p.stride[1], p.pad_w, p.output_padding[1], p.dilation[1]))
+def _output_sizes(sizes, kernel, p):
+    """The transposed convolution's spatial output sizes, one per dimension."""
+    return tuple(_spatial_out(n, k, s, pad, op, d) for n, k, s, pad, op, d in
+                 zip(sizes, kernel, p.stride, p.pads, p.output_padding, p.dilation))
 
 
-def _check_x_ndim(x_shape):
-    if len(x_shape) not in (3, 4):
-        raise ValueError(
-            f"x must be 3-D (C_in, H, W) or 4-D (N, C_in, H, W), got shape {tuple(x_shape)}")
+#: The 2-D name of :func:`_output_sizes` (used by the dispatcher).
+_output_hw = _output_sizes
 
 
-def _check_sizes(x_shape, w_shape):
-    """Non-empty images in ``x`` (3-D or 4-D) and a non-empty 4-D ``weight``."""
-    _check_x_ndim(x_shape)
+def _rank_of(w_shape, rank, operation):
+    """``rank`` checked, or, for ``None``, the rank ``weight.ndim - 2`` (1, 2 or 3)."""
+    if rank is not None:
+        return _check_rank(rank)
+    rank = len(w_shape) - 2
+    if rank not in _SPATIAL:
+        channels = _CHANNELS[operation]
+        raise ValueError(f"weight must be 3-D, 4-D or 5-D ({channels}, *kernel_size) for a "
+                         f"1-D, 2-D or 3-D {operation}, got shape {tuple(w_shape)}")
+    return rank
+
+
+_CHANNELS = {"transposed convolution": "C_in, C_out // groups",
+             "convolution": "C_out, C_in // groups"}
+
+
+def _check_w_ndim(w_shape, rank, operation):
+    if len(w_shape) != rank + 2:
+        kernel = ", ".join("k" + n for n in _SPATIAL[rank])
+        raise ValueError(f"weight must be {rank + 2}-D ({_CHANNELS[operation]}, {kernel}), "
+                         f"got shape {tuple(w_shape)}")
+
+
+def _check_x_ndim(x_shape, rank):
+    if len(x_shape) not in (rank + 1, rank + 2):
+        spatial = ", ".join(_SPATIAL[rank])
+        raise ValueError(f"x must be {rank + 1}-D (C_in, {spatial}) or {rank + 2}-D "
+                         f"(N, C_in, {spatial}), got shape {tuple(x_shape)}")
+
+
+def _check_sizes(x_shape, w_shape, rank=2):
+    """Non-empty signals in ``x`` (``rank + 1`` or ``rank + 2`` dimensions) and a
+    non-empty ``weight``."""
+    _check_x_ndim(x_shape, rank)
     if min(w_shape) < 1:
         raise ValueError(f"weight must have a non-zero size in every dimension, "
                          f"got shape {tuple(w_shape)}")
-    if min(x_shape[-2:]) < 1:
-        raise ValueError(f"x must have non-zero height and width, got shape {tuple(x_shape)}")
+    if min(x_shape[-rank:]) < 1:
+        raise ValueError(f"x must have non-zero {_EXTENT[rank]}, got shape {tuple(x_shape)}")
 
 
-def _check_shapes(x_shape, w_shape, b_shape, groups):
+def _check_shapes(x_shape, w_shape, b_shape, groups, rank=2):
     """Check the array shapes against each other; return ``(batched, C_out)``."""
-    _check_x_ndim(x_shape)
-    if len(w_shape) != 4:
-        raise ValueError(
-            f"weight must be 4-D (C_in, C_out // groups, kH, kW), got shape {tuple(w_shape)}")
-    _check_sizes(x_shape, w_shape)
-    c_in = x_shape[-3]
+    _check_x_ndim(x_shape, rank)
+    _check_w_ndim(w_shape, rank, "transposed convolution")
+    _check_sizes(x_shape, w_shape, rank)
+    c_in = x_shape[-rank - 1]
     if c_in != w_shape[0]:
         raise ValueError(f"x has {c_in} input channels (shape {tuple(x_shape)}) but weight "
                          f"expects C_in = {w_shape[0]} (shape {tuple(w_shape)})")
@@ -214,27 +460,32 @@ def _check_shapes(x_shape, w_shape, b_shape, groups):
     c_out = w_shape[1] * groups
     if b_shape is not None and tuple(b_shape) != (c_out,):
         raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(b_shape)}")
-    return len(x_shape) == 4, c_out
+    return len(x_shape) == rank + 2, c_out
 
 
-def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntPair = 1,
-                 padding: Padding = 0, output_padding: IntPair = 0, dilation: IntPair = 1,
-                 groups: int = 1) -> tuple[int, ...]:
-    """Shape of ``conv_transpose2d``'s result, without computing it.
+def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntTuple = 1,
+                 padding: AutoPadding = 0, output_padding: IntTuple = 0,
+                 dilation: IntTuple = 1, groups: int = 1, *,
+                 rank: Rank | None = None) -> tuple[int, ...]:
+    """Shape of a transposed convolution's result (any rank), without computing it.
 
     Parameters
     ----------
     input_shape : tuple of int
-        ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``: ``(N, C_in, H, W)`` in
+        2-D, ``(N, C_in, W)`` in 1-D, ``(N, C_in, D, H, W)`` in 3-D.
     weight_shape : tuple of int
-        ``(C_in, C_out // groups, kH, kW)``.
-    stride, padding, output_padding, dilation, groups : int or tuple
-        As for :func:`convtranspose.conv_transpose2d`.
+        ``(C_in, C_out // groups, *kernel_size)``.
+    stride, padding, output_padding, dilation, groups : int, tuple or str
+        As for :func:`convtranspose.conv_transpose2d`, with one entry per spatial
+        dimension; ``padding`` may also be ``"valid"`` or ``"same"``.
+    rank : {1, 2, 3}, optional
+        The number of spatial dimensions; by default ``len(weight_shape) - 2``.
 
     Returns
     -------
     tuple of int
-        ``(N, C_out, H_out, W_out)``, or ``(C_out, H_out, W_out)`` for unbatched input.
+        ``(N, C_out, *spatial_out)``, or ``(C_out, *spatial_out)`` for unbatched input.
 
     Raises
     ------
@@ -248,10 +499,11 @@ def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntPair = 1,
 
     Notes
     -----
-    ``H_out = (H - 1)*sH - (top + bottom) + dH*(kH - 1) + opH + 1``, and likewise for the
-    width: the inverse of a convolution's ``H = floor((H_out + top + bottom - dH*(kH - 1)
-    - 1) / sH) + 1``, with ``output_padding`` choosing among the ``sH`` sizes that the
-    floor maps to the same ``H``.
+    ``H_out = (H - 1)*sH - (top + bottom) + dH*(kH - 1) + opH + 1``, and likewise for
+    every spatial dimension: the inverse of a convolution's ``H = floor((H_out + top +
+    bottom - dH*(kH - 1) - 1) / sH) + 1``, with ``output_padding`` choosing among the
+    ``sH`` sizes that the floor maps to the same ``H``. ``padding="same"`` gives
+    ``H_out = H * sH``.
 
     Examples
     --------
@@ -260,10 +512,22 @@ def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntPair = 1,
     (1, 5, 9, 11)
     >>> output_shape((16, 4, 4), (16, 8, 4, 4), stride=2, padding=1)
     (8, 8, 8)
+    >>> output_shape((1, 512, 32), (512, 256, 16), stride=8, padding=4)      # 1-D
+    (1, 256, 256)
+    >>> output_shape((2, 64, 8, 8, 8), (64, 32, 2, 2, 2), stride=2)          # 3-D
+    (2, 32, 16, 16, 16)
+    >>> output_shape((1, 4, 5, 7), (4, 2, 3, 3), stride=(2, 3), padding="same")
+    (1, 2, 10, 21)
     """
-    params = _make_params(stride, padding, output_padding, dilation, groups)
-    return _shape_for(_as_shape(input_shape, "input_shape"),
-                      _as_shape(weight_shape, "weight_shape"), None, params)
+    x_shape = _as_shape(input_shape, "input_shape")
+    w_shape = _as_shape(weight_shape, "weight_shape")
+    rank = _rank_of(w_shape, rank, "transposed convolution")
+    if isinstance(padding, str):
+        _check_w_ndim(w_shape, rank, "transposed convolution")
+        padding, output_padding, _ = _transpose_padding(padding, output_padding, w_shape[2:],
+                                                        stride, dilation)
+    params = _make_params(stride, padding, output_padding, dilation, groups, rank)
+    return _shape_for(x_shape, w_shape, None, params)
 
 
 def _as_shape(shape, name):
@@ -277,34 +541,41 @@ def _as_shape(shape, name):
 
 
 def _shape_for(x_shape, w_shape, b_shape, params):
-    batched, c_out = _check_shapes(x_shape, w_shape, b_shape, params.groups)
-    h_out, w_out = _output_hw(x_shape[-2:], w_shape[2:], params)
-    if h_out < 1 or w_out < 1:
+    rank = params.rank
+    batched, c_out = _check_shapes(x_shape, w_shape, b_shape, params.groups, rank)
+    sizes = _output_sizes(x_shape[-rank:], w_shape[2:], params)
+    if min(sizes) < 1:
         raise ValueError(
-            f"output size ({h_out}, {w_out}) must be >= 1: input {tuple(x_shape[-2:])}, "
+            f"output size {sizes} must be >= 1: input {tuple(x_shape[-rank:])}, "
             f"kernel {tuple(w_shape[2:])}, stride {params.stride}, padding "
-            f"{_show_padding(params.pad_h, params.pad_w)}, dilation {params.dilation}")
-    return ((x_shape[0],) if batched else ()) + (c_out, h_out, w_out)
+            f"{_show_padding(params.pads)}, dilation {params.dilation}")
+    return ((x_shape[0],) if batched else ()) + (c_out,) + sizes
 
 
-def _output_padding_for_size(output_size, x_shape, w_shape, params):
-    """Turn ``output_size`` into ``output_padding`` as ``nn.ConvTranspose2d`` does."""
+def _parse_output_size(output_size, x_ndim, rank):
+    """``output_size`` (``rank`` sizes, or ``x_ndim`` of which the last ``rank`` count) as
+    ``rank`` ints."""
     if isinstance(output_size, np.ndarray):
         output_size = output_size.tolist()
     if not isinstance(output_size, (list, tuple)):
         raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")
-    if len(output_size) not in (2, len(x_shape)):
-        raise ValueError(f"output_size must have 2 or {len(x_shape)} elements for "
-                         f"{len(x_shape)}-D input, got {tuple(output_size)}")
-    size = tuple(_as_int(v, "output_size") for v in output_size[-2:])
-    zero = ConvParams(params.stride, params.pad_h, params.pad_w, (0, 0), params.dilation,
-                      params.groups)
-    lo = _output_hw(x_shape[-2:], w_shape[2:], zero)
-    hi = (lo[0] + params.stride[0] - 1, lo[1] + params.stride[1] - 1)
-    if not (lo[0] <= size[0] <= hi[0] and lo[1] <= size[1] <= hi[1]):
+    if len(output_size) not in (rank, x_ndim):
+        raise ValueError(f"output_size must have {rank} or {x_ndim} elements for "
+                         f"{x_ndim}-D input, got {tuple(output_size)}")
+    return tuple(_as_int(v, "output_size") for v in output_size[len(output_size) - rank:])
+
+
+def _output_padding_for_size(output_size, x_shape, w_shape, params):
+    """Turn ``output_size`` into ``output_padding`` as ``nn.ConvTranspose{1,2,3}d`` do."""
+    rank = params.rank
+    size = _parse_output_size(output_size, len(x_shape), rank)
+    zero = ConvParams(params.stride, params.pads, (0,) * rank, params.dilation, params.groups)
+    lo = _output_sizes(x_shape[-rank:], w_shape[2:], zero)
+    hi = tuple(n + s - 1 for n, s in zip(lo, params.stride))
+    if not all(a <= o <= b for a, o, b in zip(lo, size, hi)):
         raise ValueError(f"output_size {size} cannot be reached: valid sizes range from "
-                         f"{lo} to {hi} for input size {tuple(x_shape[-2:])}")
-    return (size[0] - lo[0], size[1] - lo[1])
+                         f"{lo} to {hi} for input size {tuple(x_shape[-rank:])}")
+    return tuple(o - a for o, a in zip(size, lo))
 
 
 # ----------------------------------------------------------------------------
@@ -346,70 +617,107 @@ _GRAD_OPERANDS = ("grad_output", "x", "weight")
 
 
 def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_padding=0,
-              dilation=1, groups=1, output_size=None):
-    """Validate everything about one call; return ``(params, out_shape, dtype)``.
+              dilation=1, groups=1, output_size=None, rank=2):
+    """Validate everything about one transposed convolution; return
+    ``(params, out_shape, dtype)``.
 
-    ``x_shape``, ``w_shape`` and ``b_shape`` (``None`` without bias) are the operand
-    shapes; ``dtypes`` are their dtypes in that order (or ``(name, dtype)`` pairs), so a
-    bad one is named. The returned ``out_shape`` keeps the batched/unbatched form of
-    ``x_shape``.
+    Parameters
+    ----------
+    x_shape, w_shape, b_shape : tuple of int
+        The operand shapes: ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``,
+        ``(C_in, C_out // groups, *kernel_size)``, and ``(C_out,)`` or ``None`` without bias.
+    dtypes : list of numpy.dtype
+        Their dtypes in that order, or ``(name, dtype)`` pairs, so that a bad one is named.
+    stride, padding, output_padding, dilation, groups, output_size
+        As for :func:`convtranspose.conv_transpose2d`, one entry per spatial dimension;
+        ``padding`` may also be ``"valid"`` or ``"same"`` (see :func:`_transpose_padding`).
+    rank : {1, 2, 3} or None, default 2
+        The number of spatial dimensions the caller expects (a weight of another rank is
+        an error naming the expected layout); ``None`` takes it from ``w_shape``.
+
+    Returns
+    -------
+    params : ConvParams
+        With numeric padding and ``output_padding`` (``output_size`` and ``"same"``
+        resolved).
+    out_shape : tuple of int
+        The result's shape, batched or unbatched as ``x_shape`` is.
+    dtype : numpy.dtype
+        The result's dtype.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the bad argument (and the rank, for tuples of the wrong length).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import normalise
+    >>> f4 = np.dtype(np.float32)
+    >>> params, shape, dtype = normalise((2, 8, 32), (8, 4, 16), None, [f4, f4], stride=8,
+    ...                                  padding="same", rank=1)
+    >>> params.pads, params.output_padding, shape, dtype
+    (((4, 4),), (0,), (2, 4, 256), dtype('float32'))
+    >>> normalise((2, 8, 4, 4, 4), (8, 4, 2, 2, 2), None, [f4, f4], stride=(2,),
+    ...           rank=None)[1]
+    (2, 4, 8, 8, 8)
     """
     dtype = result_dtype(*_named(dtypes, _OPERANDS))
-    params = _make_params(stride, padding, output_padding, dilation, groups)
-    _check_shapes(x_shape, w_shape, b_shape, params.groups)
+    rank = _rank_of(w_shape, rank, "transposed convolution")
+    if isinstance(padding, str):    # 'valid' / 'same': numbers from the kernel and the sizes
+        checked = _make_params(stride, 0, 0, dilation, groups, rank)
+        _check_shapes(x_shape, w_shape, b_shape, checked.groups, rank)
+        padding, output_padding, output_size = _transpose_padding(
+            padding, output_padding, w_shape[2:], checked.stride, checked.dilation,
+            x_shape, output_size)
+    params = _make_params(stride, padding, output_padding, dilation, groups, rank)
+    _check_shapes(x_shape, w_shape, b_shape, params.groups, rank)
     if output_size is not None:
         op = _output_padding_for_size(output_size, x_shape, w_shape, params)
-        if params.output_padding not in ((0, 0), op):
+        if params.output_padding not in ((0,) * rank, op):
             raise ValueError(f"output_padding {params.output_padding} conflicts with "
                              f"output_size {tuple(output_size)}, which needs output_padding {op}")
-        params = _make_params(params.stride, params.padding, op, params.dilation, params.groups)
+        params = _make_params(params.stride, params.padding, op, params.dilation, params.groups,
+                              rank)
     return params, _shape_for(x_shape, w_shape, b_shape, params), dtype
 
 
 # ----------------------------------------------------------------------------
-# conv2d and the gradients (appended; the functions above are shared)
+# convolution and the gradients (the functions above are shared)
 
 
-def _conv2d_padding(padding, k_hw, stride, dilation):
-    """Turn ``"valid"``/``"same"`` into numbers, as ``torch.nn.functional.conv2d`` does."""
-    if not isinstance(padding, str):
-        return padding
-    if padding == "valid":
-        return 0
-    if padding == "same":
-        if _as_pair(stride, "stride") != (1, 1):
-            raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
-        d = _as_pair(dilation, "dilation")
-        total = [di * (k - 1) for di, k in zip(d, k_hw)]
-        # PyTorch puts the odd extra row (column) at the bottom (right)
-        return tuple((t // 2, t - t // 2) for t in total)
-    raise ValueError(f"padding must be 'valid', 'same', an int, a pair or "
-                     f"((top, bottom), (left, right)), got {padding!r}")
+def _conv_out(sizes, kernel, params):
+    return tuple((n + sum(pad) - d * (k - 1) - 1) // s + 1 for n, k, s, pad, d in
+                 zip(sizes, kernel, params.stride, params.pads, params.dilation))
 
 
-def _conv2d_out_hw(hw, khw, params):
-    (sh, sw), (dh, dw) = params.stride, params.dilation
-    return ((hw[0] + sum(params.pad_h) - dh * (khw[0] - 1) - 1) // sh + 1,
-            (hw[1] + sum(params.pad_w) - dw * (khw[1] - 1) - 1) // sw + 1)
+def normalise_conv(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, dilation=1,
+                   groups=1, rank=2):
+    """Validate one convolution (``conv{1,2,3}d``); return ``(params, out_shape, dtype)``.
 
+    As :func:`normalise`, but ``w_shape`` is ``(C_out, C_in // groups, *kernel_size)``,
+    ``padding`` may be ``"valid"`` or ``"same"`` with PyTorch's meaning (``"same"`` needs
+    stride 1; the odd extra goes at the end), and the returned :class:`ConvParams` has
+    ``output_padding`` 0. ``normalise_conv2d`` is the same function.
 
-def normalise_conv2d(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, dilation=1,
-                     groups=1):
-    """Validate one ``conv2d`` call; return ``(params, out_shape, dtype)``.
-
-    ``w_shape`` is ``(C_out, C_in // groups, kH, kW)``; ``padding`` may also be
-    ``"valid"`` or ``"same"``. The returned :class:`ConvParams` has ``output_padding``
-    ``(0, 0)``. ``dtypes`` are those of ``x``, ``weight`` and ``bias``, as for
-    :func:`normalise`.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import normalise_conv
+    >>> f8 = np.dtype(np.float64)
+    >>> params, shape, _ = normalise_conv((1, 4, 9, 9, 9), (6, 2, 2, 3, 3), None, [f8, f8],
+    ...                                   padding="same", groups=2, rank=3)
+    >>> params.pads, shape
+    (((0, 1), (1, 1), (1, 1)), (1, 6, 9, 9, 9))
     """
     dtype = result_dtype(*_named(dtypes, _OPERANDS))
-    if len(w_shape) != 4:
-        raise ValueError(
-            f"weight must be 4-D (C_out, C_in // groups, kH, kW), got shape {tuple(w_shape)}")
-    padding = _conv2d_padding(padding, w_shape[2:], stride, dilation)
-    params = _make_params(stride, padding, 0, dilation, groups)
-    _check_sizes(x_shape, w_shape)
-    c_in, h, w = x_shape[-3:]
+    rank = _rank_of(w_shape, rank, "convolution")
+    _check_w_ndim(w_shape, rank, "convolution")
+    padding = _conv_padding(padding, w_shape[2:], stride, dilation)
+    params = _make_params(stride, padding, 0, dilation, groups, rank)
+    _check_sizes(x_shape, w_shape, rank)
+    c_in, sizes = x_shape[-rank - 1], tuple(x_shape[-rank:])
     c_out, g = w_shape[0], params.groups
     if c_out % g:
         raise ValueError(f"output channels C_out = {c_out} (weight shape {tuple(w_shape)}) "
@@ -419,13 +727,13 @@ def normalise_conv2d(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, 
                          f"{tuple(w_shape)} with groups = {g} expects C_in = {w_shape[1] * g}")
     if b_shape is not None and tuple(b_shape) != (c_out,):
         raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(b_shape)}")
-    h_out, w_out = _conv2d_out_hw((h, w), w_shape[2:], params)
-    if h_out < 1 or w_out < 1:
+    out = _conv_out(sizes, w_shape[2:], params)
+    if min(out) < 1:
         raise ValueError(
-            f"output size ({h_out}, {w_out}) must be >= 1: input {(h, w)} padded by "
-            f"{_show_padding(params.pad_h, params.pad_w)} is smaller than the dilated kernel "
+            f"output size {out} must be >= 1: input {sizes} padded by "
+            f"{_show_padding(params.pads)} is smaller than the dilated kernel "
             f"{tuple(w_shape[2:])} with dilation {params.dilation}")
-    shape = ((x_shape[0],) if len(x_shape) == 4 else ()) + (c_out, h_out, w_out)
+    shape = ((x_shape[0],) if len(x_shape) == rank + 2 else ()) + (c_out,) + out
     return params, shape, dtype
 
 
@@ -436,25 +744,52 @@ def _check_grad_output(g_shape, out_shape):
 
 
 def normalise_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0,
-                       output_padding=0, dilation=1, groups=1, output_size=None):
-    """Validate one ``conv_transpose2d_backward`` call; return ``(params, dtype)``.
+                       output_padding=0, dilation=1, groups=1, output_size=None, rank=2):
+    """Validate one transposed convolution's backward call; return ``(params, dtype)``.
 
     ``g_shape`` must be the shape the forward call gives; ``dtypes`` are those of
-    ``grad_output``, ``x`` and ``weight``.
+    ``grad_output``, ``x`` and ``weight``; the rest as for :func:`normalise`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import normalise_backward
+    >>> f8 = np.dtype(np.float64)
+    >>> normalise_backward((3, 20), (2, 10), (2, 3, 4), [f8] * 3, stride=2, padding="same",
+    ...                    rank=1)[0].pads
+    ((1, 1),)
     """
     params, out_shape, dtype = normalise(
         x_shape, w_shape, None, _named(dtypes, _GRAD_OPERANDS), stride=stride,
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size)
+        output_size=output_size, rank=rank)
     _check_grad_output(g_shape, out_shape)
     return params, dtype
 
 
-def normalise_conv2d_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0,
-                              dilation=1, groups=1):
-    """Validate one ``conv2d_backward`` call; return ``(params, dtype)``."""
-    params, out_shape, dtype = normalise_conv2d(
+def normalise_conv_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0,
+                            dilation=1, groups=1, rank=2):
+    """Validate one convolution's backward call; return ``(params, dtype)``.
+
+    As :func:`normalise_backward`, with the arguments of :func:`normalise_conv`.
+    ``normalise_conv2d_backward`` is the same function.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import normalise_conv_backward
+    >>> f8 = np.dtype(np.float64)
+    >>> normalise_conv_backward((1, 3, 4), (1, 2, 9), (3, 2, 3), [f8] * 3, stride=2,
+    ...                         rank=1)[0].stride
+    (2,)
+    """
+    params, out_shape, dtype = normalise_conv(
         x_shape, w_shape, None, _named(dtypes, _GRAD_OPERANDS), stride=stride,
-        padding=padding, dilation=dilation, groups=groups)
+        padding=padding, dilation=dilation, groups=groups, rank=rank)
     _check_grad_output(g_shape, out_shape)
     return params, dtype
+
+
+#: The 2-D names (``rank=2`` is the default of the generic functions).
+normalise_conv2d = normalise_conv
+normalise_conv2d_backward = normalise_conv_backward

@@ -1,222 +1,443 @@
 """Float64 NumPy references written from the definition: the oracle of the tests.
 
-Two independent formulations of the same operator, both slow and obviously right:
+One implementation for every rank (1-D, 2-D and 3-D: the rank is ``weight.ndim - 2``),
+looping over the kernel's taps with :func:`itertools.product` and moving whole strided
+slices with NumPy. Two independent formulations of the transposed convolution, both
+slow and obviously right:
 
-* :func:`conv_transpose2d_scatter` -- the definition: every input pixel stamps the
+* :func:`conv_transpose_scatter` -- the definition: every input element stamps the
   kernel, scaled by its value, onto the output at ``stride`` spacing, and the
   padding crops the result;
-* :func:`conv_transpose2d_zero_insertion` -- the tutorial's view: insert
-  ``stride - 1`` zeros between input pixels, pad by ``dilation*(k - 1) - padding``,
+* :func:`conv_transpose_zero_insertion` -- the tutorial's view: insert
+  ``stride - 1`` zeros between input elements, pad by ``dilation*(k - 1) - padding``,
   and correlate with the spatially flipped kernel (a stride-1 convolution).
 
-Both take already-valid arguments (use :func:`convtranspose.params.normalise` or the
-public API first) and always compute in float64.
+Beside them the convolution (:func:`conv_reference`) and both gradients
+(:func:`conv_transpose_backward_reference`, :func:`conv_backward_reference`). The
+``*2d*`` names of the 2-D code are the same functions held to rank 2 (a weight of
+another rank is an error there, as in :func:`convtranspose.conv_transpose2d`).
+
+All take already-valid arguments (they validate with :mod:`convtranspose.params` and
+raise its errors) and always compute in float64.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-from .params import normalise
+from .params import normalise, normalise_conv
 
-__all__ = ["conv_transpose2d_reference", "conv_transpose2d_scatter",
+__all__ = ["conv_transpose_scatter", "conv_transpose_zero_insertion",
+           "conv_transpose_reference", "conv_reference", "conv_transpose_backward_reference",
+           "conv_backward_reference",
+           "conv_transpose2d_reference", "conv_transpose2d_scatter",
            "conv_transpose2d_zero_insertion", "conv2d_reference",
            "conv_transpose2d_backward_reference", "conv2d_backward_reference"]
 
 
-def _prepare(x, weight, bias, kwargs):
-    x = np.asarray(x)
-    weight = np.asarray(weight)
+# ----------------------------------------------------------------------------
+# helpers shared by every reference
+
+
+def _batched64(a, batched):
+    """``a`` as a float64 array with a batch axis."""
+    a = np.asarray(a, np.float64)
+    return a if batched else a[None]
+
+
+def _prepare(x, weight, bias, kwargs, rank):
+    """Validate a transposed convolution; its operands in float64, batched."""
+    x, weight = np.asarray(x), np.asarray(weight)
     b_shape = None if bias is None else np.shape(bias)
-    params, out_shape, _ = normalise(x.shape, weight.shape, b_shape,
-                                     [x.dtype, weight.dtype], **kwargs)
-    batched = x.ndim == 4
-    x64 = np.asarray(x, np.float64)
-    if not batched:
-        x64 = x64[None]
-    w64 = np.asarray(weight, np.float64)
+    params, _, _ = normalise(x.shape, weight.shape, b_shape, [x.dtype, weight.dtype],
+                             rank=rank, **kwargs)
+    batched = x.ndim == params.rank + 2
     b64 = None if bias is None else np.asarray(bias, np.float64)
-    return x64, w64, b64, params, batched
+    return _batched64(x, batched), np.asarray(weight, np.float64), b64, params, batched
+
+
+def _prepare_conv(x, weight, kwargs, rank):
+    """Validate a convolution; ``x`` and ``weight`` in float64 (``x`` batched)."""
+    x, weight = np.asarray(x), np.asarray(weight)
+    params, shape, _ = normalise_conv(x.shape, weight.shape, None, [x.dtype, weight.dtype],
+                                      rank=rank, **kwargs)
+    batched = x.ndim == params.rank + 2
+    return _batched64(x, batched), np.asarray(weight, np.float64), params, shape, batched
 
 
 def _group_slices(c_in, c_out_g, groups):
+    """``(input channels, output channels)`` of each group, as slices."""
     c_in_g = c_in // groups
     for g in range(groups):
         yield (slice(g * c_in_g, (g + 1) * c_in_g), slice(g * c_out_g, (g + 1) * c_out_g))
 
 
-def conv_transpose2d_scatter(x, weight, bias=None, **kwargs):
-    """Transposed convolution as a scatter sum; float64 result.
-
-    ``full[n, co, ih*sH + kh*dH, iw*sW + kw*dW] += x[n, ci, ih, iw] * weight[ci, j, kh, kw]``
-    over the input channels ``ci`` of ``co``'s group, then
-    ``out = full[:, :, top:top + H_out, left:left + W_out]`` (rows past the end of
-    ``full``, which only ``output_padding`` reaches, are zero), plus the bias.
-
-    Parameters are those of :func:`convtranspose.conv_transpose2d` (keywords only
-    after ``bias``).
-    """
-    x, w, b, p, batched = _prepare(x, weight, bias, kwargs)
-    n, c_in, h, wd = x.shape
-    _, c_out_g, kh_, kw_ = w.shape
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    full_h = (h - 1) * sh + dh * (kh_ - 1) + 1 + p.output_padding[0]
-    full_w = (wd - 1) * sw + dw * (kw_ - 1) + 1 + p.output_padding[1]
-    full = np.zeros((n, c_out_g * p.groups, full_h, full_w))
-    for ci_sl, co_sl in _group_slices(c_in, c_out_g, p.groups):
-        for kh in range(kh_):
-            for kw in range(kw_):
-                stamp = np.einsum("nchw,cj->njhw", x[:, ci_sl], w[ci_sl, :, kh, kw])
-                rows = slice(kh * dh, kh * dh + (h - 1) * sh + 1, sh)
-                cols = slice(kw * dw, kw * dw + (wd - 1) * sw + 1, sw)
-                full[:, co_sl, rows, cols] += stamp
-    h_out = full_h - p.pad_h[0] - p.pad_h[1]
-    w_out = full_w - p.pad_w[0] - p.pad_w[1]
-    out = full[:, :, p.pad_h[0]:p.pad_h[0] + h_out, p.pad_w[0]:p.pad_w[0] + w_out]
-    if b is not None:
-        out = out + b[None, :, None, None]
-    return out if batched else out[0]
+def _taps(kernel):
+    """Every kernel offset, as a tuple of ints (``itertools.product`` of the ranges)."""
+    return itertools.product(*(range(k) for k in kernel))
 
 
-def conv_transpose2d_zero_insertion(x, weight, bias=None, **kwargs):
-    """Transposed convolution as zero insertion plus a flipped-kernel correlation.
-
-    1. Insert ``s - 1`` zeros between neighbouring input pixels.
-    2. Pad each side by ``d*(k - 1) - padding`` (a negative amount crops), and the
-       bottom/right by ``output_padding`` more.
-    3. Correlate (stride 1, dilation ``d``) with the kernel flipped in both spatial
-       axes and with its two channel axes swapped.
-
-    Float64 result; parameters as for :func:`convtranspose.conv_transpose2d`.
-    """
-    x, w, b, p, batched = _prepare(x, weight, bias, kwargs)
-    n, c_in, h, wd = x.shape
-    _, c_out_g, kh_, kw_ = w.shape
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    # 1. zero insertion
-    z = np.zeros((n, c_in, (h - 1) * sh + 1, (wd - 1) * sw + 1))
-    z[:, :, ::sh, ::sw] = x
-    # 2. padding (negative amounts crop)
-    before = (dh * (kh_ - 1) - p.pad_h[0], dw * (kw_ - 1) - p.pad_w[0])
-    after = (dh * (kh_ - 1) - p.pad_h[1] + p.output_padding[0],
-             dw * (kw_ - 1) - p.pad_w[1] + p.output_padding[1])
-    z = np.pad(z, ((0, 0), (0, 0), (max(before[0], 0), max(after[0], 0)),
-                   (max(before[1], 0), max(after[1], 0))))
-    z = z[:, :, max(-before[0], 0):z.shape[2] - max(-after[0], 0),
-          max(-before[1], 0):z.shape[3] - max(-after[1], 0)]
-    # 3. correlation with the flipped kernel
-    flipped = w[:, :, ::-1, ::-1]
-    h_out = z.shape[2] - dh * (kh_ - 1)
-    w_out = z.shape[3] - dw * (kw_ - 1)
-    out = np.zeros((n, c_out_g * p.groups, h_out, w_out))
-    for ci_sl, co_sl in _group_slices(c_in, c_out_g, p.groups):
-        for kh in range(kh_):
-            for kw in range(kw_):
-                window = z[:, ci_sl, kh * dh:kh * dh + h_out, kw * dw:kw * dw + w_out]
-                out[:, co_sl] += np.einsum("nchw,cj->njhw", window, flipped[ci_sl, :, kh, kw])
-    if b is not None:
-        out = out + b[None, :, None, None]
-    return out if batched else out[0]
+def _grid(taps, sizes, stride, dilation):
+    """The strided slices that tap ``taps`` meets: ``sizes`` positions from
+    ``tap*dilation`` at ``stride`` spacing, in each dimension."""
+    return tuple(slice(t * d, t * d + (n - 1) * s + 1, s)
+                 for t, n, s, d in zip(taps, sizes, stride, dilation))
 
 
-#: The reference the tests and ``python -m convtranspose check`` compare against.
-conv_transpose2d_reference = conv_transpose2d_scatter
+def _full_sizes(sizes, kernel, p):
+    """The uncropped canvas of a transposed convolution (``output_padding`` included)."""
+    return tuple((n - 1) * s + d * (k - 1) + 1 + op for n, k, s, d, op in
+                 zip(sizes, kernel, p.stride, p.dilation, p.output_padding))
+
+
+def _crop(pads, sizes):
+    """Slices keeping ``sizes`` elements after each ``before`` of ``pads``."""
+    return tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, sizes))
+
+
+def _with_bias(out, b):
+    return out if b is None else out + b.reshape((1, -1) + (1,) * (out.ndim - 2))
+
+
+def _channel_products(a, b):
+    """``sum over n and positions of a[n, c, ...] * b[n, j, ...]``, as a ``(c, j)`` array:
+    a weight gradient's tap."""
+    axes = [0, *range(2, a.ndim)]
+    return np.tensordot(a, b, axes=(axes, axes))
+
+
+def _all(rest):
+    """Index of every batch entry and channel, then ``rest``."""
+    return (slice(None), slice(None)) + tuple(rest)
 
 
 # ----------------------------------------------------------------------------
-# conv2d and the gradients (float64, from the definitions)
+# transposed convolution
 
 
-def _pad4(a, pad_h, pad_w):
-    return np.pad(a, ((0, 0), (0, 0), pad_h, pad_w))
+def conv_transpose_scatter(x, weight, bias=None, *, rank=None, **kwargs):
+    """Transposed convolution of any rank as a scatter sum; float64 result.
 
+    ``full[n, co, i*s + t*d] += x[n, ci, i] * weight[ci, j, t]`` for every input position
+    ``i`` and kernel tap ``t`` (multi-indices over the spatial dimensions), over the
+    input channels ``ci`` of ``co``'s group; then ``out = full[:, :, lo:lo + size_out]``
+    per dimension (rows past the end of the stamps, which only ``output_padding``
+    reaches, are zero), plus the bias.
 
-def conv2d_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """``conv2d`` from the definition: zero-pad ``x``, then for every tap add the strided
-    window times the tap's weights. Float64 result; arguments as for
-    :func:`convtranspose.conv2d`."""
-    from .params import normalise_conv2d
-    x, weight = np.asarray(x), np.asarray(weight)
-    p, shape, _ = normalise_conv2d(x.shape, weight.shape, None, [x.dtype, weight.dtype],
-                                   stride=stride, padding=padding, dilation=dilation,
-                                   groups=groups)
-    batched = x.ndim == 4
-    xp = _pad4(np.asarray(x, np.float64).reshape((-1,) + x.shape[-3:]), p.pad_h, p.pad_w)
-    w = np.asarray(weight, np.float64)
-    c_out, c_in_g, kh_, kw_ = w.shape
-    h_out, w_out = shape[-2:]
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    out = np.zeros((xp.shape[0], c_out, h_out, w_out))
-    c_out_g = c_out // p.groups
-    for g in range(p.groups):
-        ci, co = slice(g * c_in_g, (g + 1) * c_in_g), slice(g * c_out_g, (g + 1) * c_out_g)
-        for kh in range(kh_):
-            for kw in range(kw_):
-                win = xp[:, ci, kh * dh:kh * dh + (h_out - 1) * sh + 1:sh,
-                         kw * dw:kw * dw + (w_out - 1) * sw + 1:sw]
-                out[:, co] += np.einsum("nchw,jc->njhw", win, w[co, :, kh, kw])
-    if bias is not None:
-        out += np.asarray(bias, np.float64)[None, :, None, None]
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
+    weight : array_like
+        ``(C_in, C_out // groups, *kernel_size)``; its rank (``weight.ndim - 2``) is that
+        of the operation.
+    bias : array_like, optional
+        ``(C_out,)``.
+    rank : {1, 2, 3}, optional
+        The rank to insist on; by default the weight's.
+    **kwargs
+        ``stride``, ``padding`` (also ``"valid"``/``"same"``), ``output_padding``,
+        ``dilation``, ``groups``, ``output_size``, as for
+        :func:`convtranspose.conv_transpose2d`, one entry per spatial dimension.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64, ``(N, C_out, *spatial_out)`` (unbatched if ``x`` is).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For invalid arguments, as :func:`convtranspose.params.normalise`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_transpose_scatter
+    >>> conv_transpose_scatter(np.array([[[1.0, 2.0]]]), np.ones((1, 1, 3)), stride=2)
+    array([[[1., 1., 3., 2., 2.]]])
+    >>> conv_transpose_scatter(np.ones((1, 1, 1, 1, 1)), np.ones((1, 1, 2, 2, 2))).shape
+    (1, 1, 2, 2, 2)
+    """
+    x, w, b, p, batched = _prepare(x, weight, bias, kwargs, rank)
+    sizes, kernel = x.shape[2:], w.shape[2:]
+    full_sizes = _full_sizes(sizes, kernel, p)
+    full = np.zeros(x.shape[:1] + (w.shape[1] * p.groups,) + full_sizes)
+    for ci, co in _group_slices(x.shape[1], w.shape[1], p.groups):
+        for taps in _taps(kernel):
+            stamp = np.einsum("nc...,cj->nj...", x[:, ci], w[(ci, slice(None)) + taps])
+            full[(slice(None), co) + _grid(taps, sizes, p.stride, p.dilation)] += stamp
+    out_sizes = tuple(f - lo - hi for f, (lo, hi) in zip(full_sizes, p.pads))
+    out = _with_bias(full[_all(_crop(p.pads, out_sizes))], b)
     return out if batched else out[0]
 
 
-def conv_transpose2d_backward_reference(grad_output, x, weight, **kwargs):
-    """Gradients of the transposed convolution as the adjoint of the scatter definition.
+def conv_transpose_zero_insertion(x, weight, bias=None, *, rank=None, **kwargs):
+    """Transposed convolution of any rank as zero insertion plus a flipped-kernel
+    correlation; float64 result.
 
-    The forward stamps ``x[n, ci, ih, iw] * weight[ci, j]`` onto a full-size canvas at
-    ``(ih*sH + kh*dH, iw*sW + kw*dW)`` and crops ``top``/``left``; so the canvas gradient
-    is ``grad_output`` placed at ``(top, left)`` in zeros, and each tap reads it back at
-    the same strided positions. Returns float64 ``(grad_input, grad_weight, grad_bias)``;
-    keywords as for :func:`convtranspose.conv_transpose2d`.
+    1. Insert ``s - 1`` zeros between neighbouring input elements in each dimension.
+    2. Pad each side by ``d*(k - 1) - padding`` (a negative amount crops), and the end
+       by ``output_padding`` more.
+    3. Correlate (stride 1, dilation ``d``) with the kernel flipped in every spatial
+       axis and with its two channel axes swapped.
+
+    Parameters and result as for :func:`conv_transpose_scatter`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_transpose_zero_insertion
+    >>> conv_transpose_zero_insertion(np.array([[[1.0, 2.0]]]), np.ones((1, 1, 3)), stride=2)
+    array([[[1., 1., 3., 2., 2.]]])
     """
-    x, w, _, p, batched = _prepare(x, weight, None, kwargs)
-    gy = np.asarray(grad_output, np.float64)
-    gy = gy if batched else gy[None]
-    n, c_in, h, wd = x.shape
-    _, c_out_g, kh_, kw_ = w.shape
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    full_h = (h - 1) * sh + dh * (kh_ - 1) + 1 + p.output_padding[0]
-    full_w = (wd - 1) * sw + dw * (kw_ - 1) + 1 + p.output_padding[1]
-    canvas = np.zeros((n, gy.shape[1], full_h, full_w))
-    canvas[:, :, p.pad_h[0]:p.pad_h[0] + gy.shape[2], p.pad_w[0]:p.pad_w[0] + gy.shape[3]] = gy
+    x, w, b, p, batched = _prepare(x, weight, bias, kwargs, rank)
+    sizes, kernel = x.shape[2:], w.shape[2:]
+    # 1. zero insertion
+    z = np.zeros(x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(sizes, p.stride)))
+    z[_all(slice(None, None, s) for s in p.stride)] = x
+    # 2. padding (negative amounts crop)
+    reach = [d * (k - 1) for k, d in zip(kernel, p.dilation)]
+    before = [r - lo for r, (lo, _) in zip(reach, p.pads)]
+    after = [r - hi + op for r, (_, hi), op in zip(reach, p.pads, p.output_padding)]
+    z = np.pad(z, [(0, 0), (0, 0)] + [(max(a, 0), max(b_, 0)) for a, b_ in zip(before, after)])
+    z = z[_all(slice(max(-a, 0), n - max(-b_, 0)) for a, b_, n in zip(before, after, z.shape[2:]))]
+    # 3. correlation with the flipped kernel
+    flipped = w[_all(slice(None, None, -1) for _ in kernel)]
+    out_sizes = tuple(n - r for n, r in zip(z.shape[2:], reach))
+    out = np.zeros(x.shape[:1] + (w.shape[1] * p.groups,) + out_sizes)
+    ones = (1,) * len(kernel)
+    for ci, co in _group_slices(x.shape[1], w.shape[1], p.groups):
+        for taps in _taps(kernel):
+            window = z[(slice(None), ci) + _grid(taps, out_sizes, ones, p.dilation)]
+            out[:, co] += np.einsum("nc...,cj->nj...", window, flipped[(ci, slice(None)) + taps])
+    out = _with_bias(out, b)
+    return out if batched else out[0]
+
+
+#: The transposed-convolution reference the tests compare against.
+conv_transpose_reference = conv_transpose_scatter
+
+
+def conv_transpose_backward_reference(grad_output, x, weight, *, rank=None, **kwargs):
+    """Gradients of the transposed convolution (any rank) as the adjoint of the scatter
+    definition.
+
+    The forward stamps ``x[n, ci, i] * weight[ci, j, t]`` onto a full-size canvas at
+    ``i*s + t*d`` and crops ``before`` of each dimension; so the canvas gradient is
+    ``grad_output`` placed at ``before`` in zeros, and each tap reads it back at the same
+    strided positions.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        The gradient of the forward result, of its shape.
+    x, weight, rank, **kwargs
+        As for :func:`conv_transpose_scatter` (no bias).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Float64 ``(grad_input, grad_weight, grad_bias)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_transpose_backward_reference
+    >>> gx, gw, gb = conv_transpose_backward_reference(np.ones((1, 1, 3)),
+    ...                                                np.array([[[1.0, 2.0]]]),
+    ...                                                np.ones((1, 1, 3)), padding=((1, 0),))
+    >>> gx, gw, gb
+    (array([[[2., 3.]]]), array([[[2., 3., 3.]]]), array([3.]))
+    """
+    x, w, _, p, batched = _prepare(x, weight, None, kwargs, rank)
+    gy = _batched64(grad_output, batched)
+    sizes, kernel = x.shape[2:], w.shape[2:]
+    canvas = np.zeros(gy.shape[:2] + _full_sizes(sizes, kernel, p))
+    canvas[_all(_crop(p.pads, gy.shape[2:]))] = gy
     gx, gw = np.zeros_like(x), np.zeros_like(w)
-    for ci_sl, co_sl in _group_slices(c_in, c_out_g, p.groups):
-        for kh in range(kh_):
-            for kw in range(kw_):
-                patch = canvas[:, co_sl, kh * dh:kh * dh + (h - 1) * sh + 1:sh,
-                               kw * dw:kw * dw + (wd - 1) * sw + 1:sw]
-                gx[:, ci_sl] += np.einsum("njhw,cj->nchw", patch, w[ci_sl, :, kh, kw])
-                gw[ci_sl, :, kh, kw] = np.einsum("nchw,njhw->cj", x[:, ci_sl], patch)
-    gb = gy.sum(axis=(0, 2, 3))
+    for ci, co in _group_slices(x.shape[1], w.shape[1], p.groups):
+        for taps in _taps(kernel):
+            patch = canvas[(slice(None), co) + _grid(taps, sizes, p.stride, p.dilation)]
+            tap = (ci, slice(None)) + taps
+            gx[:, ci] += np.einsum("nj...,cj->nc...", patch, w[tap])
+            gw[tap] = _channel_products(x[:, ci], patch)
+    gb = gy.sum(axis=(0, *range(2, gy.ndim)))
     return (gx if batched else gx[0]), gw, gb
+
+
+# ----------------------------------------------------------------------------
+# convolution
+
+
+def conv_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                   rank=None):
+    """Convolution (cross-correlation, as ``torch.nn.functional.conv{1,2,3}d``) of any rank
+    from the definition: zero-pad ``x``, then for every tap add the strided window times
+    the tap's weights.
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
+    weight : array_like
+        ``(C_out, C_in // groups, *kernel_size)``.
+    bias : array_like, optional
+        ``(C_out,)``.
+    stride, padding, dilation, groups
+        As for :func:`convtranspose.conv2d`, one entry per spatial dimension; ``padding``
+        may be ``"valid"`` or ``"same"``.
+    rank : {1, 2, 3}, optional
+        The rank to insist on; by default the weight's.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 ``(N, C_out, *spatial_out)`` (unbatched if ``x`` is).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_reference
+    >>> conv_reference(np.array([[[1.0, 2.0, 3.0, 4.0]]]), np.array([[[1.0, -1.0]]]),
+    ...                padding="same")
+    array([[[-1., -1., -1.,  4.]]])
+    """
+    x, w, p, shape, batched = _prepare_conv(
+        x, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups), rank)
+    xp = np.pad(x, [(0, 0), (0, 0)] + list(p.pads))
+    out_sizes, kernel = tuple(shape[-p.rank:]), w.shape[2:]
+    out = np.zeros(x.shape[:1] + (w.shape[0],) + out_sizes)
+    for ci, co in _group_slices(x.shape[1], w.shape[0] // p.groups, p.groups):
+        for taps in _taps(kernel):
+            window = xp[(slice(None), ci) + _grid(taps, out_sizes, p.stride, p.dilation)]
+            out[:, co] += np.einsum("nc...,jc->nj...", window, w[(co, slice(None)) + taps])
+    out = _with_bias(out, None if bias is None else np.asarray(bias, np.float64))
+    return out if batched else out[0]
+
+
+def conv_backward_reference(grad_output, x, weight, stride=1, padding=0, dilation=1,
+                            groups=1, *, rank=None):
+    """Gradients of the convolution (any rank) as the adjoint of :func:`conv_reference`:
+    each tap's strided window of the padded input receives ``grad_output`` times the
+    tap's weights, and the padding is cropped off.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        The gradient of the forward result, of its shape.
+    x, weight, stride, padding, dilation, groups, rank
+        As for :func:`conv_reference` (no bias).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Float64 ``(grad_input, grad_weight, grad_bias)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_backward_reference
+    >>> gx, gw, gb = conv_backward_reference(np.ones((1, 1, 3)), np.array([[[1.0, 2.0, 3.0]]]),
+    ...                                      np.array([[[1.0, -1.0]]]), padding=((1, 0),))
+    >>> gx, gw, gb
+    (array([[[ 0.,  0., -1.]]]), array([[[3., 6.]]]), array([3.]))
+    """
+    x, w, p, shape, batched = _prepare_conv(
+        x, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups), rank)
+    gy = _batched64(grad_output, batched).reshape((-1,) + tuple(shape[-p.rank - 1:]))
+    xp = np.pad(x, [(0, 0), (0, 0)] + list(p.pads))
+    out_sizes, kernel = gy.shape[2:], w.shape[2:]
+    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
+    for ci, co in _group_slices(x.shape[1], w.shape[0] // p.groups, p.groups):
+        for taps in _taps(kernel):
+            window = (slice(None), ci) + _grid(taps, out_sizes, p.stride, p.dilation)
+            tap = (co, slice(None)) + taps
+            gxp[window] += np.einsum("nj...,jc->nc...", gy[:, co], w[tap])
+            gw[tap] = _channel_products(gy[:, co], xp[window])
+    gx = gxp[_all(_crop(p.pads, x.shape[2:]))]
+    return (gx if batched else gx[0]), gw, gy.sum(axis=(0, *range(2, gy.ndim)))
+
+
+# ----------------------------------------------------------------------------
+# the 2-D names: the same functions, held to rank 2
+
+
+def conv_transpose2d_scatter(x, weight, bias=None, **kwargs):
+    """:func:`conv_transpose_scatter` for 2-D input only (``weight`` must be 4-D).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_transpose2d_scatter
+    >>> conv_transpose2d_scatter(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    return conv_transpose_scatter(x, weight, bias, rank=2, **kwargs)
+
+
+def conv_transpose2d_zero_insertion(x, weight, bias=None, **kwargs):
+    """:func:`conv_transpose_zero_insertion` for 2-D input only (``weight`` must be 4-D).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_transpose2d_zero_insertion
+    >>> conv_transpose2d_zero_insertion(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    return conv_transpose_zero_insertion(x, weight, bias, rank=2, **kwargs)
+
+
+#: The reference the 2-D tests and ``python -m convtranspose check`` compare against.
+conv_transpose2d_reference = conv_transpose2d_scatter
+
+
+def conv_transpose2d_backward_reference(grad_output, x, weight, **kwargs):
+    """:func:`conv_transpose_backward_reference` for 2-D input only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv_transpose2d_backward_reference
+    >>> [g.shape for g in conv_transpose2d_backward_reference(
+    ...     np.ones((1, 3, 3, 3)), np.ones((1, 2, 2, 2)), np.ones((2, 3, 2, 2)))]
+    [(1, 2, 2, 2), (2, 3, 2, 2), (3,)]
+    """
+    return conv_transpose_backward_reference(grad_output, x, weight, rank=2, **kwargs)
+
+
+def conv2d_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """:func:`conv_reference` for 2-D input only (``weight`` must be 4-D).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv2d_reference
+    >>> conv2d_reference(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), padding="same")[0, 0]
+    array([[4., 4., 2.],
+           [4., 4., 2.],
+           [2., 2., 1.]])
+    """
+    return conv_reference(x, weight, bias, stride, padding, dilation, groups, rank=2)
 
 
 def conv2d_backward_reference(grad_output, x, weight, stride=1, padding=0, dilation=1,
                               groups=1):
-    """Gradients of ``conv2d`` as the adjoint of :func:`conv2d_reference`: each tap's
-    strided window of the padded input receives ``grad_output`` times the tap's weights,
-    and the padding is cropped off. Float64 ``(grad_input, grad_weight, grad_bias)``."""
-    from .params import normalise_conv2d
-    x, weight = np.asarray(x), np.asarray(weight)
-    p, shape, _ = normalise_conv2d(x.shape, weight.shape, None, [x.dtype, weight.dtype],
-                                   stride=stride, padding=padding, dilation=dilation,
-                                   groups=groups)
-    batched = x.ndim == 4
-    x4 = np.asarray(x, np.float64).reshape((-1,) + x.shape[-3:])
-    xp = _pad4(x4, p.pad_h, p.pad_w)
-    gy = np.asarray(grad_output, np.float64).reshape((-1,) + tuple(shape[-3:]))
-    w = np.asarray(weight, np.float64)
-    c_out, c_in_g, kh_, kw_ = w.shape
-    h_out, w_out = shape[-2:]
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
-    c_out_g = c_out // p.groups
-    for g in range(p.groups):
-        ci, co = slice(g * c_in_g, (g + 1) * c_in_g), slice(g * c_out_g, (g + 1) * c_out_g)
-        for kh in range(kh_):
-            for kw in range(kw_):
-                rows = slice(kh * dh, kh * dh + (h_out - 1) * sh + 1, sh)
-                cols = slice(kw * dw, kw * dw + (w_out - 1) * sw + 1, sw)
-                gxp[:, ci, rows, cols] += np.einsum("njhw,jc->nchw", gy[:, co], w[co, :, kh, kw])
-                gw[co, :, kh, kw] = np.einsum("njhw,nchw->jc", gy[:, co], xp[:, ci, rows, cols])
-    gx = gxp[:, :, p.pad_h[0]:p.pad_h[0] + x4.shape[2], p.pad_w[0]:p.pad_w[0] + x4.shape[3]]
-    return (gx if batched else gx[0]), gw, gy.sum(axis=(0, 2, 3))
+    """:func:`conv_backward_reference` for 2-D input only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.reference import conv2d_backward_reference
+    >>> [g.shape for g in conv2d_backward_reference(
+    ...     np.ones((2, 3, 2, 2)), np.ones((2, 4, 3, 3)), np.ones((3, 4, 2, 2)))]
+    [(2, 4, 3, 3), (3, 4, 2, 2), (3,)]
+    """
+    return conv_backward_reference(grad_output, x, weight, stride, padding, dilation, groups,
+                                   rank=2)
