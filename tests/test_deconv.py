@@ -1,4 +1,5 @@
-"""The transposed convolution and the correlation on the packed GEMM engine (cpu/deconv.py):
+"""The transposed convolution, the correlation and the weight gradient on the packed GEMM
+engine (cpu/deconv.py):
 against the float64 reference, bitwise independence of threads, batch and tiling, and
 Inf/NaN weights."""
 import numba
@@ -7,7 +8,8 @@ import pytest
 
 from convtranspose.cpu import deconv, direct, engine, simd
 from convtranspose.params import normalise, normalise_conv2d
-from convtranspose.reference import conv2d_reference, conv_transpose2d_scatter
+from convtranspose.reference import (conv2d_reference, conv_transpose2d_backward_reference,
+                                     conv_transpose2d_scatter)
 from convtranspose.suite import SUITE
 from convtranspose.testing import assert_close, random_problem
 
@@ -251,3 +253,101 @@ def test_direct_conv2d_runs_the_engine_on_channel_heavy_layers(monkeypatch):
     assert_close(got, conv2d_reference(x, w, stride=2, padding=1), np.float64)
     ct.conv2d(x, w[:4], stride=2, padding=1, backend="direct")   # 4 output channels: gather
     assert len(calls) == 1
+
+
+# ----------------------------------------------------------------------------
+# the weight gradient on the engine: per group one GEMM over the pixels
+
+
+def _weight_grad(x, g, w_shape, kwargs):
+    """The engine's weight gradient of a transposed convolution (``a = x``, ``b = g``)."""
+    params, _, _ = normalise(x.shape, w_shape, None, [x.dtype], **kwargs)
+    gw = np.full(w_shape, np.nan, x.dtype)
+    return deconv.weight_grad(x, g, gw, params.stride, params.dilation,
+                              (params.pad_h[0], params.pad_w[0]), params.groups)
+
+
+def _grad_output(rng, x, w_shape, kwargs):
+    _, shape, _ = normalise(x.shape, w_shape, None, [x.dtype], **kwargs)
+    return rng.standard_normal(shape).astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_grad_random_problems(dtype):
+    rng = np.random.default_rng(31)
+    for i in range(50):
+        p = random_problem(rng)
+        x, w, _ = p.arrays(dtype, i)
+        x = x if x.ndim == 4 else x[None]
+        g = _grad_output(rng, x, w.shape, p.kwargs)
+        _, want, _ = conv_transpose2d_backward_reference(g, x, w, **p.kwargs)
+        assert_close(_weight_grad(x, g, w.shape, p.kwargs), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((8, 16, 32, 32), (16, 3, 4, 4), dict(stride=2, padding=1)),        # pixel parts
+    ((4, 12, 20, 20), (12, 5, 3, 3), dict(padding=1, groups=3)),        # groups, parts
+    ((2, 64, 9, 9), (64, 40, 3, 3), dict(stride=2, padding=2, dilation=2)),   # column blocks
+    ((1, 8, 1, 1), (8, 9, 4, 4), dict(stride=3)),                       # one pixel
+])
+def test_weight_grad_tasks_and_threads(dtype, x_shape, w_shape, kwargs):
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = _grad_output(rng, x, w_shape, kwargs)
+    ref = _weight_grad(x, g, w_shape, kwargs)
+    _, want, _ = conv_transpose2d_backward_reference(g, x, np.zeros(w_shape), **kwargs)
+    assert_close(ref, want, dtype)
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        old = numba.get_num_threads()
+        try:
+            numba.set_num_threads(1)
+            np.testing.assert_array_equal(_weight_grad(x, g, w_shape, kwargs), ref)
+        finally:
+            numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_grad_nonfinite_as_the_other_backends(dtype):
+    # an Inf in x meets a zero read outside grad_output: NaN there, as the im2col backend
+    # (zero-filled patches) and PyTorch's float64 path give it (PyTorch's float32 oneDNN
+    # path skips those zeros; the package follows one rule, convtranspose.nonfinite's)
+    import convtranspose as ct
+    rng = np.random.default_rng(33)
+    x = rng.standard_normal((2, 8, 5, 5)).astype(dtype)
+    x[1, 3, 0, 0] = np.inf
+    w = rng.standard_normal((8, 4, 3, 3)).astype(dtype)
+    kwargs = dict(stride=2, padding=1)
+    g = _grad_output(rng, x, w.shape, kwargs)
+    got = _weight_grad(x, g, w.shape, kwargs)
+    wants = [ct.conv_transpose2d_backward(g, x, w, **kwargs, backend="im2col")[1]]
+    if dtype == np.float64:
+        torch = pytest.importorskip("torch")
+        wants.append(torch.ops.aten.convolution_backward(
+            torch.from_numpy(g), torch.from_numpy(x), torch.from_numpy(w), None, [2, 2],
+            [1, 1], [1, 1], True, [0, 0], 1, [False, True, False])[1].numpy())
+    assert np.isnan(got).any()
+    for want in wants:
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        assert_close(got[finite], want[finite], dtype)
+
+
+def test_direct_gradients_run_the_engine_on_channel_heavy_layers(monkeypatch):
+    import convtranspose as ct
+    calls = []
+    for name in ("correlate", "weight_grad"):
+        real = getattr(deconv, name)
+        monkeypatch.setattr(deconv, name,
+                            lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    rng = np.random.default_rng(34)
+    x = rng.standard_normal((2, 16, 6, 6))
+    w = rng.standard_normal((16, 8, 4, 4))
+    y = ct.conv_transpose2d(x, w, stride=2, padding=1)
+    g = rng.standard_normal(y.shape)
+    got = ct.conv_transpose2d_backward(g, x, w, stride=2, padding=1, backend="direct")
+    assert calls == ["correlate", "weight_grad"]
+    want = conv_transpose2d_backward_reference(g, x, w, stride=2, padding=1)
+    for a, b in zip(got, want):
+        assert_close(a, b, np.float64)

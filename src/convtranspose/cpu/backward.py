@@ -40,7 +40,7 @@ from .._jit import njit
 from .._threading import launch
 from . import deconv
 from .blas import single_threaded_blas
-from .direct import correlation_uses_engine
+from .direct import correlation_uses_engine, weight_grad_uses_engine
 from .im2col import _BANDS_PER_THREAD, _TASKS_PER_THREAD, _table
 from .workspace import get_workspace_limit, workspace
 from .im2col import _COL2IM_MIN_COLS as _MIN_COLS
@@ -503,9 +503,13 @@ def weight_grad(a, b, gw, stride, dilation, before, groups, method):
     """``gw`` = weight gradient of ``a`` on the strided grid against ``b`` sampled.
 
     ``a`` (N, C_a, H_o, W_o), ``b`` (N, C_b, H, W), ``gw`` (C_a, C_b // groups, kH, kW)
-    preallocated; ``before`` is ``(top, left)``; ``method`` ``"direct"`` or ``"im2col"``.
+    preallocated; ``before`` is ``(top, left)``; ``method`` ``"direct"`` (the engine for
+    layers with many channels, :func:`~convtranspose.cpu.direct.weight_grad_uses_engine`,
+    else the gather kernel) or ``"im2col"``.
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
+    if method == "direct" and weight_grad_uses_engine(gw.shape, groups):
+        return deconv.weight_grad(a, b, gw, stride, dilation, before, groups)
     if method == "direct":
         launch(weight_grad_kernel, a, b, gw, sh, sw, dh, dw, top, left, groups)
         return gw

@@ -57,12 +57,13 @@ import numpy as np
 from .._threading import launch
 from . import simd
 from . import workspace as _ws
-from .engine import MR, blocking, deconv_kernel, pack_a_phases
+from .engine import MR, blocking, deconv_kernel, pack_a_phases, weight_grad_kernel
 from .im2col import _Phase, phase_plan
 from .taps import byte_bounded_cache
 from .workspace import workspace
 
-__all__ = ["compute", "correlate", "plan_deconv", "plan_correlate", "DeconvPlan"]
+__all__ = ["compute", "correlate", "weight_grad", "plan_deconv", "plan_correlate",
+           "plan_weight_grad", "DeconvPlan", "WeightGradPlan"]
 
 #: Tasks wanted per thread, and the fewest GEMM columns worth a task of their own.
 _TASKS_PER_THREAD = 2
@@ -333,3 +334,108 @@ def _run(plan, x, weight, bias, out, groups, threads, finite):
                    plan.meta, plan.off_rows, plan.off_cols, plan.tasks, plan.s_h, plan.s_w,
                    groups, kc, mc, ws, plan.slot, plan.b_size, plan.in_h, plan.in_w)
     return True
+
+
+class WeightGradPlan(NamedTuple):
+    """Tasks and buffer sizes of one weight gradient on the engine (see
+    :func:`~convtranspose.cpu.engine.weight_grad_kernel`)."""
+
+    tasks: np.ndarray     # (group, j0, columns, p0, p1, part) per task
+    parts: int            # pixel ranges summed apart, then added in order
+    slot: int             # elements of one thread's slot ...
+    b_size: int           # ... of which the packed B block
+    a_size: int           # ... and the packed A block
+
+
+@byte_bounded_cache()
+def plan_weight_grad(a_shape, gw_shape, groups, dtype, threads):
+    """Build the :class:`WeightGradPlan` of a weight gradient (cached).
+
+    ``_TASKS_PER_THREAD`` tasks per thread are cut from the columns (each group's
+    ``C_b_g*kH*kW``, in blocks of whole micro-panels, at most ``NC``) and the pixels (in
+    ``parts`` ranges of at least two ``KC`` blocks, whose partial gradients the caller adds
+    in order), as many of each as packs the fewest values: each column block packs all of
+    ``A`` again, each further part adds a partial gradient. ``threads`` is the
+    process's fixed thread count, so the tasks do not change with ``numba.set_num_threads``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.deconv import plan_weight_grad
+    >>> plan = plan_weight_grad((64, 128, 16, 16), (128, 64, 4, 4), 1, np.float32, 2)
+    >>> plan.parts, len(plan.tasks)          # 4 pixel ranges: A (128 rows) packed once
+    (4, 4)
+    """
+    n, c_a, h_o, w_o = a_shape
+    dtype = np.dtype(dtype)
+    kc, mc, nc = blocking(dtype)
+    nr = simd.tile(dtype)[1]
+    cols = gw_shape[1] * gw_shape[2] * gw_shape[3]
+    panels = -(-cols // nr)
+    want = _TASKS_PER_THREAD * threads
+    pixels = n * h_o * w_o
+    c_a_g = c_a // groups
+
+    def packed(parts):          # values packed (A once per column block) and partials added
+        blocks = max(min(panels, -(-want // (groups * parts))), -(-cols // nc))
+        return pixels * (blocks * c_a_g + cols) + 2 * (parts - 1) * c_a * cols, blocks
+
+    parts = min(range(1, max(1, min(want, pixels // (2 * kc))) + 1), key=lambda p: packed(p)[0])
+    blocks = packed(parts)[1]
+    tasks = []
+    for part, (p0, size) in enumerate(_split(pixels, -(-pixels // parts))):
+        for g in range(groups):
+            for q0, q in _split(panels, -(-panels // blocks)):
+                j0 = q0 * nr
+                tasks.append((g, j0, min(cols, j0 + q * nr) - j0, p0, p0 + size, part))
+    nb_max = max(t[2] for t in tasks)
+    line = 64 // dtype.itemsize
+    b_size = -(-min(kc, pixels) * -(-nb_max // nr) * nr // line) * line
+    a_size = -(-min(kc, pixels) * -(-min(mc, c_a // groups) // MR) * MR // line) * line
+    return WeightGradPlan(_table(tasks, 6), len({t[5] for t in tasks}),
+                          b_size + a_size + MR * nr, b_size, a_size)
+
+
+def weight_grad(a, b, gw, stride, dilation, before, groups):
+    """``gw`` = the weight gradient of ``a`` on the strided grid against ``b`` sampled,
+    on the engine (see :func:`convtranspose.cpu.backward.weight_grad` for the operator).
+
+    Parameters
+    ----------
+    a : ndarray, shape (N, C_a, H_o, W_o)
+    b : ndarray, shape (N, C_b, H, W)
+    gw : ndarray, shape (C_a, C_b // groups, kH, kW)
+        Written; all C-contiguous, of one dtype (float32 or float64).
+    stride, dilation, before : pair of int
+        ``before`` is the padding ``(top, left)``.
+    groups : int
+
+    Returns
+    -------
+    ndarray
+        ``gw``. Every product is taken, a zero read outside ``b`` too (so an Inf in ``a``
+        there gives NaN, as in PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.deconv import weight_grad
+    >>> a = np.ones((1, 1, 2, 2)); b = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> weight_grad(a, b, np.empty((1, 1, 2, 2)), (2, 2), (1, 1), (0, 0), 1)[0, 0].tolist()
+    [[20.0, 24.0], [36.0, 40.0]]
+    """
+    if a.size == 0 or gw.size == 0:
+        gw[...] = 0
+        return gw
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    plan = plan_weight_grad(a.shape, gw.shape, groups, gw.dtype, threads)
+    kc, mc, _ = blocking(gw.dtype)
+    k_h, k_w = gw.shape[2:]
+    flat = gw.reshape(-1)
+    with workspace(gw.dtype, threads * plan.slot, (plan.parts - 1) * gw.size) as (ws, rest):
+        launch(weight_grad_kernel, a, b, flat, rest, plan.tasks, k_w, k_h * k_w, *stride,
+               *dilation, *before, groups, kc, mc, ws, plan.slot, plan.b_size, plan.a_size)
+        with np.errstate(invalid="ignore", over="ignore"):     # inf - inf is NaN, silently
+            for p in range(plan.parts - 1):                    # the partial sums, in order
+                flat += rest[p * gw.size:(p + 1) * gw.size]
+    return gw

@@ -25,8 +25,9 @@ from . import deconv
 from .kernels import direct_kernel, direct_kernel_serial
 from .taps import tap_tables
 
-__all__ = ["run", "run_engine", "gather", "uses_engine", "correlation_uses_engine", "phase_taps",
-           "SERIAL_FLOPS", "ENGINE_MIN_ROWS", "ENGINE_MIN_DEPTH"]
+__all__ = ["run", "run_engine", "gather", "uses_engine", "correlation_uses_engine",
+           "weight_grad_uses_engine", "phase_taps", "SERIAL_FLOPS", "ENGINE_MIN_ROWS",
+           "ENGINE_MIN_DEPTH"]
 
 #: Problems with fewer multiply-adds (times two) than this run on the calling thread:
 #: below it, waking the thread pool costs more than the second thread saves.
@@ -90,6 +91,22 @@ def correlation_uses_engine(w_shape, groups):
     """
     c_out, c_in_g, k_h, k_w = w_shape
     return c_out // groups >= ENGINE_MIN_ROWS and c_in_g * k_h * k_w >= ENGINE_MIN_DEPTH
+
+
+def weight_grad_uses_engine(gw_shape, groups):
+    """Whether ``direct`` computes a weight gradient of shape ``gw_shape`` ``(C_a,
+    C_b // groups, kH, kW)`` on the engine: at least :data:`ENGINE_MIN_ROWS` rows
+    (``C_a // groups``) and :data:`ENGINE_MIN_DEPTH` columns (``C_b_g*kH*kW``) per group
+    (its depth is the pixels, never short).
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.direct import weight_grad_uses_engine
+    >>> weight_grad_uses_engine((64, 3, 4, 4), 1), weight_grad_uses_engine((64, 1, 4, 4), 64)
+    (True, False)
+    """
+    c_a, c_b_g, k_h, k_w = gw_shape
+    return c_a // groups >= ENGINE_MIN_ROWS and c_b_g * k_h * k_w >= ENGINE_MIN_DEPTH
 
 
 def gather(x, weight, bias, params, out):

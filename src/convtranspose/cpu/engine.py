@@ -63,7 +63,7 @@ from . import simd
 from .simd import add, broadcast, fmadd, load, prefetch, store, width, zero
 
 __all__ = ["gemm", "blocking", "pack_a", "pack_b", "pack_a_phases", "pack_b_from_input_phase",
-           "deconv_kernel"]
+           "deconv_kernel", "pack_a_pixels", "pack_b_sampled", "weight_grad_kernel"]
 
 # The micro-kernel below is written out for this shape (12 named accumulators).
 assert (simd.MR, simd.NR_VECTORS) == (6, 2)
@@ -678,3 +678,188 @@ def deconv_kernel(x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, g
     for t in numba.prange(tasks.shape[0]):
         _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
                      kc, mc, ws, slot, b_size, in_h, in_w)
+
+
+# ----------------------------------------------------------------------------
+# the weight gradient on the engine: per group one GEMM whose depth is the pixels,
+#   gw[g*C_a_g + i, j] = sum_p A[i, p] * B[p, j],
+# A[i, p] = a[n, g*C_a_g + i, oh, ow] (pixel p = (n, oh, ow)) and
+# B[p, j] = b[n, g*C_b_g + cb, oh*sH + kh*dH - top, ow*sW + kw*dW - left], j = (cb, kh, kw)
+
+
+@njit(cache=True)
+def pack_a_pixels(a, ca0, mb, pc, kb, ap):
+    """Pack ``A[ca0:ca0+mb, pc:pc+kb]`` of a weight gradient, channels by pixels, straight
+    from ``a`` (N, C_a, H_o, W_o): ``ap[q*kb + k*MR + r] = a[n, ca0 + q + r, oh, ow]`` for
+    pixel ``pc + k = (n*H_o + oh)*W_o + ow`` (``q`` a multiple of ``MR``), the rows past
+    ``mb`` zero. The pixels of one image are consecutive in ``a``, so each row is copied in
+    runs that end only at an image's edge.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.engine import pack_a_pixels, MR
+    >>> a = np.arange(8.0).reshape(2, 2, 1, 2)          # 2 images, 2 channels, 2 pixels
+    >>> ap = np.full(MR * 3, np.nan)
+    >>> pack_a_pixels(a, 1, 1, 1, 3, ap)                # channel 1, pixels 1..3
+    >>> ap.reshape(3, MR)[:, :2].tolist()
+    [[3.0, 0.0], [6.0, 0.0], [7.0, 0.0]]
+    """
+    c_a = a.shape[1]
+    hw = a.shape[2] * a.shape[3]
+    af = a.reshape(a.size)
+    for q in range(0, mb, MR):
+        rows = min(MR, mb - q)
+        base = q * kb
+        k = 0
+        while k < kb:
+            n = (pc + k) // hw
+            pix = pc + k - n * hw
+            seg = min(kb - k, hw - pix)
+            for r in range(MR):
+                dst = base + k * MR + r
+                if r < rows:
+                    src = (n * c_a + ca0 + q + r) * hw + pix
+                    for i in range(seg):
+                        ap[dst + i * MR] = af[src + i]
+                else:
+                    for i in range(seg):
+                        ap[dst + i * MR] = 0
+            k += seg
+
+
+@njit(inline="always")
+def _first_inside(off, s):
+    """The least ``o >= 0`` with ``o*s + off >= 0``."""
+    return max(0, -(off // s))
+
+
+@njit(cache=True)
+def pack_b_sampled(b, cb0, k_w, taps, sh, sw, dh, dw, top, left, w_o, hw_o, pc, kb, j0, nb, bp,
+                   tab):
+    """Pack ``B[pc:pc+kb, j0:j0+nb]`` of a weight gradient, pixels by (channel, tap),
+    straight from ``b`` (N, C_b, H, W) in :func:`pack_b`'s layout:
+
+        B[p, j] = b[n, cb0 + j // taps, oh*sH + kh*dH - top, ow*sW + kw*dW - left]
+
+    for pixel ``p = (n*H_o + oh)*W_o + ow`` and tap ``j % taps = kh*k_w + kw``; zero
+    where that lies outside ``b``. ``tab`` is ``int64`` scratch of at least ``(8, nb)``.
+
+    Per column it first finds the output rows and columns whose reads lie inside ``b``;
+    the pixels are then walked in runs along an output row, and each (run, column) is a
+    strided copy between two bounds, with zeros outside them: no test per value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu import simd
+    >>> from convtranspose.cpu.engine import pack_b_sampled
+    >>> b = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> nr = simd.tile(np.float64)[1]
+    >>> bp = np.full(2 * nr, np.nan)                    # 2 pixels x 2 taps (kw = 0, 1)
+    >>> pack_b_sampled(b, 0, 2, 2, 2, 2, 1, 1, 0, 1, 2, 4, 0, 2, 0, 2, bp,
+    ...                np.empty((8, 2), np.int64))
+    >>> bp.reshape(2, nr)[:, :2].tolist()               # pixel (0, 0), then (0, 1)
+    [[0.0, 0.0], [1.0, 2.0]]
+    """
+    c_b, h, w = b.shape[1], b.shape[2], b.shape[3]
+    bf = b.reshape(b.size)
+    nr = 2 * width(bp)
+    img = c_b * h * w
+    h_o = hw_o // w_o
+    for j in range(nb):
+        tp = (j0 + j) % taps
+        r_off = tp // k_w * dh - top
+        c_off = tp % k_w * dw - left
+        tab[0, j] = (cb0 + (j0 + j) // taps) * h * w + r_off * w + c_off
+        tab[1, j] = _first_inside(r_off, sh)                       # rows oh inside: [1], [2]
+        tab[2, j] = max(tab[1, j], min(h_o, _first_inside(r_off - h, sh)))
+        tab[3, j] = min(w_o, _first_inside(c_off, sw))              # columns ow: [3], [4]
+        tab[4, j] = max(tab[3, j], min(w_o, _first_inside(c_off - w, sw)))
+        tab[5, j] = j // nr * nr * kb + j % nr                      # where column j goes
+    cols = nb % nr
+    if cols:                                        # the last panel's padding columns
+        last = (nb - cols) * kb
+        for k in range(kb):
+            for j in range(cols, nr):
+                bp[last + k * nr + j] = 0
+    n = pc // hw_o
+    oh = (pc - n * hw_o) // w_o
+    ow = pc - n * hw_o - oh * w_o
+    k = 0
+    while k < kb:
+        run = min(kb - k, w_o - ow)
+        row = n * img + oh * sh * w
+        for j in range(nb):
+            dst = tab[5, j] + k * nr
+            if oh < tab[1, j] or oh >= tab[2, j]:
+                for i in range(run):
+                    bp[dst + i * nr] = 0
+                continue
+            lo = min(run, max(0, tab[3, j] - ow))
+            hi = max(lo, min(run, tab[4, j] - ow))
+            src = row + tab[0, j] + ow * sw
+            for i in range(lo):
+                bp[dst + i * nr] = 0
+            for i in range(lo, hi):
+                bp[dst + i * nr] = bf[src + i * sw]
+            for i in range(hi, run):
+                bp[dst + i * nr] = 0
+        k += run
+        ow += run
+        if ow == w_o:
+            ow = 0
+            oh += 1
+            if oh == h_o:
+                oh = 0
+                n += 1
+
+
+@njit(cache=True)
+def _weight_grad_task(t, a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, top, left, groups,
+                      kc, mc, ws, slot, b_size, a_size):
+    """Task ``t`` of :func:`weight_grad_kernel`."""
+    g, j0, nb, p0, p1, part = (tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3], tasks[t, 4],
+                               tasks[t, 5])
+    c_a_g = a.shape[1] // groups
+    c_b_g = b.shape[1] // groups
+    ldc = c_b_g * taps
+    w_o = a.shape[3]
+    hw_o = a.shape[2] * w_o
+    nr = 2 * width(ws)
+    base = numba.get_thread_id() * slot
+    bp = ws[base:base + b_size]
+    ap = ws[base + b_size:base + b_size + a_size]
+    edge = ws[base + slot - MR * nr:base + slot]
+    tab = np.empty((8, nb), np.int64)
+    c = first if part == 0 else rest
+    off = (0 if part == 0 else (part - 1) * first.shape[0]) + g * c_a_g * ldc + j0
+    for pc in range(p0, p1, kc):
+        kb = min(kc, p1 - pc)
+        pack_b_sampled(b, g * c_b_g, k_w, taps, sh, sw, dh, dw, top, left, w_o, hw_o, pc, kb,
+                       j0, nb, bp, tab)
+        for ic in range(0, c_a_g, mc):
+            mb = min(mc, c_a_g - ic)
+            pack_a_pixels(a, g * c_a_g + ic, mb, pc, kb, ap)
+            _macro_kernel(ap, bp, mb, nb, kb, c, off + ic * ldc, ldc, pc > p0, edge)
+
+
+@njit(cache=True, parallel=True)
+def weight_grad_kernel(a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, top, left, groups,
+                       kc, mc, ws, slot, b_size, a_size):
+    """A weight gradient as one packed GEMM per group whose depth is the pixels, in tasks.
+
+    ``a`` (N, C_a, H_o, W_o) lies on the strided grid, ``b`` (N, C_b, H, W) is sampled;
+    the gradient ``gw`` (C_a, C_b // groups, kH, kW) is, per group ``g``, the GEMM
+    ``gw[g*C_a_g + i, j] = sum_p A[i, p] B[p, j]`` (:func:`pack_a_pixels`,
+    :func:`pack_b_sampled`) with ``j = (cb, kh, kw)``: ``gw``'s own layout, so the
+    macro-kernel writes it in place. Task ``t`` is ``tasks[t] = (g, j0, nb, p0, p1,
+    part)``: columns ``j0 .. j0+nb`` of group ``g`` summed over pixels ``p0 .. p1``, into
+    ``first`` (``gw`` flat) for part 0 and into block ``part - 1`` of ``rest`` otherwise;
+    the caller adds the parts in order. Each element is summed in ascending pixel order
+    per ``KC`` block, blocks in order, so results depend on the tasks (fixed by the
+    problem and ``NUMBA_NUM_THREADS``) and not on the threads in use.
+    """
+    for t in numba.prange(tasks.shape[0]):
+        _weight_grad_task(t, a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, top, left,
+                          groups, kc, mc, ws, slot, b_size, a_size)
