@@ -6,6 +6,7 @@ import numba
 import numpy as np
 import pytest
 
+import convtranspose as ct
 from convtranspose.cpu import deconv, direct, engine, simd
 from convtranspose.params import normalise, normalise_conv2d
 from convtranspose.reference import (conv2d_reference, conv_transpose2d_backward_reference,
@@ -351,3 +352,21 @@ def test_direct_gradients_run_the_engine_on_channel_heavy_layers(monkeypatch):
     want = conv_transpose2d_backward_reference(g, x, w, stride=2, padding=1)
     for a, b in zip(got, want):
         assert_close(a, b, np.float64)
+
+
+def test_weight_grad_keeps_to_the_workspace_limit():
+    rng = np.random.default_rng(35)
+    x = rng.standard_normal((16, 32, 16, 16)).astype(np.float32)
+    w_shape, kwargs = (32, 64, 4, 4), dict(stride=2, padding=1)
+    g = _grad_output(rng, x, w_shape, kwargs)
+    want = _weight_grad(x, g, w_shape, kwargs)
+    big = deconv.plan_weight_grad(x.shape, w_shape, 1, np.dtype(np.float32), 2**28, 2)
+    small = deconv.plan_weight_grad(x.shape, w_shape, 1, np.dtype(np.float32), 2**19, 2)
+    assert big.parts > 1 and small.parts == 1          # no room for partial gradients
+    assert 2 * small.slot * 4 <= 2**19 < 2 * big.slot * 4
+    old = ct.get_workspace_limit()
+    try:
+        ct.set_workspace_limit(2**19)
+        assert_close(_weight_grad(x, g, w_shape, kwargs), want, np.float32)
+    finally:
+        ct.set_workspace_limit(old)

@@ -212,7 +212,7 @@ def _plan(work, out_step, in_step, bias_only, n, c_in, c_out_g, groups, dtype, l
         k_cols += pc.k_idx
         off_rows += pr.offsets
         off_cols += pc.offsets
-    line = 64 // dtype.itemsize           # slots and their parts start on cache lines
+    line = _cache_line(dtype)
     b_size = -(-kb * -(-nb_max // nr) * nr // line) * line
     slot = -(-(b_size + c_out_g * nb_max + MR * nr) // line) * line
     return DeconvPlan(*out_step, *in_step, _table(meta, 9), _table(tasks, 8), bias_only,
@@ -348,21 +348,23 @@ class WeightGradPlan(NamedTuple):
 
 
 @byte_bounded_cache()
-def plan_weight_grad(a_shape, gw_shape, groups, dtype, threads):
+def plan_weight_grad(a_shape, gw_shape, groups, dtype, limit, threads):
     """Build the :class:`WeightGradPlan` of a weight gradient (cached).
 
     ``_TASKS_PER_THREAD`` tasks per thread are cut from the columns (each group's
     ``C_b_g*kH*kW``, in blocks of whole micro-panels, at most ``NC``) and the pixels (in
     ``parts`` ranges of at least two ``KC`` blocks, whose partial gradients the caller adds
     in order), as many of each as packs the fewest values: each column block packs all of
-    ``A`` again, each further part adds a partial gradient. ``threads`` is the
+    ``A`` again, each further part adds a partial gradient. The threads' slots and the
+    partial gradients stay within ``limit`` bytes where they can: column blocks shrink (to
+    one micro-panel at the least) and parts are dropped to fit. ``threads`` is the
     process's fixed thread count, so the tasks do not change with ``numba.set_num_threads``.
 
     Examples
     --------
     >>> import numpy as np
     >>> from convtranspose.cpu.deconv import plan_weight_grad
-    >>> plan = plan_weight_grad((64, 128, 16, 16), (128, 64, 4, 4), 1, np.float32, 2)
+    >>> plan = plan_weight_grad((64, 128, 16, 16), (128, 64, 4, 4), 1, np.float32, 2**28, 2)
     >>> plan.parts, len(plan.tasks)          # 4 pixel ranges: A (128 rows) packed once
     (4, 4)
     """
@@ -375,12 +377,20 @@ def plan_weight_grad(a_shape, gw_shape, groups, dtype, threads):
     want = _TASKS_PER_THREAD * threads
     pixels = n * h_o * w_o
     c_a_g = c_a // groups
+    kb = min(kc, pixels)
+    a_size = -(-kb * -(-min(mc, c_a_g) // MR) * MR // _cache_line(dtype)) * _cache_line(dtype)
+    fixed = a_size + MR * nr + _cache_line(dtype)
+    # the most columns per block that keep every thread's slot within the limit
+    room = limit // (threads * dtype.itemsize) - fixed
+    most = max(nr, min(nc, room // max(kb, 1) // nr * nr))
 
     def packed(parts):          # values packed (A once per column block) and partials added
-        blocks = max(min(panels, -(-want // (groups * parts))), -(-cols // nc))
+        blocks = max(min(panels, -(-want // (groups * parts))), -(-cols // most))
         return pixels * (blocks * c_a_g + cols) + 2 * (parts - 1) * c_a * cols, blocks
 
-    parts = min(range(1, max(1, min(want, pixels // (2 * kc))) + 1), key=lambda p: packed(p)[0])
+    spare = max(0, limit // dtype.itemsize - threads * (fixed + kb * most))
+    top = max(1, min(want, pixels // (2 * kc), 1 + spare // max(1, c_a * cols)))
+    parts = min(range(1, top + 1), key=lambda p: packed(p)[0])
     blocks = packed(parts)[1]
     tasks = []
     for part, (p0, size) in enumerate(_split(pixels, -(-pixels // parts))):
@@ -389,11 +399,14 @@ def plan_weight_grad(a_shape, gw_shape, groups, dtype, threads):
                 j0 = q0 * nr
                 tasks.append((g, j0, min(cols, j0 + q * nr) - j0, p0, p0 + size, part))
     nb_max = max(t[2] for t in tasks)
-    line = 64 // dtype.itemsize
-    b_size = -(-min(kc, pixels) * -(-nb_max // nr) * nr // line) * line
-    a_size = -(-min(kc, pixels) * -(-min(mc, c_a // groups) // MR) * MR // line) * line
+    b_size = -(-kb * -(-nb_max // nr) * nr // _cache_line(dtype)) * _cache_line(dtype)
     return WeightGradPlan(_table(tasks, 6), len({t[5] for t in tasks}),
                           b_size + a_size + MR * nr, b_size, a_size)
+
+
+def _cache_line(dtype):
+    """Elements of ``dtype`` in a 64-byte cache line (slots and their parts start on one)."""
+    return 64 // np.dtype(dtype).itemsize
 
 
 def weight_grad(a, b, gw, stride, dilation, before, groups):
@@ -428,7 +441,8 @@ def weight_grad(a, b, gw, stride, dilation, before, groups):
         gw[...] = 0
         return gw
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
-    plan = plan_weight_grad(a.shape, gw.shape, groups, gw.dtype, threads)
+    plan = plan_weight_grad(a.shape, gw.shape, groups, gw.dtype, _ws.get_workspace_limit(),
+                            threads)
     kc, mc, _ = blocking(gw.dtype)
     k_h, k_w = gw.shape[2:]
     flat = gw.reshape(-1)
