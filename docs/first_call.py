@@ -4,7 +4,8 @@ Usage: PYTHONPATH=src python docs/first_call.py first DTYPE   (one fresh process
        PYTHONPATH=src python docs/first_call.py peak
 
 ``first``: seconds from ``import convtranspose`` to the result of one small call through
-each CPU path (direct, im2col phase form, im2col col2im form) in ``DTYPE``; run it in a new
+each CPU path (direct's gather kernel, im2col phase form, im2col col2im form, and the
+engine's transposed convolution, correlation and weight gradient) in ``DTYPE``; run it in a new
 process with an empty ``NUMBA_CACHE_DIR`` for the cold figure, then again for the warm one.
 ``peak``: for every suite shape and backend, the largest memory allocated during the call
 (``tracemalloc``, which sees NumPy's allocations) beyond the output array.
@@ -32,6 +33,10 @@ if sys.argv[1] == "first":
     direct.run(big, w, None, p2, np.empty(s2, dtype))
     for form in im2col.FORMS.values():
         form(x, w, None, params, np.empty(shape, dtype))
+    xe = np.ones((2, 16, 6, 6), dtype)           # a layer the register-blocked engine runs:
+    we = np.ones((16, 8, 4, 4), dtype)           # its forward, correlation, weight gradient
+    ye = ct.conv_transpose2d(xe, we, stride=2, padding=1, backend="direct")
+    ct.conv_transpose2d_backward(ye, xe, we, stride=2, padding=1, backend="direct")
     t3 = time.perf_counter()
     print(f"{dtype}: import {t1 - t0:.2f} s, first auto call done at {t2 - t0:.2f} s, "
           f"every CPU kernel compiled/loaded at {t3 - t0:.2f} s")

@@ -14,6 +14,9 @@
 # Usage: scripts/asv_history.sh [--save-docs] [--no-continuous] [RANGE [BASE [HEAD]]]
 #   RANGE, BASE, HEAD are git revisions; RANGE as for `git rev-list` (default: main),
 #   BASE/HEAD default to main~1 and main. ASV_BENCH (a regex) limits the benchmarks run.
+#   ASV_MACHINE names this machine in the results (default: asv's, the host name); the
+#   project's machines change between sessions under one host name, so give each CPU its
+#   own (e.g. ASV_MACHINE=epyc-zen4-avx512) and its history stays apart from the others'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,13 +38,16 @@ if [[ -n "${ASV_BENCH:-}" ]]; then bench=(--bench "$ASV_BENCH"); fi
 
 fresh_cache() { mktemp -d "${TMPDIR:-/tmp}/asv-numba-cache.XXXXXX"; }
 
-asv machine --yes >/dev/null
+machine=()
+if [[ -n "${ASV_MACHINE:-}" ]]; then machine=(--machine "$ASV_MACHINE"); fi
+asv machine --yes "${machine[@]}" >/dev/null
 
 # 1. history, oldest commit first, each commit with its own empty Numba cache
 for commit in $(git rev-list --first-parent --reverse "$range"); do
     cache=$(fresh_cache)
     echo "== asv run ${commit:0:8} (NUMBA_CACHE_DIR=$cache)"
-    NUMBA_CACHE_DIR=$cache asv run --skip-existing-successful "${bench[@]}" "$commit^!" \
+    NUMBA_CACHE_DIR=$cache asv run --skip-existing-successful "${machine[@]}" "${bench[@]}" \
+        "$commit^!" \
         || echo "asv run failed on ${commit:0:8}; continuing"
     rm -rf "$cache"
 done
@@ -50,7 +56,7 @@ done
 status=0
 if (( continuous )); then
     cache=$(fresh_cache)
-    NUMBA_CACHE_DIR=$cache asv continuous --factor 1.2 \
+    NUMBA_CACHE_DIR=$cache asv continuous --factor 1.2 "${machine[@]}" \
         --bench "${ASV_CONTINUOUS_BENCH:-time_forward\(.*'auto', 'float32'\)}" \
         "$base" "$head" || status=$?
     rm -rf "$cache"

@@ -12,7 +12,7 @@ from .dask_ops import is_dask_array
 from .params import normalise
 
 if TYPE_CHECKING:
-    from ._typing import Array, ArrayLike, Backend, IntPair, Padding, Shape
+    from ._typing import Array, ArrayLike, AutoPadding, Backend, IntPair, Shape
 
 __all__ = ["conv_transpose2d"]
 
@@ -50,7 +50,7 @@ def _check_out(out, shape, dtype):
 
 
 def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
-                     stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+                     stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
                      groups: int = 1, dilation: IntPair = 1, *, output_size: Shape | None = None,
                      out: Array | None = None, backend: Backend = "auto") -> Array:
     """2-D transposed convolution ("deconvolution") with PyTorch's semantics.
@@ -66,10 +66,14 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         Added to every output pixel of its channel.
     stride : int or (int, int), default 1
         Spacing of the input pixels on the output grid.
-    padding : int, (int, int) or ((int, int), (int, int)), default 0
+    padding : int, (int, int), ((int, int), (int, int)), "valid" or "same", default 0
         Rows and columns cropped from the full result: ``p`` crops ``p`` on every side,
         ``(pH, pW)`` crops ``pH`` top and bottom and ``pW`` left and right, and
         ``((top, bottom), (left, right))`` crops each side on its own (as ONNX's ``pads``).
+        ``"valid"`` is 0; ``"same"`` gives an output of ``input * stride`` per dimension
+        (Keras's ``Conv2DTranspose``, ONNX's ``SAME_UPPER``): of the ``T = dilation *
+        (kernel - 1) + 1 - stride`` extra rows, ``T // 2`` are cropped at the start and the
+        rest at the end, and a negative ``T`` adds ``-T`` rows at the end.
     output_padding : int or (int, int), default 0
         Extra rows (columns) at the bottom (right); each must be smaller than the stride
         or the dilation of its dimension.
