@@ -8,10 +8,9 @@
 (2, 8, 16, 16)
 """
 from . import cuda
-from .api import conv_transpose2d
+from .api import conv_transpose2d, explain
 from .conv import conv2d, conv2d_backward
 from .cpu.workspace import get_workspace_limit, set_workspace_limit
-from .dispatch import explain
 from .grad import conv_transpose2d_backward
 from .layer import Conv2d, ConvTranspose2d
 from .params import output_shape

@@ -1,52 +1,22 @@
-"""The public entry point: :func:`conv_transpose2d`."""
+"""The public entry points :func:`conv_transpose2d` and :func:`explain`.
+
+Dask arrays go to :mod:`convtranspose.dask_ops`; NumPy and CUDA arrays to
+:mod:`convtranspose.ops`, which validates, picks a backend and runs it.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from . import dispatch
-from ._alloc import allocate
-from .cpu.workspace import get_workspace_limit
-from .dask_ops import is_dask_array
-from .params import normalise
+from . import dask_ops, dispatch, ops
+from ._arrays import any_dask, host_operands  # noqa: F401  (host_operands: its old home)
+from .ops import _VALIDATED  # noqa: F401  (the validated-call cache, which tests reset)
 
 if TYPE_CHECKING:
-    from ._typing import Array, ArrayLike, AutoPadding, Backend, IntPair, Shape
+    from ._typing import Array, ArrayLike, AutoPadding, Backend, IntPair, Padding, Shape
+    from .dask_ops import GraphPlan
+    from .dispatch import Choice
 
-__all__ = ["conv_transpose2d"]
-
-
-def _host_array(a, name, required=True):
-    if a is None:
-        if required:
-            raise TypeError(f"{name} must be an array of float32 or float64, got None")
-        return None
-    try:
-        return np.asarray(a)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be an array of float32 or float64, "
-                        f"got {type(a).__name__}: {exc}") from None
-
-
-def host_operands(x, weight, bias):
-    """``x``, ``weight`` and ``bias`` as NumPy arrays (``TypeError`` naming the one that
-    cannot be), and the dtypes of those given."""
-    x = _host_array(x, "x")
-    weight = _host_array(weight, "weight")
-    bias = _host_array(bias, "bias", required=False)
-    return x, weight, bias, [a.dtype for a in (x, weight, bias) if a is not None]
-
-
-def _check_out(out, shape, dtype):
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != shape:
-        raise ValueError(f"out must have shape {shape}, got {out.shape}")
-    if out.dtype.newbyteorder("=") != dtype:
-        raise ValueError(f"out must have dtype {dtype}, got {out.dtype}")
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable, got a read-only array")
+__all__ = ["conv_transpose2d", "explain"]
 
 
 def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
@@ -147,99 +117,61 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ...                     stride=2, padding=1).shape
     (8, 8, 8)
     """
-    key = _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
-                    output_size, backend)
-    hit = _VALIDATED.get(key) if key is not None else None
-    if hit is None:
-        if any(is_dask_array(a) for a in (x, weight, bias, out)):
-            from . import dask_ops
-            return dask_ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
-                                             groups, dilation, output_size=output_size,
-                                             out=out, backend=backend)
-        if any(dispatch.is_device_array(a, n) for a, n in
-               ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
-            if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
-                raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were "
-                                 "given: use backend='auto' or 'cuda', or copy them to NumPy "
-                                 "arrays")
-            from .cuda import conv_transpose2d as on_device
-            return on_device(x, weight, bias, stride, padding, output_padding, groups,
-                             dilation, output_size=output_size, out=out)
-        x, weight, bias, dtypes = host_operands(x, weight, bias)
-        params, shape, dtype = normalise(
-            x.shape, weight.shape, None if bias is None else bias.shape,
-            dtypes, stride=stride, padding=padding,
-            output_padding=output_padding, dilation=dilation, groups=groups,
-            output_size=output_size)
-        hit = params, shape, dtype, dispatch.check_backend(backend)
-        if key is not None:
-            if len(_VALIDATED) >= _VALIDATED_MAX:
-                _VALIDATED.clear()
-            _VALIDATED[key] = hit
-    params, shape, dtype, name = hit
-    if out is not None:
-        _check_out(out, shape, dtype)
-    operands = (x, weight) if bias is None else (x, weight, bias)
-    x, weight = _native(x, dtype), _native(weight, dtype)
-    bias = None if bias is None else _native(bias, dtype)
-    # compute straight into `out` when the kernels can write it and it aliases no input
-    direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
-                  and not any(np.may_share_memory(out, a) for a in operands))
-    result = out if direct_out else allocate(shape, dtype, "output")
-    if result.size:
-        x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
-        if name == "auto":      # chosen once the output exists: the model's tables need it
-            name = dispatch.choose(x4.shape, weight.shape, params, dtype, r4.shape[2:]).backend
-            if key is not None:
-                _VALIDATED[key] = params, shape, dtype, name
-        dispatch.run_backend(name)(x4, weight, bias, params, r4)
-    if out is not None and result is not out:
-        out[...] = result
-        return out
-    return result
+    if any_dask(x, weight, bias, out):
+        return dask_ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
+                                         groups, dilation, output_size=output_size, out=out,
+                                         backend=backend)
+    return ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
+                                dilation, output_size=output_size, out=out, backend=backend)
 
 
-# Validated calls, by the operands' types, shapes and dtypes, the hyper-parameters as
-# given and the workspace limit (on which the backend "auto" picks depends): a layer
-# called again skips validation and the backend choice (tens of microseconds, as long as
-# a small problem's whole computation). Only plain ndarrays and int / tuple-of-int
-# hyper-parameters are keyed, with their exact types, so every call that could raise
-# still goes through `normalise`.
-_VALIDATED = {}
-_VALIDATED_MAX = 512
+def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+            stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+            groups: int = 1, dilation: IntPair = 1, *,
+            output_size: Shape | None = None) -> Choice | GraphPlan:
+    """Say which backend ``conv_transpose2d(..., backend="auto")`` would use, and why.
 
+    Parameters
+    ----------
+    x, weight, bias
+        Arrays as for :func:`convtranspose.conv_transpose2d` (NumPy arrays, CUDA arrays,
+        CPU torch tensors, nested lists), or anything with a ``.shape`` and a NumPy
+        ``.dtype``; no data is read from those.
+    stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
+        As for :func:`convtranspose.conv_transpose2d`.
 
-def _int_tree(v):
-    """``v`` if it is an int or (nested) tuple of ints, by exact type; else ``None``."""
-    if type(v) is int:
-        return v
-    if type(v) is tuple and all(type(e) is int or (type(e) is tuple and
-                                                   all(type(f) is int for f in e)) for e in v):
-        return v
-    return None
+    Returns
+    -------
+    Choice or GraphPlan
+        ``.backend``, ``.reason``, ``.estimates`` (seconds per backend) and ``.flops``;
+        ``str()`` gives a readable summary. For a Dask ``x``, a
+        :class:`~convtranspose.dask_ops.GraphPlan` of the graph ``conv_transpose2d`` would
+        build (chunks, halo, tasks, the backend ``"auto"`` picks per tile).
 
+    Raises
+    ------
+    TypeError, ValueError
+        For the arguments :func:`convtranspose.conv_transpose2d` refuses (``None`` for
+        ``x`` or ``weight`` included), naming the argument.
 
-def _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
-              output_size, backend):
-    """The cache key of a call, or ``None`` when it may not use the cache."""
-    if type(x) is not np.ndarray or type(weight) is not np.ndarray:
-        return None
-    if (bias is not None and type(bias) is not np.ndarray) or \
-            (out is not None and type(out) is not np.ndarray):
-        return None
-    hyper = (stride, padding, output_padding, groups, dilation)
-    for v in hyper:
-        if type(v) is not int and _int_tree(v) is None:
-            return None
-    if type(backend) is not str or (output_size is not None and _int_tree(output_size) is None):
-        return None
-    return (x.shape, x.dtype, weight.shape, weight.dtype,
-            None if bias is None else (bias.shape, bias.dtype), hyper, output_size, backend,
-            get_workspace_limit())
+    See Also
+    --------
+    convtranspose.conv_transpose2d : the call whose backend this explains.
+    convtranspose.dispatch.Choice : the result, field by field.
 
-
-def _native(a, dtype):
-    """``a`` as a C-contiguous array of ``dtype`` (itself when it already is one)."""
-    if a.dtype == dtype and a.dtype.isnative and a.flags.c_contiguous:
-        return a
-    return np.ascontiguousarray(a, dtype)
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> choice = ct.explain(np.empty((64, 512, 4, 4), np.float32),
+    ...                     np.empty((512, 256, 4, 4), np.float32), stride=2, padding=1)
+    >>> choice.backend
+    'im2col'
+    >>> ct.explain([[[1.0]]], np.ones((1, 1, 2, 2))).backend
+    'direct'
+    """
+    if any_dask(x, weight, bias):
+        return dask_ops.explain(x, weight, bias, stride, padding, output_padding, groups,
+                                dilation, output_size=output_size)
+    return dispatch.explain(x, weight, bias, stride, padding, output_padding, groups,
+                            dilation, output_size=output_size)

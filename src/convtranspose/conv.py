@@ -1,152 +1,25 @@
 """``conv2d`` (forward and backward) with PyTorch's semantics.
 
 A convolution is the adjoint of a transposed convolution with the same weight, so the
-two share their kernels: ``conv2d``'s forward is the correlation kernel of
-:mod:`convtranspose.cpu.backward` (which is also the transposed convolution's input
-gradient), and ``conv2d``'s input gradient is a transposed convolution, computed by the
-forward backends of :mod:`convtranspose.dispatch`.
+two share their kernels (see :mod:`convtranspose.ops`, which runs both on NumPy and CUDA
+arrays); Dask arrays go to :mod:`convtranspose.dask_ops`.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numba
-import numpy as np
-
-from . import dispatch, nonfinite
-from .api import _host_array, host_operands
-from .dask_ops import is_dask_array
-from .cpu import backward as kernels
-from .cpu.direct import correlation_uses_engine, weight_grad_uses_engine
-from .params import ConvParams, normalise_conv2d, normalise_conv2d_backward
+from . import dask_ops, ops
+from ._arrays import any_dask
+# These lived here before and stay importable from here; they belong where they come from.
+from ._arrays import batched as _batched, host_array  # noqa: F401
+from .dispatch import METHODS, check_method, correlate_method, weight_grad_method  # noqa: F401
+from .ops import bias_grad, correlate, on_gpu, weight_grad  # noqa: F401
+from .params import adjoint_params  # noqa: F401
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, Backend, Conv2dPadding, Gradients, IntPair
 
 __all__ = ["conv2d", "conv2d_backward"]
-
-#: Backends of ``conv2d`` and of the gradients: a gather kernel or patches + BLAS GEMM on
-#: the CPU, or :mod:`convtranspose.cuda`.
-METHODS = ("auto", "direct", "im2col", "cuda")
-
-
-def check_method(backend):
-    """Return ``backend`` if it is one of :data:`METHODS`, else raise ``ValueError``."""
-    if not isinstance(backend, str) or backend not in METHODS:
-        raise ValueError(f"backend must be one of {METHODS} for conv2d and the gradients, "
-                         f"got {backend!r}")
-    return backend
-
-
-def on_gpu(backend, **arrays):
-    """True when the call runs on the GPU: ``backend="cuda"``, or CUDA arrays among
-    ``arrays`` (``ValueError`` if a CPU backend is named with them)."""
-    device = [n for n, a in arrays.items() if a is not None and dispatch.is_device_array(a, n)]
-    if device and check_method(backend) not in ("auto", "cuda"):
-        raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
-                         "use backend='auto' or 'cuda', or copy the arrays to NumPy")
-    return bool(device) or check_method(backend) == "cuda"
-
-
-#: Multiply-adds per group below which the gather kernel's lower overhead wins.
-_SMALL_WORK = 2 ** 20
-
-
-#: Output pixels (times the process's threads) from which a correlation that ``direct``
-#: runs on the engine is cut into enough tasks to keep every thread busy (two tasks of
-#: ``cpu.deconv``'s smallest size per thread).
-_ENGINE_PIXELS_PER_THREAD = 512
-
-
-def _gemm_method(rows, depth, pixels):
-    """``"im2col"`` when the GEMM (``rows``, ``depth`` deep, ``pixels`` columns) is large
-    enough to beat the gather kernel, else ``"direct"``."""
-    big = rows * depth * pixels >= _SMALL_WORK
-    return "im2col" if big and rows >= 4 and depth >= 16 else "direct"
-
-
-def correlate_method(c_out_g, c_in_g, k_hw, pixels):
-    """The CPU backend ``"auto"`` runs a correlation with: ``"direct"`` where it runs on
-    the register-blocked engine (many channels, :func:`~convtranspose.cpu.direct.correlation_uses_engine`)
-    and the output has enough pixels to keep every thread busy; else ``"im2col"`` when
-    the GEMM (``C_out_g`` rows, ``C_in_g*kH*kW`` deep, ``pixels`` columns) is large enough
-    to beat the gather kernel, and ``"direct"`` (the gather kernel) below that.
-
-    The engine was 1.1-2.4x faster than ``im2col`` on the input gradients of the
-    benchmark suite's channel-heavy layers (AVX-512, 2 threads), and slower only where
-    the output has too few pixels to be cut into a task per thread (``dcgan_g1``).
-
-    Examples
-    --------
-    >>> from convtranspose.conv import correlate_method
-    >>> correlate_method(64, 32, (3, 3), 4096), correlate_method(64, 32, (3, 3), 64)
-    ('direct', 'im2col')
-    """
-    threads = max(1, numba.config.NUMBA_NUM_THREADS)
-    if (correlation_uses_engine((c_out_g, c_in_g, *k_hw), 1)
-            and pixels >= _ENGINE_PIXELS_PER_THREAD * threads):
-        return "direct"
-    return _gemm_method(c_out_g, c_in_g * k_hw[0] * k_hw[1], pixels)
-
-
-def weight_grad_method(c_a_g, c_b_g, k_hw, pixels):
-    """The CPU backend ``"auto"`` runs a weight gradient ``(C_a_g, C_b_g*kH*kW)`` per
-    group, summed over ``pixels``, with: ``"direct"`` where that runs on the engine (many
-    channels, :func:`~convtranspose.cpu.direct.weight_grad_uses_engine`), else
-    ``"im2col"`` for large GEMMs and ``"direct"`` (the gather kernel) for small ones.
-
-    The engine was as fast as ``im2col`` or up to 1.7x faster on the weight gradients of
-    the benchmark suite's channel-heavy layers (AVX-512, 2 threads).
-
-    Examples
-    --------
-    >>> from convtranspose.conv import weight_grad_method
-    >>> weight_grad_method(64, 32, (3, 3), 4096), weight_grad_method(4, 4, (3, 3), 10**6)
-    ('direct', 'im2col')
-    """
-    if weight_grad_uses_engine((c_a_g, c_b_g, *k_hw), 1):
-        return "direct"
-    return _gemm_method(c_a_g, c_b_g * k_hw[0] * k_hw[1], pixels)
-
-
-#: ``np.asarray`` with a clear ``TypeError``; CUDA arrays took the GPU path before it.
-host_array = _host_array
-
-
-def _batched(a):
-    return a if a.ndim == 4 else a[None]
-
-
-def _before(params):
-    return params.pad_h[0], params.pad_w[0]
-
-
-def correlate(x, weight, bias, out, params, method):
-    """The correlation of :mod:`convtranspose.cpu.backward` (4-D ``x`` and ``out``) by
-    ``method``, with PyTorch's NaN where a padding zero meets a non-finite weight
-    (:func:`convtranspose.nonfinite.correlate_nan`). Returns ``out``."""
-    kernels.correlate(x, weight, bias, out, params.stride, params.dilation, _before(params),
-                      params.groups, method)
-    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
-                                   _before(params))
-
-
-def weight_grad(a, b, gw, params, method):
-    """The weight gradient of :mod:`convtranspose.cpu.backward` (``a`` on the strided
-    grid, ``b`` sampled, both 4-D) by ``method``, with PyTorch's NaN where a non-finite
-    ``a`` meets a zero read outside ``b`` (:func:`convtranspose.nonfinite.weight_grad_nan`).
-    Returns ``gw``."""
-    kernels.weight_grad(a, b, gw, params.stride, params.dilation, _before(params),
-                        params.groups, method)
-    return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
-                                     _before(params))
-
-
-def bias_grad(g):
-    """``grad_bias``: ``g`` (N, C, H, W) summed over all but the channels, silently
-    (``inf - inf`` gives NaN and a float32 sum may overflow to Inf, as in PyTorch)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return g.sum(axis=(0, 2, 3))
 
 
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
@@ -220,46 +93,10 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     ...           padding="same").shape
     (5, 7, 9)
     """
-    if any(is_dask_array(a) for a in (x, weight, bias)):
-        from . import dask_ops
+    if any_dask(x, weight, bias):
         return dask_ops.conv2d(x, weight, bias, stride, padding, dilation, groups,
                                backend=backend)
-    if on_gpu(backend, x=x, weight=weight, bias=bias):
-        from . import cuda
-        return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    x, weight, bias, dtypes = host_operands(x, weight, bias)
-    params, shape, dtype = normalise_conv2d(
-        x.shape, weight.shape, None if bias is None else bias.shape,
-        dtypes, stride=stride, padding=padding, dilation=dilation,
-        groups=groups)
-    method = check_method(backend)
-    x = np.ascontiguousarray(x, dtype)
-    weight = np.ascontiguousarray(weight, dtype)
-    bias = None if bias is None else np.ascontiguousarray(bias, dtype)
-    out = np.empty(shape, dtype)
-    if out.size:
-        g = params.groups
-        if method == "auto":
-            method = correlate_method(weight.shape[0] // g, weight.shape[1], weight.shape[2:],
-                                      out.size // out.shape[-3])
-        correlate(_batched(x), weight, bias, _batched(out), params, method)
-    return out
-
-
-def adjoint_params(params, in_hw, k_hw, out_hw):
-    """The transposed convolution that maps ``conv2d``'s output grid back onto its input.
-
-    ``in_hw`` is the convolution's output size, ``out_hw`` its input size; the rows the
-    convolution's floor dropped become ``output_padding`` or a smaller bottom padding.
-    """
-    pads, ops = [], []
-    for i in range(2):
-        s, d, before = params.stride[i], params.dilation[i], params.padding[i][0]
-        after = (in_hw[i] - 1) * s - before + d * (k_hw[i] - 1) + 1 - out_hw[i]
-        pads.append((before, max(after, 0)))
-        ops.append(max(-after, 0))
-    return ConvParams(params.stride, pads[0], pads[1], tuple(ops), params.dilation,
-                      params.groups)
+    return ops.conv2d(x, weight, bias, stride, padding, dilation, groups, backend=backend)
 
 
 def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
@@ -326,45 +163,12 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
-    if any(is_dask_array(a) for a in (grad_output, x, weight)):
-        from . import dask_ops
+    if any_dask(grad_output, x, weight):
         return dask_ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation,
                                         groups, needs_input_grad=needs_input_grad,
                                         needs_weight_grad=needs_weight_grad,
                                         needs_bias_grad=needs_bias_grad, backend=backend)
-    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
-        from . import cuda
-        return cuda.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
-                                    needs_input_grad=needs_input_grad,
-                                    needs_weight_grad=needs_weight_grad,
-                                    needs_bias_grad=needs_bias_grad)
-    g = host_array(grad_output, "grad_output")
-    x = host_array(x, "x")
-    weight = host_array(weight, "weight")
-    params, dtype = normalise_conv2d_backward(
-        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
-        padding=padding, dilation=dilation, groups=groups)
-    method = check_method(backend)
-    g4 = _batched(np.ascontiguousarray(g, dtype))
-    x4 = _batched(np.ascontiguousarray(x, dtype))
-    weight = np.ascontiguousarray(weight, dtype)
-    grp = params.groups
-    grad_input = grad_weight = grad_bias = None
-    if needs_input_grad:
-        grad_input = np.zeros(x.shape, dtype)
-        if grad_input.size:
-            tparams = adjoint_params(params, g4.shape[2:], weight.shape[2:], x4.shape[2:])
-            name = method
-            if name == "auto":
-                name = dispatch.choose(g4.shape, weight.shape, tparams, dtype).backend
-            dispatch.BACKENDS[name](g4, weight, None, tparams, _batched(grad_input))
-    if needs_weight_grad:
-        grad_weight = np.empty(weight.shape, dtype)
-        name = method
-        if name == "auto":
-            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
-                                      g4.size // g4.shape[1])
-        weight_grad(g4, x4, grad_weight, params, name)
-    if needs_bias_grad:
-        grad_bias = bias_grad(g4)
-    return grad_input, grad_weight, grad_bias
+    return ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
+                               needs_input_grad=needs_input_grad,
+                               needs_weight_grad=needs_weight_grad,
+                               needs_bias_grad=needs_bias_grad, backend=backend)

@@ -2,7 +2,8 @@
 
 A Dask ``x`` (or ``grad_output``) makes :func:`convtranspose.conv_transpose2d`,
 :func:`convtranspose.conv2d` and :func:`convtranspose.conv_transpose2d_backward` build a
-graph whose tasks call the same public function on NumPy pieces, with the same ``backend``.
+graph whose tasks call the same operation on NumPy pieces, with the same ``backend``
+(its array path in :mod:`convtranspose.ops`, which every non-Dask call takes too).
 Nothing runs before ``.compute()``; ``weight`` and ``bias`` enter the graph once, as one
 key each, and every task slices what it needs from them.
 
@@ -41,14 +42,13 @@ from functools import partial
 
 import numpy as np
 
+from . import cuda, dispatch, ops
+from ._arrays import host_array, is_dask_array, is_device_array
+from .params import (ConvParams, normalise, normalise_backward, normalise_conv2d,
+                     normalise_conv2d_backward)
+
 __all__ = ["is_dask_array", "conv_transpose2d", "conv2d", "conv_transpose2d_backward",
            "conv2d_backward", "explain", "GraphPlan"]
-
-
-def is_dask_array(a):
-    """True for a ``dask.array.Array``; never imports dask."""
-    t = type(a)
-    return t.__name__ == "Array" and t.__module__.split(".")[:2] == ["dask", "array"]
 
 
 # ----------------------------------------------------------------------------
@@ -222,8 +222,7 @@ def _add(a, b):
 
 
 def _sum_bias(g, dtype):
-    from .conv import bias_grad
-    return bias_grad(np.asarray(g, dtype))
+    return ops.bias_grad(np.asarray(g, dtype))
 
 
 def _concat(parts):
@@ -255,26 +254,22 @@ def _as_small(a, name):
     if is_dask_array(a):
         raise TypeError(f"{name} is a Dask array; convtranspose puts {name} into the graph "
                         f"once as a NumPy array: pass {name}.compute()")
-    from .dispatch import is_device_array
     if is_device_array(a, name):
         raise TypeError(f"{name} is a CUDA array but the input is a Dask array: mixed Dask "
                         "and CUDA arrays are not supported; pass NumPy arrays for weight "
                         "and bias (each chunk can still run on the GPU with backend='cuda')")
-    from .api import _host_array
-    return _host_array(a, name)
+    return host_array(a, name)
 
 
 def _as_dask(a, name, like=None):
     """``a`` as a 4-D Dask array with known chunks; a NumPy ``a`` is wrapped with ``like``'s
     batch chunks and one chunk along every other axis."""
     import dask.array as da
-    from .dispatch import is_device_array
     if not is_dask_array(a):
         if a is not None and is_device_array(a, name):
             raise TypeError(f"{name} is a CUDA array and another operand a Dask array: mixed "
                             "Dask and CUDA arrays are not supported")
-        from .api import _host_array
-        a = _host_array(a, name)
+        a = host_array(a, name)
         batch = like.chunks[0] if like is not None and a.ndim == 4 else -1
         a = da.from_array(a, chunks=(batch,) + (-1,) * (a.ndim - 1))
     for axis, sizes in enumerate(a.chunks):
@@ -291,8 +286,7 @@ def _check_gpu(backend):
     """``backend="cuda"`` without a usable GPU fails when the graph is built, as the NumPy
     call would, not at ``compute()``."""
     if backend == "cuda":
-        from .cuda import require
-        require()
+        cuda.require()
 
 
 def _no_out(out):
@@ -502,8 +496,6 @@ def _validate(x, weight, bias, normaliser, kwargs):
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, output_size=None, out=None, backend="auto"):
     """:func:`convtranspose.conv_transpose2d` of a Dask ``x``: a lazy Dask array."""
-    from . import dispatch
-    from .params import normalise
     _no_out(out)
     dispatch.check_backend(backend)
     x, weight, bias, params, shape, dtype = _validate(
@@ -516,31 +508,27 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
 
 def _ct_graph(x4, weight, bias, params, dtype, out_hw, backend, out_chunks=None):
-    from . import api
     tiles_h, tiles_w = _ct_tiles(x4, weight.shape[2:], params, out_hw, out_chunks)
     channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[0] // params.groups,
                                weight.shape[1], params.groups)
     kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
-    return _forward(api.conv_transpose2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels,
+    return _forward(ops.conv_transpose2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels,
                     0, kwargs)
 
 
 def _conv_graph(x4, weight, bias, params, dtype, out_hw, backend, out_chunks=None):
-    from . import conv
     tiles_h, tiles_w = _conv_tiles(x4, weight.shape[2:], params, out_hw, out_chunks)
     channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[1],
                                weight.shape[0] // params.groups, params.groups)
     kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
-    return _forward(conv.conv2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels, 1,
+    return _forward(ops.conv2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels, 1,
                     kwargs)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            backend="auto"):
     """:func:`convtranspose.conv2d` of a Dask ``x``: a lazy Dask array."""
-    from .conv import check_method
-    from .params import normalise_conv2d
-    check_method(backend)
+    dispatch.check_method(backend)
     x, weight, bias, params, shape, dtype = _validate(
         x, weight, bias, normalise_conv2d, dict(stride=stride, padding=padding,
                                                 dilation=dilation, groups=groups))
@@ -550,9 +538,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
 
 def _weight_grad_piece(g, x, weight, **kwargs):
-    from .grad import conv_transpose2d_backward as numpy_backward
-    return numpy_backward(g, x, weight, needs_input_grad=False, needs_weight_grad=True,
-                          needs_bias_grad=False, **kwargs)[1]
+    return ops.conv_transpose2d_backward(g, x, weight, needs_input_grad=False,
+                                         needs_weight_grad=True, needs_bias_grad=False,
+                                         **kwargs)[1]
 
 
 def _weight_grad(g4, x4, weight, params, dtype, backend):
@@ -620,9 +608,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     """:func:`convtranspose.conv_transpose2d_backward` with a Dask ``grad_output`` or
     ``x``: lazy Dask arrays (``grad_input`` chunked like ``x``; ``grad_weight`` and
     ``grad_bias`` in one chunk each)."""
-    from .conv import check_method
-    from .params import normalise_backward
-    check_method(backend)
+    dispatch.check_method(backend)
     _check_gpu(backend)
     g, x = _operand_pair(grad_output, x)
     weight = _as_small(weight, "weight")
@@ -673,9 +659,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     """:func:`convtranspose.conv2d_backward` with a Dask ``grad_output`` or ``x``: lazy Dask
     arrays (``grad_input`` chunked like ``x``). The gradients are the adjoint transposed
     convolution's forward and weight gradient, with ``grad_output`` as its input."""
-    from .conv import check_method
-    from .params import ConvParams, normalise_conv2d_backward
-    check_method(backend)
+    dispatch.check_method(backend)
     _check_gpu(backend)
     g, x = _operand_pair(grad_output, x)
     weight = _as_small(weight, "weight")
@@ -780,8 +764,6 @@ def _halo(tiles, s):
 def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
             dilation=1, *, output_size=None, backend="auto"):
     """:func:`convtranspose.explain` for a Dask ``x``: a :class:`GraphPlan`."""
-    from . import dispatch
-    from .params import normalise
     x, weight, bias, params, shape, dtype = _validate(
         x, weight, bias, normalise, dict(stride=stride, padding=padding,
                                          output_padding=output_padding, dilation=dilation,

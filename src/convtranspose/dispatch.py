@@ -5,7 +5,8 @@ backend (sub-pixel phases, col2im) from the problem's size and picks the smalles
 :func:`explain` shows the estimates. Its constants were fitted to one-thread CPU-time
 measurements (``python -m convtranspose bench --threads 1 --cpu-time``) on the project's 2-core AVX-512 machine;
 the data are written next to ``_RATES``. They decide between backends, they do not
-predict exact times.
+predict exact times. The correlation (``conv2d``, the input gradient) and the weight
+gradient choose by size rules instead (:func:`correlate_method`, :func:`weight_grad_method`).
 """
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from ._arrays import host_array, is_dask_array, is_device_array
 from .cpu import deconv, direct, im2col
-from .dask_ops import is_dask_array
 from .params import _output_hw, normalise
 
 if TYPE_CHECKING:
     from ._typing import ArrayLike, IntPair, Padding, Shape
 
-__all__ = ["BACKENDS", "GPU_BACKENDS", "Choice", "check_backend", "choose", "explain", "flops",
+__all__ = ["BACKENDS", "GPU_BACKENDS", "METHODS", "Choice", "check_backend", "check_method",
+           "choose", "correlate_method", "weight_grad_method", "explain", "flops",
            "is_device_array", "run_backend"]
 
 
@@ -142,16 +144,78 @@ def check_backend(backend):
     return backend
 
 
-def is_device_array(a, name):
-    """True for a CUDA array (``__cuda_array_interface__``, or a simulated Numba device
-    array); ``TypeError`` for a torch tensor that requires grad. Never imports numba.cuda."""
-    try:
-        if hasattr(a, "__cuda_array_interface__"):
-            return True
-    except RuntimeError:   # torch tensors that require grad raise from the attribute
-        raise TypeError(f"{name} is a torch tensor that requires grad; convtranspose does not "
-                        f"track gradients: pass {name}.detach()") from None
-    return type(a).__module__.startswith(("numba.cuda.", "numba_cuda."))
+#: Backends of ``conv2d`` and of the gradients: a gather kernel or patches + BLAS GEMM on
+#: the CPU, or :mod:`convtranspose.cuda`.
+METHODS = ("auto", "direct", "im2col", "cuda")
+
+
+def check_method(backend):
+    """Return ``backend`` if it is one of :data:`METHODS`, else raise ``ValueError``."""
+    if not isinstance(backend, str) or backend not in METHODS:
+        raise ValueError(f"backend must be one of {METHODS} for conv2d and the gradients, "
+                         f"got {backend!r}")
+    return backend
+
+
+#: Multiply-adds per group below which the gather kernel's lower overhead wins.
+_SMALL_WORK = 2 ** 20
+
+
+#: Output pixels (times the process's threads) from which a correlation that ``direct``
+#: runs on the engine is cut into enough tasks to keep every thread busy (two tasks of
+#: ``cpu.deconv``'s smallest size per thread).
+_ENGINE_PIXELS_PER_THREAD = 512
+
+
+def _gemm_method(rows, depth, pixels):
+    """``"im2col"`` when the GEMM (``rows``, ``depth`` deep, ``pixels`` columns) is large
+    enough to beat the gather kernel, else ``"direct"``."""
+    big = rows * depth * pixels >= _SMALL_WORK
+    return "im2col" if big and rows >= 4 and depth >= 16 else "direct"
+
+
+def correlate_method(c_out_g, c_in_g, k_hw, pixels):
+    """The CPU backend ``"auto"`` runs a correlation with: ``"direct"`` where it runs on
+    the register-blocked engine (many channels, :func:`~convtranspose.cpu.direct.correlation_uses_engine`)
+    and the output has enough pixels to keep every thread busy; else ``"im2col"`` when
+    the GEMM (``C_out_g`` rows, ``C_in_g*kH*kW`` deep, ``pixels`` columns) is large enough
+    to beat the gather kernel, and ``"direct"`` (the gather kernel) below that.
+
+    The engine was 1.1-2.4x faster than ``im2col`` on the input gradients of the
+    benchmark suite's channel-heavy layers (AVX-512, 2 threads), and slower only where
+    the output has too few pixels to be cut into a task per thread (``dcgan_g1``).
+
+    Examples
+    --------
+    >>> from convtranspose.dispatch import correlate_method
+    >>> correlate_method(64, 32, (3, 3), 4096), correlate_method(64, 32, (3, 3), 64)
+    ('direct', 'im2col')
+    """
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    if (direct.correlation_uses_engine((c_out_g, c_in_g, *k_hw), 1)
+            and pixels >= _ENGINE_PIXELS_PER_THREAD * threads):
+        return "direct"
+    return _gemm_method(c_out_g, c_in_g * k_hw[0] * k_hw[1], pixels)
+
+
+def weight_grad_method(c_a_g, c_b_g, k_hw, pixels):
+    """The CPU backend ``"auto"`` runs a weight gradient ``(C_a_g, C_b_g*kH*kW)`` per
+    group, summed over ``pixels``, with: ``"direct"`` where that runs on the engine (many
+    channels, :func:`~convtranspose.cpu.direct.weight_grad_uses_engine`), else
+    ``"im2col"`` for large GEMMs and ``"direct"`` (the gather kernel) for small ones.
+
+    The engine was as fast as ``im2col`` or up to 1.7x faster on the weight gradients of
+    the benchmark suite's channel-heavy layers (AVX-512, 2 threads).
+
+    Examples
+    --------
+    >>> from convtranspose.dispatch import weight_grad_method
+    >>> weight_grad_method(64, 32, (3, 3), 4096), weight_grad_method(4, 4, (3, 3), 10**6)
+    ('direct', 'im2col')
+    """
+    if direct.weight_grad_uses_engine((c_a_g, c_b_g, *k_hw), 1):
+        return "direct"
+    return _gemm_method(c_a_g, c_b_g * k_hw[0] * k_hw[1], pixels)
 
 
 def run_backend(name):
@@ -326,58 +390,27 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
             stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
             groups: int = 1, dilation: IntPair = 1, *,
             output_size: Shape | None = None) -> Choice:
-    """Say which backend ``conv_transpose2d(..., backend="auto")`` would use, and why.
-
-    Parameters
-    ----------
-    x, weight, bias
-        Arrays as for :func:`convtranspose.conv_transpose2d` (NumPy arrays, CUDA arrays,
-        CPU torch tensors, nested lists), or anything with a ``.shape`` and a NumPy
-        ``.dtype``; no data is read from those.
-    stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
-        As for :func:`convtranspose.conv_transpose2d`.
-
-    Returns
-    -------
-    Choice or GraphPlan
-        ``.backend``, ``.reason``, ``.estimates`` (seconds per backend) and ``.flops``;
-        ``str()`` gives a readable summary. For a Dask ``x``, a
-        :class:`~convtranspose.dask_ops.GraphPlan` of the graph ``conv_transpose2d`` would
-        build (chunks, halo, tasks, the backend ``"auto"`` picks per tile).
-
-    Raises
-    ------
-    TypeError, ValueError
-        For the arguments :func:`convtranspose.conv_transpose2d` refuses (``None`` for
-        ``x`` or ``weight`` included), naming the argument.
-
-    See Also
-    --------
-    convtranspose.conv_transpose2d : the call whose backend this explains.
-    convtranspose.dispatch.Choice : the result, field by field.
+    """The dispatcher's answer to :func:`convtranspose.explain` for NumPy and CUDA
+    operands (arguments and errors as there): the :class:`Choice` of backend ``"auto"``.
+    Dask arrays raise ``TypeError``: :func:`convtranspose.explain` describes their graph.
 
     Examples
     --------
     >>> import numpy as np
-    >>> import convtranspose as ct
-    >>> choice = ct.explain(np.empty((64, 512, 4, 4), np.float32),
-    ...                     np.empty((512, 256, 4, 4), np.float32), stride=2, padding=1)
-    >>> choice.backend
+    >>> from convtranspose import dispatch
+    >>> dispatch.explain(np.empty((64, 512, 4, 4), np.float32),
+    ...                  np.empty((512, 256, 4, 4), np.float32), stride=2, padding=1).backend
     'im2col'
-    >>> ct.explain([[[1.0]]], np.ones((1, 1, 2, 2))).backend
-    'direct'
     """
-    if any(is_dask_array(a) for a in (x, weight, bias)):
-        from . import dask_ops
-        return dask_ops.explain(x, weight, bias, stride, padding, output_padding, groups,
-                                dilation, output_size=output_size)
+    for name, a in (("x", x), ("weight", weight), ("bias", bias)):
+        if is_dask_array(a):
+            raise TypeError(f"{name} is a Dask array: convtranspose.explain describes the "
+                            "graph conv_transpose2d would build for it")
     operands = {n: a for n, a in (("x", x), ("weight", weight), ("bias", bias))
                 if a is not None or n != "bias"}
     on_gpu = any(a is not None and is_device_array(a, n) for n, a in operands.items())
     if on_gpu:
-        from .cuda.arrays import dtype_of
-    else:
-        from .api import _host_array
+        from .cuda.arrays import dtype_of     # imports numba.cuda: only for CUDA arrays
 
     def shape_dtype(a, name):
         """``(shape, (name, dtype))``, read from the attributes when they say it."""
@@ -386,7 +419,7 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         try:
             return tuple(a.shape), (name, np.dtype(a.dtype))
         except (AttributeError, TypeError):    # lists, None, torch dtypes: as arrays
-            a = _host_array(a, name)
+            a = host_array(a, name)
             return a.shape, (name, a.dtype)
 
     described = {n: shape_dtype(a, n) for n, a in operands.items()}

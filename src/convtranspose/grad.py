@@ -3,12 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .conv import (_batched, bias_grad, check_method, correlate, correlate_method,
-                   host_array, on_gpu, weight_grad, weight_grad_method)
-from .dask_ops import is_dask_array
-from .params import normalise_backward
+from . import dask_ops, ops
+from ._arrays import any_dask
 
 if TYPE_CHECKING:
     from ._typing import ArrayLike, Backend, Gradients, IntPair, Padding, Shape
@@ -103,47 +99,13 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
            [4., 4., 4.],
            [4., 4., 4.]]), array([25.]))
     """
-    if any(is_dask_array(a) for a in (grad_output, x, weight)):
-        from . import dask_ops
+    if any_dask(grad_output, x, weight):
         return dask_ops.conv_transpose2d_backward(
             grad_output, x, weight, stride, padding, output_padding, groups, dilation,
             output_size=output_size, needs_input_grad=needs_input_grad,
             needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
             backend=backend)
-    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
-        from . import cuda
-        return cuda.conv_transpose2d_backward(
-            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
-            output_size=output_size, needs_input_grad=needs_input_grad,
-            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
-    g = host_array(grad_output, "grad_output")
-    x = host_array(x, "x")
-    weight = host_array(weight, "weight")
-    params, dtype = normalise_backward(
-        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
-        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size)
-    method = check_method(backend)
-    g4 = _batched(np.ascontiguousarray(g, dtype))
-    x4 = _batched(np.ascontiguousarray(x, dtype))
-    weight = np.ascontiguousarray(weight, dtype)
-    grp = params.groups
-    grad_input = grad_weight = grad_bias = None
-    if needs_input_grad:
-        grad_input = np.empty(x.shape, dtype)
-        if grad_input.size:
-            name = method
-            if name == "auto":
-                name = correlate_method(weight.shape[0] // grp, weight.shape[1],
-                                        weight.shape[2:], x4.size // x4.shape[1])
-            correlate(g4, weight, None, _batched(grad_input), params, name)
-    if needs_weight_grad:
-        grad_weight = np.empty(weight.shape, dtype)
-        name = method
-        if name == "auto":
-            name = weight_grad_method(weight.shape[0] // grp, weight.shape[1], weight.shape[2:],
-                                      x4.size // x4.shape[1])
-        weight_grad(x4, g4, grad_weight, params, name)
-    if needs_bias_grad:
-        grad_bias = bias_grad(g4)
-    return grad_input, grad_weight, grad_bias
+    return ops.conv_transpose2d_backward(
+        grad_output, x, weight, stride, padding, output_padding, groups, dilation,
+        output_size=output_size, needs_input_grad=needs_input_grad,
+        needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad, backend=backend)

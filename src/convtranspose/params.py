@@ -793,3 +793,31 @@ def normalise_conv_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padd
 #: The 2-D names (``rank=2`` is the default of the generic functions).
 normalise_conv2d = normalise_conv
 normalise_conv2d_backward = normalise_conv_backward
+
+
+def adjoint_params(params, in_hw, k_hw, out_hw):
+    """The transposed convolution that maps a convolution's output grid back onto its input.
+
+    ``params`` are the convolution's; ``in_hw`` is its output size (the transposed
+    convolution's input), ``out_hw`` its input size, ``k_hw`` the kernel's, one entry per
+    spatial dimension. The rows the convolution's floor dropped become ``output_padding``
+    or a smaller padding at the end. Used for ``conv2d``'s input gradient on every backend.
+
+    Examples
+    --------
+    >>> from convtranspose.params import ConvParams, adjoint_params
+    >>> conv = ConvParams((2, 2), (1, 1), (1, 1), (0, 0), (1, 1), 1)   # stride 2, padding 1
+    >>> t = adjoint_params(conv, (4, 4), (3, 3), (8, 8))   # a 3x3 kernel takes 8x8 to 4x4
+    >>> t.pads, t.output_padding
+    (((1, 0), (1, 0)), (0, 0))
+    >>> conv = ConvParams((2, 2), (0, 0), (0, 0), (0, 0), (1, 1), 1)   # stride 2, no padding
+    >>> adjoint_params(conv, (4, 4), (1, 1), (8, 8)).output_padding   # 1x1: 8x8 to 4x4
+    (1, 1)
+    """
+    pads, ops = [], []
+    for i in range(params.rank):
+        s, d, before = params.stride[i], params.dilation[i], params.padding[i][0]
+        after = (in_hw[i] - 1) * s - before + d * (k_hw[i] - 1) + 1 - out_hw[i]
+        pads.append((before, max(after, 0)))
+        ops.append(max(-after, 0))
+    return ConvParams(params.stride, tuple(pads), tuple(ops), params.dilation, params.groups)

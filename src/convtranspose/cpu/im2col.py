@@ -43,7 +43,7 @@ from .kernels import col2im_gemm_kernel, pack_phase_weights, phase_gemm_kernel
 from .taps import byte_bounded_cache, input_span, tap_tables
 from .workspace import get_workspace_limit, release_workspace, set_workspace_limit, workspace
 
-__all__ = ["run", "run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "plan_col2im",
+__all__ = ["run_col2im", "run_phases", "FORMS", "phase_plan", "plan_phases", "plan_col2im",
            "get_workspace_limit", "set_workspace_limit", "release_workspace"]
 
 #: Bytes of GEMM output a col2im task aims at (read back while still in cache), and the
@@ -383,9 +383,3 @@ def run_phases(x, weight, bias, params, out):
 
 #: The two forms of the backend; :mod:`convtranspose.dispatch` picks one per problem.
 FORMS = {"phases": run_phases, "col2im": run_col2im}
-
-
-def run(x, weight, bias, params, out):
-    """Compute into ``out`` with the form the cost model picks (as ``backend="im2col"``)."""
-    from .. import dispatch   # the cost model lives there; imported late to avoid a cycle
-    return dispatch.BACKENDS["im2col"](x, weight, bias, params, out)

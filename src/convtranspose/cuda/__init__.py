@@ -22,6 +22,8 @@ import importlib.metadata
 import time
 from typing import TYPE_CHECKING
 
+from .._arrays import is_device_array
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -207,7 +209,6 @@ def _check_usable(**arrays):
     unless a GPU can be used."""
     if is_available():
         return
-    from ..dispatch import is_device_array
     if any(is_device_array(a, n) for n, a in arrays.items() if a is not None):
         raise _no_gpu_for_cuda_arrays()
     require()

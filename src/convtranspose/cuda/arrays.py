@@ -17,7 +17,7 @@ import contextlib
 import numpy as np
 from numba import config, cuda
 
-from ..dispatch import is_device_array
+from .._arrays import compute_into, host_operands, is_device_array
 from ..params import normalise
 from . import kernels
 
@@ -179,10 +179,13 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                      dilation=1, *, output_size=None, out=None):
     """The device path; see :func:`convtranspose.cuda.conv_transpose2d`."""
     kx, kinds = operand_kinds("x", x, {"weight": weight, "bias": bias, "out": out})
-    if kx == "numpy":
-        from ..api import conv_transpose2d as api
-        return api(x, weight, bias, stride, padding, output_padding, groups, dilation,
-                   output_size=output_size, out=out, backend="cuda")
+    if kx == "numpy":       # validated as the CPU call is; copied in, the result copied back
+        x, weight, bias, dtypes = host_operands(x, weight, bias)
+        params, shape, dtype = normalise(
+            x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
+            padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+            output_size=output_size)
+        return compute_into(x, weight, bias, params, shape, dtype, out, run_host)
     if kinds["out"] == "numpy":
         raise TypeError("x is a CUDA array but out is a host (NumPy) array: out must be a "
                         "CUDA array too")

@@ -50,8 +50,8 @@ import numpy as np
 from numba import cuda
 from numba.core.errors import NumbaPerformanceWarning
 
-from ..conv import adjoint_params
-from ..params import normalise_backward, normalise_conv2d, normalise_conv2d_backward
+from ..params import (adjoint_params, normalise_backward, normalise_conv2d,
+                      normalise_conv2d_backward)
 from . import kernels
 from .arrays import (_as4, _compute, _empty, _host_ndarray, _view, caller_stream, common_device,
                      device_operand, dtype_of, gpu_context, operand_kinds)

@@ -1,0 +1,267 @@
+"""The operations on in-memory arrays: NumPy arrays on the CPU, CUDA arrays on their GPU.
+
+Each function here validates its operands once (:mod:`convtranspose.params`), sends CUDA
+arrays to :mod:`convtranspose.cuda`, and for NumPy arrays picks a CPU backend
+(:mod:`convtranspose.dispatch`) and runs it. The public functions
+(:func:`convtranspose.conv_transpose2d`, :func:`convtranspose.conv2d` and the gradients, in
+``api.py``, ``conv.py`` and ``grad.py``) send Dask arrays to :mod:`convtranspose.dask_ops`
+and everything else here; the tasks of a Dask graph call these same functions on their
+NumPy chunks. So this module imports neither the public modules nor ``dask_ops``.
+
+The convolution and the transposed convolution are adjoint, so they share their kernels:
+``conv2d``'s forward is the correlation of :mod:`convtranspose.cpu.backward` (also the
+transposed convolution's input gradient), and ``conv2d``'s input gradient is a transposed
+convolution, run by the forward backends of :data:`convtranspose.dispatch.BACKENDS`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import cuda, dispatch, nonfinite
+from ._arrays import batched, compute_into, host_array, host_operands, is_device_array
+from .cpu import backward as kernels
+from .cpu.workspace import get_workspace_limit
+from .params import (adjoint_params, normalise, normalise_backward, normalise_conv2d,
+                     normalise_conv2d_backward)
+
+__all__ = ["conv_transpose2d", "conv2d", "conv2d_backward", "conv_transpose2d_backward",
+           "on_gpu", "correlate", "weight_grad", "bias_grad"]
+
+
+# ----------------------------------------------------------------------------
+# the transposed convolution
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, output_size=None, out=None, backend="auto"):
+    """:func:`convtranspose.conv_transpose2d` of NumPy or CUDA arrays (not Dask arrays)."""
+    key = _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
+                    output_size, backend)
+    hit = _VALIDATED.get(key) if key is not None else None
+    if hit is None:
+        if any(is_device_array(a, n) for a, n in
+               ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
+            if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
+                raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were "
+                                 "given: use backend='auto' or 'cuda', or copy them to NumPy "
+                                 "arrays")
+            return cuda.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
+                                         groups, dilation, output_size=output_size, out=out)
+        x, weight, bias, dtypes = host_operands(x, weight, bias)
+        params, shape, dtype = normalise(
+            x.shape, weight.shape, None if bias is None else bias.shape,
+            dtypes, stride=stride, padding=padding,
+            output_padding=output_padding, dilation=dilation, groups=groups,
+            output_size=output_size)
+        hit = params, shape, dtype, dispatch.check_backend(backend)
+        if key is not None:
+            if len(_VALIDATED) >= _VALIDATED_MAX:
+                _VALIDATED.clear()
+            _VALIDATED[key] = hit
+    params, shape, dtype, name = hit
+    if name != "auto":
+        return compute_into(x, weight, bias, params, shape, dtype, out,
+                            dispatch.run_backend(name))
+
+    def run_auto(x4, w, b, p, r4):
+        # chosen once the output exists: the model's tables need it
+        chosen = dispatch.choose(x4.shape, w.shape, p, dtype, r4.shape[2:]).backend
+        if key is not None:
+            _VALIDATED[key] = p, shape, dtype, chosen
+        return dispatch.run_backend(chosen)(x4, w, b, p, r4)
+
+    return compute_into(x, weight, bias, params, shape, dtype, out, run_auto)
+
+
+# Validated calls, by the operands' types, shapes and dtypes, the hyper-parameters as
+# given and the workspace limit (on which the backend "auto" picks depends): a layer
+# called again skips validation and the backend choice (tens of microseconds, as long as
+# a small problem's whole computation). Only plain ndarrays and int / tuple-of-int
+# hyper-parameters are keyed, with their exact types, so every call that could raise
+# still goes through `normalise`.
+_VALIDATED = {}
+_VALIDATED_MAX = 512
+
+
+def _int_tree(v):
+    """``v`` if it is an int or (nested) tuple of ints, by exact type; else ``None``."""
+    if type(v) is int:
+        return v
+    if type(v) is tuple and all(type(e) is int or (type(e) is tuple and
+                                                   all(type(f) is int for f in e)) for e in v):
+        return v
+    return None
+
+
+def _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
+              output_size, backend):
+    """The cache key of a call, or ``None`` when it may not use the cache."""
+    if type(x) is not np.ndarray or type(weight) is not np.ndarray:
+        return None
+    if (bias is not None and type(bias) is not np.ndarray) or \
+            (out is not None and type(out) is not np.ndarray):
+        return None
+    hyper = (stride, padding, output_padding, groups, dilation)
+    for v in hyper:
+        if type(v) is not int and _int_tree(v) is None:
+            return None
+    if type(backend) is not str or (output_size is not None and _int_tree(output_size) is None):
+        return None
+    return (x.shape, x.dtype, weight.shape, weight.dtype,
+            None if bias is None else (bias.shape, bias.dtype), hyper, output_size, backend,
+            get_workspace_limit())
+
+
+# ----------------------------------------------------------------------------
+# the correlation, the weight and bias gradients on the CPU
+
+def on_gpu(backend, **arrays):
+    """True when the call runs on the GPU: ``backend="cuda"``, or CUDA arrays among
+    ``arrays`` (``ValueError`` if a CPU backend is named with them)."""
+    device = [n for n, a in arrays.items() if a is not None and is_device_array(a, n)]
+    if device and dispatch.check_method(backend) not in ("auto", "cuda"):
+        raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
+                         "use backend='auto' or 'cuda', or copy the arrays to NumPy")
+    return bool(device) or dispatch.check_method(backend) == "cuda"
+
+
+def _before(params):
+    return params.pad_h[0], params.pad_w[0]
+
+
+def correlate(x, weight, bias, out, params, method):
+    """The correlation of :mod:`convtranspose.cpu.backward` (4-D ``x`` and ``out``) by
+    ``method``, with PyTorch's NaN where a padding zero meets a non-finite weight
+    (:func:`convtranspose.nonfinite.correlate_nan`). Returns ``out``."""
+    kernels.correlate(x, weight, bias, out, params.stride, params.dilation, _before(params),
+                      params.groups, method)
+    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
+                                   _before(params))
+
+
+def weight_grad(a, b, gw, params, method):
+    """The weight gradient of :mod:`convtranspose.cpu.backward` (``a`` on the strided
+    grid, ``b`` sampled, both 4-D) by ``method``, with PyTorch's NaN where a non-finite
+    ``a`` meets a zero read outside ``b`` (:func:`convtranspose.nonfinite.weight_grad_nan`).
+    Returns ``gw``."""
+    kernels.weight_grad(a, b, gw, params.stride, params.dilation, _before(params),
+                        params.groups, method)
+    return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
+                                     _before(params))
+
+
+def _weight_grad_by(method, a, b, weight, params, dtype):
+    """A new ``grad_weight`` of ``weight``'s shape from :func:`weight_grad` of ``a`` (on the
+    strided grid) and ``b``, by ``method`` (``"auto"``: the CPU backend the dispatcher
+    picks for it)."""
+    gw = np.empty(weight.shape, dtype)
+    if method == "auto":
+        method = dispatch.weight_grad_method(weight.shape[0] // params.groups, weight.shape[1],
+                                             weight.shape[2:], a.size // a.shape[1])
+    return weight_grad(a, b, gw, params, method)
+
+
+def bias_grad(g):
+    """``grad_bias``: ``g`` (N, C, H, W) summed over all but the channels, silently
+    (``inf - inf`` gives NaN and a float32 sum may overflow to Inf, as in PyTorch)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return g.sum(axis=(0, 2, 3))
+
+
+# ----------------------------------------------------------------------------
+# the convolution and the gradients
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           backend="auto"):
+    """:func:`convtranspose.conv2d` of NumPy or CUDA arrays (not Dask arrays)."""
+    if on_gpu(backend, x=x, weight=weight, bias=bias):
+        return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    x, weight, bias, dtypes = host_operands(x, weight, bias)
+    params, shape, dtype = normalise_conv2d(
+        x.shape, weight.shape, None if bias is None else bias.shape,
+        dtypes, stride=stride, padding=padding, dilation=dilation,
+        groups=groups)
+    method = dispatch.check_method(backend)
+    x = np.ascontiguousarray(x, dtype)
+    weight = np.ascontiguousarray(weight, dtype)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype)
+    out = np.empty(shape, dtype)
+    if out.size:
+        g = params.groups
+        if method == "auto":
+            method = dispatch.correlate_method(weight.shape[0] // g, weight.shape[1],
+                                               weight.shape[2:], out.size // out.shape[-3])
+        correlate(batched(x), weight, bias, batched(out), params, method)
+    return out
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                    backend="auto"):
+    """:func:`convtranspose.conv2d_backward` of NumPy or CUDA arrays (not Dask arrays)."""
+    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
+        return cuda.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
+                                    needs_input_grad=needs_input_grad,
+                                    needs_weight_grad=needs_weight_grad,
+                                    needs_bias_grad=needs_bias_grad)
+    g = host_array(grad_output, "grad_output")
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
+    params, dtype = normalise_conv2d_backward(
+        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
+        padding=padding, dilation=dilation, groups=groups)
+    method = dispatch.check_method(backend)
+    g4 = batched(np.ascontiguousarray(g, dtype))
+    x4 = batched(np.ascontiguousarray(x, dtype))
+    weight = np.ascontiguousarray(weight, dtype)
+    grad_input = grad_weight = grad_bias = None
+    if needs_input_grad:
+        grad_input = np.zeros(x.shape, dtype)
+        if grad_input.size:
+            tparams = adjoint_params(params, g4.shape[2:], weight.shape[2:], x4.shape[2:])
+            name = method
+            if name == "auto":
+                name = dispatch.choose(g4.shape, weight.shape, tparams, dtype).backend
+            dispatch.BACKENDS[name](g4, weight, None, tparams, batched(grad_input))
+    if needs_weight_grad:
+        grad_weight = _weight_grad_by(method, g4, x4, weight, params, dtype)
+    if needs_bias_grad:
+        grad_bias = bias_grad(g4)
+    return grad_input, grad_weight, grad_bias
+
+
+def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
+                              needs_weight_grad=True, needs_bias_grad=True, backend="auto"):
+    """:func:`convtranspose.conv_transpose2d_backward` of NumPy or CUDA arrays (not Dask
+    arrays)."""
+    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
+        return cuda.conv_transpose2d_backward(
+            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
+            output_size=output_size, needs_input_grad=needs_input_grad,
+            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
+    g = host_array(grad_output, "grad_output")
+    x = host_array(x, "x")
+    weight = host_array(weight, "weight")
+    params, dtype = normalise_backward(
+        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
+        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size)
+    method = dispatch.check_method(backend)
+    g4 = batched(np.ascontiguousarray(g, dtype))
+    x4 = batched(np.ascontiguousarray(x, dtype))
+    weight = np.ascontiguousarray(weight, dtype)
+    grp = params.groups
+    grad_input = grad_weight = grad_bias = None
+    if needs_input_grad:
+        grad_input = np.empty(x.shape, dtype)
+        if grad_input.size:
+            name = method
+            if name == "auto":
+                name = dispatch.correlate_method(weight.shape[0] // grp, weight.shape[1],
+                                                 weight.shape[2:], x4.size // x4.shape[1])
+            correlate(g4, weight, None, batched(grad_input), params, name)
+    if needs_weight_grad:
+        grad_weight = _weight_grad_by(method, x4, g4, weight, params, dtype)
+    if needs_bias_grad:
+        grad_bias = bias_grad(g4)
+    return grad_input, grad_weight, grad_bias
