@@ -61,3 +61,23 @@ def test_seed_is_reproducible():
 def test_constructor_errors(kwargs, exc, message):
     with pytest.raises(exc, match=message):
         ct.ConvTranspose2d(**kwargs)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_conv_transpose_layer_takes_same_and_valid(padding):
+    # Keras's Conv2DTranspose: "same" gives input * stride; "valid" is padding 0
+    rng = np.random.default_rng(41)
+    layer = ct.ConvTranspose2d(3, 4, (4, 3), stride=(2, 3), padding=padding, seed=0)
+    x = rng.standard_normal((2, 3, 5, 6))
+    y = layer(x)
+    want = ct.conv_transpose2d(x, layer.weight, layer.bias, stride=(2, 3), padding=padding)
+    np.testing.assert_array_equal(y, want)
+    if padding == "same":
+        assert y.shape == (2, 4, 10, 18)
+        full = conv_transpose2d_reference(x, layer.weight, layer.bias, stride=(2, 3))
+        # T = (4 - 2, 3 - 3) = (2, 0): one row cropped at the top, one at the bottom
+        np.testing.assert_allclose(y, full[:, :, 1:11, 0:18], rtol=1e-12, atol=1e-12)
+    else:
+        assert y.shape == (2, 4, 12, 18)
+    gx, = [layer.backward(np.ones_like(y))]
+    assert gx.shape == x.shape

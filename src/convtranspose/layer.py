@@ -10,10 +10,11 @@ from .api import conv_transpose2d
 from .conv import conv2d, conv2d_backward
 from .grad import conv_transpose2d_backward
 from .dask_ops import is_dask_array
-from .params import _as_pair, _make_params, _as_int, _conv2d_padding
+from .params import _as_int, _as_pair, _conv2d_padding, _make_params, _transpose_padding
 
 if TYPE_CHECKING:
-    from ._typing import Array, ArrayLike, Conv2dPadding, DTypeLike, IntPair, Padding, Seed, Shape
+    from ._typing import (Array, ArrayLike, AutoPadding, Conv2dPadding, DTypeLike, IntPair, Seed,
+                          Shape)
 
 __all__ = ["ConvTranspose2d", "Conv2d"]
 
@@ -92,8 +93,9 @@ class ConvTranspose2d(_Parameters):
         Channels of the input and of the output; both divisible by ``groups``.
     kernel_size : int or (int, int)
         Kernel height and width.
-    stride, padding, output_padding, groups : int or tuple
-        As for :func:`convtranspose.conv_transpose2d` (``padding`` may be asymmetric).
+    stride, padding, output_padding, groups : int, tuple or str
+        As for :func:`convtranspose.conv_transpose2d` (``padding`` may be asymmetric, or
+        ``"valid"`` or ``"same"``).
     bias : bool, default True
         Whether the layer adds a learnable bias.
     dilation : int or (int, int), default 1
@@ -146,15 +148,20 @@ class ConvTranspose2d(_Parameters):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
-                 stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
+                 stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
                  groups: int = 1, bias: bool = True, dilation: IntPair = 1, *,
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         self.in_channels = _as_int(in_channels, "in_channels")
         self.out_channels = _as_int(out_channels, "out_channels")
         self.kernel_size = _as_pair(kernel_size, "kernel_size")
-        params = _make_params(stride, padding, output_padding, dilation, groups)
+        numbers, extra, _ = _transpose_padding(padding, output_padding, self.kernel_size, stride,
+                                               dilation)
+        params = _make_params(stride, numbers, extra, dilation, groups)
         self.stride, self.padding = params.stride, padding
-        self.output_padding, self.dilation = params.output_padding, params.dilation
+        # "same" keeps output_padding 0: the call resolves the string itself
+        self.output_padding = (0, 0) if isinstance(padding, str) and padding == "same" \
+            else params.output_padding
+        self.dilation = params.dilation
         self.groups = params.groups
         for name, value in (("in_channels", self.in_channels),
                             ("out_channels", self.out_channels)):
