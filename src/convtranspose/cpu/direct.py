@@ -18,6 +18,8 @@ on the gather kernel. Both sum each output element in a fixed order.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .._threading import launch
@@ -57,6 +59,7 @@ def phase_taps(k, s, d):
     return max(counts.values())
 
 
+@lru_cache(maxsize=256)       # asked on every call: a few microseconds of a tiny one
 def uses_engine(w_shape, params):
     """Whether ``direct`` runs the engine (else the gather kernel) for a weight of shape
     ``w_shape`` ``(C_in, C_out // groups, kH, kW)``: enough output channels per group to
