@@ -97,6 +97,10 @@ RAISES_NOTHING = {
     "convtranspose.ConvTranspose2d.gradients",
     "convtranspose.Conv2d.parameters",
     "convtranspose.Conv2d.gradients",
+    "convtranspose.ConvTranspose1d.parameters",
+    "convtranspose.ConvTranspose1d.gradients",
+    "convtranspose.Conv1d.parameters",
+    "convtranspose.Conv1d.gradients",
     "convtranspose.dispatch.Choice",
     "convtranspose.dask_ops.GraphPlan",
 }

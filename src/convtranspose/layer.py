@@ -1,4 +1,8 @@
-"""``ConvTranspose2d``: a layer holding its weight and bias, initialised as PyTorch does."""
+"""The layers ``ConvTranspose2d``, ``Conv2d`` and their 1-D twins ``ConvTranspose1d`` and
+``Conv1d``: each holds its weight and bias, initialised as PyTorch does.
+
+One body serves every rank: the private bases hold the construction, ``forward`` and
+``backward``, and each public class names its rank and the functions it calls."""
 from __future__ import annotations
 
 import math
@@ -10,14 +14,14 @@ from .api import conv_transpose2d
 from .conv import conv2d, conv2d_backward
 from .grad import conv_transpose2d_backward
 from .dask_ops import is_dask_array
-from .params import _as_int, _as_pair, _conv2d_padding, _make_params, _transpose_padding
+from .rank1 import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
+from .params import _as_int, _as_tuple, _conv_padding, _make_params, _transpose_padding
 
 if TYPE_CHECKING:
     from ._typing import (Array, ArrayLike, AutoPadding, Conv2dPadding, DTypeLike, IntPair, Seed,
                           Shape)
 
-__all__ = ["ConvTranspose2d", "Conv2d"]
-
+__all__ = ["ConvTranspose2d", "Conv2d", "ConvTranspose1d", "Conv1d"]
 
 
 def _computed(weight_grad, bias_grad):
@@ -28,6 +32,7 @@ def _computed(weight_grad, bias_grad):
         return weight_grad, bias_grad
     import dask
     return dask.compute(weight_grad, bias_grad)
+
 
 class _Parameters:
     """What both layers share: their learnable arrays and the gradients of them."""
@@ -84,7 +89,163 @@ class _Parameters:
         return [self.weight_grad] + ([] if self.bias is None else [self.bias_grad])
 
 
-class ConvTranspose2d(_Parameters):
+class _ConvTransposeNd(_Parameters):
+    """The body of the transposed convolution layers of every rank: a subclass sets
+    ``_rank`` and the functions ``_forward`` and ``_backward`` it calls."""
+
+    _rank = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntPair = 1, *,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
+        self.in_channels = _as_int(in_channels, "in_channels")
+        self.out_channels = _as_int(out_channels, "out_channels")
+        rank = self._rank
+        self.kernel_size = _as_tuple(kernel_size, "kernel_size", rank)
+        numbers, extra, _ = _transpose_padding(padding, output_padding, self.kernel_size, stride,
+                                               dilation)
+        params = _make_params(stride, numbers, extra, dilation, groups, rank)
+        self.stride, self.padding = params.stride, padding
+        # "same" keeps output_padding 0: the call resolves the string itself
+        self.output_padding = (0,) * rank if isinstance(padding, str) and padding == "same" \
+            else params.output_padding
+        self.dilation = params.dilation
+        self.groups = params.groups
+        for name, value in (("in_channels", self.in_channels),
+                            ("out_channels", self.out_channels)):
+            if value < 1 or value % self.groups:
+                raise ValueError(f"{name} must be a positive multiple of groups = "
+                                 f"{self.groups}, got {value}")
+        if min(self.kernel_size) < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        rng = np.random.default_rng(seed)
+        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        fan_in = math.prod(shape[1:])
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
+        self.bias = rng.uniform(-bound, bound, self.out_channels).astype(dtype) if bias else None
+        self.weight_grad = self.bias_grad = None
+        self._cache = None
+
+    def __call__(self, x: ArrayLike, output_size: Shape | None = None) -> Array:
+        """Apply the layer; see :meth:`forward`."""
+        return self.forward(x, output_size)
+
+    def forward(self, x: ArrayLike, output_size: Shape | None = None) -> Array:
+        """Return the transposed convolution of ``x`` with the layer's weight and bias.
+
+        With ``output_size`` the layer's ``output_padding`` is ignored and derived from the
+        wanted size instead, as in ``torch.nn.ConvTranspose2d.forward``. The layer keeps
+        a reference to ``x`` for :meth:`backward`. ``layer(x)`` is ``layer.forward(x)``.
+        The same for :class:`ConvTranspose1d`, with one spatial dimension.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, in_channels, H, W) or (in_channels, H, W)
+            Input, as for :func:`convtranspose.conv_transpose2d` (``(N, in_channels, L)``
+            or ``(in_channels, L)`` for :class:`ConvTranspose1d`).
+        output_size : sequence of int, optional
+            Wanted ``(H_out, W_out)`` (or ``(L_out,)``), or a full shape whose last
+            spatial entries count.
+
+        Returns
+        -------
+        numpy.ndarray, or an array of x's kind for CUDA input
+            ``(N, out_channels, H_out, W_out)`` (or ``(N, out_channels, L_out)``), or
+            unbatched.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For the inputs :func:`convtranspose.conv_transpose2d` rejects (wrong channels,
+            dimensions or dtype; an unreachable ``output_size``).
+
+        See Also
+        --------
+        backward : the gradients of this call.
+        convtranspose.conv_transpose2d : the operation.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import convtranspose as ct
+        >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=4, stride=2, padding=1, seed=0)
+        >>> layer.forward(np.zeros((4, 8, 8), np.float32)).shape
+        (2, 16, 16)
+        >>> layer(np.zeros((1, 4, 8, 8), np.float32), output_size=(17, 17)).shape
+        (1, 2, 17, 17)
+        """
+        output_padding = 0 if output_size is not None else self.output_padding
+        y = self._forward(x, self.weight, self.bias, self.stride, self.padding,
+                          output_padding, self.groups, self.dilation, output_size=output_size)
+        self._cache = (x, output_padding, output_size)
+        return y
+
+    def backward(self, grad_output: ArrayLike) -> Array:
+        """Compute the gradients of the last :meth:`forward` call, given ``grad_output``.
+
+        Sets ``weight_grad`` and ``bias_grad`` (overwriting, not accumulating) and returns
+        the gradient with respect to the input of that call.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            Gradient of the loss with respect to the last forward call's result; of its
+            shape.
+
+        Returns
+        -------
+        numpy.ndarray, or an array of grad_output's kind for CUDA input
+            The gradient with respect to that call's ``x``, of its shape.
+
+        Raises
+        ------
+        RuntimeError
+            When no forward call came first.
+        TypeError, ValueError
+            A ``grad_output`` that is not of the forward result's shape, or of a dtype
+            :func:`convtranspose.conv_transpose2d_backward` rejects.
+
+        See Also
+        --------
+        forward : the call differentiated.
+        gradients : ``[weight_grad, bias_grad]``.
+        convtranspose.conv_transpose2d_backward : the gradients computed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import convtranspose as ct
+        >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=3, stride=2, seed=0)
+        >>> y = layer(np.ones((1, 4, 5, 5), np.float32))
+        >>> layer.backward(np.ones_like(y)).shape
+        (1, 4, 5, 5)
+        >>> layer.weight_grad.shape, layer.bias_grad
+        ((4, 2, 3, 3), array([121., 121.], dtype=float32))
+        """
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() call first")
+        x, output_padding, output_size = self._cache
+        gx, self.weight_grad, self.bias_grad = self._backward(
+            grad_output, x, self.weight, self.stride, self.padding, output_padding,
+            self.groups, self.dilation, output_size=output_size,
+            needs_bias_grad=self.bias is not None)
+        self.weight_grad, self.bias_grad = _computed(self.weight_grad, self.bias_grad)
+        return gx
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, output_padding={self.output_padding}, "
+                f"groups={self.groups}, dilation={self.dilation}, "
+                f"bias={self.bias is not None}, dtype={self.weight.dtype})")
+
+
+class ConvTranspose2d(_ConvTransposeNd):
     """Transposed 2-D convolution layer, the NumPy twin of ``torch.nn.ConvTranspose2d``.
 
     Parameters
@@ -147,97 +308,100 @@ class ConvTranspose2d(_Parameters):
     (1, 2, 12, 12)
     """
 
+    _rank = 2
+    _forward = staticmethod(conv_transpose2d)
+    _backward = staticmethod(conv_transpose2d_backward)
+
+
+class _ConvNd(_Parameters):
+    """The body of the convolution layers of every rank: a subclass sets ``_rank``
+    and the functions ``_forward`` and ``_backward`` it calls."""
+
+    _rank = 2
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
-                 stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
-                 groups: int = 1, bias: bool = True, dilation: IntPair = 1, *,
-                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
+                 stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, *, dtype: DTypeLike = np.float32,
+                 seed: Seed = None) -> None:
         self.in_channels = _as_int(in_channels, "in_channels")
         self.out_channels = _as_int(out_channels, "out_channels")
-        self.kernel_size = _as_pair(kernel_size, "kernel_size")
-        numbers, extra, _ = _transpose_padding(padding, output_padding, self.kernel_size, stride,
-                                               dilation)
-        params = _make_params(stride, numbers, extra, dilation, groups)
-        self.stride, self.padding = params.stride, padding
-        # "same" keeps output_padding 0: the call resolves the string itself
-        self.output_padding = (0, 0) if isinstance(padding, str) and padding == "same" \
-            else params.output_padding
-        self.dilation = params.dilation
-        self.groups = params.groups
+        rank = self._rank
+        self.kernel_size = _as_tuple(kernel_size, "kernel_size", rank)
+        if min(self.kernel_size) < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        # validated now so that a bad layer fails at construction, not at first call
+        _make_params(stride, _conv_padding(padding, self.kernel_size, stride, dilation), 0,
+                     dilation, groups, rank)
+        self.stride, self.padding = _as_tuple(stride, "stride", rank), padding
+        self.dilation = _as_tuple(dilation, "dilation", rank)
+        self.groups = _as_int(groups, "groups")
         for name, value in (("in_channels", self.in_channels),
                             ("out_channels", self.out_channels)):
             if value < 1 or value % self.groups:
                 raise ValueError(f"{name} must be a positive multiple of groups = "
                                  f"{self.groups}, got {value}")
-        if min(self.kernel_size) < 1:
-            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         rng = np.random.default_rng(seed)
-        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
-        fan_in = shape[1] * shape[2] * shape[3]
-        bound = 1.0 / math.sqrt(fan_in)
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        bound = 1.0 / math.sqrt(math.prod(shape[1:]))
         self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
         self.bias = rng.uniform(-bound, bound, self.out_channels).astype(dtype) if bias else None
         self.weight_grad = self.bias_grad = None
-        self._cache = None
+        self._x = None
 
-    def __call__(self, x: ArrayLike, output_size: Shape | None = None) -> Array:
+    def __call__(self, x: ArrayLike) -> Array:
         """Apply the layer; see :meth:`forward`."""
-        return self.forward(x, output_size)
+        return self.forward(x)
 
-    def forward(self, x: ArrayLike, output_size: Shape | None = None) -> Array:
-        """Return the transposed convolution of ``x`` with the layer's weight and bias.
+    def forward(self, x: ArrayLike) -> Array:
+        """Return the convolution of ``x`` with the layer's weight and bias.
 
-        With ``output_size`` the layer's ``output_padding`` is ignored and derived from the
-        wanted size instead, as in ``torch.nn.ConvTranspose2d.forward``. The layer keeps
-        a reference to ``x`` for :meth:`backward`. ``layer(x)`` is ``layer.forward(x)``.
+        The layer keeps a reference to ``x`` for :meth:`backward`. ``layer(x)`` is
+        ``layer.forward(x)``. The same for :class:`Conv1d`, with one spatial dimension.
 
         Parameters
         ----------
         x : array_like, shape (N, in_channels, H, W) or (in_channels, H, W)
-            Input, as for :func:`convtranspose.conv_transpose2d`.
-        output_size : sequence of int, optional
-            Wanted ``(H_out, W_out)`` (or a full shape whose last two entries count).
+            Input, as for :func:`convtranspose.conv2d` (``(N, in_channels, L)`` or
+            ``(in_channels, L)`` for :class:`Conv1d`).
 
         Returns
         -------
         numpy.ndarray, or an array of x's kind for CUDA input
-            ``(N, out_channels, H_out, W_out)``, or unbatched.
+            ``(N, out_channels, H_out, W_out)`` (or ``(N, out_channels, L_out)``), or
+            unbatched.
 
         Raises
         ------
         TypeError, ValueError
-            For the inputs :func:`convtranspose.conv_transpose2d` rejects (wrong channels,
-            dimensions or dtype; an unreachable ``output_size``).
+            For the inputs :func:`convtranspose.conv2d` rejects (wrong channels,
+            dimensions or dtype; an input smaller than the dilated kernel).
 
         See Also
         --------
         backward : the gradients of this call.
-        convtranspose.conv_transpose2d : the operation.
+        convtranspose.conv2d : the operation.
 
         Examples
         --------
         >>> import numpy as np
         >>> import convtranspose as ct
-        >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=4, stride=2, padding=1, seed=0)
-        >>> layer.forward(np.zeros((4, 8, 8), np.float32)).shape
-        (2, 16, 16)
-        >>> layer(np.zeros((1, 4, 8, 8), np.float32), output_size=(17, 17)).shape
-        (1, 2, 17, 17)
+        >>> layer = ct.Conv2d(3, 8, kernel_size=3, padding="same", seed=0)
+        >>> layer.forward(np.zeros((2, 3, 10, 12), np.float32)).shape
+        (2, 8, 10, 12)
         """
-        output_padding = 0 if output_size is not None else self.output_padding
-        y = conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
-                             output_padding, self.groups, self.dilation,
-                             output_size=output_size)
-        self._cache = (x, output_padding, output_size)
+        y = self._forward(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                   self.groups)
+        self._x = x
         return y
 
     def backward(self, grad_output: ArrayLike) -> Array:
         """Compute the gradients of the last :meth:`forward` call, given ``grad_output``.
 
         Sets ``weight_grad`` and ``bias_grad`` (overwriting, not accumulating) and returns
-        the gradient with respect to the input of that call.
+        the gradient with respect to that call's input.
 
         Parameters
         ----------
@@ -256,44 +420,41 @@ class ConvTranspose2d(_Parameters):
             When no forward call came first.
         TypeError, ValueError
             A ``grad_output`` that is not of the forward result's shape, or of a dtype
-            :func:`convtranspose.conv_transpose2d_backward` rejects.
+            :func:`convtranspose.conv2d_backward` rejects.
 
         See Also
         --------
         forward : the call differentiated.
         gradients : ``[weight_grad, bias_grad]``.
-        convtranspose.conv_transpose2d_backward : the gradients computed.
+        convtranspose.conv2d_backward : the gradients computed.
 
         Examples
         --------
         >>> import numpy as np
         >>> import convtranspose as ct
-        >>> layer = ct.ConvTranspose2d(4, 2, kernel_size=3, stride=2, seed=0)
-        >>> y = layer(np.ones((1, 4, 5, 5), np.float32))
+        >>> layer = ct.Conv2d(1, 4, kernel_size=3, stride=2, padding=1, seed=0)
+        >>> y = layer(np.ones((2, 1, 8, 8), np.float32))
         >>> layer.backward(np.ones_like(y)).shape
-        (1, 4, 5, 5)
-        >>> layer.weight_grad.shape, layer.bias_grad
-        ((4, 2, 3, 3), array([121., 121.], dtype=float32))
+        (2, 1, 8, 8)
+        >>> layer.bias_grad
+        array([32., 32., 32., 32.], dtype=float32)
         """
-        if self._cache is None:
+        if self._x is None:
             raise RuntimeError("backward() needs a forward() call first")
-        x, output_padding, output_size = self._cache
-        gx, self.weight_grad, self.bias_grad = conv_transpose2d_backward(
-            grad_output, x, self.weight, self.stride, self.padding, output_padding,
-            self.groups, self.dilation, output_size=output_size,
-            needs_bias_grad=self.bias is not None)
+        gx, self.weight_grad, self.bias_grad = self._backward(
+            grad_output, self._x, self.weight, self.stride, self.padding, self.dilation,
+            self.groups, needs_bias_grad=self.bias is not None)
         self.weight_grad, self.bias_grad = _computed(self.weight_grad, self.bias_grad)
         return gx
 
     def __repr__(self):
-        return (f"ConvTranspose2d({self.in_channels}, {self.out_channels}, "
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, output_padding={self.output_padding}, "
-                f"groups={self.groups}, dilation={self.dilation}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, dtype={self.weight.dtype})")
 
 
-class Conv2d(_Parameters):
+class Conv2d(_ConvNd):
     """2-D convolution layer, the NumPy twin of ``torch.nn.Conv2d``.
 
     Parameters
@@ -357,132 +518,154 @@ class Conv2d(_Parameters):
     ((2, 1, 8, 8), (4, 1, 3, 3), (4,))
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
-                 stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
-                 groups: int = 1, bias: bool = True, *, dtype: DTypeLike = np.float32,
-                 seed: Seed = None) -> None:
-        self.in_channels = _as_int(in_channels, "in_channels")
-        self.out_channels = _as_int(out_channels, "out_channels")
-        self.kernel_size = _as_pair(kernel_size, "kernel_size")
-        if min(self.kernel_size) < 1:
-            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
-        # validated now so that a bad layer fails at construction, not at first call
-        _make_params(stride, _conv2d_padding(padding, self.kernel_size, stride, dilation), 0,
-                     dilation, groups)
-        self.stride, self.padding = _as_pair(stride, "stride"), padding
-        self.dilation, self.groups = _as_pair(dilation, "dilation"), _as_int(groups, "groups")
-        for name, value in (("in_channels", self.in_channels),
-                            ("out_channels", self.out_channels)):
-            if value < 1 or value % self.groups:
-                raise ValueError(f"{name} must be a positive multiple of groups = "
-                                 f"{self.groups}, got {value}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        rng = np.random.default_rng(seed)
-        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        bound = 1.0 / math.sqrt(shape[1] * shape[2] * shape[3])
-        self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
-        self.bias = rng.uniform(-bound, bound, self.out_channels).astype(dtype) if bias else None
-        self.weight_grad = self.bias_grad = None
-        self._x = None
+    _rank = 2
+    _forward = staticmethod(conv2d)
+    _backward = staticmethod(conv2d_backward)
 
-    def __call__(self, x: ArrayLike) -> Array:
-        """Apply the layer; see :meth:`forward`."""
-        return self.forward(x)
 
-    def forward(self, x: ArrayLike) -> Array:
-        """Return the convolution of ``x`` with the layer's weight and bias.
+class ConvTranspose1d(_ConvTransposeNd):
+    """Transposed 1-D convolution layer, the NumPy twin of ``torch.nn.ConvTranspose1d``.
 
-        The layer keeps a reference to ``x`` for :meth:`backward`. ``layer(x)`` is
-        ``layer.forward(x)``.
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output; both divisible by ``groups``.
+    kernel_size : int or (int,)
+        Kernel length.
+    stride, padding, output_padding, groups : int, tuple or str
+        As for :func:`convtranspose.conv_transpose1d` (``padding`` may be asymmetric,
+        ``((lo, hi),)``, or ``"valid"`` or ``"same"``).
+    bias : bool, default True
+        Whether the layer adds a learnable bias.
+    dilation : int or (int,), default 1
+        As for :func:`convtranspose.conv_transpose1d`.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Dtype of the parameters.
+    seed : int or numpy.random.Generator, optional
+        Seeds the initialisation.
 
-        Parameters
-        ----------
-        x : array_like, shape (N, in_channels, H, W) or (in_channels, H, W)
-            Input, as for :func:`convtranspose.conv2d`.
+    Attributes
+    ----------
+    weight : numpy.ndarray, shape (in_channels, out_channels // groups, k)
+        The kernel, laid out as ``torch.nn.ConvTranspose1d.weight``; updating it in place
+        changes the next call.
+    bias : numpy.ndarray of shape (out_channels,), or None
+        The bias, or ``None`` for a layer made with ``bias=False``.
+    weight_grad, bias_grad : numpy.ndarray or None
+        Gradients from the last :meth:`backward` (``None`` before it), of the shapes of
+        ``weight`` and ``bias``.
 
-        Returns
-        -------
-        numpy.ndarray, or an array of x's kind for CUDA input
-            ``(N, out_channels, H_out, W_out)``, or unbatched.
+    Raises
+    ------
+    TypeError
+        Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
+        float32 or float64.
+    ValueError
+        Channels that are not positive multiples of ``groups``, a kernel size below 1, and
+        the hyper-parameters :func:`convtranspose.conv_transpose1d` rejects (tuples of
+        other than one value among them).
 
-        Raises
-        ------
-        TypeError, ValueError
-            For the inputs :func:`convtranspose.conv2d` rejects (wrong channels,
-            dimensions or dtype; an input smaller than the dilated kernel).
+    See Also
+    --------
+    conv_transpose1d : the operation it applies.
+    conv_transpose1d_backward : the gradients its :meth:`backward` computes.
+    ConvTranspose2d : the 2-D layer, whose code this shares.
+    Conv1d : the 1-D convolution layer.
 
-        See Also
-        --------
-        backward : the gradients of this call.
-        convtranspose.conv2d : the operation.
+    Notes
+    -----
+    PyTorch's initialisation: ``kaiming_uniform_(weight, a=sqrt(5))`` with the fan-in
+    ``(out_channels // groups) * k`` that PyTorch computes from this weight layout, which
+    draws ``weight`` and ``bias`` from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> import convtranspose as ct
-        >>> layer = ct.Conv2d(3, 8, kernel_size=3, padding="same", seed=0)
-        >>> layer.forward(np.zeros((2, 3, 10, 12), np.float32)).shape
-        (2, 8, 10, 12)
-        """
-        y = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                   self.groups)
-        self._x = x
-        return y
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> layer = ct.ConvTranspose1d(4, 2, kernel_size=3, stride=2, seed=0)
+    >>> x = np.ones((1, 4, 5), np.float32)
+    >>> layer(x, output_size=(12,)).shape
+    (1, 2, 12)
+    >>> y = layer(x)
+    >>> y.shape, layer.weight.shape
+    ((1, 2, 11), (4, 2, 3))
+    >>> layer.backward(np.ones_like(y)).shape
+    (1, 4, 5)
+    >>> layer.weight_grad.shape, layer.bias_grad
+    ((4, 2, 3), array([11., 11.], dtype=float32))
+    """
 
-    def backward(self, grad_output: ArrayLike) -> Array:
-        """Compute the gradients of the last :meth:`forward` call, given ``grad_output``.
+    _rank = 1
+    _forward = staticmethod(conv_transpose1d)
+    _backward = staticmethod(conv_transpose1d_backward)
 
-        Sets ``weight_grad`` and ``bias_grad`` (overwriting, not accumulating) and returns
-        the gradient with respect to that call's input.
 
-        Parameters
-        ----------
-        grad_output : array_like
-            Gradient of the loss with respect to the last forward call's result; of its
-            shape.
+class Conv1d(_ConvNd):
+    """1-D convolution layer, the NumPy twin of ``torch.nn.Conv1d``.
 
-        Returns
-        -------
-        numpy.ndarray, or an array of grad_output's kind for CUDA input
-            The gradient with respect to that call's ``x``, of its shape.
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output; both divisible by ``groups``.
+    kernel_size : int or (int,)
+        Kernel length.
+    stride, padding, dilation, groups : int, tuple or str
+        As for :func:`convtranspose.conv1d` (``padding`` may be asymmetric,
+        ``((lo, hi),)``, ``"valid"`` or ``"same"``).
+    bias : bool, default True
+        Whether the layer adds a learnable bias.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Dtype of the parameters.
+    seed : int or numpy.random.Generator, optional
+        Seeds the initialisation.
 
-        Raises
-        ------
-        RuntimeError
-            When no forward call came first.
-        TypeError, ValueError
-            A ``grad_output`` that is not of the forward result's shape, or of a dtype
-            :func:`convtranspose.conv2d_backward` rejects.
+    Attributes
+    ----------
+    weight : numpy.ndarray, shape (out_channels, in_channels // groups, k)
+        The kernel, laid out as ``torch.nn.Conv1d.weight``; updating it in place changes
+        the next call.
+    bias : numpy.ndarray of shape (out_channels,), or None
+        The bias, or ``None`` for a layer made with ``bias=False``.
+    weight_grad, bias_grad : numpy.ndarray or None
+        Gradients from the last :meth:`backward` (``None`` before it), of the shapes of
+        ``weight`` and ``bias``.
 
-        See Also
-        --------
-        forward : the call differentiated.
-        gradients : ``[weight_grad, bias_grad]``.
-        convtranspose.conv2d_backward : the gradients computed.
+    Raises
+    ------
+    TypeError
+        Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
+        float32 or float64.
+    ValueError
+        Channels that are not positive multiples of ``groups``, a kernel size below 1,
+        ``padding="same"`` with a stride, and the hyper-parameters
+        :func:`convtranspose.conv1d` rejects (tuples of other than one value among them).
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> import convtranspose as ct
-        >>> layer = ct.Conv2d(1, 4, kernel_size=3, stride=2, padding=1, seed=0)
-        >>> y = layer(np.ones((2, 1, 8, 8), np.float32))
-        >>> layer.backward(np.ones_like(y)).shape
-        (2, 1, 8, 8)
-        >>> layer.bias_grad
-        array([32., 32., 32., 32.], dtype=float32)
-        """
-        if self._x is None:
-            raise RuntimeError("backward() needs a forward() call first")
-        gx, self.weight_grad, self.bias_grad = conv2d_backward(
-            grad_output, self._x, self.weight, self.stride, self.padding, self.dilation,
-            self.groups, needs_bias_grad=self.bias is not None)
-        self.weight_grad, self.bias_grad = _computed(self.weight_grad, self.bias_grad)
-        return gx
+    See Also
+    --------
+    conv1d : the operation it applies.
+    conv1d_backward : the gradients its :meth:`backward` computes.
+    Conv2d : the 2-D layer, whose code this shares.
+    ConvTranspose1d : the 1-D transposed convolution layer.
 
-    def __repr__(self):
-        return (f"Conv2d({self.in_channels}, {self.out_channels}, "
-                f"kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"bias={self.bias is not None}, dtype={self.weight.dtype})")
+    Notes
+    -----
+    PyTorch's initialisation: ``kaiming_uniform_(weight, a=sqrt(5))`` with fan-in
+    ``(in_channels // groups) * k``, so ``weight`` and ``bias`` are drawn from
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> layer = ct.Conv1d(1, 4, kernel_size=3, stride=2, padding=1, seed=0)
+    >>> y = layer(np.ones((2, 1, 8), np.float32))
+    >>> y.shape
+    (2, 4, 4)
+    >>> gx = layer.backward(np.ones_like(y))
+    >>> gx.shape, layer.weight_grad.shape, layer.bias_grad
+    ((2, 1, 8), (4, 1, 3), array([8., 8., 8., 8.], dtype=float32))
+    """
+
+    _rank = 1
+    _forward = staticmethod(conv1d)
+    _backward = staticmethod(conv1d_backward)

@@ -1,0 +1,414 @@
+"""The 1-D operations: :func:`conv_transpose1d`, :func:`conv1d` and their gradients.
+
+A 1-D problem is a 2-D one of unit height (kernel height 1, stride and dilation 1 and no
+padding along it), so each function here validates its arguments at rank 1, so that
+errors speak of the 1-D arguments, and then runs the 2-D public function on zero-copy
+views ``(N, C, 1, L)`` of its operands, returning the result viewed back as
+``(N, C, L_out)``. NumPy and Dask arrays are viewed by indexing with ``None`` (lazy for
+Dask); CUDA arrays through their ``reshape``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import api, conv, grad
+from ._arrays import check_out, host_array, is_dask_array, is_device_array
+from .params import normalise, normalise_backward, normalise_conv, normalise_conv_backward
+
+if TYPE_CHECKING:
+    from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
+
+__all__ = ["conv_transpose1d", "conv1d", "conv_transpose1d_backward", "conv1d_backward"]
+
+
+# ----------------------------------------------------------------------------
+# operands and views
+
+
+def _operand(a, name, required=True):
+    """``a`` as something with a ``.shape`` and a NumPy dtype: NumPy, Dask and CUDA
+    arrays as they are, anything else through ``numpy.asarray``; with its dtype."""
+    if a is None and not required:
+        return None, None
+    if isinstance(a, np.ndarray) or is_dask_array(a):
+        return a, a.dtype
+    if is_device_array(a, name):
+        try:
+            typestr = a.__cuda_array_interface__["typestr"]
+        except AttributeError:        # a simulated Numba device array
+            return a, np.dtype(a.dtype)
+        return a, np.dtype(typestr)
+    a = host_array(a, name, required)
+    return a, a.dtype
+
+
+def _shape(a):
+    return None if a is None else tuple(a.shape)
+
+
+def _lift(a, name):
+    """``a`` of shape ``(..., L)`` as a view of shape ``(..., 1, L)``, never a copy."""
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray) or is_dask_array(a):
+        return a[..., None, :]
+    if not hasattr(a, "reshape"):
+        raise TypeError(f"{name} is a {type(a).__name__} without a reshape method, which "
+                        "the 1-D functions need to view it as a 2-D array of unit height")
+    shape = tuple(a.shape)
+    return a.reshape(shape[:-1] + (1, shape[-1]))
+
+
+def _drop(a):
+    """The view of :func:`_lift` undone: ``(..., 1, L)`` as ``(..., L)``."""
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray) or is_dask_array(a):
+        return a[..., 0, :]
+    shape = tuple(a.shape)
+    return a.reshape(shape[:-2] + (shape[-1],))
+
+
+def _lifted(params):
+    """The rank-1 :class:`~convtranspose.params.ConvParams` as 2-D keyword arguments."""
+    (pad,) = params.pads
+    return dict(stride=(1, params.stride[0]), padding=((0, 0), pad),
+                dilation=(1, params.dilation[0]), groups=params.groups)
+
+
+def _check_host_out(out, shape, dtype):
+    """Check a host ``out`` against the 1-D result's shape (the 2-D call would speak of
+    the lifted shape); CUDA and Dask ``out`` are checked (or refused) by the 2-D call."""
+    if out is not None and not is_dask_array(out) and not is_device_array(out, "out"):
+        check_out(out, shape, dtype)
+
+
+# ----------------------------------------------------------------------------
+# the operations
+
+
+def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+                     stride: IntTuple = 1, padding: AutoPadding = 0,
+                     output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
+                     output_size: Shape | None = None, out: Array | None = None,
+                     backend: Backend = "auto") -> Array:
+    """1-D transposed convolution with the semantics of ``torch.nn.functional.conv_transpose1d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, L) or (C_in, L)
+        Input, float32 or float64. A Dask array gives a lazy Dask array; a CUDA array runs
+        on its GPU.
+    weight : array_like, shape (C_in, C_out // groups, k)
+        Kernel, laid out as in ``torch.nn.ConvTranspose1d.weight``.
+    bias : array_like, shape (C_out,), optional
+        Added to every output sample of its channel.
+    stride : int or (int,), default 1
+        Spacing of the input samples on the output grid.
+    padding : int, (int,), ((int, int),), "valid" or "same", default 0
+        Samples cropped from the full result: ``p`` (or ``(p,)``) on both sides,
+        ``((lo, hi),)`` each side on its own (a flat ``(lo, hi)`` is refused: it would
+        read as two spatial dimensions). ``"same"`` gives an
+        output of ``L * stride`` samples, as for :func:`conv_transpose2d`.
+    output_padding : int or (int,), default 0
+        Extra samples at the end; smaller than the stride or the dilation.
+    groups : int, default 1
+        Input and output channels are split into ``groups`` independent groups.
+    dilation : int or (int,), default 1
+        Spacing between kernel taps.
+    output_size : sequence of int, optional
+        Wanted ``(L_out,)`` (or a full shape whose last entry counts); picks the
+        ``output_padding`` as ``torch.nn.ConvTranspose1d.forward`` does.
+    out : numpy.ndarray, optional
+        Array of exactly the result's shape and dtype to write into; returned.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        As for :func:`conv_transpose2d`.
+
+    Returns
+    -------
+    numpy.ndarray, or an array of x's kind for CUDA or Dask input
+        ``(N, C_out, L_out)``, or ``(C_out, L_out)`` for unbatched input, with
+        ``L_out = (L - 1)*stride - (lo + hi) + dilation*(k - 1) + output_padding + 1``,
+        of dtype ``np.result_type(x, weight, bias)``.
+
+    Raises
+    ------
+    TypeError
+        Non-float arrays, non-integer hyper-parameters, an ``out`` that is not an ndarray,
+        a CUDA array without ``reshape``.
+    ValueError
+        Wrong number of dimensions, inconsistent channels, bias shape, stride or dilation
+        below 1, negative padding, ``output_padding`` not below ``max(stride, dilation)``,
+        an unreachable output size, ``out`` of the wrong shape or dtype, an unknown
+        backend; tuples of other than one value (or one ``(lo, hi)`` pair for ``padding``).
+
+    See Also
+    --------
+    conv_transpose2d : the 2-D operation this runs, on views of unit height.
+    conv_transpose1d_backward : the gradients.
+    ConvTranspose1d : the layer, holding its weight and bias.
+
+    Notes
+    -----
+    Input sample ``i`` reaches output sample ``i*stride + j*dilation - lo`` through kernel
+    tap ``j`` (Dumoulin & Visin, "A guide to convolution arithmetic for deep learning",
+    2016). Inputs are never copied when they are C-contiguous native arrays of the result
+    dtype: the 2-D call gets views of them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x = np.ones((1, 1, 2))
+    >>> ct.conv_transpose1d(x, np.ones((1, 1, 3)), stride=2)
+    array([[[1., 1., 2., 1., 1.]]])
+    >>> ct.conv_transpose1d(np.zeros((8, 32), np.float32), np.zeros((8, 4, 16), np.float32),
+    ...                     stride=8, padding="same").shape
+    (4, 256)
+    """
+    x, dx = _operand(x, "x")
+    weight, dw = _operand(weight, "weight")
+    bias, db = _operand(bias, "bias", required=False)
+    dtypes = [("x", dx), ("weight", dw)] + ([] if bias is None else [("bias", db)])
+    params, shape, dtype = normalise(
+        _shape(x), _shape(weight), _shape(bias), dtypes, stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size, rank=1)
+    _check_host_out(out, shape, dtype)
+    y = api.conv_transpose2d(_lift(x, "x"), _lift(weight, "weight"), bias,
+                             output_padding=(0, params.output_padding[0]),
+                             out=_lift(out, "out"), backend=backend, **_lifted(params))
+    return out if out is not None else _drop(y)
+
+
+def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+           stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
+           groups: int = 1, *, backend: Backend = "auto") -> Array:
+    """1-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv1d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, L) or (C_in, L)
+        Input, float32 or float64. A Dask array gives a lazy Dask array; a CUDA array runs
+        on its GPU.
+    weight : array_like, shape (C_out, C_in // groups, k)
+        Kernel, laid out as in ``torch.nn.Conv1d.weight``.
+    bias : array_like, shape (C_out,), optional
+        Added to every output sample of its channel.
+    stride : int or (int,), default 1
+        Step of the kernel over the input.
+    padding : int, (int,), ((int, int),), "valid" or "same", default 0
+        Zeros added at both ends (``p``), or ``((lo, hi),)`` at each end on its own;
+        ``"same"`` keeps the length at stride 1 (an odd total puts the extra zero at the
+        end).
+    dilation : int or (int,), default 1
+        Spacing between kernel taps.
+    groups : int, default 1
+        Input and output channels are split into ``groups`` independent groups.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        As for :func:`conv2d`.
+
+    Returns
+    -------
+    numpy.ndarray, or an array of x's kind for CUDA or Dask input
+        ``(N, C_out, L_out)`` (or unbatched), with ``L_out = floor((L + lo + hi -
+        dilation*(k - 1) - 1) / stride) + 1``, of dtype ``np.result_type(x, weight, bias)``.
+
+    Raises
+    ------
+    TypeError
+        Non-float arrays, non-integer hyper-parameters, a CUDA array without ``reshape``.
+    ValueError
+        Wrong dimensions, inconsistent channels or groups, bias shape, stride or dilation
+        below 1, negative padding, ``"same"`` with a stride, an empty output, an unknown
+        backend; tuples of other than one value (or one ``(lo, hi)`` pair for ``padding``).
+    RuntimeError
+        ``backend="cuda"`` where no GPU can be used.
+
+    See Also
+    --------
+    conv2d : the 2-D operation this runs, on views of unit height.
+    conv1d_backward : the gradients.
+    Conv1d : the layer, holding its weight and bias.
+
+    Notes
+    -----
+    ``out[n, co, i] = bias[co] + sum x[n, ci, i*stride + j*dilation - lo] * weight[co, c, j]``
+    over the input channels of ``co``'s group and the taps ``j``, reading zero outside the
+    input (Dumoulin & Visin, 2016).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> ct.conv1d(np.arange(4.0).reshape(1, 1, 4), np.ones((1, 1, 2)), stride=2)
+    array([[[1., 5.]]])
+    >>> ct.conv1d(np.zeros((3, 7)), np.zeros((5, 3, 4)), padding="same").shape
+    (5, 7)
+    """
+    x, dx = _operand(x, "x")
+    weight, dw = _operand(weight, "weight")
+    bias, db = _operand(bias, "bias", required=False)
+    dtypes = [("x", dx), ("weight", dw)] + ([] if bias is None else [("bias", db)])
+    params, _, _ = normalise_conv(_shape(x), _shape(weight), _shape(bias), dtypes,
+                                  stride=stride, padding=padding, dilation=dilation,
+                                  groups=groups, rank=1)
+    return _drop(conv.conv2d(_lift(x, "x"), _lift(weight, "weight"), bias, backend=backend,
+                             **_lifted(params)))
+
+
+def _grad_operands(grad_output, x, weight):
+    g, dg = _operand(grad_output, "grad_output")
+    x, dx = _operand(x, "x")
+    weight, dw = _operand(weight, "weight")
+    return g, x, weight, [("grad_output", dg), ("x", dx), ("weight", dw)]
+
+
+def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                              stride: IntTuple = 1, padding: AutoPadding = 0,
+                              output_padding: IntTuple = 0, groups: int = 1,
+                              dilation: IntTuple = 1, *, output_size: Shape | None = None,
+                              needs_input_grad: bool = True, needs_weight_grad: bool = True,
+                              needs_bias_grad: bool = True,
+                              backend: Backend = "auto") -> Gradients:
+    """Gradients of :func:`conv_transpose1d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to ``conv_transpose1d(x, weight, ...)``; of the
+        forward result's shape. Dask operands give lazy Dask gradients.
+    x : array_like, shape (N, C_in, L) or (C_in, L)
+        The forward call's input.
+    weight : array_like, shape (C_in, C_out // groups, k)
+        The forward call's weight.
+    stride, padding, output_padding, groups, dilation, output_size : int, tuples or None
+        The forward call's hyper-parameters, as for :func:`conv_transpose1d`.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        As for :func:`conv_transpose2d_backward`.
+
+    Returns
+    -------
+    grad_input : numpy.ndarray or None
+        Shape of ``x``; dtype ``np.result_type(grad_output, x, weight)``, as the others.
+    grad_weight : numpy.ndarray or None
+        Shape of ``weight``.
+    grad_bias : numpy.ndarray or None
+        Shape ``(C_out,)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv_transpose1d`, and for a ``grad_output`` whose shape is not the
+        forward result's.
+    RuntimeError
+        ``backend="cuda"`` where no GPU can be used.
+
+    See Also
+    --------
+    conv_transpose1d : the forward operation.
+    conv_transpose2d_backward : the 2-D gradients this runs, on views of unit height.
+    ConvTranspose1d : a layer that calls this in its ``backward``.
+
+    Notes
+    -----
+    ``grad_input`` is ``conv1d(grad_output, weight, stride, padding, dilation, groups)``
+    cropped to ``x``'s length; ``grad_weight[ci, j, t] = sum x[n, ci, i] * grad_output[n,
+    g*C_out_g + j, i*stride + t*dilation - lo]``; ``grad_bias`` sums ``grad_output`` over
+    all but the channels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x, w = np.ones((1, 1, 2)), np.ones((1, 1, 3))
+    >>> y = ct.conv_transpose1d(x, w, stride=2)
+    >>> gx, gw, gb = ct.conv_transpose1d_backward(np.ones_like(y), x, w, stride=2)
+    >>> gx, gw, gb
+    (array([[[3., 3.]]]), array([[[2., 2., 2.]]]), array([5.]))
+    """
+    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    params, _ = normalise_backward(
+        _shape(g), _shape(x), _shape(weight), dtypes, stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size, rank=1)
+    gx, gw, gb = grad.conv_transpose2d_backward(
+        _lift(g, "grad_output"), _lift(x, "x"), _lift(weight, "weight"),
+        output_padding=(0, params.output_padding[0]), needs_input_grad=needs_input_grad,
+        needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
+        backend=backend, **_lifted(params))
+    return _drop(gx), _drop(gw), gb
+
+
+def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                    stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
+                    groups: int = 1, *, needs_input_grad: bool = True,
+                    needs_weight_grad: bool = True, needs_bias_grad: bool = True,
+                    backend: Backend = "auto") -> Gradients:
+    """Gradients of :func:`conv1d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to ``conv1d(x, weight, ...)``; of its shape.
+        Dask operands give lazy Dask gradients.
+    x : array_like, shape (N, C_in, L) or (C_in, L)
+        The forward call's input.
+    weight : array_like, shape (C_out, C_in // groups, k)
+        The forward call's weight.
+    stride, padding, dilation, groups : int, tuples or str
+        The forward call's hyper-parameters, as for :func:`conv1d`.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        As for :func:`conv2d_backward`.
+
+    Returns
+    -------
+    grad_input : numpy.ndarray or None
+        Shape of ``x``.
+    grad_weight : numpy.ndarray or None
+        Shape of ``weight``.
+    grad_bias : numpy.ndarray or None
+        Shape ``(C_out,)``.
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`conv1d`, and for a ``grad_output`` not of the forward result's shape.
+
+    See Also
+    --------
+    conv1d : the forward operation.
+    conv2d_backward : the 2-D gradients this runs, on views of unit height.
+    Conv1d : a layer that calls this in its ``backward``.
+
+    Notes
+    -----
+    ``grad_input`` is the transposed convolution of ``grad_output`` with the same weight,
+    sized to give back ``x``'s length; ``grad_weight[co, c, j] = sum grad_output[n, co, i]
+    * x[n, g*C_in_g + c, i*stride + j*dilation - lo]``; ``grad_bias`` sums
+    ``grad_output`` over all but the channels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x, w = np.ones((1, 1, 3)), np.ones((1, 1, 2))
+    >>> gx, gw, gb = ct.conv1d_backward(np.ones((1, 1, 2)), x, w)
+    >>> gx, gw, gb
+    (array([[[1., 2., 1.]]]), array([[[2., 2.]]]), array([2.]))
+    """
+    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    params, _ = normalise_conv_backward(
+        _shape(g), _shape(x), _shape(weight), dtypes, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, rank=1)
+    gx, gw, gb = conv.conv2d_backward(
+        _lift(g, "grad_output"), _lift(x, "x"), _lift(weight, "weight"),
+        needs_input_grad=needs_input_grad, needs_weight_grad=needs_weight_grad,
+        needs_bias_grad=needs_bias_grad, backend=backend, **_lifted(params))
+    return _drop(gx), _drop(gw), gb
