@@ -2,6 +2,11 @@
 engine (cpu/deconv.py):
 against the float64 reference, bitwise independence of threads, batch and tiling, and
 Inf/NaN weights."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numba
 import numpy as np
 import pytest
@@ -354,7 +359,9 @@ def test_direct_gradients_run_the_engine_on_channel_heavy_layers(monkeypatch):
         assert_close(a, b, np.float64)
 
 
-def test_weight_grad_keeps_to_the_workspace_limit():
+def test_weight_grad_bits_depend_on_neither_the_limit_nor_the_threads(tmp_path):
+    # the pixel ranges (the summation order) come from the shapes alone; a small workspace
+    # limit narrows the column blocks and adds the partials one after the other
     rng = np.random.default_rng(35)
     x = rng.standard_normal((16, 32, 16, 16)).astype(np.float32)
     w_shape, kwargs = (32, 64, 4, 4), dict(stride=2, padding=1)
@@ -362,11 +369,29 @@ def test_weight_grad_keeps_to_the_workspace_limit():
     want = _weight_grad(x, g, w_shape, kwargs)
     big = deconv.plan_weight_grad(x.shape, w_shape, 1, np.dtype(np.float32), 2**28, 2)
     small = deconv.plan_weight_grad(x.shape, w_shape, 1, np.dtype(np.float32), 2**19, 2)
-    assert big.parts > 1 and small.parts == 1          # no room for partial gradients
+    assert big.parts == small.parts > 1
     assert 2 * small.slot * 4 <= 2**19 < 2 * big.slot * 4
     old = ct.get_workspace_limit()
     try:
-        ct.set_workspace_limit(2**19)
-        assert_close(_weight_grad(x, g, w_shape, kwargs), want, np.float32)
+        ct.set_workspace_limit(2**19)           # no room for the partials at once
+        np.testing.assert_array_equal(_weight_grad(x, g, w_shape, kwargs), want)
     finally:
         ct.set_workspace_limit(old)
+    _, ref, _ = conv_transpose2d_backward_reference(g, x, np.zeros(w_shape), **kwargs)
+    assert_close(want, ref, np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "g.npy", g)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from convtranspose.cpu import deconv
+        x, g = np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "g.npy")!r})
+        gw = np.empty({w_shape}, np.float32)
+        deconv.weight_grad(x, g, gw, (2, 2), (1, 1), (1, 1), 1)
+        np.save({str(tmp_path / "gw.npy")!r}, gw)
+    """)
+    for threads in ("1", "3"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        np.testing.assert_array_equal(np.load(tmp_path / "gw.npy"), want)

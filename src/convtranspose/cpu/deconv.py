@@ -347,18 +347,24 @@ class WeightGradPlan(NamedTuple):
     a_size: int           # ... and the packed A block
 
 
+#: The tasks a weight gradient's pixel ranges are chosen for, whatever the thread count:
+#: the ranges set the summation order, so they come from the problem alone.
+_WG_PARTS_FOR = 4
+
+
 @byte_bounded_cache()
 def plan_weight_grad(a_shape, gw_shape, groups, dtype, limit, threads):
     """Build the :class:`WeightGradPlan` of a weight gradient (cached).
 
-    ``_TASKS_PER_THREAD`` tasks per thread are cut from the columns (each group's
-    ``C_b_g*kH*kW``, in blocks of whole micro-panels, at most ``NC``) and the pixels (in
-    ``parts`` ranges of at least two ``KC`` blocks, whose partial gradients the caller adds
-    in order), as many of each as packs the fewest values: each column block packs all of
-    ``A`` again, each further part adds a partial gradient. The threads' slots and the
-    partial gradients stay within ``limit`` bytes where they can: column blocks shrink (to
-    one micro-panel at the least) and parts are dropped to fit. ``threads`` is the
-    process's fixed thread count, so the tasks do not change with ``numba.set_num_threads``.
+    The pixels are cut into ``parts`` ranges (at least two ``KC`` blocks each) whose
+    partial gradients the caller adds in order, and each group's ``C_b_g*kH*kW`` columns
+    into blocks of whole micro-panels (at most ``NC``). The ranges set the summation order,
+    so they depend on the shapes alone: as many as pack the fewest values for
+    ``_WG_PARTS_FOR`` tasks (each column block packs all of ``A`` again, each further range
+    adds a partial gradient). The column blocks change only the speed: enough for
+    ``_TASKS_PER_THREAD`` tasks per thread of ``threads`` (the process's fixed count), and
+    narrow enough for every thread's slot to stay within ``limit`` bytes (one
+    micro-panel at the least).
 
     Examples
     --------
@@ -372,34 +378,36 @@ def plan_weight_grad(a_shape, gw_shape, groups, dtype, limit, threads):
     dtype = np.dtype(dtype)
     kc, mc, nc = blocking(dtype)
     nr = simd.tile(dtype)[1]
+    line = _cache_line(dtype)
     cols = gw_shape[1] * gw_shape[2] * gw_shape[3]
     panels = -(-cols // nr)
-    want = _TASKS_PER_THREAD * threads
     pixels = n * h_o * w_o
     c_a_g = c_a // groups
     kb = min(kc, pixels)
-    a_size = -(-kb * -(-min(mc, c_a_g) // MR) * MR // _cache_line(dtype)) * _cache_line(dtype)
-    fixed = a_size + MR * nr + _cache_line(dtype)
+    a_size = -(-kb * -(-min(mc, c_a_g) // MR) * MR // line) * line
+    fixed = a_size + MR * nr + line
     # the most columns per block that keep every thread's slot within the limit
     room = limit // (threads * dtype.itemsize) - fixed
     most = max(nr, min(nc, room // max(kb, 1) // nr * nr))
 
-    def packed(parts):          # values packed (A once per column block) and partials added
-        blocks = max(min(panels, -(-want // (groups * parts))), -(-cols // most))
-        return pixels * (blocks * c_a_g + cols) + 2 * (parts - 1) * c_a * cols, blocks
+    def blocks(parts, want, widest):
+        return max(min(panels, -(-want // (groups * parts))), -(-cols // widest))
 
-    spare = max(0, limit // dtype.itemsize - threads * (fixed + kb * most))
-    top = max(1, min(want, pixels // (2 * kc), 1 + spare // max(1, c_a * cols)))
-    parts = min(range(1, top + 1), key=lambda p: packed(p)[0])
-    blocks = packed(parts)[1]
+    def packed(parts):          # values packed (A once per column block) and partials added
+        return (pixels * (blocks(parts, _WG_PARTS_FOR, nc) * c_a_g + cols)
+                + 2 * (parts - 1) * c_a * cols)
+
+    top = max(1, min(_WG_PARTS_FOR, pixels // (2 * kc)))
+    parts = min(range(1, top + 1), key=packed)
+    n_blocks = blocks(parts, _TASKS_PER_THREAD * threads, most)
     tasks = []
     for part, (p0, size) in enumerate(_split(pixels, -(-pixels // parts))):
         for g in range(groups):
-            for q0, q in _split(panels, -(-panels // blocks)):
+            for q0, q in _split(panels, -(-panels // n_blocks)):
                 j0 = q0 * nr
                 tasks.append((g, j0, min(cols, j0 + q * nr) - j0, p0, p0 + size, part))
     nb_max = max(t[2] for t in tasks)
-    b_size = -(-kb * -(-nb_max // nr) * nr // _cache_line(dtype)) * _cache_line(dtype)
+    b_size = -(-kb * -(-nb_max // nr) * nr // line) * line
     return WeightGradPlan(_table(tasks, 6), len({t[5] for t in tasks}),
                           b_size + a_size + MR * nr, b_size, a_size)
 
@@ -446,10 +454,28 @@ def weight_grad(a, b, gw, stride, dilation, before, groups):
     kc, mc, _ = blocking(gw.dtype)
     k_h, k_w = gw.shape[2:]
     flat = gw.reshape(-1)
-    with workspace(gw.dtype, threads * plan.slot, (plan.parts - 1) * gw.size) as (ws, rest):
-        launch(weight_grad_kernel, a, b, flat, rest, plan.tasks, k_w, k_h * k_w, *stride,
-               *dilation, *before, groups, kc, mc, ws, plan.slot, plan.b_size, plan.a_size)
-        with np.errstate(invalid="ignore", over="ignore"):     # inf - inf is NaN, silently
-            for p in range(plan.parts - 1):                    # the partial sums, in order
-                flat += rest[p * gw.size:(p + 1) * gw.size]
+    # every partial at once where the limit has room for them, else one after the other
+    # through one buffer: the same sums in the same order either way
+    at_once = ((plan.parts - 1) * gw.size + threads * plan.slot) * gw.itemsize \
+        <= _ws.get_workspace_limit()
+    rounds = [plan.tasks] if at_once else _one_part_each(plan.tasks, plan.parts)
+    held = plan.parts - 1 if at_once else min(1, plan.parts - 1)
+    with workspace(gw.dtype, threads * plan.slot, held * gw.size) as (ws, rest):
+        for r, tasks in enumerate(rounds):
+            launch(weight_grad_kernel, a, b, flat, rest, tasks, k_w, k_h * k_w, *stride,
+                   *dilation, *before, groups, kc, mc, ws, plan.slot, plan.b_size,
+                   plan.a_size)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, silently
+                for p in range(held if at_once else min(r, 1)):  # partial sums, in order
+                    flat += rest[p * gw.size:(p + 1) * gw.size]
     return gw
+
+
+def _one_part_each(tasks, parts):
+    """The tasks of each pixel range in turn, the later ones writing partial block 0."""
+    rounds = []
+    for p in range(parts):
+        sub = tasks[tasks[:, 5] == p].copy()
+        sub[:, 5] = min(p, 1)
+        rounds.append(sub)
+    return rounds
