@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
@@ -70,6 +71,42 @@ def _fast_thread_switching():
         sys.setswitchinterval(5e-4)
     yield
     sys.setswitchinterval(old)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _thread_safe_shared_arrays():
+    """Numba's simulator hands each ``cuda.shared.array`` call site one array per block
+    through an unlocked check-then-set (``FakeCUDAShared.array``): two of a block's
+    threads that reach it at once can get different arrays, and a reduction over
+    "shared" memory then sums only some of the block's partials (seen once in CI: a
+    bias gradient off in the elements of a block that handled two). Real GPUs have no
+    such race; under the simulator the call is serialised here."""
+    if not SIMULATOR:
+        yield
+        return
+    import threading
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype):
+        if shape == 0:                       # dynamic shared memory: one buffer, no race
+            return original(self, shape, dtype)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)             # the call site, as the simulator keys it
+        site = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            found = self._allocations.get(site)
+            if found is None:
+                found = self._allocations[site] = np.empty(shape, dtype)
+        return found
+
+    kernelapi.FakeCUDAShared.array = array
+    yield
+    kernelapi.FakeCUDAShared.array = original
 
 
 @pytest.fixture(params=["gather", "tiled"])
