@@ -71,6 +71,23 @@ def _drop(a):
     return a.reshape(shape[:-2] + (shape[-1],))
 
 
+def _forward_operands(x, weight, bias):
+    """The forward's operands (:func:`_operand`) and their named dtypes."""
+    x, dx = _operand(x, "x")
+    weight, dw = _operand(weight, "weight")
+    bias, db = _operand(bias, "bias", required=False)
+    return x, weight, bias, [("x", dx), ("weight", dw)] + ([] if bias is None else
+                                                          [("bias", db)])
+
+
+def _grad_operands(grad_output, x, weight):
+    """The gradients' operands (:func:`_operand`) and their named dtypes."""
+    g, dg = _operand(grad_output, "grad_output")
+    x, dx = _operand(x, "x")
+    weight, dw = _operand(weight, "weight")
+    return g, x, weight, [("grad_output", dg), ("x", dx), ("weight", dw)]
+
+
 def _lifted(params):
     """The rank-1 :class:`~convtranspose.params.ConvParams` as 2-D keyword arguments."""
     (pad,) = params.pads
@@ -168,10 +185,7 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ...                     stride=8, padding="same").shape
     (4, 256)
     """
-    x, dx = _operand(x, "x")
-    weight, dw = _operand(weight, "weight")
-    bias, db = _operand(bias, "bias", required=False)
-    dtypes = [("x", dx), ("weight", dw)] + ([] if bias is None else [("bias", db)])
+    x, weight, bias, dtypes = _forward_operands(x, weight, bias)
     params, shape, dtype = normalise(
         _shape(x), _shape(weight), _shape(bias), dtypes, stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
@@ -248,22 +262,12 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     >>> ct.conv1d(np.zeros((3, 7)), np.zeros((5, 3, 4)), padding="same").shape
     (5, 7)
     """
-    x, dx = _operand(x, "x")
-    weight, dw = _operand(weight, "weight")
-    bias, db = _operand(bias, "bias", required=False)
-    dtypes = [("x", dx), ("weight", dw)] + ([] if bias is None else [("bias", db)])
+    x, weight, bias, dtypes = _forward_operands(x, weight, bias)
     params, _, _ = normalise_conv(_shape(x), _shape(weight), _shape(bias), dtypes,
                                   stride=stride, padding=padding, dilation=dilation,
                                   groups=groups, rank=1)
     return _drop(conv.conv2d(_lift(x, "x"), _lift(weight, "weight"), bias, backend=backend,
                              **_lifted(params)))
-
-
-def _grad_operands(grad_output, x, weight):
-    g, dg = _operand(grad_output, "grad_output")
-    x, dx = _operand(x, "x")
-    weight, dw = _operand(weight, "weight")
-    return g, x, weight, [("grad_output", dg), ("x", dx), ("weight", dw)]
 
 
 def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
