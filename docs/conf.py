@@ -101,6 +101,10 @@ RAISES_NOTHING = {
     "convtranspose.ConvTranspose1d.gradients",
     "convtranspose.Conv1d.parameters",
     "convtranspose.Conv1d.gradients",
+    "convtranspose.ConvTranspose3d.parameters",
+    "convtranspose.ConvTranspose3d.gradients",
+    "convtranspose.Conv3d.parameters",
+    "convtranspose.Conv3d.gradients",
     "convtranspose.dispatch.Choice",
     "convtranspose.dask_ops.GraphPlan",
 }

@@ -124,9 +124,10 @@ def compute_into(x, weight, bias, params, shape, dtype, out, run):
     C-contiguous operands of ``dtype`` into ``out`` (checked against ``shape`` and
     ``dtype``) or a new array; returns it.
 
-    ``run`` gets 4-D arrays (unbatched ones viewed as one image) and is not called for an
-    empty result. It computes straight into ``out`` when ``out`` is C-contiguous, native
-    and aliases no operand; otherwise into a new array copied to ``out``.
+    ``run`` gets batched arrays (unbatched ones viewed as one image: as many dimensions
+    as ``weight``) and is not called for an empty result. It computes straight into
+    ``out`` when ``out`` is C-contiguous, native and aliases no operand; otherwise into a
+    new array copied to ``out``.
     """
     if out is not None:
         check_out(out, shape, dtype)
@@ -138,7 +139,7 @@ def compute_into(x, weight, bias, params, shape, dtype, out, run):
                   and not any(np.may_share_memory(out, a) for a in operands))
     result = out if direct_out else allocate(shape, dtype, "output")
     if result.size:
-        x4, r4 = (x, result) if x.ndim == 4 else (x[None], result[None])
+        x4, r4 = (x, result) if x.ndim == weight.ndim else (x[None], result[None])
         run(x4, weight, bias, params, r4)
     if out is not None and result is not out:
         out[...] = result

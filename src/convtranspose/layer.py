@@ -1,5 +1,5 @@
-"""The layers ``ConvTranspose2d``, ``Conv2d`` and their 1-D twins ``ConvTranspose1d`` and
-``Conv1d``: each holds its weight and bias, initialised as PyTorch does.
+"""The layers ``ConvTranspose2d``, ``Conv2d`` and their 1-D and 3-D twins
+(``ConvTranspose1d``, ``Conv1d``, ``ConvTranspose3d``, ``Conv3d``): each holds its weight and bias, initialised as PyTorch does.
 
 One body serves every rank: the private bases hold the construction, ``forward`` and
 ``backward``, and each public class names its rank and the functions it calls."""
@@ -15,13 +15,14 @@ from .conv import conv2d, conv2d_backward
 from .grad import conv_transpose2d_backward
 from .dask_ops import is_dask_array
 from .rank1 import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
+from .rank3 import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
 from .params import _as_int, _as_tuple, _conv_padding, _make_params, _transpose_padding
 
 if TYPE_CHECKING:
     from ._typing import (Array, ArrayLike, AutoPadding, Conv2dPadding, DTypeLike, IntPair, Seed,
                           Shape)
 
-__all__ = ["ConvTranspose2d", "Conv2d", "ConvTranspose1d", "Conv1d"]
+__all__ = ["ConvTranspose2d", "Conv2d", "ConvTranspose1d", "Conv1d", "ConvTranspose3d", "Conv3d"]
 
 
 def _computed(weight_grad, bias_grad):
@@ -669,3 +670,127 @@ class Conv1d(_ConvNd):
     _rank = 1
     _forward = staticmethod(conv1d)
     _backward = staticmethod(conv1d_backward)
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """Transposed 3-D convolution layer, the NumPy twin of ``torch.nn.ConvTranspose3d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output; both divisible by ``groups``.
+    kernel_size : int or (int, int, int)
+        Kernel depth, height and width.
+    stride, padding, output_padding, groups : int, tuple or str
+        As for :func:`convtranspose.conv_transpose3d` (``padding`` may be asymmetric, three
+        ``(lo, hi)`` pairs, or ``"valid"`` or ``"same"``).
+    bias : bool, default True
+        Whether the layer adds a learnable bias.
+    dilation : int or (int, int, int), default 1
+        As for :func:`convtranspose.conv_transpose3d`.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Dtype of the parameters.
+    seed : int or numpy.random.Generator, optional
+        Seeds the initialisation.
+
+    Attributes
+    ----------
+    weight : numpy.ndarray, shape (in_channels, out_channels // groups, kD, kH, kW)
+        The kernel, laid out as ``torch.nn.ConvTranspose3d.weight``.
+    bias : numpy.ndarray of shape (out_channels,), or None
+        The bias, or ``None`` for a layer made with ``bias=False``.
+    weight_grad, bias_grad : numpy.ndarray or None
+        Gradients from the last :meth:`backward` (``None`` before it).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :class:`ConvTranspose2d`, for tuples of three.
+
+    See Also
+    --------
+    conv_transpose3d : the operation it applies.
+    conv_transpose3d_backward : the gradients its :meth:`backward` computes.
+    ConvTranspose2d : the 2-D layer, whose code this shares.
+
+    Notes
+    -----
+    PyTorch's initialisation: ``weight`` and ``bias`` drawn from ``U(-1/sqrt(fan_in),
+    1/sqrt(fan_in))`` with ``fan_in = (out_channels // groups) * kD * kH * kW``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> layer = ct.ConvTranspose3d(4, 2, kernel_size=2, stride=2, seed=0)
+    >>> y = layer(np.ones((1, 4, 3, 3, 3), np.float32))
+    >>> y.shape, layer.weight.shape
+    ((1, 2, 6, 6, 6), (4, 2, 2, 2, 2))
+    >>> layer.backward(np.ones_like(y)).shape
+    (1, 4, 3, 3, 3)
+    >>> layer.bias_grad
+    array([216., 216.], dtype=float32)
+    """
+
+    _rank = 3
+    _forward = staticmethod(conv_transpose3d)
+    _backward = staticmethod(conv_transpose3d_backward)
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution layer, the NumPy twin of ``torch.nn.Conv3d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output; both divisible by ``groups``.
+    kernel_size : int or (int, int, int)
+        Kernel depth, height and width.
+    stride, padding, dilation, groups : int, tuple or str
+        As for :func:`convtranspose.conv3d`.
+    bias : bool, default True
+        Whether the layer adds a learnable bias.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Dtype of the parameters.
+    seed : int or numpy.random.Generator, optional
+        Seeds the initialisation.
+
+    Attributes
+    ----------
+    weight : numpy.ndarray, shape (out_channels, in_channels // groups, kD, kH, kW)
+        The kernel, laid out as ``torch.nn.Conv3d.weight``.
+    bias : numpy.ndarray of shape (out_channels,), or None
+        The bias, or ``None`` for a layer made with ``bias=False``.
+    weight_grad, bias_grad : numpy.ndarray or None
+        Gradients from the last :meth:`backward` (``None`` before it).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :class:`Conv2d`, for tuples of three.
+
+    See Also
+    --------
+    conv3d : the operation it applies.
+    conv3d_backward : the gradients its :meth:`backward` computes.
+    Conv2d : the 2-D layer, whose code this shares.
+
+    Notes
+    -----
+    PyTorch's initialisation, with fan-in ``(in_channels // groups) * kD * kH * kW``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> layer = ct.Conv3d(2, 4, kernel_size=3, padding=1, seed=0)
+    >>> y = layer(np.ones((1, 2, 4, 4, 4), np.float32))
+    >>> y.shape
+    (1, 4, 4, 4, 4)
+    >>> layer.backward(np.ones_like(y)).shape, layer.weight_grad.shape
+    ((1, 2, 4, 4, 4), (4, 2, 3, 3, 3))
+    """
+
+    _rank = 3
+    _forward = staticmethod(conv3d)
+    _backward = staticmethod(conv3d_backward)

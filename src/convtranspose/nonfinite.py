@@ -21,7 +21,8 @@ patches forms them. :func:`correlate_nan` and :func:`weight_grad_nan` set them a
 backend ran (setting NaN where the GEMM already gave it changes nothing), so every
 backend gives the same answer. Whether a read falls outside depends only on the shapes
 and the tap, so the NaN positions come from small boolean tables: per tap and output
-row (:func:`outside`), and likewise per column. With a finite weight (resp. a finite
+index along each spatial dimension (:func:`outside`), so the same code serves every
+rank. With a finite weight (resp. a finite
 border of ``a``) nothing is done beyond one sum.
 """
 from __future__ import annotations
@@ -67,19 +68,31 @@ def _any_meets(bad, table):
     return (bad[:, :, None] & table[None]).any(axis=1)
 
 
-def correlate_nan(out, weight, in_hw, stride, dilation, before):
+def _along(mask, i, rank):
+    """``mask`` (C, n) shaped to broadcast along spatial dimension ``i`` of ``rank``."""
+    shape = [mask.shape[0]] + [1] * rank
+    shape[1 + i] = mask.shape[1]
+    return mask.reshape(shape)
+
+
+def _other_axes(i, rank):
+    """The spatial axes of a ``(C, *spatial)`` array other than ``i``."""
+    return tuple(1 + j for j in range(rank) if j != i)
+
+
+def correlate_nan(out, weight, in_sizes, stride, dilation, before):
     """Set the correlation's NaN from padding zeros times non-finite weights.
 
     Parameters
     ----------
-    out : ndarray, shape (N, C_out, H_out, W_out)
-        A backend's correlation of an input of spatial size ``in_hw`` with ``weight``;
-        changed in place.
-    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
-    in_hw : (int, int)
-        The input's ``(H, W)``.
-    stride, dilation, before : (int, int)
-        Stride, dilation and leading padding ``(top, left)``.
+    out : ndarray, shape (N, C_out, *spatial)
+        A backend's correlation of an input of spatial size ``in_sizes`` with ``weight``;
+        changed in place. Any rank: ``(N, C_out, H_out, W_out)`` in 2-D.
+    weight : ndarray, shape (C_out, C_in // groups, *kernel)
+    in_sizes : tuple of int
+        The input's spatial size, ``(H, W)`` in 2-D.
+    stride, dilation, before : tuple of int
+        Stride, dilation and leading padding (``(top, left)`` in 2-D), per dimension.
 
     Returns
     -------
@@ -97,30 +110,31 @@ def correlate_nan(out, weight, in_hw, stride, dilation, before):
     """
     if all_finite(weight):
         return out
-    bad = ~np.isfinite(weight).all(axis=1)                          # (C_out, kH, kW)
-    k_h, k_w = weight.shape[2:]
-    rows = outside(out.shape[2], in_hw[0], k_h, stride[0], dilation[0], before[0])
-    cols = outside(out.shape[3], in_hw[1], k_w, stride[1], dilation[1], before[1])
-    mask = (_any_meets(bad.any(axis=2), rows)[:, :, None]
-            | _any_meets(bad.any(axis=1), cols)[:, None, :])        # (C_out, H_out, W_out)
+    bad = ~np.isfinite(weight).all(axis=1)                          # (C_out, *kernel)
+    rank = bad.ndim - 1
+    mask = np.zeros(out.shape[1:], bool)                            # (C_out, *spatial)
+    for i in range(rank):
+        table = outside(out.shape[2 + i], in_sizes[i], weight.shape[2 + i], stride[i],
+                        dilation[i], before[i])
+        mask |= _along(_any_meets(bad.any(axis=_other_axes(i, rank)), table), i, rank)
     out[:, mask] = np.nan
     return out
 
 
-def weight_grad_nan(gw, a, b_hw, stride, dilation, before):
+def weight_grad_nan(gw, a, b_sizes, stride, dilation, before):
     """Set the weight gradient's NaN from non-finite ``a`` times zeros read outside ``b``.
 
     Parameters
     ----------
-    gw : ndarray, shape (C_a, C_b // groups, kH, kW)
-        A backend's weight gradient of ``a`` against a ``b`` of spatial size ``b_hw``;
-        changed in place.
-    a : ndarray, shape (N, C_a, H_o, W_o)
+    gw : ndarray, shape (C_a, C_b // groups, *kernel)
+        A backend's weight gradient of ``a`` against a ``b`` of spatial size ``b_sizes``;
+        changed in place. Any rank: ``(C_a, C_b // groups, kH, kW)`` in 2-D.
+    a : ndarray, shape (N, C_a, *spatial)
         The operand on the strided grid.
-    b_hw : (int, int)
-        The sampled operand's ``(H, W)``.
-    stride, dilation, before : (int, int)
-        Stride, dilation and leading padding ``(top, left)``.
+    b_sizes : tuple of int
+        The sampled operand's spatial size, ``(H, W)`` in 2-D.
+    stride, dilation, before : tuple of int
+        Stride, dilation and leading padding (``(top, left)`` in 2-D), per dimension.
 
     Returns
     -------
@@ -129,8 +143,8 @@ def weight_grad_nan(gw, a, b_hw, stride, dilation, before):
 
     Notes
     -----
-    Only the rows and columns of ``a`` that some tap pairs with an outside read (a
-    border as wide as the padding) are examined.
+    Only the slices of ``a`` that some tap pairs with an outside read (a border as wide
+    as the padding, per dimension) are examined.
 
     Examples
     --------
@@ -141,19 +155,20 @@ def weight_grad_nan(gw, a, b_hw, stride, dilation, before):
     >>> weight_grad_nan(gw, a, (2, 1), (1, 1), (1, 1), (1, 0)).ravel()
     array([nan, inf])
     """
-    k_h, k_w = gw.shape[2:]
-    c_a, h_o, w_o = a.shape[1:]
-    rows = outside(h_o, b_hw[0], k_h, stride[0], dilation[0], before[0])
-    cols = outside(w_o, b_hw[1], k_w, stride[1], dilation[1], before[1])
-    edge_rows, edge_cols = rows.any(axis=0), cols.any(axis=0)
-    a_rows, a_cols = a[:, :, edge_rows], a[:, :, :, edge_cols]
-    if all_finite(a_rows) and all_finite(a_cols):
+    rank = a.ndim - 2
+    tables, edges = [], []
+    for i in range(rank):
+        table = outside(a.shape[2 + i], b_sizes[i], gw.shape[2 + i], stride[i], dilation[i],
+                        before[i])
+        tables.append(table)
+        edges.append(np.compress(table.any(axis=0), a, axis=2 + i))
+    if all(all_finite(e) for e in edges):
         return gw
-    bad_rows = np.zeros((c_a, h_o), bool)
-    bad_rows[:, edge_rows] = ~np.isfinite(a_rows).all(axis=(0, 3))
-    bad_cols = np.zeros((c_a, w_o), bool)
-    bad_cols[:, edge_cols] = ~np.isfinite(a_cols).all(axis=(0, 2))
-    mask = (_any_meets(bad_rows, rows.T)[:, :, None]
-            | _any_meets(bad_cols, cols.T)[:, None, :])             # (C_a, kH, kW)
+    mask = np.zeros((a.shape[1], *gw.shape[2:]), bool)              # (C_a, *kernel)
+    for i, (table, edge) in enumerate(zip(tables, edges)):
+        bad = np.zeros((a.shape[1], a.shape[2 + i]), bool)
+        others = tuple(j for j in range(a.ndim) if j not in (1, 2 + i))
+        bad[:, table.any(axis=0)] = ~np.isfinite(edge).all(axis=others)
+        mask |= _along(_any_meets(bad, table.T), i, rank)
     gw[np.broadcast_to(mask[:, None], gw.shape)] = np.nan
     return gw

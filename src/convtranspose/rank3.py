@@ -1,0 +1,561 @@
+"""The 3-D operations: :func:`conv_transpose3d`, :func:`conv3d` and their gradients.
+
+Each function validates its arguments at rank 3 (:mod:`convtranspose.params`, so errors
+speak of the 3-D arguments) and reduces the problem to the 2-D operators of the CPU
+backends, one per kernel depth tap. A tap ``t`` links depth ``i`` of the small grid (the
+transposed convolution's input, the convolution's output) to depth ``o = i*sD + t*dD -
+front`` of the large one (the transposed convolution's output, the convolution's input),
+for the contiguous run of ``i`` where ``o`` falls inside (:func:`depth_taps`). The depth
+slices of a run, folded into the batch (``(N*J, C, H, W)``, one copy), go through one
+2-D call with the weight's plane ``weight[:, :, t]``:
+
+* the transposed convolution scatters: ``out[:, :, o] += conv_transpose2d(x[:, :, i])``;
+* the correlation (``conv3d``, the transposed convolution's input gradient) gathers:
+  ``out[:, :, i] += conv2d(x[:, :, o])``;
+* the weight gradient of tap ``t`` is the 2-D weight gradient of the run's pairs.
+
+The 2-D calls use the backend named (``"auto"``: the one the cost model picks for each
+2-D problem), and their NaN rules for padding zeros hold per plane; the rules across
+depth are applied once at the end (:mod:`convtranspose.nonfinite`, which works at any
+rank). Results are the definition's sums in another order: within rounding of the float64
+reference, bitwise independent of the thread count as the 2-D backends are.
+
+Memory: besides the result, one folded copy of the operand read and one 2-D result per
+tap. CUDA arrays are not taken yet (``NotImplementedError``): the reduction adds NumPy
+slices.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import dispatch, nonfinite, ops
+from ._alloc import allocate
+from ._arrays import check_out, host_array, is_dask_array, is_device_array, native
+from .params import (ConvParams, adjoint_params, normalise, normalise_backward,
+                     normalise_conv, normalise_conv_backward)
+
+if TYPE_CHECKING:
+    from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
+
+__all__ = ["conv_transpose3d", "conv3d", "conv_transpose3d_backward", "conv3d_backward",
+           "depth_taps"]
+
+
+# ----------------------------------------------------------------------------
+# the reduction to 2-D operators, on validated C-contiguous 5-D host arrays
+
+
+def depth_taps(small, large, k, s, d, front):
+    """The runs of depth slices each kernel depth tap links.
+
+    Parameters
+    ----------
+    small, large : int
+        Depths of the small grid (a transposed convolution's input) and the large one
+        (its output).
+    k, s, d, front : int
+        Kernel depth, stride, dilation and leading padding along depth.
+
+    Returns
+    -------
+    list of (int, int, int, int)
+        ``(t, i0, i1, o0)``: tap ``t`` links small slices ``i0 <= i < i1`` to large slices
+        ``o0 + (i - i0)*s``, all inside; taps that link nothing are left out.
+
+    Examples
+    --------
+    >>> from convtranspose.rank3 import depth_taps
+    >>> depth_taps(3, 6, 2, 2, 1, 0)        # kernel 2, stride 2: even and odd slices
+    [(0, 0, 3, 0), (1, 0, 3, 1)]
+    >>> depth_taps(3, 3, 3, 1, 1, 1)        # kernel 3, padding 1: the ends lose a tap
+    [(0, 1, 3, 0), (1, 0, 3, 0), (2, 0, 2, 1)]
+    """
+    runs = []
+    for t in range(k):
+        c = t * d - front
+        i0 = max(0, -(c // s))
+        i1 = min(small, (large - 1 - c) // s + 1)
+        if i1 > i0:
+            runs.append((t, i0, i1, i0 * s + c))
+    return runs
+
+
+def _fold(a):
+    """``(N, C, D, H, W)`` as a C-contiguous ``(N, D, C, H, W)``: its depth slices ready to
+    be taken in runs as batches of 2-D images (one copy)."""
+    return np.ascontiguousarray(np.moveaxis(a, 2, 1))
+
+
+def _images(folded, lo, hi, step=1):
+    """Depth slices ``lo:hi:step`` of a :func:`_fold` result as ``(N*J, C, H, W)`` (a view
+    for one image and unit step, else a copy)."""
+    part = folded[:, lo:hi:step]
+    return np.ascontiguousarray(part).reshape(-1, *part.shape[2:])
+
+
+def _unfold(y, n):
+    """A 2-D result ``(N*J, C, H, W)`` as the depth run ``(N, C, J, H, W)`` (a view)."""
+    return np.moveaxis(y.reshape(n, -1, *y.shape[1:]), 1, 2)
+
+
+def _plane(params):
+    """The 2-D :class:`~convtranspose.params.ConvParams` of a 3-D one's height and width."""
+    return ConvParams(params.stride[1:], params.pads[1:], params.output_padding[1:],
+                      params.dilation[1:], params.groups)
+
+
+def _large_run(o0, count, s):
+    return slice(o0, o0 + (count - 1) * s + 1, s)
+
+
+def _start(out, bias):
+    out[...] = 0 if bias is None else bias.reshape(-1, 1, 1, 1)
+
+
+def scatter(x, weight, bias, params, out, method):
+    """The transposed convolution of ``x`` (N, C_in, D, H, W) into ``out``, by the 2-D
+    backend ``method`` (``"auto"``: chosen per 2-D problem). Returns ``out``."""
+    _start(out, bias)
+    n, plane = x.shape[0], _plane(params)
+    folded = _fold(x)
+    for t, i0, i1, o0 in depth_taps(x.shape[2], out.shape[2], weight.shape[2],
+                                    params.stride[0], params.dilation[0], params.pads[0][0]):
+        x4 = _images(folded, i0, i1)
+        w4 = np.ascontiguousarray(weight[:, :, t])
+        y4 = allocate((x4.shape[0], out.shape[1], *out.shape[3:]), out.dtype, "output")
+        name = method
+        if name == "auto":
+            name = dispatch.choose(x4.shape, w4.shape, plane, out.dtype, y4.shape[2:]).backend
+        dispatch.BACKENDS[name](x4, w4, None, plane, y4)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[:, :, _large_run(o0, i1 - i0, params.stride[0])] += _unfold(y4, n)
+    return out
+
+
+def correlate(x, weight, bias, out, params, method):
+    """The correlation (``conv3d``'s forward) of ``x`` (N, C_in, D, H, W) with ``weight``
+    (C_out, C_in // groups, kD, kH, kW) into ``out``, by ``method``, with PyTorch's NaN
+    where a padding zero meets a non-finite weight. Returns ``out``."""
+    _start(out, bias)
+    n, plane = x.shape[0], _plane(params)
+    c_out, c_in_g = weight.shape[:2]
+    folded = _fold(x)
+    for t, i0, i1, o0 in depth_taps(out.shape[2], x.shape[2], weight.shape[2],
+                                    params.stride[0], params.dilation[0], params.pads[0][0]):
+        run = _large_run(o0, i1 - i0, params.stride[0])
+        x4 = _images(folded, run.start, run.stop, run.step)
+        w4 = np.ascontiguousarray(weight[:, :, t])
+        y4 = allocate((x4.shape[0], c_out, *out.shape[3:]), out.dtype, "output")
+        name = method
+        if name == "auto":
+            name = dispatch.correlate_method(c_out // params.groups, c_in_g, w4.shape[2:],
+                                             y4.size // c_out)
+        ops.correlate(x4, w4, None, y4, plane, name)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[:, :, i0:i1] += _unfold(y4, n)
+    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
+                                   [lo for lo, _ in params.pads])
+
+
+def weight_grad(a, b, gw, params, method):
+    """``gw[ca, j, t, kh, kw] = sum a[n, ca, i, h, w] * b[n, cb, i*sD + t*dD - front, ...]``
+    (``a`` on the strided grid, ``b`` sampled, both 5-D) by ``method``, with PyTorch's NaN
+    where a non-finite ``a`` meets a zero read outside ``b``. Returns ``gw``."""
+    n, plane = a.shape[0], _plane(params)
+    c_a, c_b_g = gw.shape[:2]
+    fa, fb = _fold(a), _fold(b)
+    gw[...] = 0
+    for t, i0, i1, o0 in depth_taps(a.shape[2], b.shape[2], gw.shape[2], params.stride[0],
+                                    params.dilation[0], params.pads[0][0]):
+        run = _large_run(o0, i1 - i0, params.stride[0])
+        a4 = _images(fa, i0, i1)
+        b4 = _images(fb, run.start, run.stop, run.step)
+        g4 = np.empty((c_a, c_b_g, *gw.shape[3:]), gw.dtype)
+        name = method
+        if name == "auto":
+            name = dispatch.weight_grad_method(c_a // params.groups, c_b_g, gw.shape[3:],
+                                               a4.size // c_a)
+        gw[:, :, t] = ops.weight_grad(a4, b4, g4, plane, name)
+    return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
+                                     [lo for lo, _ in params.pads])
+
+
+# ----------------------------------------------------------------------------
+# operands
+
+
+def _host(a, name, required=True):
+    """``a`` as a NumPy array; ``NotImplementedError`` for CUDA and Dask arrays, which the
+    3-D functions do not take yet."""
+    if a is None and not required:
+        return None
+    if is_dask_array(a) or is_device_array(a, name):
+        kind = "Dask" if is_dask_array(a) else "CUDA"
+        raise NotImplementedError(f"the 3-D functions take NumPy arrays only, and {name} is a "
+                                  f"{kind} array: convert it with numpy.asarray (the 1-D and "
+                                  "2-D functions take it as it is)")
+    return host_array(a, name, required)
+
+
+def _method(backend):
+    name = dispatch.check_method(backend)
+    if name in dispatch.GPU_BACKENDS:
+        raise NotImplementedError("the 3-D functions run on the CPU only: use backend='auto', "
+                                  "'direct' or 'im2col'")
+    return name
+
+
+def _batched(a):
+    return a if a.ndim == 5 else a[None]
+
+
+def _forward(x, weight, bias, shape, dtype, out, run):
+    """Run ``run(x5, weight, bias, out5)`` on native C-contiguous operands into ``out`` (or
+    a new array) of ``shape``; return it."""
+    if out is not None:
+        check_out(out, shape, dtype)
+    operands = [a for a in (x, weight, bias) if a is not None]
+    x, weight = native(x, dtype), native(weight, dtype)
+    bias = None if bias is None else native(bias, dtype)
+    direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
+                  and not any(np.may_share_memory(out, a) for a in operands))
+    result = out if direct_out else allocate(shape, dtype, "output")
+    if result.size:
+        run(_batched(x), weight, bias, _batched(result))
+    if out is not None and result is not out:
+        out[...] = result
+        return out
+    return result
+
+
+def _grad_operands(grad_output, x, weight):
+    g = _host(grad_output, "grad_output")
+    x = _host(x, "x")
+    weight = _host(weight, "weight")
+    return g, x, weight, [("grad_output", g.dtype), ("x", x.dtype), ("weight", weight.dtype)]
+
+
+def _gradients(g, x, weight, dtype, needs, input_grad, weight_grad_of):
+    """The three gradients of 5-D-able host operands: ``input_grad(g5, w, gx5)`` fills the
+    input's, ``weight_grad_of(g5, x5, gw)`` the weight's; ``needs`` says which to compute."""
+    g5, x5 = _batched(native(g, dtype)), _batched(native(x, dtype))
+    weight = native(weight, dtype)
+    gx = gw = gb = None
+    if needs[0]:
+        gx = np.zeros(x.shape, dtype)
+        if gx.size and g5.size:
+            input_grad(g5, weight, _batched(gx))
+    if needs[1]:
+        gw = np.zeros(weight.shape, dtype)
+        if gw.size and x5.size:
+            weight_grad_of(g5, x5, gw)
+    if needs[2]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            gb = g5.sum(axis=(0, 2, 3, 4))
+    return gx, gw, gb
+
+
+# ----------------------------------------------------------------------------
+# the operations
+
+
+def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+                     stride: IntTuple = 1, padding: AutoPadding = 0,
+                     output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
+                     output_size: Shape | None = None, out: Array | None = None,
+                     backend: Backend = "auto") -> Array:
+    """3-D transposed convolution with the semantics of ``torch.nn.functional.conv_transpose3d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
+        Input, float32 or float64 (NumPy arrays; CUDA and Dask arrays are not taken yet).
+    weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
+        Kernel, laid out as in ``torch.nn.ConvTranspose3d.weight``.
+    bias : array_like, shape (C_out,), optional
+        Added to every output voxel of its channel.
+    stride : int or (int, int, int), default 1
+        Spacing of the input voxels on the output grid.
+    padding : int, 3 ints, 3 (lo, hi) pairs, "valid" or "same", default 0
+        Voxels cropped from the full result per dimension, as for
+        :func:`conv_transpose2d` (``"same"`` gives an output of ``input * stride``).
+    output_padding : int or (int, int, int), default 0
+        Extra voxels at the end of each dimension; smaller than its stride or dilation.
+    groups : int, default 1
+        Input and output channels are split into ``groups`` independent groups.
+    dilation : int or (int, int, int), default 1
+        Spacing between kernel taps.
+    output_size : sequence of int, optional
+        Wanted ``(D_out, H_out, W_out)`` (or a full shape whose last three entries
+        count); picks the ``output_padding`` as ``torch.nn.ConvTranspose3d.forward`` does.
+    out : numpy.ndarray, optional
+        Array of exactly the result's shape and dtype to write into; returned.
+    backend : {"auto", "direct", "im2col"}, default "auto"
+        The CPU backend of the 2-D calls (``"auto"``: chosen for each).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, D_out, H_out, W_out)``, or unbatched, with ``D_out = (D - 1)*sD -
+        (front + back) + dD*(kD - 1) + output_padding_D + 1`` (and the same for ``H`` and
+        ``W``), of dtype ``np.result_type(x, weight, bias)``.
+
+    Raises
+    ------
+    TypeError
+        Non-float arrays, non-integer hyper-parameters, an ``out`` that is not an ndarray.
+    ValueError
+        As :func:`conv_transpose2d`, for the 3-D shapes and tuples of three.
+    NotImplementedError
+        CUDA or Dask arrays, or ``backend="cuda"``.
+
+    See Also
+    --------
+    conv_transpose2d : the 2-D operation each depth tap runs.
+    conv_transpose3d_backward : the gradients.
+    ConvTranspose3d : the layer, holding its weight and bias.
+
+    Notes
+    -----
+    Input voxel ``(i, j, l)`` reaches output voxel ``(i*sD + t*dD - front, j*sH + kh*dH -
+    top, l*sW + kw*dW - left)`` through tap ``(t, kh, kw)``. Computed per depth tap on 2-D
+    backends (see the module's notes): the input is copied once, its depth slices
+    folded into the batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x = np.ones((1, 1, 2, 1, 1))
+    >>> ct.conv_transpose3d(x, np.ones((1, 1, 3, 1, 1)), stride=2)[0, 0, :, 0, 0]
+    array([1., 1., 2., 1., 1.])
+    >>> ct.conv_transpose3d(np.zeros((64, 8, 8, 8), np.float32),
+    ...                     np.zeros((64, 32, 2, 2, 2), np.float32), stride=2).shape
+    (32, 16, 16, 16)
+    """
+    x, weight, bias = _host(x, "x"), _host(weight, "weight"), _host(bias, "bias", False)
+    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + \
+        ([] if bias is None else [("bias", bias.dtype)])
+    params, shape, dtype = normalise(
+        x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
+        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size, rank=3)
+    method = _method(backend)
+    return _forward(x, weight, bias, shape, dtype, out,
+                    lambda x5, w, b, r5: scatter(x5, w, b, params, r5, method))
+
+
+def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+           stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
+           groups: int = 1, *, backend: Backend = "auto") -> Array:
+    """3-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv3d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
+        Input, float32 or float64 (NumPy arrays).
+    weight : array_like, shape (C_out, C_in // groups, kD, kH, kW)
+        Kernel, laid out as in ``torch.nn.Conv3d.weight``.
+    bias : array_like, shape (C_out,), optional
+        Added to every output voxel of its channel.
+    stride : int or (int, int, int), default 1
+        Step of the kernel over the input.
+    padding : int, 3 ints, 3 (lo, hi) pairs, "valid" or "same", default 0
+        Zeros added around the input, as for :func:`conv2d`.
+    dilation : int or (int, int, int), default 1
+        Spacing between kernel taps.
+    groups : int, default 1
+        Input and output channels are split into ``groups`` independent groups.
+    backend : {"auto", "direct", "im2col"}, default "auto"
+        The CPU backend of the 2-D calls.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, D_out, H_out, W_out)`` (or unbatched), ``D_out = floor((D + front +
+        back - dD*(kD - 1) - 1) / sD) + 1`` and the same for ``H`` and ``W``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv2d`, for the 3-D shapes and tuples of three.
+    NotImplementedError
+        CUDA or Dask arrays, or ``backend="cuda"``.
+
+    See Also
+    --------
+    conv2d : the 2-D operation each depth tap runs.
+    conv3d_backward : the gradients.
+    Conv3d : the layer.
+
+    Notes
+    -----
+    Padding zeros take part in the products, as in PyTorch: where one meets an Inf or NaN
+    weight the output is NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x = np.arange(4.0).reshape(1, 1, 4, 1, 1)
+    >>> ct.conv3d(x, np.ones((1, 1, 2, 1, 1)), stride=2)[0, 0, :, 0, 0]
+    array([1., 5.])
+    >>> ct.conv3d(np.zeros((3, 5, 6, 7)), np.zeros((4, 3, 3, 3, 3)), padding="same").shape
+    (4, 5, 6, 7)
+    """
+    x, weight, bias = _host(x, "x"), _host(weight, "weight"), _host(bias, "bias", False)
+    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + \
+        ([] if bias is None else [("bias", bias.dtype)])
+    params, shape, dtype = normalise_conv(
+        x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
+        padding=padding, dilation=dilation, groups=groups, rank=3)
+    method = _method(backend)
+    return _forward(x, weight, bias, shape, dtype, None,
+                    lambda x5, w, b, r5: correlate(x5, w, b, r5, params, method))
+
+
+def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                              stride: IntTuple = 1, padding: AutoPadding = 0,
+                              output_padding: IntTuple = 0, groups: int = 1,
+                              dilation: IntTuple = 1, *, output_size: Shape | None = None,
+                              needs_input_grad: bool = True, needs_weight_grad: bool = True,
+                              needs_bias_grad: bool = True,
+                              backend: Backend = "auto") -> Gradients:
+    """Gradients of :func:`conv_transpose3d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to ``conv_transpose3d(x, weight, ...)``; of the
+        forward result's shape.
+    x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
+        The forward call's input.
+    weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
+        The forward call's weight.
+    stride, padding, output_padding, groups, dilation, output_size : int, tuples or None
+        The forward call's hyper-parameters, as for :func:`conv_transpose3d`.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
+    backend : {"auto", "direct", "im2col"}, default "auto"
+        The CPU backend of the 2-D calls.
+
+    Returns
+    -------
+    grad_input : numpy.ndarray or None
+        Shape of ``x``; dtype ``np.result_type(grad_output, x, weight)``, as the others.
+    grad_weight : numpy.ndarray or None
+        Shape of ``weight``.
+    grad_bias : numpy.ndarray or None
+        Shape ``(C_out,)``.
+
+    Raises
+    ------
+    TypeError, ValueError, NotImplementedError
+        As :func:`conv_transpose3d`, and for a ``grad_output`` not of the forward
+        result's shape.
+
+    See Also
+    --------
+    conv_transpose3d : the forward operation.
+    conv3d : the operator that gives ``grad_input``.
+    ConvTranspose3d : a layer that calls this in its ``backward``.
+
+    Notes
+    -----
+    ``grad_input`` is ``conv3d(grad_output, weight, stride, padding, dilation, groups)``
+    cropped to ``x``'s size; ``grad_weight[ci, j, t, kh, kw] = sum x[n, ci, i, h, w] *
+    grad_output[n, g*C_out_g + j, i*sD + t*dD - front, h*sH + kh*dH - top, w*sW + kw*dW -
+    left]``; ``grad_bias`` sums ``grad_output`` over all but the channels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x, w = np.ones((1, 1, 2, 1, 1)), np.ones((1, 1, 3, 1, 1))
+    >>> y = ct.conv_transpose3d(x, w, stride=2)
+    >>> gx, gw, gb = ct.conv_transpose3d_backward(np.ones_like(y), x, w, stride=2)
+    >>> gx.ravel(), gw.ravel(), gb
+    (array([3., 3.]), array([2., 2., 2.]), array([5.]))
+    """
+    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    params, dtype = normalise_backward(
+        g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=output_size, rank=3)
+    method = _method(backend)
+    return _gradients(g, x, weight, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
+                      lambda g5, w, gx5: correlate(g5, w, None, gx5, params, method),
+                      lambda g5, x5, gw: weight_grad(x5, g5, gw, params, method))
+
+
+def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                    stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
+                    groups: int = 1, *, needs_input_grad: bool = True,
+                    needs_weight_grad: bool = True, needs_bias_grad: bool = True,
+                    backend: Backend = "auto") -> Gradients:
+    """Gradients of :func:`conv3d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to ``conv3d(x, weight, ...)``; of its shape.
+    x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
+        The forward call's input.
+    weight : array_like, shape (C_out, C_in // groups, kD, kH, kW)
+        The forward call's weight.
+    stride, padding, dilation, groups : int, tuples or str
+        The forward call's hyper-parameters, as for :func:`conv3d`.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
+        Which gradients to compute; the others are returned as ``None``.
+    backend : {"auto", "direct", "im2col"}, default "auto"
+        The CPU backend of the 2-D calls.
+
+    Returns
+    -------
+    grad_input : numpy.ndarray or None
+        Shape of ``x``.
+    grad_weight : numpy.ndarray or None
+        Shape of ``weight``.
+    grad_bias : numpy.ndarray or None
+        Shape ``(C_out,)``.
+
+    Raises
+    ------
+    TypeError, ValueError, NotImplementedError
+        As :func:`conv3d`, and for a ``grad_output`` not of the forward result's shape.
+
+    See Also
+    --------
+    conv3d : the forward operation.
+    conv_transpose3d : the operator that gives ``grad_input``.
+    Conv3d : a layer that calls this in its ``backward``.
+
+    Notes
+    -----
+    ``grad_input`` is the transposed convolution of ``grad_output`` with the same weight,
+    sized to give back ``x``'s shape; ``grad_weight[co, c, t, kh, kw] = sum
+    grad_output[n, co, i, h, w] * x[n, g*C_in_g + c, i*sD + t*dD - front, ...]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> x, w = np.ones((1, 1, 3, 1, 1)), np.ones((1, 1, 2, 1, 1))
+    >>> gx, gw, gb = ct.conv3d_backward(np.ones((1, 1, 2, 1, 1)), x, w)
+    >>> gx.ravel(), gw.ravel(), gb
+    (array([1., 2., 1.]), array([2., 2.]), array([2.]))
+    """
+    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    params, dtype = normalise_conv_backward(
+        g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, rank=3)
+    method = _method(backend)
+
+    def input_grad(g5, w, gx5):
+        tparams = adjoint_params(params, g5.shape[2:], w.shape[2:], gx5.shape[2:])
+        scatter(g5, w, None, tparams, gx5, method)
+
+    return _gradients(g, x, weight, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
+                      input_grad, lambda g5, x5, gw: weight_grad(g5, x5, gw, params, method))
