@@ -1,14 +1,15 @@
 """Speed, memory and throughput of ``conv_transpose2d`` on the benchmark suite.
 
 Every class is parametrised over the suite shapes of :mod:`convtranspose.suite`, the
-backends and (for timings) the dtypes. ``setup()`` builds the problem and runs it once, so
+backends and (for timings) the dtypes; the ``RanksLayouts`` classes over the 1-D, 3-D
+and channels-last layers (``suite.RANKS_LAYOUTS``). ``setup()`` builds the problem and runs it once, so
 Numba's compilation is never timed (first-call cost has its own benchmark in
 ``bench_compile``).
 """
 import numpy as np
 
-from .common import (BACKENDS, CPU_BACKENDS, DTYPES, SHAPES, BoundedSampling, bench_helpers,
-                     problem, ratio_to_torch)
+from .common import (BACKENDS, CPU_BACKENDS, DTYPES, RANKS_LAYOUTS, SHAPES, BoundedSampling,
+                     bench_helpers, problem, ratio_to_torch)
 
 
 class TimeConvTranspose(BoundedSampling):
@@ -88,5 +89,38 @@ class TrackThroughput:
         x, w, b = self.shape.arrays(np.dtype(dtype))
         return ratio_to_torch(self._median, self.call,
                               self.bench.torch_runner(x, w, b, self.shape.kwargs()))
+
+    track_ratio_torch.unit = "time / torch"
+
+
+class TimeRanksLayouts(BoundedSampling):
+    """Wall time of one call of ``conv_transpose{1,2,3}d`` on the layers of the other ranks
+    and of the channels-last layouts, per CPU backend (float32)."""
+
+    params = (RANKS_LAYOUTS, ["direct", "im2col", "auto"], ["float32"])
+    param_names = ["shape", "backend", "dtype"]
+
+    def setup(self, name, backend, dtype):
+        _, self.call = problem(name, backend, dtype)
+        self.call()
+
+    def time_forward(self, name, backend, dtype):
+        self.call()
+
+
+class TrackRanksLayouts(TrackThroughput):
+    """GFLOP/s and the time ratio to PyTorch's ``conv_transpose{1,2,3}d`` (channels-last
+    layers against PyTorch's channels_last memory format) for ``auto``."""
+
+    params = (RANKS_LAYOUTS, ["auto"], ["float32"])
+
+    def track_ratio_torch(self, name, backend, dtype):
+        x, w, b = self.shape.arrays(np.dtype(dtype))
+        try:
+            runner = self.bench.torch_runner(x, w, b, self.shape.kwargs(), self.shape.rank,
+                                             self.shape.channels_last)
+        except TypeError:
+            raise NotImplementedError("this commit's torch_runner is 2-D only") from None
+        return ratio_to_torch(self._median, self.call, runner)
 
     track_ratio_torch.unit = "time / torch"

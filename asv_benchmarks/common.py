@@ -9,10 +9,13 @@ import inspect
 
 import numpy as np
 
+from convtranspose import suite as _suite
 from convtranspose.suite import SUITE
 
 #: every suite shape, by name (asv parameters must be plain values)
 SHAPES = [s.name for s in SUITE]
+#: the layers of the other ranks and of channels-last layouts (issue 13)
+RANKS_LAYOUTS = [s.name for s in getattr(_suite, "RANKS_LAYOUTS", ())]
 BACKENDS = ["direct", "im2col", "auto", "cuda"]
 CPU_BACKENDS = ["direct", "im2col"]
 DTYPES = ["float32", "float64"]
@@ -76,10 +79,13 @@ def problem(name, backend, dtype, batch=None):
             ct.conv_transpose2d(dx, dw, db, backend="cuda", **kw)
             cuda.synchronize()
     else:
-        out = np.empty(ct.output_shape(x.shape, w.shape, **kw), x.dtype)
+        op = s.function() if hasattr(s, "function") else ct.conv_transpose2d
+        shape_out = ct.output_shape((x.shape[0], *s.x_shape[1:]), w.shape, **kw)
+        out = np.empty(shape_out, x.dtype)
+        out = s.in_layout(out) if hasattr(s, "in_layout") else out
 
         def call():
-            ct.conv_transpose2d(x, w, b, out=out, backend=backend, **kw)
+            op(x, w, b, out=out, backend=backend, **kw)
     return s, call
 
 

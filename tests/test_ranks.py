@@ -1,7 +1,8 @@
-"""Every rank's functions and layers, parametrised over rank x backend x dtype, against
-PyTorch (float64 to 1e-10, float32 to 1e-5) and against the float64 references of any
-rank: forward, gradients, asymmetric and 'same' padding, ``output_size``, unbatched and
-empty batches, Inf and NaN placement."""
+"""Every rank's functions and layers, parametrised over rank x backend x dtype x layout,
+against PyTorch (float64 to 1e-10, float32 to 1e-5) and against the float64 references of
+any rank: forward, gradients, asymmetric and 'same' padding, ``output_size``, unbatched
+and empty batches, Inf and NaN placement; channels-last results are channels-last in
+memory and the engine reads and writes them in place."""
 import numpy as np
 import pytest
 
@@ -20,6 +21,8 @@ TRANSPOSED_BACKWARD = {1: ct.conv_transpose1d_backward, 2: ct.conv_transpose2d_b
                        3: ct.conv_transpose3d_backward}
 CONV = {1: ct.conv1d, 2: ct.conv2d, 3: ct.conv3d}
 CONV_BACKWARD = {1: ct.conv1d_backward, 2: ct.conv2d_backward, 3: ct.conv3d_backward}
+FORMATS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+LAYOUTS = ["first", "last"]
 LAYERS = {1: (ct.ConvTranspose1d, ct.Conv1d), 2: (ct.ConvTranspose2d, ct.Conv2d),
           3: (ct.ConvTranspose3d, ct.Conv3d)}
 
@@ -66,6 +69,23 @@ def _problem(rng, rank, transposed, dtype):
     return x, w, b, kwargs
 
 
+def _fmt(rank, layout):
+    return FORMATS[rank][layout == "last"]
+
+
+def _to(a, rank, layout):
+    """A channels-first array in ``layout``, C-contiguous there."""
+    return np.ascontiguousarray(np.moveaxis(a, -rank - 1, -1)) if layout == "last" else a
+
+
+def _back(a, rank, layout):
+    """A result in ``layout`` seen channels-first; checks channels-last memory."""
+    if layout == "first" or a is None:
+        return a
+    assert a.flags.c_contiguous, "a channels-last result is C-contiguous as (N, ..., C)"
+    return np.moveaxis(a, -1, -rank - 1)
+
+
 def _torch_op(name, rank):
     return getattr(_torch().nn.functional, f"{name}{rank}d")
 
@@ -74,26 +94,30 @@ def _torch_op(name, rank):
 # forward
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rank", RANKS)
 @pytest.mark.parametrize("seed", SEEDS)
-def test_transposed_matches_torch(seed, rank, backend, dtype):
+def test_transposed_matches_torch(seed, rank, backend, dtype, layout):
     x, w, b, kw = _problem(np.random.default_rng(seed * 10 + rank), rank, True, dtype)
     want = _torch_op("conv_transpose", rank)(_t(x), _t(w), _t(b), **kw).numpy()
-    got = TRANSPOSED[rank](x, w, b, backend=backend, **kw)
+    got = _back(TRANSPOSED[rank](_to(x, rank, layout), w, b, backend=backend,
+                                 data_format=_fmt(rank, layout), **kw), rank, layout)
     assert got.shape == want.shape and got.dtype == dtype
     np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rank", RANKS)
 @pytest.mark.parametrize("seed", SEEDS)
-def test_conv_matches_torch(seed, rank, backend, dtype):
+def test_conv_matches_torch(seed, rank, backend, dtype, layout):
     x, w, b, kw = _problem(np.random.default_rng(500 + seed * 10 + rank), rank, False, dtype)
     want = _torch_op("conv", rank)(_t(x), _t(w), _t(b), **kw).numpy()
-    got = CONV[rank](x, w, b, backend=backend, **kw)
+    got = _back(CONV[rank](_to(x, rank, layout), w, b, backend=backend,
+                           data_format=_fmt(rank, layout), **kw), rank, layout)
     assert got.shape == want.shape and got.dtype == dtype
     np.testing.assert_allclose(got, want, **TOL[dtype])
 
@@ -172,29 +196,36 @@ def _check_grads(got, want, dtype):
             np.testing.assert_allclose(a, e, **TOL[dtype])
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rank", RANKS)
 @pytest.mark.parametrize("seed", SEEDS)
-def test_transposed_backward_matches_torch(seed, rank, backend, dtype):
+def test_transposed_backward_matches_torch(seed, rank, backend, dtype, layout):
     rng = np.random.default_rng(1000 + seed * 10 + rank)
     x, w, _, kw = _problem(rng, rank, True, dtype)
     y = TRANSPOSED[rank](x, w, **kw)
     g = rng.standard_normal(y.shape).astype(dtype)
-    got = TRANSPOSED_BACKWARD[rank](g, x, w, backend=backend, **kw)
+    gx, gw, gb = TRANSPOSED_BACKWARD[rank](_to(g, rank, layout), _to(x, rank, layout), w,
+                                           backend=backend, data_format=_fmt(rank, layout),
+                                           **kw)
+    got = _back(gx, rank, layout), gw, gb
     _check_grads(got, _torch_grads(g, x, w, kw, True, True, rank), dtype)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rank", RANKS)
 @pytest.mark.parametrize("seed", SEEDS)
-def test_conv_backward_matches_torch(seed, rank, backend, dtype):
+def test_conv_backward_matches_torch(seed, rank, backend, dtype, layout):
     rng = np.random.default_rng(2000 + seed * 10 + rank)
     x, w, _, kw = _problem(rng, rank, False, dtype)
     y = CONV[rank](x, w, **kw)
     g = rng.standard_normal(y.shape).astype(dtype)
-    got = CONV_BACKWARD[rank](g, x, w, backend=backend, **kw)
+    gx, gw, gb = CONV_BACKWARD[rank](_to(g, rank, layout), _to(x, rank, layout), w,
+                                     backend=backend, data_format=_fmt(rank, layout), **kw)
+    got = _back(gx, rank, layout), gw, gb
     _check_grads(got, _torch_grads(g, x, w, kw, False, True, rank), dtype)
 
 
@@ -284,6 +315,78 @@ def test_layer_initialisation_bounds_are_pytorchs(rank):
         bound = 1 / np.sqrt(fan_in)
         assert np.abs(layer.weight).max() <= bound and np.abs(layer.bias).max() <= bound
         assert np.abs(layer.weight).max() > 0.8 * bound
+
+
+# ----------------------------------------------------------------------------
+# channels-last on the engine, in place
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rank", RANKS)
+def test_engine_layers_in_channels_last_match_torch(rank, dtype):
+    """Layers wide enough for the engine (which reads the channels-last input and writes
+    the channels-last output through their strides, no copy), forward and input gradient."""
+    rng = np.random.default_rng(rank)
+    kw = dict(stride=2, padding=1)
+    x = rng.standard_normal((2, 64, *[5, 4, 3][:rank])).astype(dtype)
+    w = (rng.standard_normal((64, 32, *[4] * rank)) / 16).astype(dtype)
+    b = rng.standard_normal(32).astype(dtype)
+    want = _torch_op("conv_transpose", rank)(_t(x), _t(w), _t(b), **kw).numpy()
+    xl = _to(x, rank, "last")
+    got = TRANSPOSED[rank](xl, w, b, backend="direct", data_format=FORMATS[rank][1], **kw)
+    np.testing.assert_allclose(_back(got, rank, "last"), want, **TOL[dtype])
+    cw = w                                   # (64, 32, ...): a conv from 32 to 64 channels
+    want = _torch_op("conv", rank)(_t(want), _t(cw), None, **kw).numpy()
+    got = CONV[rank](got, cw, backend="direct", data_format=FORMATS[rank][1], **kw)
+    np.testing.assert_allclose(_back(got, rank, "last"), want, rtol=1e-4 if dtype ==
+                               np.float32 else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+def test_engine_reads_and_writes_channels_last_in_place(monkeypatch):
+    from convtranspose.cpu import deconv
+    seen = []
+    compute = deconv.compute
+
+    def spy(x, weight, bias, params, out, **kw):
+        seen.append((x.flags.c_contiguous, out.flags.c_contiguous))
+        return compute(x, weight, bias, params, out, **kw)
+
+    monkeypatch.setattr(deconv, "compute", spy)
+    x = np.zeros((1, 6, 6, 64), np.float32)
+    out = np.full((1, 12, 12, 32), np.nan, np.float32)
+    ct.conv_transpose2d(x, np.ones((64, 32, 4, 4), np.float32), stride=2, padding=1,
+                        backend="direct", data_format="NHWC", out=out)
+    assert seen == [(False, False)]                 # the NHWC memory itself, not copies
+    np.testing.assert_array_equal(out, 0)
+
+
+@pytest.mark.parametrize("call", [ct.conv_transpose1d, ct.conv1d])
+def test_data_format_is_checked_per_rank(call):
+    with pytest.raises(ValueError, match="data_format must be 'NCW' .* or 'NWC'"):
+        call(np.zeros((1, 2, 3)), np.zeros((2, 2, 1)), data_format="NHWC")
+
+
+def test_channels_last_out_and_unbatched_input():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4, 3))                      # (H, W, C)
+    w = rng.standard_normal((3, 2, 3, 3))
+    want = np.moveaxis(conv_transpose_scatter(np.moveaxis(x, -1, 0), w, stride=2), 0, -1)
+    out = np.empty(want.shape)
+    assert ct.conv_transpose2d(x, w, stride=2, data_format="NHWC", out=out) is out
+    np.testing.assert_allclose(out, want, **TOL[np.float64])
+    with pytest.raises(ValueError, match=r"out must have shape"):
+        ct.conv_transpose2d(x, w, stride=2, data_format="NHWC", out=np.empty((2, 11, 9)))
+
+
+def test_channels_last_dask_equals_numpy():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 6, 5, 3))
+    w = rng.standard_normal((3, 2, 4, 4))
+    want = ct.conv_transpose2d(x, w, stride=2, padding=1, data_format="NHWC")
+    lazy = ct.conv_transpose2d(da.from_array(x, chunks=(2, 3, 5, 3)), w, stride=2, padding=1,
+                               data_format="NHWC")
+    np.testing.assert_allclose(lazy.compute(), want, **TOL[np.float64])
 
 
 # ----------------------------------------------------------------------------

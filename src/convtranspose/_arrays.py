@@ -14,7 +14,8 @@ import numpy as np
 from ._alloc import allocate
 
 __all__ = ["is_dask_array", "any_dask", "is_device_array", "host_array", "host_operands", "batched",
-           "check_out", "native", "compute_into"]
+           "check_out", "native", "compute_into", "channels_first", "channels_last", "in_layout",
+           "new_result"]
 
 
 def is_dask_array(a):
@@ -119,25 +120,65 @@ def native(a, dtype):
     return np.ascontiguousarray(a, dtype)
 
 
-def compute_into(x, weight, bias, params, shape, dtype, out, run):
+def channels_first(a, rank):
+    """A channels-last ``(..., *spatial, C)`` array viewed as ``(..., C, *spatial)`` (NumPy
+    and Dask arrays; never a copy)."""
+    return np.moveaxis(a, -1, -rank - 1)
+
+
+def channels_last(a, rank):
+    """The view of :func:`channels_first` undone: ``(..., C, *spatial)`` as
+    ``(..., *spatial, C)``."""
+    return np.moveaxis(a, -rank - 1, -1)
+
+
+def in_layout(a, dtype, last, rank):
+    """``a`` (indexed channels-first) as an array of native ``dtype`` whose memory is
+    C-contiguous in its layout: channels-first, or with ``last`` channels-last (a
+    channels-first view of such memory). Itself when it already is one, else a copy."""
+    if not last:
+        return native(a, dtype)
+    mem = channels_last(a, rank)
+    if a.dtype == dtype and a.dtype.isnative and mem.flags.c_contiguous:
+        return a
+    return channels_first(np.ascontiguousarray(mem, dtype), rank)
+
+
+def new_result(shape, dtype, last, rank, what="output"):
+    """A new array of channels-first ``shape``: C-contiguous, or with ``last`` a
+    channels-first view of C-contiguous channels-last memory (see :func:`in_layout`)."""
+    if not last:
+        return allocate(shape, dtype, what)
+    mem = allocate((*shape[:-rank - 1], *shape[-rank:], shape[-rank - 1]), dtype, what)
+    return channels_first(mem, rank)
+
+
+def _in_own_layout(a, last, rank):
+    return (channels_last(a, rank) if last else a).flags.c_contiguous and a.dtype.isnative
+
+
+def compute_into(x, weight, bias, params, shape, dtype, out, run, last=False):
     """The host call once validated: ``run(x4, weight, bias, params, out4)`` on native
     C-contiguous operands of ``dtype`` into ``out`` (checked against ``shape`` and
     ``dtype``) or a new array; returns it.
 
     ``run`` gets batched arrays (unbatched ones viewed as one image: as many dimensions
     as ``weight``) and is not called for an empty result. It computes straight into
-    ``out`` when ``out`` is C-contiguous, native and aliases no operand; otherwise into a
-    new array copied to ``out``.
+    ``out`` when ``out`` is C-contiguous in its layout, native and aliases no operand;
+    otherwise into a new array copied to ``out``. With ``last``, ``x`` and ``out`` are
+    channels-first views of channels-last memory (:func:`in_layout`), and so is the
+    result.
     """
     if out is not None:
         check_out(out, shape, dtype)
     operands = (x, weight) if bias is None else (x, weight, bias)
-    x, weight = native(x, dtype), native(weight, dtype)
+    rank = weight.ndim - 2
+    x, weight = in_layout(x, dtype, last, rank), native(weight, dtype)
     bias = None if bias is None else native(bias, dtype)
     # compute straight into `out` when the kernels can write it and it aliases no input
-    direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
+    direct_out = (out is not None and _in_own_layout(out, last, rank)
                   and not any(np.may_share_memory(out, a) for a in operands))
-    result = out if direct_out else allocate(shape, dtype, "output")
+    result = out if direct_out else new_result(shape, dtype, last, rank)
     if result.size:
         x4, r4 = (x, result) if x.ndim == weight.ndim else (x[None], result[None])
         run(x4, weight, bias, params, r4)

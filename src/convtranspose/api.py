@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import dask_ops, dispatch, ops
-from ._arrays import any_dask, host_operands  # noqa: F401  (host_operands: its old home)
+from ._arrays import any_dask, channels_last, host_operands  # noqa: F401  (host_operands)
+from .dask_ops import dask_layout
 from .ops import _VALIDATED  # noqa: F401  (the validated-call cache, which tests reset)
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ __all__ = ["conv_transpose2d", "explain"]
 def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
                      groups: int = 1, dilation: IntPair = 1, *, output_size: Shape | None = None,
-                     out: Array | None = None, backend: Backend = "auto") -> Array:
+                     out: Array | None = None, backend: Backend = "auto",
+                     data_format: str = "NCHW") -> Array:
     """2-D transposed convolution ("deconvolution") with PyTorch's semantics.
 
     Parameters
@@ -61,6 +63,11 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         Which implementation runs; ``"auto"`` sends CUDA arrays to the GPU and chooses a
         CPU backend for NumPy arrays by a cost model (see :func:`explain`); ``"cuda"``
         with NumPy arrays copies them to the GPU and the result back.
+    data_format : {"NCHW", "NHWC"}, default "NCHW"
+        Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has it, or
+        channels last, ``(N, H, W, C)`` or ``(H, W, C)``, as image libraries and TensorFlow
+        hand it over. ``weight`` keeps PyTorch's layout. Channels-last NumPy arrays are
+        read and written in place by the engine (see README's "Layouts").
 
     Returns
     -------
@@ -118,11 +125,14 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     (8, 8, 8)
     """
     if any_dask(x, weight, bias, out):
-        return dask_ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
-                                         groups, dilation, output_size=output_size, out=out,
-                                         backend=backend)
+        last, x = dask_layout(data_format, x)
+        y = dask_ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
+                                      groups, dilation, output_size=output_size, out=out,
+                                      backend=backend)
+        return channels_last(y, 2) if last else y
     return ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
-                                dilation, output_size=output_size, out=out, backend=backend)
+                                dilation, output_size=output_size, out=out, backend=backend,
+                                data_format=data_format)
 
 
 def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,

@@ -71,19 +71,24 @@ def gemm_gflops(dtype=np.float32, n=2048, repeat=5):
     return 2 * n ** 3 / t / 1e9
 
 
-def torch_runner(x, w, b, kwargs):
-    """A zero-argument callable running PyTorch's ``conv_transpose2d`` on the CPU, or None."""
+def torch_runner(x, w, b, kwargs, rank=2, channels_last=False):
+    """A zero-argument callable running PyTorch's ``conv_transpose{rank}d`` on the CPU, or
+    None. With ``channels_last`` ``x`` is ``(N, *spatial, C)`` and PyTorch gets it as a
+    tensor in its channels-last memory format (its NHWC kernels), no copy."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         return None
     tx, tw, tb = (torch.from_numpy(np.ascontiguousarray(a)) for a in (x, w, b))
+    if channels_last:
+        tx = tx.movedim(-1, 1)
+    op = getattr(F, f"conv_transpose{rank}d")
     kw = dict(kwargs)
 
     def run():
         with torch.no_grad():
-            return F.conv_transpose2d(tx, tw, tb, **kw)
+            return op(tx, tw, tb, **kw)
     return run
 
 
@@ -153,15 +158,17 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
         _progress(i, total, shape.name, progress)
         x, w, b = shape.arrays(dtype)
         kw = shape.kwargs()
-        out = np.empty(_out_shape(shape), dtype)
+        out = shape.in_layout(np.empty(_out_shape(shape), dtype))
+        op = shape.function()
         fns = {}
-        runner = torch_runner(x, w, b, kw) if with_torch else None
+        runner = torch_runner(x, w, b, kw, shape.rank, shape.channels_last) \
+            if with_torch else None
         if runner is not None:
             fns["torch"] = runner
         for backend in backends:
             if backend != "cuda":
-                fns[backend] = (lambda backend=backend: conv_transpose2d(
-                    x, w, b, out=out, backend=backend, **kw))
+                fns[backend] = (lambda backend=backend: op(x, w, b, out=out, backend=backend,
+                                                           **kw))
         times = interleaved_times(fns, repeat, clock=clock)
         t_torch = float(np.median(times["torch"])) if "torch" in times else None
         for name, samples in times.items():

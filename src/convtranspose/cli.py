@@ -89,7 +89,7 @@ def cmd_check(args):
 
 def cmd_bench(args):
     from .bench import format_table, run_suite
-    from .suite import HELD_OUT, get
+    from .suite import HELD_OUT, RANKS_LAYOUTS, get
     try:
         shapes = None if not args.shapes else [get(s) for s in args.shapes]
     except KeyError as exc:
@@ -97,6 +97,8 @@ def cmd_bench(args):
         return 2
     if args.held_out:
         shapes = (shapes or []) + [s for s in HELD_OUT if s not in (shapes or [])]
+    if args.ranks_layouts:
+        shapes = (shapes or []) + [s for s in RANKS_LAYOUTS if s not in (shapes or [])]
     if args.dask:
         return _bench_dask(args)
     if args.threads is not None:
@@ -217,6 +219,9 @@ def main(argv=None):
     p.add_argument("--held-out", action="store_true",
                    help="the held-out layers (suite.HELD_OUT: real networks' layers that no "
                         "tuning used) instead of the suite, or after --shapes")
+    p.add_argument("--ranks-layouts", action="store_true",
+                   help="the 1-D, 3-D and channels-last layers (suite.RANKS_LAYOUTS) instead "
+                        "of the suite, or after --shapes")
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import dask_ops, ops
-from ._arrays import any_dask
+from ._arrays import any_dask, channels_last
+from .dask_ops import dask_layout
 # These lived here before and stay importable from here; they belong where they come from.
 from ._arrays import batched as _batched, host_array  # noqa: F401
 from .dispatch import METHODS, check_method, correlate_method, weight_grad_method  # noqa: F401
@@ -24,7 +25,7 @@ __all__ = ["conv2d", "conv2d_backward"]
 
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
-           groups: int = 1, *, backend: Backend = "auto") -> Array:
+           groups: int = 1, *, backend: Backend = "auto", data_format: str = "NCHW") -> Array:
     """2-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -51,6 +52,11 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         Gather kernel, or patches plus a BLAS GEMM, on the CPU; ``"cuda"`` copies NumPy
         arrays to the GPU and the result back. CUDA arrays run on their GPU with
         ``"auto"`` and give a result of ``x``'s kind (see :func:`convtranspose.cuda.conv2d`).
+    data_format : {"NCHW", "NHWC"}, default "NCHW"
+        Layout of ``x`` and of the result: channels first, as PyTorch has it, or
+        channels last, ``(N, H, W, C)`` or ``(H, W, C)``, as image libraries and TensorFlow
+        hand it over. ``weight`` keeps PyTorch's layout. Channels-last NumPy arrays are
+        read and written in place by the engine (see README's "Layouts").
 
     Returns
     -------
@@ -94,16 +100,18 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     (5, 7, 9)
     """
     if any_dask(x, weight, bias):
-        return dask_ops.conv2d(x, weight, bias, stride, padding, dilation, groups,
-                               backend=backend)
-    return ops.conv2d(x, weight, bias, stride, padding, dilation, groups, backend=backend)
+        last, x = dask_layout(data_format, x)
+        y = dask_ops.conv2d(x, weight, bias, stride, padding, dilation, groups, backend=backend)
+        return channels_last(y, 2) if last else y
+    return ops.conv2d(x, weight, bias, stride, padding, dilation, groups, backend=backend,
+                      data_format=data_format)
 
 
 def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
                     needs_weight_grad: bool = True, needs_bias_grad: bool = True,
-                    backend: Backend = "auto") -> Gradients:
+                    backend: Backend = "auto", data_format: str = "NCHW") -> Gradients:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -120,6 +128,8 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
         Which gradients to compute; the others are returned as ``None``.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
         As for :func:`conv2d`; CUDA arrays give gradients of ``grad_output``'s kind.
+    data_format : {"NCHW", "NHWC"}, default "NCHW"
+        Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv2d`.
 
     Returns
     -------
@@ -164,11 +174,15 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
            [4., 4.]]), array([4.]))
     """
     if any_dask(grad_output, x, weight):
-        return dask_ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation,
-                                        groups, needs_input_grad=needs_input_grad,
-                                        needs_weight_grad=needs_weight_grad,
-                                        needs_bias_grad=needs_bias_grad, backend=backend)
+        last, grad_output, x = dask_layout(data_format, grad_output, x)
+        gx, gw, gb = dask_ops.conv2d_backward(grad_output, x, weight, stride, padding,
+                                              dilation, groups,
+                                              needs_input_grad=needs_input_grad,
+                                              needs_weight_grad=needs_weight_grad,
+                                              needs_bias_grad=needs_bias_grad, backend=backend)
+        return (channels_last(gx, 2) if last and gx is not None else gx), gw, gb
     return ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
                                needs_input_grad=needs_input_grad,
                                needs_weight_grad=needs_weight_grad,
-                               needs_bias_grad=needs_bias_grad, backend=backend)
+                               needs_bias_grad=needs_bias_grad, backend=backend,
+                               data_format=data_format)

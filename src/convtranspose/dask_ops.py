@@ -43,12 +43,20 @@ from functools import partial
 import numpy as np
 
 from . import cuda, dispatch, ops
-from ._arrays import host_array, is_dask_array, is_device_array
-from .params import (ConvParams, normalise, normalise_backward, normalise_conv2d,
+from ._arrays import channels_first, host_array, is_dask_array, is_device_array
+from .params import (ConvParams, is_channels_last, normalise, normalise_backward, normalise_conv2d,
                      normalise_conv2d_backward)
 
 __all__ = ["is_dask_array", "conv_transpose2d", "conv2d", "conv_transpose2d_backward",
-           "conv2d_backward", "explain", "GraphPlan"]
+           "conv2d_backward", "explain", "GraphPlan", "dask_layout"]
+
+
+def dask_layout(data_format, *arrays, rank=2):
+    """Whether ``data_format`` is channels-last, and ``arrays`` as channels-first (lazy)
+    views if so: a Dask graph runs channels-first chunks, each tile's transposition a task
+    of its own."""
+    last = is_channels_last(data_format, rank)
+    return (last, *(channels_first(a, rank) if last else a for a in arrays))
 
 
 # ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._arrays import host_array, is_dask_array, is_device_array
 from .cpu import deconv, direct, im2col
+from .cpu.layout import c_contiguous
 from .params import _output_hw, normalise
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = ["BACKENDS", "GPU_BACKENDS", "METHODS", "Choice", "check_backend", "ch
            "is_device_array", "run_backend"]
 
 
+@c_contiguous
 def _im2col(x, weight, bias, params, out):
     """The ``im2col`` backend: its sub-pixel phase form or its col2im form, by the model
     (which depends on the workspace limit; the phase form runs as col2im when a tap it

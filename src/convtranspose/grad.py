@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import dask_ops, ops
-from ._arrays import any_dask
+from ._arrays import any_dask, channels_last
+from .dask_ops import dask_layout
 
 if TYPE_CHECKING:
     from ._typing import ArrayLike, Backend, Gradients, IntPair, Padding, Shape
@@ -18,7 +19,8 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
                               dilation: IntPair = 1, *, output_size: Shape | None = None,
                               needs_input_grad: bool = True, needs_weight_grad: bool = True,
                               needs_bias_grad: bool = True,
-                              backend: Backend = "auto") -> Gradients:
+                              backend: Backend = "auto",
+                              data_format: str = "NCHW") -> Gradients:
     """Gradients of :func:`conv_transpose2d` with respect to its input, weight and bias.
 
     Parameters
@@ -42,6 +44,8 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
         arrays to the GPU and the gradients back. CUDA arrays (anything with
         ``__cuda_array_interface__``) run on their GPU with ``"auto"`` and give gradients
         of ``grad_output``'s kind (see :func:`convtranspose.cuda.conv_transpose2d_backward`).
+    data_format : {"NCHW", "NHWC"}, default "NCHW"
+        Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv_transpose2d`.
 
     Returns
     -------
@@ -100,12 +104,15 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
            [4., 4., 4.]]), array([25.]))
     """
     if any_dask(grad_output, x, weight):
-        return dask_ops.conv_transpose2d_backward(
+        last, grad_output, x = dask_layout(data_format, grad_output, x)
+        gx, gw, gb = dask_ops.conv_transpose2d_backward(
             grad_output, x, weight, stride, padding, output_padding, groups, dilation,
             output_size=output_size, needs_input_grad=needs_input_grad,
             needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
             backend=backend)
+        return (channels_last(gx, 2) if last and gx is not None else gx), gw, gb
     return ops.conv_transpose2d_backward(
         grad_output, x, weight, stride, padding, output_padding, groups, dilation,
         output_size=output_size, needs_input_grad=needs_input_grad,
-        needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad, backend=backend)
+        needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad, backend=backend,
+        data_format=data_format)

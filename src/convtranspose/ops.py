@@ -18,11 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import cuda, dispatch, nonfinite
-from ._arrays import batched, compute_into, host_array, host_operands, is_device_array
+from ._arrays import (batched, channels_first, channels_last, compute_into, host_array,
+                      host_operands, in_layout, is_device_array, new_result)
 from .cpu import backward as kernels
 from .cpu.workspace import get_workspace_limit
-from .params import (adjoint_params, normalise, normalise_backward, normalise_conv2d,
-                     normalise_conv2d_backward)
+from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
+                     normalise_conv2d, normalise_conv2d_backward)
 
 __all__ = ["conv_transpose2d", "conv2d", "conv2d_backward", "conv_transpose2d_backward",
            "on_gpu", "correlate", "weight_grad", "bias_grad"]
@@ -32,14 +33,47 @@ __all__ = ["conv_transpose2d", "conv2d", "conv2d_backward", "conv_transpose2d_ba
 # the transposed convolution
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, output_size=None, out=None, backend="auto"):
+                     dilation=1, *, output_size=None, out=None, backend="auto",
+                     data_format="NCHW"):
     """:func:`convtranspose.conv_transpose2d` of NumPy or CUDA arrays (not Dask arrays)."""
+    if data_format != "NCHW" and is_channels_last(data_format, 2):
+        given = out
+        x, out = _from_channels_last(x, "x"), _from_channels_last(out, "out")
+        y = _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
+                              dilation, output_size, out, backend, True)
+        return given if given is not None else channels_last(y, 2)
+    return _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                             output_size, out, backend, False)
+
+
+def _from_channels_last(a, name):
+    """A channels-last operand as a channels-first view (NumPy arrays; CUDA arrays are
+    refused, ``None`` stays ``None``)."""
+    if a is None:
+        return None
+    if is_device_array(a, name):
+        raise NotImplementedError(f"{name} is a CUDA array: channels-last layouts are taken "
+                                  "on the CPU only (transpose it on the GPU, or pass the "
+                                  "channels-first layout)")
+    if name == "out" and not isinstance(a, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(a).__name__}")
+    a = host_array(a, name)
+    if a.ndim < 3:
+        raise ValueError(f"{name} must have 4 dimensions (N, H, W, C) or 3 (H, W, C) in the "
+                         f"channels-last layout, got shape {a.shape}")
+    return channels_first(a, 2)
+
+
+def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                      output_size, out, backend, last):
     key = _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
-                    output_size, backend)
+                    output_size, (backend, last))
     hit = _VALIDATED.get(key) if key is not None else None
     if hit is None:
         if any(is_device_array(a, n) for a, n in
                ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
+            if last:
+                raise NotImplementedError("CUDA arrays take the channels-first layout only")
             if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
                 raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were "
                                  "given: use backend='auto' or 'cuda', or copy them to NumPy "
@@ -60,7 +94,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     params, shape, dtype, name = hit
     if name != "auto":
         return compute_into(x, weight, bias, params, shape, dtype, out,
-                            dispatch.run_backend(name))
+                            dispatch.run_backend(name), last)
 
     def run_auto(x4, w, b, p, r4):
         # chosen once the output exists: the model's tables need it
@@ -69,7 +103,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
             _VALIDATED[key] = p, shape, dtype, chosen
         return dispatch.run_backend(chosen)(x4, w, b, p, r4)
 
-    return compute_into(x, weight, bias, params, shape, dtype, out, run_auto)
+    return compute_into(x, weight, bias, params, shape, dtype, out, run_auto, last)
 
 
 # Validated calls, by the operands' types, shapes and dtypes, the hyper-parameters as
@@ -104,7 +138,8 @@ def _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dil
     for v in hyper:
         if type(v) is not int and _int_tree(v) is None:
             return None
-    if type(backend) is not str or (output_size is not None and _int_tree(output_size) is None):
+    if type(backend[0]) is not str or \
+            (output_size is not None and _int_tree(output_size) is None):
         return None
     return (x.shape, x.dtype, weight.shape, weight.dtype,
             None if bias is None else (bias.shape, bias.dtype), hyper, output_size, backend,
@@ -171,9 +206,14 @@ def bias_grad(g):
 # the convolution and the gradients
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           backend="auto"):
+           backend="auto", data_format="NCHW"):
     """:func:`convtranspose.conv2d` of NumPy or CUDA arrays (not Dask arrays)."""
+    last = is_channels_last(data_format, 2)
+    if last:
+        x = _from_channels_last(x, "x")
     if on_gpu(backend, x=x, weight=weight, bias=bias):
+        if last:
+            raise NotImplementedError("CUDA arrays take the channels-first layout only")
         return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
     x, weight, bias, dtypes = host_operands(x, weight, bias)
     params, shape, dtype = normalise_conv2d(
@@ -181,24 +221,37 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         dtypes, stride=stride, padding=padding, dilation=dilation,
         groups=groups)
     method = dispatch.check_method(backend)
-    x = np.ascontiguousarray(x, dtype)
+    x = in_layout(x, dtype, last, 2)
     weight = np.ascontiguousarray(weight, dtype)
     bias = None if bias is None else np.ascontiguousarray(bias, dtype)
-    out = np.empty(shape, dtype)
+    out = new_result(shape, dtype, last, 2)
     if out.size:
         g = params.groups
         if method == "auto":
             method = dispatch.correlate_method(weight.shape[0] // g, weight.shape[1],
                                                weight.shape[2:], out.size // out.shape[-3])
         correlate(batched(x), weight, bias, batched(out), params, method)
-    return out
+    return channels_last(out, 2) if last else out
+
+
+def _gradient_operands(data_format, grad_output, x):
+    """Whether the gradients' layout is channels-last, and ``grad_output`` and ``x`` as
+    channels-first views if so."""
+    last = is_channels_last(data_format, 2)
+    if last:
+        grad_output, x = (_from_channels_last(grad_output, "grad_output"),
+                          _from_channels_last(x, "x"))
+    return last, grad_output, x
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
-                    backend="auto"):
+                    backend="auto", data_format="NCHW"):
     """:func:`convtranspose.conv2d_backward` of NumPy or CUDA arrays (not Dask arrays)."""
+    last, grad_output, x = _gradient_operands(data_format, grad_output, x)
     if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
+        if last:
+            raise NotImplementedError("CUDA arrays take the channels-first layout only")
         return cuda.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
                                     needs_input_grad=needs_input_grad,
                                     needs_weight_grad=needs_weight_grad,
@@ -210,12 +263,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
         padding=padding, dilation=dilation, groups=groups)
     method = dispatch.check_method(backend)
-    g4 = batched(np.ascontiguousarray(g, dtype))
-    x4 = batched(np.ascontiguousarray(x, dtype))
+    g4 = batched(in_layout(g, dtype, last, 2))
+    x4 = batched(in_layout(x, dtype, last, 2))
     weight = np.ascontiguousarray(weight, dtype)
     grad_input = grad_weight = grad_bias = None
     if needs_input_grad:
-        grad_input = np.zeros(x.shape, dtype)
+        grad_input = new_result(x.shape, dtype, last, 2, "grad_input")
+        grad_input[...] = 0
         if grad_input.size:
             tparams = adjoint_params(params, g4.shape[2:], weight.shape[2:], x4.shape[2:])
             name = method
@@ -226,15 +280,23 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         grad_weight = _weight_grad_by(method, g4, x4, weight, params, dtype)
     if needs_bias_grad:
         grad_bias = bias_grad(g4)
-    return grad_input, grad_weight, grad_bias
+    return _laid_out(grad_input, last), grad_weight, grad_bias
+
+
+def _laid_out(grad_input, last):
+    return channels_last(grad_input, 2) if last and grad_input is not None else grad_input
 
 
 def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
                               groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
-                              needs_weight_grad=True, needs_bias_grad=True, backend="auto"):
+                              needs_weight_grad=True, needs_bias_grad=True, backend="auto",
+                              data_format="NCHW"):
     """:func:`convtranspose.conv_transpose2d_backward` of NumPy or CUDA arrays (not Dask
     arrays)."""
+    last, grad_output, x = _gradient_operands(data_format, grad_output, x)
     if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
+        if last:
+            raise NotImplementedError("CUDA arrays take the channels-first layout only")
         return cuda.conv_transpose2d_backward(
             grad_output, x, weight, stride, padding, output_padding, groups, dilation,
             output_size=output_size, needs_input_grad=needs_input_grad,
@@ -247,13 +309,13 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
         output_size=output_size)
     method = dispatch.check_method(backend)
-    g4 = batched(np.ascontiguousarray(g, dtype))
-    x4 = batched(np.ascontiguousarray(x, dtype))
+    g4 = batched(in_layout(g, dtype, last, 2))
+    x4 = batched(in_layout(x, dtype, last, 2))
     weight = np.ascontiguousarray(weight, dtype)
     grp = params.groups
     grad_input = grad_weight = grad_bias = None
     if needs_input_grad:
-        grad_input = np.empty(x.shape, dtype)
+        grad_input = new_result(x.shape, dtype, last, 2, "grad_input")
         if grad_input.size:
             name = method
             if name == "auto":
@@ -264,4 +326,4 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
         grad_weight = _weight_grad_by(method, x4, g4, weight, params, dtype)
     if needs_bias_grad:
         grad_bias = bias_grad(g4)
-    return grad_input, grad_weight, grad_bias
+    return _laid_out(grad_input, last), grad_weight, grad_bias

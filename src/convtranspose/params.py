@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from ._typing import AutoPadding, IntTuple, Rank, Shape
 
 __all__ = ["ConvParams", "normalise", "normalise_backward", "normalise_conv",
-           "normalise_conv_backward", "output_shape", "result_dtype", "SUPPORTED_DTYPES"]
+           "normalise_conv_backward", "output_shape", "result_dtype", "SUPPORTED_DTYPES",
+           "DATA_FORMATS", "is_channels_last"]
 
 #: Largest stride, dilation or padding accepted: keeps every index product of the
 #: kernels' int64 arithmetic far from overflow.
@@ -121,6 +122,29 @@ class ConvParams:
 
 # ----------------------------------------------------------------------------
 # scalar and tuple parsing
+
+
+#: The layouts of each rank: channels-first (the default, PyTorch's), then channels-last.
+DATA_FORMATS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+
+
+def is_channels_last(data_format, rank):
+    """Whether ``data_format`` is the channels-last layout of ``rank`` (``"NWC"``, ``"NHWC"``
+    or ``"NDHWC"``); ``False`` for the channels-first one (``"NCW"``, ``"NCHW"``,
+    ``"NCDHW"``); ``ValueError`` naming the two for anything else.
+
+    Examples
+    --------
+    >>> from convtranspose.params import is_channels_last
+    >>> is_channels_last("NHWC", 2), is_channels_last("NCDHW", 3)
+    (True, False)
+    """
+    formats = DATA_FORMATS[rank]
+    if not isinstance(data_format, str) or data_format not in formats:
+        raise ValueError(f"data_format must be {formats[0]!r} (channels first) or "
+                         f"{formats[1]!r} (channels last) for {rank}-D data, got "
+                         f"{data_format!r}")
+    return data_format == formats[1]
 
 
 def _scalar(value):

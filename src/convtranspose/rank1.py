@@ -15,7 +15,8 @@ import numpy as np
 
 from . import api, conv, grad
 from ._arrays import check_out, host_array, is_dask_array, is_device_array
-from .params import normalise, normalise_backward, normalise_conv, normalise_conv_backward
+from .params import (is_channels_last, normalise, normalise_backward, normalise_conv,
+                     normalise_conv_backward)
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
@@ -48,10 +49,17 @@ def _shape(a):
     return None if a is None else tuple(a.shape)
 
 
-def _lift(a, name):
-    """``a`` of shape ``(..., L)`` as a view of shape ``(..., 1, L)``, never a copy."""
+def _lift(a, name, last=False):
+    """``a`` of shape ``(..., L)`` as a view of shape ``(..., 1, L)``, never a copy; with
+    ``last`` (a channels-last ``(..., L, C)``), ``(..., 1, L, C)``."""
     if a is None:
         return None
+    if last:
+        a = _operand(a, name)[0]
+        if not (isinstance(a, np.ndarray) or is_dask_array(a)):
+            raise NotImplementedError(f"{name} is a CUDA array: channels-last layouts are "
+                                      "taken on the CPU only")
+        return a[..., None, :, :]
     if isinstance(a, np.ndarray) or is_dask_array(a):
         return a[..., None, :]
     if not hasattr(a, "reshape"):
@@ -61,10 +69,12 @@ def _lift(a, name):
     return a.reshape(shape[:-1] + (1, shape[-1]))
 
 
-def _drop(a):
+def _drop(a, last=False):
     """The view of :func:`_lift` undone: ``(..., 1, L)`` as ``(..., L)``."""
     if a is None:
         return None
+    if last:
+        return a[..., 0, :, :]
     if isinstance(a, np.ndarray) or is_dask_array(a):
         return a[..., 0, :]
     shape = tuple(a.shape)
@@ -86,6 +96,15 @@ def _grad_operands(grad_output, x, weight):
     x, dx = _operand(x, "x")
     weight, dw = _operand(weight, "weight")
     return g, x, weight, [("grad_output", dg), ("x", dx), ("weight", dw)]
+
+
+def _layout(data_format, *shapes):
+    """Whether ``data_format`` is channels-last (``"NWC"``), the 2-D layout to run, and
+    ``shapes`` in the channels-first order that validation reads."""
+    last = is_channels_last(data_format, 1)
+    moved = [s if s is None or not last or len(s) < 2 else (*s[:-2], s[-1], s[-2])
+             for s in shapes]
+    return (last, "NHWC" if last else "NCHW", *moved)
 
 
 def _lifted(params):
@@ -110,7 +129,7 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
                      stride: IntTuple = 1, padding: AutoPadding = 0,
                      output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
                      output_size: Shape | None = None, out: Array | None = None,
-                     backend: Backend = "auto") -> Array:
+                     backend: Backend = "auto", data_format: str = "NCW") -> Array:
     """1-D transposed convolution with the semantics of ``torch.nn.functional.conv_transpose1d``.
 
     Parameters
@@ -142,6 +161,10 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         Array of exactly the result's shape and dtype to write into; returned.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
         As for :func:`conv_transpose2d`.
+    data_format : {"NCW", "NWC"}, default "NCW"
+        Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has it, or
+        channels last, ``(N, L, C)`` or ``(L, C)`` (audio frames with their channels).
+        ``weight`` keeps PyTorch's layout.
 
     Returns
     -------
@@ -186,20 +209,22 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     (4, 256)
     """
     x, weight, bias, dtypes = _forward_operands(x, weight, bias)
+    last, fmt, x_shape = _layout(data_format, _shape(x))
     params, shape, dtype = normalise(
-        _shape(x), _shape(weight), _shape(bias), dtypes, stride=stride, padding=padding,
+        x_shape, _shape(weight), _shape(bias), dtypes, stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
         output_size=output_size, rank=1)
-    _check_host_out(out, shape, dtype)
-    y = api.conv_transpose2d(_lift(x, "x"), _lift(weight, "weight"), bias,
+    _check_host_out(out, shape if not last else (*shape[:-2], shape[-1], shape[-2]), dtype)
+    y = api.conv_transpose2d(_lift(x, "x", last), _lift(weight, "weight"), bias,
                              output_padding=(0, params.output_padding[0]),
-                             out=_lift(out, "out"), backend=backend, **_lifted(params))
-    return out if out is not None else _drop(y)
+                             out=_lift(out, "out", last), backend=backend, data_format=fmt,
+                             **_lifted(params))
+    return out if out is not None else _drop(y, last)
 
 
 def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
-           groups: int = 1, *, backend: Backend = "auto") -> Array:
+           groups: int = 1, *, backend: Backend = "auto", data_format: str = "NCW") -> Array:
     """1-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv1d``.
 
     Parameters
@@ -223,6 +248,10 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         Input and output channels are split into ``groups`` independent groups.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
         As for :func:`conv2d`.
+    data_format : {"NCW", "NWC"}, default "NCW"
+        Layout of ``x`` and of the result: channels first, as PyTorch has it, or
+        channels last, ``(N, L, C)`` or ``(L, C)`` (audio frames with their channels).
+        ``weight`` keeps PyTorch's layout.
 
     Returns
     -------
@@ -263,11 +292,12 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     (5, 7)
     """
     x, weight, bias, dtypes = _forward_operands(x, weight, bias)
-    params, _, _ = normalise_conv(_shape(x), _shape(weight), _shape(bias), dtypes,
+    last, fmt, x_shape = _layout(data_format, _shape(x))
+    params, _, _ = normalise_conv(x_shape, _shape(weight), _shape(bias), dtypes,
                                   stride=stride, padding=padding, dilation=dilation,
                                   groups=groups, rank=1)
-    return _drop(conv.conv2d(_lift(x, "x"), _lift(weight, "weight"), bias, backend=backend,
-                             **_lifted(params)))
+    return _drop(conv.conv2d(_lift(x, "x", last), _lift(weight, "weight"), bias,
+                             backend=backend, data_format=fmt, **_lifted(params)), last)
 
 
 def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
@@ -275,8 +305,8 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
                               output_padding: IntTuple = 0, groups: int = 1,
                               dilation: IntTuple = 1, *, output_size: Shape | None = None,
                               needs_input_grad: bool = True, needs_weight_grad: bool = True,
-                              needs_bias_grad: bool = True,
-                              backend: Backend = "auto") -> Gradients:
+                              needs_bias_grad: bool = True, backend: Backend = "auto",
+                              data_format: str = "NCW") -> Gradients:
     """Gradients of :func:`conv_transpose1d` with respect to its input, weight and bias.
 
     Parameters
@@ -294,6 +324,8 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
         Which gradients to compute; the others are returned as ``None``.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
         As for :func:`conv_transpose2d_backward`.
+    data_format : {"NCW", "NWC"}, default "NCW"
+        Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv_transpose1d`.
 
     Returns
     -------
@@ -336,23 +368,24 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     (array([[[3., 3.]]]), array([[[2., 2., 2.]]]), array([5.]))
     """
     g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    last, fmt, g_shape, x_shape = _layout(data_format, _shape(g), _shape(x))
     params, _ = normalise_backward(
-        _shape(g), _shape(x), _shape(weight), dtypes, stride=stride, padding=padding,
+        g_shape, x_shape, _shape(weight), dtypes, stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
         output_size=output_size, rank=1)
     gx, gw, gb = grad.conv_transpose2d_backward(
-        _lift(g, "grad_output"), _lift(x, "x"), _lift(weight, "weight"),
+        _lift(g, "grad_output", last), _lift(x, "x", last), _lift(weight, "weight"),
         output_padding=(0, params.output_padding[0]), needs_input_grad=needs_input_grad,
         needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
-        backend=backend, **_lifted(params))
-    return _drop(gx), _drop(gw), gb
+        backend=backend, data_format=fmt, **_lifted(params))
+    return _drop(gx, last), _drop(gw), gb
 
 
 def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
                     needs_weight_grad: bool = True, needs_bias_grad: bool = True,
-                    backend: Backend = "auto") -> Gradients:
+                    backend: Backend = "auto", data_format: str = "NCW") -> Gradients:
     """Gradients of :func:`conv1d` with respect to its input, weight and bias.
 
     Parameters
@@ -370,6 +403,8 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
         Which gradients to compute; the others are returned as ``None``.
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
         As for :func:`conv2d_backward`.
+    data_format : {"NCW", "NWC"}, default "NCW"
+        Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv1d`.
 
     Returns
     -------
@@ -408,11 +443,12 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     (array([[[1., 2., 1.]]]), array([[[2., 2.]]]), array([2.]))
     """
     g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    last, fmt, g_shape, x_shape = _layout(data_format, _shape(g), _shape(x))
     params, _ = normalise_conv_backward(
-        _shape(g), _shape(x), _shape(weight), dtypes, stride=stride, padding=padding,
+        g_shape, x_shape, _shape(weight), dtypes, stride=stride, padding=padding,
         dilation=dilation, groups=groups, rank=1)
     gx, gw, gb = conv.conv2d_backward(
-        _lift(g, "grad_output"), _lift(x, "x"), _lift(weight, "weight"),
+        _lift(g, "grad_output", last), _lift(x, "x", last), _lift(weight, "weight"),
         needs_input_grad=needs_input_grad, needs_weight_grad=needs_weight_grad,
-        needs_bias_grad=needs_bias_grad, backend=backend, **_lifted(params))
-    return _drop(gx), _drop(gw), gb
+        needs_bias_grad=needs_bias_grad, backend=backend, data_format=fmt, **_lifted(params))
+    return _drop(gx, last), _drop(gw), gb

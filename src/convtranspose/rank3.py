@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import dispatch, nonfinite, ops
-from ._alloc import allocate
-from ._arrays import check_out, host_array, is_dask_array, is_device_array, native
-from .params import (ConvParams, adjoint_params, normalise, normalise_backward,
-                     normalise_conv, normalise_conv_backward)
+from ._arrays import (channels_first, channels_last, compute_into, host_array, in_layout,
+                      is_dask_array, is_device_array, native, new_result)
+from .params import (ConvParams, adjoint_params, is_channels_last, normalise,
+                     normalise_backward, normalise_conv, normalise_conv_backward)
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
@@ -82,16 +82,21 @@ def depth_taps(small, large, k, s, d, front):
     return runs
 
 
-def _fold(a):
-    """``(N, C, D, H, W)`` as a C-contiguous ``(N, D, C, H, W)``: its depth slices ready to
-    be taken in runs as batches of 2-D images (one copy)."""
-    return np.ascontiguousarray(np.moveaxis(a, 2, 1))
+def _fold(a, last):
+    """``(N, C, D, H, W)`` as ``(N, D, C, H, W)``: its depth slices ready to be taken in
+    runs as batches of 2-D images. A copy for channels-first memory; a view of
+    channels-last ``(N, D, H, W, C)`` memory, whose depth slices are NHWC images."""
+    moved = np.moveaxis(a, 2, 1)
+    return moved if last else np.ascontiguousarray(moved)
 
 
-def _images(folded, lo, hi, step=1):
-    """Depth slices ``lo:hi:step`` of a :func:`_fold` result as ``(N*J, C, H, W)`` (a view
-    for one image and unit step, else a copy)."""
+def _images(folded, lo, hi, step, last):
+    """Depth slices ``lo:hi:step`` of a :func:`_fold` result as ``(N*J, C, H, W)`` in the
+    layout (a view for one image and unit step, else a copy)."""
     part = folded[:, lo:hi:step]
+    if last:
+        mem = part.transpose(0, 1, 3, 4, 2)
+        return channels_first(np.ascontiguousarray(mem.reshape(-1, *mem.shape[2:])), 2)
     return np.ascontiguousarray(part).reshape(-1, *part.shape[2:])
 
 
@@ -114,17 +119,18 @@ def _start(out, bias):
     out[...] = 0 if bias is None else bias.reshape(-1, 1, 1, 1)
 
 
-def scatter(x, weight, bias, params, out, method):
+def scatter(x, weight, bias, params, out, method, last=False):
     """The transposed convolution of ``x`` (N, C_in, D, H, W) into ``out``, by the 2-D
-    backend ``method`` (``"auto"``: chosen per 2-D problem). Returns ``out``."""
+    backend ``method`` (``"auto"``: chosen per 2-D problem); ``last``: both are
+    channels-first views of channels-last memory. Returns ``out``."""
     _start(out, bias)
     n, plane = x.shape[0], _plane(params)
-    folded = _fold(x)
+    folded = _fold(x, last)
     for t, i0, i1, o0 in depth_taps(x.shape[2], out.shape[2], weight.shape[2],
                                     params.stride[0], params.dilation[0], params.pads[0][0]):
-        x4 = _images(folded, i0, i1)
+        x4 = _images(folded, i0, i1, 1, last)
         w4 = np.ascontiguousarray(weight[:, :, t])
-        y4 = allocate((x4.shape[0], out.shape[1], *out.shape[3:]), out.dtype, "output")
+        y4 = new_result((x4.shape[0], out.shape[1], *out.shape[3:]), out.dtype, last, 2)
         name = method
         if name == "auto":
             name = dispatch.choose(x4.shape, w4.shape, plane, out.dtype, y4.shape[2:]).backend
@@ -134,20 +140,21 @@ def scatter(x, weight, bias, params, out, method):
     return out
 
 
-def correlate(x, weight, bias, out, params, method):
+def correlate(x, weight, bias, out, params, method, last=False):
     """The correlation (``conv3d``'s forward) of ``x`` (N, C_in, D, H, W) with ``weight``
     (C_out, C_in // groups, kD, kH, kW) into ``out``, by ``method``, with PyTorch's NaN
-    where a padding zero meets a non-finite weight. Returns ``out``."""
+    where a padding zero meets a non-finite weight; ``last`` as for :func:`scatter`.
+    Returns ``out``."""
     _start(out, bias)
     n, plane = x.shape[0], _plane(params)
     c_out, c_in_g = weight.shape[:2]
-    folded = _fold(x)
+    folded = _fold(x, last)
     for t, i0, i1, o0 in depth_taps(out.shape[2], x.shape[2], weight.shape[2],
                                     params.stride[0], params.dilation[0], params.pads[0][0]):
         run = _large_run(o0, i1 - i0, params.stride[0])
-        x4 = _images(folded, run.start, run.stop, run.step)
+        x4 = _images(folded, run.start, run.stop, run.step, last)
         w4 = np.ascontiguousarray(weight[:, :, t])
-        y4 = allocate((x4.shape[0], c_out, *out.shape[3:]), out.dtype, "output")
+        y4 = new_result((x4.shape[0], c_out, *out.shape[3:]), out.dtype, last, 2)
         name = method
         if name == "auto":
             name = dispatch.correlate_method(c_out // params.groups, c_in_g, w4.shape[2:],
@@ -159,19 +166,20 @@ def correlate(x, weight, bias, out, params, method):
                                    [lo for lo, _ in params.pads])
 
 
-def weight_grad(a, b, gw, params, method):
+def weight_grad(a, b, gw, params, method, last=False):
     """``gw[ca, j, t, kh, kw] = sum a[n, ca, i, h, w] * b[n, cb, i*sD + t*dD - front, ...]``
     (``a`` on the strided grid, ``b`` sampled, both 5-D) by ``method``, with PyTorch's NaN
-    where a non-finite ``a`` meets a zero read outside ``b``. Returns ``gw``."""
-    n, plane = a.shape[0], _plane(params)
+    where a non-finite ``a`` meets a zero read outside ``b``; ``last`` as for
+    :func:`scatter`. Returns ``gw``."""
+    plane = _plane(params)
     c_a, c_b_g = gw.shape[:2]
-    fa, fb = _fold(a), _fold(b)
+    fa, fb = _fold(a, last), _fold(b, last)
     gw[...] = 0
     for t, i0, i1, o0 in depth_taps(a.shape[2], b.shape[2], gw.shape[2], params.stride[0],
                                     params.dilation[0], params.pads[0][0]):
         run = _large_run(o0, i1 - i0, params.stride[0])
-        a4 = _images(fa, i0, i1)
-        b4 = _images(fb, run.start, run.stop, run.step)
+        a4 = _images(fa, i0, i1, 1, last)
+        b4 = _images(fb, run.start, run.stop, run.step, last)
         g4 = np.empty((c_a, c_b_g, *gw.shape[3:]), gw.dtype)
         name = method
         if name == "auto":
@@ -186,9 +194,10 @@ def weight_grad(a, b, gw, params, method):
 # operands
 
 
-def _host(a, name, required=True):
-    """``a`` as a NumPy array; ``NotImplementedError`` for CUDA and Dask arrays, which the
-    3-D functions do not take yet."""
+def _host(a, name, required=True, last=False):
+    """``a`` as a NumPy array (with ``last``, a channels-first view of the channels-last
+    array given); ``NotImplementedError`` for CUDA and Dask arrays, which the 3-D
+    functions do not take yet."""
     if a is None and not required:
         return None
     if is_dask_array(a) or is_device_array(a, name):
@@ -196,7 +205,11 @@ def _host(a, name, required=True):
         raise NotImplementedError(f"the 3-D functions take NumPy arrays only, and {name} is a "
                                   f"{kind} array: convert it with numpy.asarray (the 1-D and "
                                   "2-D functions take it as it is)")
-    return host_array(a, name, required)
+    a = host_array(a, name, required)
+    if last and a.ndim < 4:
+        raise ValueError(f"{name} must have 5 dimensions (N, D, H, W, C) or 4 (D, H, W, C) in "
+                         f"the channels-last layout, got shape {a.shape}")
+    return channels_first(a, 3) if last else a
 
 
 def _method(backend):
@@ -211,42 +224,36 @@ def _batched(a):
     return a if a.ndim == 5 else a[None]
 
 
-def _forward(x, weight, bias, shape, dtype, out, run):
-    """Run ``run(x5, weight, bias, out5)`` on native C-contiguous operands into ``out`` (or
-    a new array) of ``shape``; return it."""
-    if out is not None:
-        check_out(out, shape, dtype)
-    operands = [a for a in (x, weight, bias) if a is not None]
-    x, weight = native(x, dtype), native(weight, dtype)
-    bias = None if bias is None else native(bias, dtype)
-    direct_out = (out is not None and out.flags.c_contiguous and out.dtype.isnative
-                  and not any(np.may_share_memory(out, a) for a in operands))
-    result = out if direct_out else allocate(shape, dtype, "output")
-    if result.size:
-        run(_batched(x), weight, bias, _batched(result))
-    if out is not None and result is not out:
-        out[...] = result
-        return out
-    return result
+def _forward_operands(x, weight, bias, data_format):
+    last = is_channels_last(data_format, 3)
+    x, weight = _host(x, "x", last=last), _host(weight, "weight")
+    bias = _host(bias, "bias", False)
+    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + \
+        ([] if bias is None else [("bias", bias.dtype)])
+    return last, x, weight, bias, dtypes
 
 
-def _grad_operands(grad_output, x, weight):
-    g = _host(grad_output, "grad_output")
-    x = _host(x, "x")
+def _grad_operands(grad_output, x, weight, data_format):
+    last = is_channels_last(data_format, 3)
+    g = _host(grad_output, "grad_output", last=last)
+    x = _host(x, "x", last=last)
     weight = _host(weight, "weight")
-    return g, x, weight, [("grad_output", g.dtype), ("x", x.dtype), ("weight", weight.dtype)]
+    return last, g, x, weight, [("grad_output", g.dtype), ("x", x.dtype),
+                                ("weight", weight.dtype)]
 
 
-def _gradients(g, x, weight, dtype, needs, input_grad, weight_grad_of):
+def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
     """The three gradients of 5-D-able host operands: ``input_grad(g5, w, gx5)`` fills the
     input's, ``weight_grad_of(g5, x5, gw)`` the weight's; ``needs`` says which to compute."""
-    g5, x5 = _batched(native(g, dtype)), _batched(native(x, dtype))
+    g5, x5 = _batched(in_layout(g, dtype, last, 3)), _batched(in_layout(x, dtype, last, 3))
     weight = native(weight, dtype)
     gx = gw = gb = None
     if needs[0]:
-        gx = np.zeros(x.shape, dtype)
+        gx = new_result(x.shape, dtype, last, 3, "grad_input")
+        gx[...] = 0
         if gx.size and g5.size:
             input_grad(g5, weight, _batched(gx))
+        gx = channels_last(gx, 3) if last else gx
     if needs[1]:
         gw = np.zeros(weight.shape, dtype)
         if gw.size and x5.size:
@@ -265,7 +272,7 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
                      stride: IntTuple = 1, padding: AutoPadding = 0,
                      output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
                      output_size: Shape | None = None, out: Array | None = None,
-                     backend: Backend = "auto") -> Array:
+                     backend: Backend = "auto", data_format: str = "NCDHW") -> Array:
     """3-D transposed convolution with the semantics of ``torch.nn.functional.conv_transpose3d``.
 
     Parameters
@@ -294,6 +301,10 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         Array of exactly the result's shape and dtype to write into; returned.
     backend : {"auto", "direct", "im2col"}, default "auto"
         The CPU backend of the 2-D calls (``"auto"``: chosen for each).
+    data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
+        Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has it, or
+        channels last, ``(N, D, H, W, C)`` or ``(D, H, W, C)``. ``weight`` keeps
+        PyTorch's layout.
 
     Returns
     -------
@@ -335,21 +346,26 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ...                     np.zeros((64, 32, 2, 2, 2), np.float32), stride=2).shape
     (32, 16, 16, 16)
     """
-    x, weight, bias = _host(x, "x"), _host(weight, "weight"), _host(bias, "bias", False)
-    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + \
-        ([] if bias is None else [("bias", bias.dtype)])
+    last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
     params, shape, dtype = normalise(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
         output_size=output_size, rank=3)
     method = _method(backend)
-    return _forward(x, weight, bias, shape, dtype, out,
-                    lambda x5, w, b, r5: scatter(x5, w, b, params, r5, method))
+    given = out
+    if out is not None and last:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        out = _host(out, "out", last=True)
+    y = compute_into(x, weight, bias, params, shape, dtype, out,
+                     lambda x5, w, b, p, r5: scatter(x5, w, b, p, r5, method, last), last)
+    return given if given is not None else (channels_last(y, 3) if last else y)
 
 
 def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
-           groups: int = 1, *, backend: Backend = "auto") -> Array:
+           groups: int = 1, *, backend: Backend = "auto",
+           data_format: str = "NCDHW") -> Array:
     """3-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv3d``.
 
     Parameters
@@ -370,6 +386,10 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         Input and output channels are split into ``groups`` independent groups.
     backend : {"auto", "direct", "im2col"}, default "auto"
         The CPU backend of the 2-D calls.
+    data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
+        Layout of ``x`` and of the result: channels first, as PyTorch has it, or
+        channels last, ``(N, D, H, W, C)`` or ``(D, H, W, C)``. ``weight`` keeps
+        PyTorch's layout.
 
     Returns
     -------
@@ -405,15 +425,14 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     >>> ct.conv3d(np.zeros((3, 5, 6, 7)), np.zeros((4, 3, 3, 3, 3)), padding="same").shape
     (4, 5, 6, 7)
     """
-    x, weight, bias = _host(x, "x"), _host(weight, "weight"), _host(bias, "bias", False)
-    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + \
-        ([] if bias is None else [("bias", bias.dtype)])
+    last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
     params, shape, dtype = normalise_conv(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
         padding=padding, dilation=dilation, groups=groups, rank=3)
     method = _method(backend)
-    return _forward(x, weight, bias, shape, dtype, None,
-                    lambda x5, w, b, r5: correlate(x5, w, b, r5, params, method))
+    y = compute_into(x, weight, bias, params, shape, dtype, None,
+                     lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last)
+    return channels_last(y, 3) if last else y
 
 
 def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
@@ -421,8 +440,8 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
                               output_padding: IntTuple = 0, groups: int = 1,
                               dilation: IntTuple = 1, *, output_size: Shape | None = None,
                               needs_input_grad: bool = True, needs_weight_grad: bool = True,
-                              needs_bias_grad: bool = True,
-                              backend: Backend = "auto") -> Gradients:
+                              needs_bias_grad: bool = True, backend: Backend = "auto",
+                              data_format: str = "NCDHW") -> Gradients:
     """Gradients of :func:`conv_transpose3d` with respect to its input, weight and bias.
 
     Parameters
@@ -440,6 +459,8 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
         Which gradients to compute; the others are returned as ``None``.
     backend : {"auto", "direct", "im2col"}, default "auto"
         The CPU backend of the 2-D calls.
+    data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
+        Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv_transpose3d`.
 
     Returns
     -------
@@ -479,22 +500,23 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     >>> gx.ravel(), gw.ravel(), gb
     (array([3., 3.]), array([2., 2., 2.]), array([5.]))
     """
-    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
     params, dtype = normalise_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
         output_size=output_size, rank=3)
     method = _method(backend)
-    return _gradients(g, x, weight, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
-                      lambda g5, w, gx5: correlate(g5, w, None, gx5, params, method),
-                      lambda g5, x5, gw: weight_grad(x5, g5, gw, params, method))
+    return _gradients(g, x, weight, dtype, last,
+                      (needs_input_grad, needs_weight_grad, needs_bias_grad),
+                      lambda g5, w, gx5: correlate(g5, w, None, gx5, params, method, last),
+                      lambda g5, x5, gw: weight_grad(x5, g5, gw, params, method, last))
 
 
 def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
                     needs_weight_grad: bool = True, needs_bias_grad: bool = True,
-                    backend: Backend = "auto") -> Gradients:
+                    backend: Backend = "auto", data_format: str = "NCDHW") -> Gradients:
     """Gradients of :func:`conv3d` with respect to its input, weight and bias.
 
     Parameters
@@ -511,6 +533,8 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
         Which gradients to compute; the others are returned as ``None``.
     backend : {"auto", "direct", "im2col"}, default "auto"
         The CPU backend of the 2-D calls.
+    data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
+        Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv3d`.
 
     Returns
     -------
@@ -547,7 +571,7 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     >>> gx.ravel(), gw.ravel(), gb
     (array([1., 2., 1.]), array([2., 2.]), array([2.]))
     """
-    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
+    last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
     params, dtype = normalise_conv_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
         dilation=dilation, groups=groups, rank=3)
@@ -555,7 +579,8 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
 
     def input_grad(g5, w, gx5):
         tparams = adjoint_params(params, g5.shape[2:], w.shape[2:], gx5.shape[2:])
-        scatter(g5, w, None, tparams, gx5, method)
+        scatter(g5, w, None, tparams, gx5, method, last)
 
-    return _gradients(g, x, weight, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
-                      input_grad, lambda g5, x5, gw: weight_grad(g5, x5, gw, params, method))
+    return _gradients(g, x, weight, dtype, last,
+                      (needs_input_grad, needs_weight_grad, needs_bias_grad), input_grad,
+                      lambda g5, x5, gw: weight_grad(g5, x5, gw, params, method, last))

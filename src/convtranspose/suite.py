@@ -1,11 +1,12 @@
 """The benchmark suite of DESIGN.md section 3: one definition for the CLI, asv and notebooks."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Shape", "SUITE", "HELD_OUT", "get"]
+__all__ = ["Shape", "SUITE", "HELD_OUT", "RANKS_LAYOUTS", "get"]
 
 
 @dataclass(frozen=True)
@@ -25,41 +26,76 @@ class Shape:
     dilation: int | tuple = 1
     groups: int = 1
     note: str = ""
+    rank: int = 2         # spatial dimensions: 1 (length w), 2 (h, w) or 3 (d, h, w)
+    d: int = 1
+    data_format: str = "NCHW"   # the layout of x and of the result (see `arrays`)
 
     @property
     def k_hw(self):
-        """The kernel's ``(kH, kW)``."""
+        """The kernel's ``(kH, kW)`` (2-D shapes)."""
         return tuple(self.k) if isinstance(self.k, tuple) else (self.k, self.k)
 
     @property
+    def kernel(self):
+        """The kernel's size per spatial dimension."""
+        return tuple(self.k) if isinstance(self.k, tuple) else (self.k,) * self.rank
+
+    @property
+    def spatial(self):
+        """The input's size per spatial dimension."""
+        return {1: (self.w,), 2: (self.h, self.w), 3: (self.d, self.h, self.w)}[self.rank]
+
+    @property
+    def channels_last(self):
+        return self.data_format in ("NWC", "NHWC", "NDHWC")
+
+    @property
     def x_shape(self):
-        return (self.n, self.c_in, self.h, self.w)
+        """The input's shape, channels first (as PyTorch indexes it, whatever the layout)."""
+        return (self.n, self.c_in, *self.spatial)
 
     @property
     def w_shape(self):
-        return (self.c_in, self.c_out // self.groups, *self.k_hw)
+        return (self.c_in, self.c_out // self.groups, *self.kernel)
 
     @property
     def flops(self):
-        """``2*N*C_in*(C_out/groups)*kH*kW*H*W``, the count every GFLOP/s figure uses."""
-        k_h, k_w = self.k_hw
-        return 2 * self.n * self.c_in * (self.c_out // self.groups) * k_h * k_w * self.h * self.w
+        """``2*N*C_in*(C_out/groups)*prod(kernel)*prod(spatial)``, the count every GFLOP/s
+        figure uses."""
+        return (2 * self.n * self.c_in * (self.c_out // self.groups) * math.prod(self.kernel)
+                * math.prod(self.spatial))
 
     def kwargs(self):
-        """Keyword arguments for :func:`convtranspose.conv_transpose2d`."""
+        """Keyword arguments for the transposed convolution, PyTorch's and ours."""
         return dict(stride=self.stride, padding=self.padding,
                     output_padding=self.output_padding, groups=self.groups,
                     dilation=self.dilation)
 
+    def function(self):
+        """``convtranspose.conv_transpose{1,2,3}d`` with ``data_format`` bound (a callable
+        taking ``x, weight, bias`` and the :meth:`kwargs`)."""
+        import functools
+
+        import convtranspose
+        f = getattr(convtranspose, f"conv_transpose{self.rank}d")
+        return f if self.data_format in ("NCW", "NCHW", "NCDHW") else \
+            functools.partial(f, data_format=self.data_format)
+
+    def in_layout(self, a):
+        """A channels-first array laid out as this shape's ``data_format`` (C-contiguous
+        there)."""
+        return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if self.channels_last else a
+
     def arrays(self, dtype=np.float32, seed=0, batch=None):
-        """Random ``(x, weight, bias)`` of this shape; ``batch`` overrides ``n``."""
+        """Random ``(x, weight, bias)`` of this shape; ``batch`` overrides ``n``; ``x`` in
+        the shape's layout."""
         rng = np.random.default_rng(seed)
         n = self.n if batch is None else batch
         x = rng.standard_normal((n, *self.x_shape[1:]), dtype=np.float64).astype(dtype)
-        bound = 1.0 / np.sqrt(self.w_shape[1] * self.k_hw[0] * self.k_hw[1])
+        bound = 1.0 / np.sqrt(self.w_shape[1] * math.prod(self.kernel))
         w = rng.uniform(-bound, bound, self.w_shape).astype(dtype)
         b = rng.uniform(-bound, bound, self.c_out).astype(dtype)
-        return x, w, b
+        return self.in_layout(x), w, b
 
 
 def _shape(name, n, c_in, c_out, h, w, k, s, p, op=0, d=1, g=1, note=""):
@@ -102,7 +138,23 @@ HELD_OUT = (
     _shape("tiny_dec", 1, 32, 16, 20, 20, 3, 2, 1, op=1, note="batch-1 small decoder layer"),
 )
 
-_BY_NAME = {s.name: s for s in SUITE + HELD_OUT}
+#: Layers of the other ranks and of the channels-last layout (issue 13): a HiFi-GAN
+#: upsampler (1-D), a 3-D U-Net up-convolution, and two suite layers read and written
+#: channels-last (PyTorch runs them in its channels_last memory format).
+RANKS_LAYOUTS = (
+    Shape("hifigan_1d_b1", 1, 512, 256, 1, 32, 16, 8, 4, rank=1, data_format="NCW",
+          note="HiFi-GAN upsampling layer, length 32 -> 256"),
+    Shape("hifigan_1d_b16", 16, 512, 256, 1, 32, 16, 8, 4, rank=1, data_format="NCW"),
+    Shape("unet3d_up", 1, 64, 32, 32, 32, 2, 2, 0, rank=3, d=32, data_format="NCDHW",
+          note="3-D U-Net up-convolution, 32^3 -> 64^3"),
+    Shape("unet3d_up_ndhwc", 1, 64, 32, 32, 32, 2, 2, 0, rank=3, d=32, data_format="NDHWC"),
+    Shape("dcgan_g3_nhwc", 64, 256, 128, 8, 8, 4, 2, 1, data_format="NHWC",
+          note="dcgan_g3, channels-last"),
+    Shape("unet_up4_nhwc", 1, 128, 64, 128, 128, 2, 2, 0, data_format="NHWC",
+          note="unet_up4, channels-last"),
+)
+
+_BY_NAME = {s.name: s for s in SUITE + HELD_OUT + RANKS_LAYOUTS}
 
 
 def get(name):

@@ -476,11 +476,17 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
     ``None``, ``out`` (N, C_out, H_out, W_out) preallocated; ``before`` is
     ``(top, left)``. ``method`` is ``"direct"`` (the engine for layers with many channels,
     :func:`~convtranspose.cpu.direct.correlation_uses_engine`, else the gather kernel) or
-    ``"im2col"``.
+    ``"im2col"``. ``x`` and ``out`` may be in any dense layout: the engine reads and
+    writes them in place, the other kernels get C-contiguous copies.
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
     if method == "direct" and correlation_uses_engine(weight.shape, groups):
         return deconv.correlate(x, weight, bias, out, stride, dilation, before, groups)
+    if not (x.flags.c_contiguous and out.flags.c_contiguous):   # a channels-last operand
+        result = correlate(np.ascontiguousarray(x), weight, bias, np.empty(out.shape, out.dtype),
+                           stride, dilation, before, groups, method)
+        out[...] = result
+        return out
     b = np.empty(0, out.dtype) if bias is None else bias
     if method == "direct":
         launch(correlate_kernel, x, weight, b, out, sh, sw, dh, dw, top, left, groups)
@@ -508,6 +514,7 @@ def weight_grad(a, b, gw, stride, dilation, before, groups, method):
     else the gather kernel) or ``"im2col"``.
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)     # channels-last: copies
     if method == "direct" and weight_grad_uses_engine(gw.shape, groups):
         return deconv.weight_grad(a, b, gw, stride, dilation, before, groups)
     if method == "direct":

@@ -16,10 +16,14 @@ operands in place:
 * ``A``, the phase's taps of the weight, is packed once per call for every (phase,
   group) (:func:`~convtranspose.cpu.engine.pack_a_phases`), which also counts weights
   that are not finite;
-* ``B`` is packed block by block straight from ``x`` in NCHW
+* ``B`` is packed block by block straight from ``x``
   (:func:`~convtranspose.cpu.engine.pack_b_from_input_phase`): zeros where a tap reads
   outside the input, no column matrix, no product with an inserted zero;
 * the store adds the bias and writes each pixel of ``C`` to its place in ``out``.
+
+``x`` and ``out`` may be in any dense layout, channels-first or channels-last
+(:mod:`convtranspose.cpu.layout`): the packing and the store read and write them in
+place through their strides.
   Phases that no tap reaches hold only the bias.
 
 Tasks and order: each (phase, group)'s pixels are cut into tasks of whole images, bands
@@ -59,6 +63,7 @@ from . import simd
 from . import workspace as _ws
 from .engine import MR, blocking, deconv_kernel, pack_a_phases, weight_grad_kernel
 from .im2col import _Phase, phase_plan
+from .layout import geometry
 from .taps import byte_bounded_cache
 from .workspace import workspace
 
@@ -231,7 +236,8 @@ def compute(x, weight, bias, params, out, *, cols=None):
     bias : ndarray, shape (C_out,), or None
     params : convtranspose.params.ConvParams
     out : ndarray, shape (N, C_out, H_out, W_out)
-        All C-contiguous, of one dtype (float32 or float64), as the backends take them.
+        Of one dtype (float32 or float64); ``weight`` and ``bias`` C-contiguous, ``x``
+        and ``out`` in any dense layout (:func:`~convtranspose.cpu.layout.dense`).
     cols : int, optional
         Most GEMM columns (output pixels of one phase) per task; changes the speed only.
 
@@ -275,7 +281,8 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, *, cols=No
     weight : ndarray, shape (C_out, C_in // groups, kH, kW)
     bias : ndarray, shape (C_out,), or None
     out : ndarray, shape (N, C_out, H_out, W_out)
-        All C-contiguous, of one dtype (float32 or float64), as the backends take them.
+        Of one dtype (float32 or float64); ``weight`` and ``bias`` C-contiguous, ``x``
+        and ``out`` in any dense layout (:func:`~convtranspose.cpu.layout.dense`).
     stride, dilation, before : pair of int
         ``before`` is the padding ``(top, left)``.
     groups : int
@@ -330,7 +337,8 @@ def _run(plan, x, weight, bias, out, groups, threads, finite):
         if plan.bias_only:          # the tasks overwrite the phases that get taps
             out[...] = 0 if bias is None else bias[:, None, None]
         if len(plan.tasks):
-            launch(deconv_kernel, x, ap, np.empty(0, out.dtype) if bias is None else bias, out,
+            launch(deconv_kernel, *geometry(x), ap,
+                   np.empty(0, out.dtype) if bias is None else bias, *geometry(out),
                    plan.meta, plan.off_rows, plan.off_cols, plan.tasks, plan.s_h, plan.s_w,
                    groups, kc, mc, ws, plan.slot, plan.b_size, plan.in_h, plan.in_w)
     return True

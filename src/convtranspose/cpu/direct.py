@@ -25,6 +25,7 @@ import numpy as np
 from .._threading import launch
 from . import deconv
 from .kernels import direct_kernel, direct_kernel_serial
+from .layout import c_contiguous
 from .taps import tap_tables
 
 __all__ = ["run", "run_engine", "gather", "uses_engine", "correlation_uses_engine",
@@ -112,9 +113,10 @@ def weight_grad_uses_engine(gw_shape, groups):
     return c_a // groups >= ENGINE_MIN_ROWS and c_b_g * k_h * k_w >= ENGINE_MIN_DEPTH
 
 
+@c_contiguous
 def gather(x, weight, bias, params, out):
-    """The gather kernel into ``out``; all arrays C-contiguous, 4-D, one native float
-    dtype."""
+    """The gather kernel into ``out``; all arrays 4-D, of one native float dtype, ``weight``
+    and ``bias`` C-contiguous (``x`` and ``out`` are copied when they are not)."""
     t = tap_tables(x.shape[2:], weight.shape[2:], out.shape[2:], params)
     bias = np.empty(0, out.dtype) if bias is None else bias
     work = 2 * x.size * weight.shape[1] * weight.shape[2] * weight.shape[3]
@@ -131,8 +133,9 @@ def run_engine(x, weight, bias, params, out):
 
 
 def run(x, weight, bias, params, out):
-    """Compute into ``out`` with the form :func:`uses_engine` picks; all arrays
-    C-contiguous, 4-D, one native float dtype."""
+    """Compute into ``out`` with the form :func:`uses_engine` picks; all arrays 4-D, of one
+    native float dtype, ``weight`` and ``bias`` C-contiguous, ``x`` and ``out`` in any
+    dense layout (the engine reads channels-last in place, the gather kernel a copy)."""
     if uses_engine(weight.shape, params):
         return run_engine(x, weight, bias, params, out)
     return gather(x, weight, bias, params, out)

@@ -475,15 +475,16 @@ def _pack_a_channels(weight, ap, meta, k_rows, k_cols, groups, kc, g, c_lo, c_hi
 
 
 @njit(inline="always")
-def _describe_panel(desc, img, w, mi, a, b, n_a, n_b, cols, s_r, s_c):
+def _describe_panel(desc, sn, sh, sw, mi, a, b, n_a, n_b, cols, s_r, s_c):
     """Columns of one micro-panel from phase pixel ``(a, b)`` of image ``mi`` on, the
-    pixels ``s_r`` rows and ``s_c`` columns of the input apart: ``desc[0, j]`` the flat
-    offset ``mi*img + s_r*a*w + s_c*b``, ``desc[1, j]`` and ``desc[2, j]`` the pixel's
-    row ``s_r*a`` and column ``s_c*b``. Return the next panel's ``(mi, a, b)`` and the
+    pixels ``s_r`` rows and ``s_c`` columns of the input apart (which is ``sn``, ``sh``,
+    ``sw`` elements between images, rows and columns): ``desc[0, j]`` the flat offset
+    ``mi*sn + s_r*a*sh + s_c*b*sw``, ``desc[1, j]`` and ``desc[2, j]`` the pixel's row
+    ``s_r*a`` and column ``s_c*b``. Return the next panel's ``(mi, a, b)`` and the
     bounds ``r_min, r_max, c_min, c_max`` of the panel's rows and columns."""
     r_min, r_max, c_min, c_max = s_r * a, s_r * a, s_c * b, s_c * b
     for j in range(cols):
-        desc[0, j] = mi * img + s_r * a * w + s_c * b
+        desc[0, j] = mi * sn + s_r * a * sh + s_c * b * sw
         desc[1, j] = s_r * a
         desc[2, j] = s_c * b
         r_max = max(r_max, s_r * a)
@@ -501,9 +502,13 @@ def _describe_panel(desc, img, w, mi, a, b, n_a, n_b, cols, s_r, s_c):
 
 
 @njit(cache=True)
-def pack_b_from_input_phase(x, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc, kb, jr, cols,
-                            bp, s_r=1, s_c=1):
+def pack_b_from_input_phase(xf, xg, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc, kb, jr,
+                            cols, bp, s_r=1, s_c=1):
     """Pack ``B[pc:pc+kb, jr:jr+cols]`` of one phase task straight from the input ``x``.
+
+    ``x`` (N, C_in, H, W) is read in place in any dense layout: ``xf`` holds its elements
+    (NCHW or NHWC order, or any other), ``xg`` is ``(C_in, H, W, sN, sC, sH, sW)``, its
+    sizes and its strides in elements (:func:`convtranspose.cpu.layout.geometry`).
 
     The task's ``B`` has a row per (channel, tap), ``k = c*taps + th*T_w + tw``, and a
     column per phase pixel ``(a, b)`` of images ``n0 + mi``, ``n = (mi*n_a + a)*n_b + b``::
@@ -529,22 +534,23 @@ def pack_b_from_input_phase(x, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc
     >>> from convtranspose.cpu import simd
     >>> from convtranspose.cpu.engine import pack_b_from_input_phase
     >>> x = np.arange(6.0).reshape(1, 1, 2, 3)
+    >>> xg = np.array([1, 2, 3, 6, 6, 3, 1])          # C, H, W and the strides of NCHW
     >>> nr = simd.tile(np.float64)[1]
     >>> bp = np.full(2 * nr, np.nan)                   # taps at column offsets 0 and -1
-    >>> pack_b_from_input_phase(x, 0, 0, 2, np.zeros(1, np.int64), np.array([0, -1]),
-    ...                         0, 2, 0, 3, 0, 2, 0, 6, bp)
+    >>> pack_b_from_input_phase(x.ravel(), xg, 0, 0, 2, np.zeros(1, np.int64),
+    ...                         np.array([0, -1]), 0, 2, 0, 3, 0, 2, 0, 6, bp)
     >>> bp.reshape(2, nr)[:, :6].tolist()
     [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 1.0, 0.0, 3.0, 4.0]]
     """
-    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
-    xf = x.reshape(x.size)
-    img = c_in * h * w
+    h, w = xg[1], xg[2]
+    sn, sc, sh, sw = xg[3], xg[4], xg[5], xg[6]
     vw = width(bp)
     nr = 2 * vw
     t_w = off_c.shape[0]
     t0 = jr // n_b
     b_first, a_first, mi_first = jr - t0 * n_b, t0 % n_a, t0 // n_a
-    sweep = kb if h * w * x.itemsize <= _SWEEP_ALL_BYTES else _PACK_ROWS
+    # channels-last: a pixel's channels are consecutive, so whole panels, read along k
+    sweep = kb if h * w * xf.itemsize <= _SWEEP_ALL_BYTES or sc == 1 else _PACK_ROWS
     rows = np.empty((sweep, 3), np.int64)           # per row of a sweep: offset, dr, dc
     desc = np.empty((3, nr), np.int64)              # per column of a panel (_describe_panel)
     for k0 in range(0, kb, sweep):
@@ -554,16 +560,16 @@ def pack_b_from_input_phase(x, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc
             tp = (pc + k) % taps
             dr = off_r[tp // t_w] + s_r * a0
             dc = off_c[tp % t_w] + s_c * b0
-            rows[k - k0, 0] = ((n0 * c_in + ci) * h + dr) * w + dc
+            rows[k - k0, 0] = n0 * sn + ci * sc + dr * sh + dc * sw
             rows[k - k0, 1] = dr
             rows[k - k0, 2] = dc
         mi, a, b = mi_first, a_first, b_first
         for p in range(0, cols, nr):
             pcols = min(nr, cols - p)
-            first = mi * img + s_r * a * w + s_c * b
-            mi, a, b, r_min, r_max, c_min, c_max = _describe_panel(desc, img, w, mi, a, b, n_a,
-                                                                   n_b, pcols, s_r, s_c)
-            contiguous = s_c == 1 and pcols == nr and desc[0, nr - 1] - first == nr - 1
+            first = mi * sn + s_r * a * sh + s_c * b * sw
+            mi, a, b, r_min, r_max, c_min, c_max = _describe_panel(desc, sn, sh, sw, mi, a, b,
+                                                                   n_a, n_b, pcols, s_r, s_c)
+            contiguous = s_c * sw == 1 and pcols == nr and desc[0, nr - 1] - first == nr - 1
             for k in range(k0, k1):
                 src, dr, dc = rows[k - k0, 0], rows[k - k0, 1], rows[k - k0, 2]
                 dst = p * kb + k * nr
@@ -586,36 +592,48 @@ def pack_b_from_input_phase(x, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc
 
 
 @njit(cache=True)
-def _store_phase_block(c, m_rows, out, bias, n0, co0, m, n_a, n_b, o_r, o_c, s_h, s_w):
+def _store_phase_block(c, m_rows, of, og, bias, n0, co0, m, n_a, n_b, o_r, o_c, s_h, s_w):
     """``out[n0 + mi, co0 + co, o_r + s_h*a, o_c + s_w*b] = c[co, (mi*n_a + a)*n_b + b]``
     (``co < m_rows``) plus ``bias[co0 + co]`` when ``bias`` is not empty: a task's pixels
-    in their places (flat offsets, no view per output row)."""
-    c_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
-    of = out.reshape(out.size)
+    in their places. ``out`` is written in place in any dense layout: ``of`` holds its
+    elements, ``og`` is ``(C_out, H_out, W_out, sN, sC, sH, sW)`` (flat offsets, no view
+    per output row). Channels-last outputs are written a pixel's channels at a time."""
+    sn, sc, sh, sw = og[3], og[4], og[5], og[6]
     has_bias = bias.shape[0] > 0
     nb = m * n_a * n_b
+    if sc == 1 and m_rows > 1:
+        for mi in range(m):
+            for a in range(n_a):
+                dst = (n0 + mi) * sn + co0 + (o_r + s_h * a) * sh + o_c * sw
+                src = mi * n_a * n_b + a * n_b
+                for b in range(n_b):
+                    for co in range(m_rows):
+                        v = c[co * nb + src + b]
+                        of[dst + co] = v + bias[co0 + co] if has_bias else v
+                    dst += s_w * sw
+        return
     for co in range(m_rows):
         bv = bias[co0 + co] if has_bias else of[0] * 0
         for mi in range(m):
-            dst = ((n0 + mi) * c_out + co0 + co) * h_out * w_out + o_r * w_out + o_c
+            dst = (n0 + mi) * sn + (co0 + co) * sc + o_r * sh + o_c * sw
             src = co * nb + mi * n_a * n_b
             for a in range(n_a):
                 if has_bias:
                     for b in range(n_b):
-                        of[dst + s_w * b] = c[src + b] + bv
+                        of[dst + s_w * sw * b] = c[src + b] + bv
                 else:
                     for b in range(n_b):
-                        of[dst + s_w * b] = c[src + b]
-                dst += s_h * w_out
+                        of[dst + s_w * sw * b] = c[src + b]
+                dst += s_h * sh
                 src += n_b
 
 
 @njit(cache=True)
-def _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups, kc, mc,
-                 ws, slot, b_size, in_h, in_w):
+def _deconv_task(t, xf, xg, ap, bias, of, og, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
+                 kc, mc, ws, slot, b_size, in_h, in_w):
     """Task ``t`` of :func:`deconv_kernel`: pack ``B`` from ``x``, multiply, store."""
-    c_in_g = x.shape[1] // groups
-    m_rows = out.shape[1] // groups
+    c_in_g = xg[0] // groups
+    m_rows = og[0] // groups
     mp = (m_rows + MR - 1) // MR * MR
     p, g, n0, m, a0, n_a, b0, n_b = (tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3],
                                      tasks[t, 4], tasks[t, 5], tasks[t, 6], tasks[t, 7])
@@ -642,20 +660,22 @@ def _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w,
             for jr in range(0, nb, step):
                 cols = min(step, nb - jr)
                 if ic == 0:
-                    pack_b_from_input_phase(x, n0, g * c_in_g, taps, off_r, off_c, a0, n_a, b0,
-                                            n_b, pc, kb, jr, cols, bp[jr * kb:], in_h, in_w)
+                    pack_b_from_input_phase(xf, xg, n0, g * c_in_g, taps, off_r, off_c, a0, n_a,
+                                            b0, n_b, pc, kb, jr, cols, bp[jr * kb:], in_h, in_w)
                 _macro_kernel(ap[a_base + pc * mp + ic * kb:], bp[jr * kb:], mb, cols, kb, c,
                               ic * nb + jr, nb, pc > 0, edge)
-    _store_phase_block(c, m_rows, out, bias, n0, g * m_rows, m, n_a, n_b, o0r + s_h * a0,
+    _store_phase_block(c, m_rows, of, og, bias, n0, g * m_rows, m, n_a, n_b, o0r + s_h * a0,
                        o0c + s_w * b0, s_h, s_w)
 
 
 @njit(cache=True, parallel=True)
-def deconv_kernel(x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups, kc, mc,
-                  ws, slot, b_size, in_h, in_w):
+def deconv_kernel(xf, xg, ap, bias, of, og, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
+                  kc, mc, ws, slot, b_size, in_h, in_w):
     """A transposed convolution as one packed GEMM per (stride phase, group), in tasks.
 
-    ``x`` (N, C_in, H, W); ``out`` (N, C_out, H_out, W_out); ``bias`` (C_out,) or empty;
+    ``x`` (N, C_in, H, W) and ``out`` (N, C_out, H_out, W_out) in any dense layouts, each
+    given as its elements and its geometry (``xf, xg`` and ``of, og``, see
+    :func:`pack_b_from_input_phase`); ``bias`` (C_out,) or empty;
     ``ap`` the weights packed by :func:`pack_a_phases`. Phase ``p`` owns the output pixels
     ``(o0r + s_h*a, o0c + s_w*b)``, ``a < rows``, ``b < cols``; ``meta[p]`` is ``o0r, o0c,
     rows, cols, T_h, T_w, r0, c0, a_off``: its taps read input pixel ``(off_rows[r0 + th]
@@ -676,8 +696,8 @@ def deconv_kernel(x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, g
     outside the input are multiplied, so the weights must be finite.
     """
     for t in numba.prange(tasks.shape[0]):
-        _deconv_task(t, x, ap, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
-                     kc, mc, ws, slot, b_size, in_h, in_w)
+        _deconv_task(t, xf, xg, ap, bias, of, og, meta, off_rows, off_cols, tasks, s_h, s_w,
+                     groups, kc, mc, ws, slot, b_size, in_h, in_w)
 
 
 # ----------------------------------------------------------------------------
