@@ -430,7 +430,49 @@ def test_3d_errors_name_the_argument(call, args, kwargs, error, message):
         call(x, w, **kwargs)
 
 
-def test_3d_refuses_dask_arrays_clearly():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_3d_dask_equals_numpy(layout):
     da = pytest.importorskip("dask.array")
-    with pytest.raises(NotImplementedError, match="x is a Dask array"):
-        ct.conv_transpose3d(da.zeros((1, 2, 3, 3, 3)), np.zeros((2, 2, 2, 2, 2)))
+    rng = np.random.default_rng(5)
+    fmt = _fmt(3, layout)
+    kw = dict(stride=2, padding=1, data_format=fmt)
+    x = _to(rng.standard_normal((5, 4, 3, 4, 3)), 3, layout)
+    w = rng.standard_normal((4, 3, 3, 3, 3))
+    b = rng.standard_normal(3)
+    lazy_x = da.from_array(x, chunks=(2, 2, 3, 2, 3))
+    want = ct.conv_transpose3d(x, w, b, **kw)
+    got = ct.conv_transpose3d(lazy_x, w, b, **kw)
+    assert isinstance(got, da.Array)
+    np.testing.assert_allclose(got.compute(), want, **TOL[np.float64])
+    np.testing.assert_allclose(ct.conv3d(lazy_x, w.swapaxes(0, 1), b, **kw).compute(),
+                               ct.conv3d(x, w.swapaxes(0, 1), b, **kw), **TOL[np.float64])
+    g = rng.standard_normal(want.shape)
+    lazy = ct.conv_transpose3d_backward(da.from_array(g, chunks=(3, 2, 3, 3, 2)), lazy_x, w,
+                                        **kw)
+    for a, e in zip(lazy, ct.conv_transpose3d_backward(g, x, w, **kw)):
+        np.testing.assert_allclose(a.compute(), e, **TOL[np.float64])
+    cw = w.swapaxes(0, 1)
+    y = ct.conv3d(x, cw, **kw)
+    gc = rng.standard_normal(y.shape)
+    lazy = ct.conv3d_backward(da.from_array(gc, chunks=2), lazy_x, cw, **kw)
+    for a, e in zip(lazy, ct.conv3d_backward(gc, x, cw, **kw)):
+        np.testing.assert_allclose(a.compute(), e, **TOL[np.float64])
+    with pytest.raises(ValueError, match="out= cannot be used with Dask"):
+        ct.conv_transpose3d(lazy_x, w, out=np.empty(want.shape), **kw)
+
+
+def test_3d_unbatched_dask_and_layer():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 3, 3))
+    layer = ct.ConvTranspose3d(2, 4, kernel_size=2, stride=2, seed=0, dtype=np.float64)
+    want = layer(x)
+    got = layer(da.from_array(x))
+    np.testing.assert_allclose(got.compute(), want, **TOL[np.float64])
+    gx = layer.backward(da.ones(want.shape))
+    want_gx, want_gw, want_gb = ct.conv_transpose3d_backward(np.ones(want.shape), x,
+                                                            layer.weight, stride=2)
+    np.testing.assert_allclose(gx.compute(), want_gx, **TOL[np.float64])
+    assert isinstance(layer.weight_grad, np.ndarray)        # reduced at backward
+    np.testing.assert_allclose(layer.weight_grad, want_gw, **TOL[np.float64])
+    np.testing.assert_allclose(layer.bias_grad, want_gb, **TOL[np.float64])

@@ -67,7 +67,7 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has it, or
         channels last, ``(N, H, W, C)`` or ``(H, W, C)``, as image libraries and TensorFlow
         hand it over. ``weight`` keeps PyTorch's layout. Channels-last NumPy arrays are
-        read and written in place by the engine (see README's "Layouts").
+        read and written in place by the engine (see README's "Ranks and layouts").
 
     Returns
     -------

@@ -56,7 +56,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         Layout of ``x`` and of the result: channels first, as PyTorch has it, or
         channels last, ``(N, H, W, C)`` or ``(H, W, C)``, as image libraries and TensorFlow
         hand it over. ``weight`` keeps PyTorch's layout. Channels-last NumPy arrays are
-        read and written in place by the engine (see README's "Layouts").
+        read and written in place by the engine (see README's "Ranks and layouts").
 
     Returns
     -------

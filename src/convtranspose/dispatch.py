@@ -10,6 +10,7 @@ gradient choose by size rules instead (:func:`correlate_method`, :func:`weight_g
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -364,22 +365,34 @@ def _estimates(x_shape, w_shape, params, dtype, out_hw, limit):
     return work, {name: shared / threads + serial for name, (shared, serial) in est.items()}
 
 
-def choose(x_shape, w_shape, params, dtype, out_hw=None):
+def choose(x_shape, w_shape, params, dtype, out_hw=None, channels_last=False):
     """Pick a CPU backend for a validated 4-D problem; returns a :class:`Choice`.
 
     ``out_hw`` is the output's ``(H_out, W_out)``, computed from the shapes when omitted.
-    The choice depends on the problem, the process's ``NUMBA_NUM_THREADS`` and the
-    workspace limit in force, and on nothing else (not on earlier calls).
+    With ``channels_last`` (NHWC operands) every form but the engine pays for copying
+    ``x`` to NCHW and the result back, which the estimates add. The choice depends on the
+    problem, the process's ``NUMBA_NUM_THREADS`` and the workspace limit in force, and on
+    nothing else (not on earlier calls).
     """
     if out_hw is None:
         out_hw = _output_hw(x_shape[2:], w_shape[2:], params)
     return _choose(tuple(x_shape), tuple(w_shape), params, np.dtype(dtype), tuple(out_hw),
-                   im2col.get_workspace_limit())
+                   im2col.get_workspace_limit(), bool(channels_last))
+
+
+def _copy_s(x_shape, w_shape, params, out_hw, dtype):
+    """Seconds to copy ``x`` to channels-first and the result back (read and write each)."""
+    elements = math.prod(x_shape) + x_shape[0] * w_shape[1] * params.groups * math.prod(out_hw)
+    return 2 * elements * dtype.itemsize * _BYTE_S
 
 
 @lru_cache(maxsize=512)
-def _choose(x_shape, w_shape, params, dtype, out_hw, limit):
+def _choose(x_shape, w_shape, params, dtype, out_hw, limit, channels_last=False):
     work, est = _estimates(x_shape, w_shape, params, dtype, out_hw, limit)
+    if channels_last:
+        copy = _copy_s(x_shape, w_shape, params, out_hw, dtype)
+        engine = direct.uses_engine(w_shape, params)
+        est = {k: v + (0 if engine and k.startswith("direct") else copy) for k, v in est.items()}
     best = min(est, key=est.get)
     others = ", ".join(f"{est[k] * 1e3:.3g} ms for {k}" for k in est if k != best)
     reason = (f"estimated {est[best] * 1e3:.3g} ms for {best} against {others} "

@@ -98,7 +98,7 @@ def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, 
 
     def run_auto(x4, w, b, p, r4):
         # chosen once the output exists: the model's tables need it
-        chosen = dispatch.choose(x4.shape, w.shape, p, dtype, r4.shape[2:]).backend
+        chosen = dispatch.choose(x4.shape, w.shape, p, dtype, r4.shape[2:], last).backend
         if key is not None:
             _VALIDATED[key] = p, shape, dtype, chosen
         return dispatch.run_backend(chosen)(x4, w, b, p, r4)

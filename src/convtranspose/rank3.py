@@ -22,7 +22,8 @@ reference, bitwise independent of the thread count as the 2-D backends are.
 
 Memory: besides the result, one folded copy of the operand read and one 2-D result per
 tap. CUDA arrays are not taken yet (``NotImplementedError``): the reduction adds NumPy
-slices.
+slices. A Dask operand gives a lazy Dask result chunked by batch only (each chunk one
+NumPy call; the weight and bias gradients summed over the chunks in a fixed order).
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import dispatch, nonfinite, ops
-from ._arrays import (channels_first, channels_last, compute_into, host_array, in_layout,
-                      is_dask_array, is_device_array, native, new_result)
+from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
+                      in_layout, is_dask_array, is_device_array, native, new_result)
 from .params import (ConvParams, adjoint_params, is_channels_last, normalise,
                      normalise_backward, normalise_conv, normalise_conv_backward)
 
@@ -196,15 +197,14 @@ def weight_grad(a, b, gw, params, method, last=False):
 
 def _host(a, name, required=True, last=False):
     """``a`` as a NumPy array (with ``last``, a channels-first view of the channels-last
-    array given); ``NotImplementedError`` for CUDA and Dask arrays, which the 3-D
-    functions do not take yet."""
+    array given); ``NotImplementedError`` for CUDA arrays, which the 3-D functions do not
+    take yet."""
     if a is None and not required:
         return None
-    if is_dask_array(a) or is_device_array(a, name):
-        kind = "Dask" if is_dask_array(a) else "CUDA"
-        raise NotImplementedError(f"the 3-D functions take NumPy arrays only, and {name} is a "
-                                  f"{kind} array: convert it with numpy.asarray (the 1-D and "
-                                  "2-D functions take it as it is)")
+    if is_device_array(a, name):
+        raise NotImplementedError(f"the 3-D functions take NumPy and Dask arrays, and {name} "
+                                  "is a CUDA array: copy it to the host (the 1-D and 2-D "
+                                  "functions take it as it is)")
     a = host_array(a, name, required)
     if last and a.ndim < 4:
         raise ValueError(f"{name} must have 5 dimensions (N, D, H, W, C) or 4 (D, H, W, C) in "
@@ -265,6 +265,68 @@ def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
 
 
 # ----------------------------------------------------------------------------
+# Dask operands: chunks of whole images, each one NumPy call
+
+
+def _dask_batches(a):
+    """``a`` as a batched Dask array chunked by batch only (a NumPy array in one chunk)."""
+    import dask.array as da
+    a = da.asarray(a)
+    a = a if a.ndim == 5 else a[None]
+    return a.rechunk({i: -1 for i in range(1, 5)})
+
+
+def _dask_forward(fn, x, weight, bias, out, kwargs):
+    """``fn`` (a 3-D forward) over the batch chunks of a Dask ``x``, lazily."""
+    if out is not None:
+        raise ValueError("out= cannot be used with Dask arrays: the result is a lazy Dask "
+                         "array; store it with dask.array.store")
+    weight = np.asarray(weight)
+    bias = None if bias is None else np.asarray(bias)
+    if not is_dask_array(x):
+        return fn(x, weight, bias, **kwargs)
+    batched = x.ndim == 5
+    xb = _dask_batches(x)
+    empty = fn(np.empty((0, *xb.shape[1:]), xb.dtype), weight, bias, **kwargs)
+    y = xb.map_blocks(lambda b: fn(b, weight, bias, **kwargs), dtype=empty.dtype,
+                      chunks=(xb.chunks[0], *((n,) for n in empty.shape[1:])),
+                      meta=empty[:0])
+    return y if batched else y[0]
+
+
+def _dask_backward(fn, g, x, weight, needs, kwargs, channel_axis):
+    """``fn`` (a 3-D backward) over the batch chunks of Dask ``g`` and ``x``, lazily:
+    ``grad_input`` chunked like them, the weight's and bias's gradients in one chunk each,
+    summed over the chunks in a fixed order."""
+    import dask
+    import dask.array as da
+    weight = np.asarray(weight)
+    batched = x.ndim == 5
+    xb = _dask_batches(x)
+    gb = _dask_batches(g).rechunk({0: xb.chunks[0]})
+
+    def part(i):
+        return lambda gc, xc: fn(gc, xc, weight, needs_input_grad=i == 0,
+                                 needs_weight_grad=i == 1, needs_bias_grad=False, **kwargs)[i]
+
+    dtype = np.result_type(gb.dtype, xb.dtype, weight.dtype)
+    gx = gw = gbias = None
+    if needs[0]:
+        gx = da.map_blocks(part(0), gb, xb, dtype=dtype, chunks=xb.chunks,
+                           meta=np.empty((0,) * 5, dtype))
+        gx = gx if batched else gx[0]
+    if needs[1]:
+        grads = [da.from_delayed(dask.delayed(part(1))(gc, xc), weight.shape, dtype)
+                 for gc, xc in zip(gb.to_delayed().ravel(), xb.to_delayed().ravel())]
+        gw = da.stack(grads).sum(axis=0)
+    if needs[2]:
+        axes = tuple(i for i in range(5) if i != channel_axis % 5)
+        with np.errstate(over="ignore", invalid="ignore"):
+            gbias = gb.astype(dtype).sum(axis=axes)
+    return gx, gw, gbias
+
+
+# ----------------------------------------------------------------------------
 # the operations
 
 
@@ -278,7 +340,8 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input, float32 or float64 (NumPy arrays; CUDA and Dask arrays are not taken yet).
+        Input, float32 or float64. A Dask array gives a lazy Dask array chunked by batch;
+        CUDA arrays are not taken yet.
     weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -320,7 +383,7 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ValueError
         As :func:`conv_transpose2d`, for the 3-D shapes and tuples of three.
     NotImplementedError
-        CUDA or Dask arrays, or ``backend="cuda"``.
+        CUDA arrays, or ``backend="cuda"``.
 
     See Also
     --------
@@ -346,6 +409,11 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ...                     np.zeros((64, 32, 2, 2, 2), np.float32), stride=2).shape
     (32, 16, 16, 16)
     """
+    if any_dask(x, weight, bias, out):
+        return _dask_forward(conv_transpose3d, x, weight, bias, out, dict(
+            stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+            dilation=dilation, output_size=output_size, backend=backend,
+            data_format=data_format))
     last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
     params, shape, dtype = normalise(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
@@ -402,7 +470,7 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     TypeError, ValueError
         As :func:`conv2d`, for the 3-D shapes and tuples of three.
     NotImplementedError
-        CUDA or Dask arrays, or ``backend="cuda"``.
+        CUDA arrays, or ``backend="cuda"``.
 
     See Also
     --------
@@ -425,6 +493,10 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     >>> ct.conv3d(np.zeros((3, 5, 6, 7)), np.zeros((4, 3, 3, 3, 3)), padding="same").shape
     (4, 5, 6, 7)
     """
+    if any_dask(x, weight, bias):
+        return _dask_forward(conv3d, x, weight, bias, None, dict(
+            stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend,
+            data_format=data_format))
     last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
     params, shape, dtype = normalise_conv(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
@@ -500,6 +572,13 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     >>> gx.ravel(), gw.ravel(), gb
     (array([3., 3.]), array([2., 2., 2.]), array([5.]))
     """
+    if any_dask(grad_output, x, weight):
+        return _dask_backward(conv_transpose3d_backward, grad_output, x, weight,
+                              (needs_input_grad, needs_weight_grad, needs_bias_grad), dict(
+                                  stride=stride, padding=padding, output_padding=output_padding,
+                                  groups=groups, dilation=dilation, output_size=output_size,
+                                  backend=backend, data_format=data_format),
+                              -1 if is_channels_last(data_format, 3) else 1)
     last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
     params, dtype = normalise_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
@@ -571,6 +650,12 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     >>> gx.ravel(), gw.ravel(), gb
     (array([1., 2., 1.]), array([2., 2.]), array([2.]))
     """
+    if any_dask(grad_output, x, weight):
+        return _dask_backward(conv3d_backward, grad_output, x, weight,
+                              (needs_input_grad, needs_weight_grad, needs_bias_grad), dict(
+                                  stride=stride, padding=padding, dilation=dilation,
+                                  groups=groups, backend=backend, data_format=data_format),
+                              -1 if is_channels_last(data_format, 3) else 1)
     last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
     params, dtype = normalise_conv_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
