@@ -309,6 +309,27 @@ def test_layer_matches_torch(transposed, rank, dtype):
 
 
 @pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.parametrize("transposed", [True, False])
+def test_channels_last_layer_equals_channels_first(transposed, rank):
+    cls = LAYERS[rank][0 if transposed else 1]
+    first = cls(4, 6, kernel_size=3, stride=2, padding=1, seed=1, dtype=np.float64)
+    last = cls(4, 6, kernel_size=3, stride=2, padding=1, seed=1, dtype=np.float64,
+               data_format=FORMATS[rank][1])
+    assert f"data_format='{FORMATS[rank][1]}'" in repr(last)
+    x = np.random.default_rng(rank).standard_normal((2, 4, *[5] * rank))
+    y = first(x)
+    np.testing.assert_allclose(_back(last(_to(x, rank, "last")), rank, "last"), y,
+                               **TOL[np.float64])
+    g = np.random.default_rng(9).standard_normal(y.shape)
+    gx = first.backward(g)
+    np.testing.assert_allclose(_back(last.backward(_to(g, rank, "last")), rank, "last"), gx,
+                               **TOL[np.float64])
+    np.testing.assert_allclose(last.weight_grad, first.weight_grad, **TOL[np.float64])
+    with pytest.raises(ValueError, match="data_format must be"):
+        cls(4, 6, kernel_size=3, data_format="NHWC" if rank != 2 else "NCW")
+
+
+@pytest.mark.parametrize("rank", RANKS)
 def test_layer_initialisation_bounds_are_pytorchs(rank):
     for cls, fan_in in ((LAYERS[rank][0], 3 * 2 ** rank), (LAYERS[rank][1], 4 * 2 ** rank)):
         layer = cls(4, 3, kernel_size=2, seed=0, dtype=np.float64)

@@ -16,7 +16,8 @@ from .grad import conv_transpose2d_backward
 from .dask_ops import is_dask_array
 from .rank1 import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
 from .rank3 import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
-from .params import _as_int, _as_tuple, _conv_padding, _make_params, _transpose_padding
+from .params import (DATA_FORMATS, _as_int, _as_tuple, _conv_padding, _make_params,
+                     _transpose_padding, is_channels_last)
 
 if TYPE_CHECKING:
     from ._typing import (Array, ArrayLike, AutoPadding, Conv2dPadding, DTypeLike, IntPair, Seed,
@@ -90,6 +91,18 @@ class _Parameters:
         return [self.weight_grad] + ([] if self.bias is None else [self.bias_grad])
 
 
+def _layout(data_format, rank):
+    """The layer's ``data_format``: the rank's channels-first one by default."""
+    if data_format is None:
+        return DATA_FORMATS[rank][0]
+    is_channels_last(data_format, rank)          # ValueError naming the two
+    return data_format
+
+
+def _format_repr(data_format, rank):
+    return "" if data_format == DATA_FORMATS[rank][0] else f", data_format={data_format!r}"
+
+
 class _ConvTransposeNd(_Parameters):
     """The body of the transposed convolution layers of every rank: a subclass sets
     ``_rank`` and the functions ``_forward`` and ``_backward`` it calls."""
@@ -99,10 +112,12 @@ class _ConvTransposeNd(_Parameters):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
                  stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
                  groups: int = 1, bias: bool = True, dilation: IntPair = 1, *,
-                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None,
+                 data_format: str | None = None) -> None:
         self.in_channels = _as_int(in_channels, "in_channels")
         self.out_channels = _as_int(out_channels, "out_channels")
         rank = self._rank
+        self.data_format = _layout(data_format, rank)
         self.kernel_size = _as_tuple(kernel_size, "kernel_size", rank)
         numbers, extra, _ = _transpose_padding(padding, output_padding, self.kernel_size, stride,
                                                dilation)
@@ -182,7 +197,8 @@ class _ConvTransposeNd(_Parameters):
         """
         output_padding = 0 if output_size is not None else self.output_padding
         y = self._forward(x, self.weight, self.bias, self.stride, self.padding,
-                          output_padding, self.groups, self.dilation, output_size=output_size)
+                          output_padding, self.groups, self.dilation, output_size=output_size,
+                          data_format=self.data_format)
         self._cache = (x, output_padding, output_size)
         return y
 
@@ -234,7 +250,7 @@ class _ConvTransposeNd(_Parameters):
         gx, self.weight_grad, self.bias_grad = self._backward(
             grad_output, x, self.weight, self.stride, self.padding, output_padding,
             self.groups, self.dilation, output_size=output_size,
-            needs_bias_grad=self.bias is not None)
+            needs_bias_grad=self.bias is not None, data_format=self.data_format)
         self.weight_grad, self.bias_grad = _computed(self.weight_grad, self.bias_grad)
         return gx
 
@@ -243,7 +259,8 @@ class _ConvTransposeNd(_Parameters):
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, output_padding={self.output_padding}, "
                 f"groups={self.groups}, dilation={self.dilation}, "
-                f"bias={self.bias is not None}, dtype={self.weight.dtype})")
+                f"bias={self.bias is not None}, dtype={self.weight.dtype}"
+                f"{_format_repr(self.data_format, self._rank)})")
 
 
 class ConvTranspose2d(_ConvTransposeNd):
@@ -266,6 +283,9 @@ class ConvTranspose2d(_ConvTransposeNd):
         Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
+    data_format : {"NCHW", "NHWC"}, default "NCHW"
+        Layout of the input, the output and the input's gradient, as for
+        :func:`convtranspose.conv_transpose2d`; the weight keeps PyTorch's layout.
 
     Attributes
     ----------
@@ -323,10 +343,11 @@ class _ConvNd(_Parameters):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
                  stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
                  groups: int = 1, bias: bool = True, *, dtype: DTypeLike = np.float32,
-                 seed: Seed = None) -> None:
+                 seed: Seed = None, data_format: str | None = None) -> None:
         self.in_channels = _as_int(in_channels, "in_channels")
         self.out_channels = _as_int(out_channels, "out_channels")
         rank = self._rank
+        self.data_format = _layout(data_format, rank)
         self.kernel_size = _as_tuple(kernel_size, "kernel_size", rank)
         if min(self.kernel_size) < 1:
             raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
@@ -394,7 +415,7 @@ class _ConvNd(_Parameters):
         (2, 8, 10, 12)
         """
         y = self._forward(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                   self.groups)
+                          self.groups, data_format=self.data_format)
         self._x = x
         return y
 
@@ -444,7 +465,7 @@ class _ConvNd(_Parameters):
             raise RuntimeError("backward() needs a forward() call first")
         gx, self.weight_grad, self.bias_grad = self._backward(
             grad_output, self._x, self.weight, self.stride, self.padding, self.dilation,
-            self.groups, needs_bias_grad=self.bias is not None)
+            self.groups, needs_bias_grad=self.bias is not None, data_format=self.data_format)
         self.weight_grad, self.bias_grad = _computed(self.weight_grad, self.bias_grad)
         return gx
 
@@ -452,7 +473,8 @@ class _ConvNd(_Parameters):
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"bias={self.bias is not None}, dtype={self.weight.dtype})")
+                f"bias={self.bias is not None}, dtype={self.weight.dtype}"
+                f"{_format_repr(self.data_format, self._rank)})")
 
 
 class Conv2d(_ConvNd):
@@ -473,6 +495,9 @@ class Conv2d(_ConvNd):
         Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
+    data_format : {"NCHW", "NHWC"}, default "NCHW"
+        Layout of the input, the output and the input's gradient, as for
+        :func:`convtranspose.conv2d`; the weight keeps PyTorch's layout.
 
     Attributes
     ----------
@@ -544,6 +569,9 @@ class ConvTranspose1d(_ConvTransposeNd):
         Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
+    data_format : {"NCW", "NWC"}, default "NCW"
+        Layout of the input, the output and the input's gradient, as for
+        :func:`convtranspose.conv_transpose1d`; the weight keeps PyTorch's layout.
 
     Attributes
     ----------
@@ -619,6 +647,9 @@ class Conv1d(_ConvNd):
         Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
+    data_format : {"NCW", "NWC"}, default "NCW"
+        Layout of the input, the output and the input's gradient, as for
+        :func:`convtranspose.conv1d`; the weight keeps PyTorch's layout.
 
     Attributes
     ----------
@@ -692,6 +723,9 @@ class ConvTranspose3d(_ConvTransposeNd):
         Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
+    data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
+        Layout of the input, the output and the input's gradient, as for
+        :func:`convtranspose.conv_transpose3d`; the weight keeps PyTorch's layout.
 
     Attributes
     ----------
@@ -754,6 +788,9 @@ class Conv3d(_ConvNd):
         Dtype of the parameters.
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
+    data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
+        Layout of the input, the output and the input's gradient, as for
+        :func:`convtranspose.conv3d`; the weight keeps PyTorch's layout.
 
     Attributes
     ----------
