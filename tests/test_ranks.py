@@ -442,13 +442,18 @@ def test_3d_operands_of_any_layout_and_byte_order():
     (ct.conv_transpose3d, ((1, 2, 3, 3), (2, 2, 2, 2, 2)), {}, ValueError, "x"),
     (ct.conv_transpose3d, ((1, 3, 3, 3, 3), (2, 2, 2, 2, 2)), {}, ValueError, "channels"),
     (ct.conv3d, ((1, 2, 3, 3, 3), (2, 2, 2, 2, 2)), dict(padding=-1), ValueError, "padding"),
-    (ct.conv_transpose3d, ((1, 2, 3, 3, 3), (2, 2, 2, 2, 2)), dict(backend="cuda"),
-     NotImplementedError, "CPU"),
 ])
 def test_3d_errors_name_the_argument(call, args, kwargs, error, message):
     x, w = (np.zeros(s) for s in args)
     with pytest.raises(error, match=message):
         call(x, w, **kwargs)
+
+
+def test_3d_backend_cuda_without_a_gpu_is_a_clear_error():
+    if ct.cuda.is_available():
+        pytest.skip("a GPU (or the simulator) is usable here")
+    with pytest.raises(RuntimeError):
+        ct.conv_transpose3d(np.zeros((1, 2, 3, 3, 3)), np.zeros((2, 2, 2, 2, 2)), backend="cuda")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

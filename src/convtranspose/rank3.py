@@ -21,8 +21,8 @@ rank). Results are the definition's sums in another order: within rounding of th
 reference, bitwise independent of the thread count as the 2-D backends are.
 
 Memory: besides the result, one folded copy of the operand read and one 2-D result per
-tap. CUDA arrays are not taken yet (``NotImplementedError``): the reduction adds NumPy
-slices. A Dask operand gives a lazy Dask result chunked by batch only (each chunk one
+tap. CUDA arrays (or ``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which
+stacks the taps as channels on the GPU instead. A Dask operand gives a lazy Dask result chunked by batch only (each chunk one
 NumPy call; the weight and bias gradients summed over the chunks in a fixed order).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import dispatch, nonfinite, ops
+from . import cuda, dispatch, nonfinite, ops
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
                       in_layout, is_dask_array, is_device_array, native, new_result)
 from .params import (ConvParams, adjoint_params, is_channels_last, normalise,
@@ -197,14 +197,9 @@ def weight_grad(a, b, gw, params, method, last=False):
 
 def _host(a, name, required=True, last=False):
     """``a`` as a NumPy array (with ``last``, a channels-first view of the channels-last
-    array given); ``NotImplementedError`` for CUDA arrays, which the 3-D functions do not
-    take yet."""
+    array given)."""
     if a is None and not required:
         return None
-    if is_device_array(a, name):
-        raise NotImplementedError(f"the 3-D functions take NumPy and Dask arrays, and {name} "
-                                  "is a CUDA array: copy it to the host (the 1-D and 2-D "
-                                  "functions take it as it is)")
     a = host_array(a, name, required)
     if last and a.ndim < 4:
         raise ValueError(f"{name} must have 5 dimensions (N, D, H, W, C) or 4 (D, H, W, C) in "
@@ -213,11 +208,24 @@ def _host(a, name, required=True, last=False):
 
 
 def _method(backend):
+    return dispatch.check_method(backend)
+
+
+def _gpu(backend, data_format, **arrays):
+    """The CUDA module of the 3-D operations when the call runs on the GPU (CUDA arrays, or
+    ``backend="cuda"``), else ``None``."""
+    device = [n for n, a in arrays.items() if a is not None and is_device_array(a, n)]
     name = dispatch.check_method(backend)
-    if name in dispatch.GPU_BACKENDS:
-        raise NotImplementedError("the 3-D functions run on the CPU only: use backend='auto', "
-                                  "'direct' or 'im2col'")
-    return name
+    if not device and name != "cuda":
+        return None
+    if device and name not in ("auto", "cuda"):
+        raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
+                         "use backend='auto' or 'cuda', or copy the arrays to NumPy")
+    if is_channels_last(data_format, 3):
+        raise NotImplementedError("CUDA arrays take the channels-first layout (NCDHW) only")
+    cuda._check_usable(**arrays)
+    from .cuda import rank3 as gpu
+    return gpu
 
 
 def _batched(a):
@@ -341,7 +349,7 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
         Input, float32 or float64. A Dask array gives a lazy Dask array chunked by batch;
-        CUDA arrays are not taken yet.
+        a CUDA array runs on its GPU (channels-first only) and gives one of its kind.
     weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -362,11 +370,12 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         count); picks the ``output_padding`` as ``torch.nn.ConvTranspose3d.forward`` does.
     out : numpy.ndarray, optional
         Array of exactly the result's shape and dtype to write into; returned.
-    backend : {"auto", "direct", "im2col"}, default "auto"
-        The CPU backend of the 2-D calls (``"auto"``: chosen for each).
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        The CPU backend of the 2-D calls, or ``"cuda"`` (NumPy arrays copied to the GPU and
+        the result back); ``"auto"`` picks one per 2-D call.
     data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
-        Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has it, or
-        channels last, ``(N, D, H, W, C)`` or ``(D, H, W, C)``. ``weight`` keeps
+        Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has
+        it, or channels last, ``(N, D, H, W, C)`` or ``(D, H, W, C)``. ``weight`` keeps
         PyTorch's layout.
 
     Returns
@@ -383,7 +392,9 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ValueError
         As :func:`conv_transpose2d`, for the 3-D shapes and tuples of three.
     NotImplementedError
-        CUDA arrays, or ``backend="cuda"``.
+        CUDA arrays with a channels-last ``data_format`` or an ``out``.
+    RuntimeError
+        ``backend="cuda"`` where no GPU can be used.
 
     See Also
     --------
@@ -414,6 +425,12 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
             stride=stride, padding=padding, output_padding=output_padding, groups=groups,
             dilation=dilation, output_size=output_size, backend=backend,
             data_format=data_format))
+    gpu = _gpu(backend, data_format, x=x, weight=weight, bias=bias, out=out)
+    if gpu is not None:
+        if out is not None:
+            raise NotImplementedError("out= is not taken by the 3-D functions on the GPU")
+        return gpu.conv_transpose3d(x, weight, bias, stride, padding, output_padding, groups,
+                                    dilation, output_size=output_size)
     last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
     params, shape, dtype = normalise(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
@@ -439,7 +456,8 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input, float32 or float64 (NumPy arrays).
+        Input, float32 or float64. A Dask array gives a lazy Dask array chunked by batch;
+        a CUDA array runs on its GPU (channels-first only) and gives one of its kind.
     weight : array_like, shape (C_out, C_in // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -452,8 +470,9 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         Spacing between kernel taps.
     groups : int, default 1
         Input and output channels are split into ``groups`` independent groups.
-    backend : {"auto", "direct", "im2col"}, default "auto"
-        The CPU backend of the 2-D calls.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        The CPU backend of the 2-D calls, or ``"cuda"`` (NumPy arrays copied to the GPU and
+        the result back).
     data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
         Layout of ``x`` and of the result: channels first, as PyTorch has it, or
         channels last, ``(N, D, H, W, C)`` or ``(D, H, W, C)``. ``weight`` keeps
@@ -470,7 +489,9 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     TypeError, ValueError
         As :func:`conv2d`, for the 3-D shapes and tuples of three.
     NotImplementedError
-        CUDA arrays, or ``backend="cuda"``.
+        CUDA arrays with a channels-last ``data_format`` or an ``out``.
+    RuntimeError
+        ``backend="cuda"`` where no GPU can be used.
 
     See Also
     --------
@@ -497,6 +518,9 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         return _dask_forward(conv3d, x, weight, bias, None, dict(
             stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend,
             data_format=data_format))
+    gpu = _gpu(backend, data_format, x=x, weight=weight, bias=bias)
+    if gpu is not None:
+        return gpu.conv3d(x, weight, bias, stride, padding, dilation, groups)
     last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
     params, shape, dtype = normalise_conv(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
@@ -529,8 +553,9 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
         The forward call's hyper-parameters, as for :func:`conv_transpose3d`.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
         Which gradients to compute; the others are returned as ``None``.
-    backend : {"auto", "direct", "im2col"}, default "auto"
-        The CPU backend of the 2-D calls.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        The CPU backend of the 2-D calls, or ``"cuda"`` (NumPy arrays copied to the GPU and
+        the result back).
     data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
         Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv_transpose3d`.
 
@@ -579,6 +604,12 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
                                   groups=groups, dilation=dilation, output_size=output_size,
                                   backend=backend, data_format=data_format),
                               -1 if is_channels_last(data_format, 3) else 1)
+    gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
+    if gpu is not None:
+        return gpu.conv_transpose3d_backward(
+            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
+            output_size=output_size, needs_input_grad=needs_input_grad,
+            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
     last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
     params, dtype = normalise_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
@@ -610,8 +641,9 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
         The forward call's hyper-parameters, as for :func:`conv3d`.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
         Which gradients to compute; the others are returned as ``None``.
-    backend : {"auto", "direct", "im2col"}, default "auto"
-        The CPU backend of the 2-D calls.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        The CPU backend of the 2-D calls, or ``"cuda"`` (NumPy arrays copied to the GPU and
+        the result back).
     data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
         Layout of ``grad_output``, ``x`` and ``grad_input``, as for :func:`conv3d`.
 
@@ -656,6 +688,12 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                                   stride=stride, padding=padding, dilation=dilation,
                                   groups=groups, backend=backend, data_format=data_format),
                               -1 if is_channels_last(data_format, 3) else 1)
+    gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
+    if gpu is not None:
+        return gpu.conv3d_backward(grad_output, x, weight, stride, padding, dilation, groups,
+                                   needs_input_grad=needs_input_grad,
+                                   needs_weight_grad=needs_weight_grad,
+                                   needs_bias_grad=needs_bias_grad)
     last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
     params, dtype = normalise_conv_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,

@@ -52,12 +52,16 @@ TINY_BACKWARD = dict(CORRELATE_THREADS=4, CORRELATE_MAX_BLOCKS=2, REDUCE_THREADS
                      REDUCE_MAX_BLOCKS=2)
 
 
+#: ... and of the 3-D copies (convtranspose.cuda.rank3).
+TINY_RANK3 = dict(_THREADS=4, _MAX_BLOCKS=2)
+
+
 @pytest.fixture(autouse=True)
 def _launch_shapes(request, monkeypatch):
     """Patch the launch-shape constants small under the simulator."""
     if SIMULATOR and os.path.basename(str(request.path)) not in NEEDS_NO_DEVICE:
-        from convtranspose.cuda import backward, kernels
-        for module, tiny in ((kernels, TINY), (backward, TINY_BACKWARD)):
+        from convtranspose.cuda import backward, kernels, rank3
+        for module, tiny in ((kernels, TINY), (backward, TINY_BACKWARD), (rank3, TINY_RANK3)):
             for name, value in tiny.items():
                 monkeypatch.setattr(module, name, value)
     yield
