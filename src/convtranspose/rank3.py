@@ -134,7 +134,8 @@ def scatter(x, weight, bias, params, out, method, last=False):
         y4 = new_result((x4.shape[0], out.shape[1], *out.shape[3:]), out.dtype, last, 2)
         name = method
         if name == "auto":
-            name = dispatch.choose(x4.shape, w4.shape, plane, out.dtype, y4.shape[2:]).backend
+            name = dispatch.choose(x4.shape, w4.shape, plane, out.dtype, y4.shape[2:],
+                                   last).backend
         dispatch.BACKENDS[name](x4, w4, None, plane, y4)
         with np.errstate(invalid="ignore", over="ignore"):
             out[:, :, _large_run(o0, i1 - i0, params.stride[0])] += _unfold(y4, n)
