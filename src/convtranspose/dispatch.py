@@ -10,6 +10,7 @@ gradient choose by size rules instead (:func:`correlate_method`, :func:`weight_g
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,6 +20,7 @@ import numba
 import numpy as np
 
 from ._arrays import host_array, is_dask_array, is_device_array
+from .cpu import backward as cpu_backward
 from .cpu import deconv, direct, im2col
 from .cpu.layout import c_contiguous
 from .params import _output_hw, normalise
@@ -26,8 +28,8 @@ from .params import _output_hw, normalise
 if TYPE_CHECKING:
     from ._typing import ArrayLike, IntPair, Padding, Shape
 
-__all__ = ["BACKENDS", "GPU_BACKENDS", "METHODS", "Choice", "check_backend", "check_method",
-           "choose", "correlate_method", "weight_grad_method", "explain", "flops",
+__all__ = ["BACKENDS", "GPU_BACKENDS", "METHODS", "OPERATIONS", "operation", "Choice",
+           "check_backend", "check_method", "choose", "correlate_method", "weight_grad_method", "explain", "flops",
            "is_device_array", "run_backend"]
 
 
@@ -45,6 +47,38 @@ BACKENDS = {"direct": direct.run, "im2col": _im2col}
 #: Backends on the GPU, loaded lazily by :func:`run_backend` (not in ``BACKENDS``, so
 #: loops over the CPU backends never touch numba.cuda).
 GPU_BACKENDS = ("cuda",)
+
+#: The registry: each CPU operation by backend. Every public function, of every rank,
+#: runs these through ``ops.py`` (3-D once per depth tap), on the backend named or the one
+#: ``auto`` picks (:func:`choose`, :func:`correlate_method`, :func:`weight_grad_method`):
+#:
+#: * ``"conv_transpose"``: ``run(x, weight, bias, params, out)``, the transposed
+#:   convolution (and ``conv2d``'s input gradient);
+#: * ``"correlate"``: ``run(x, weight, bias, out, stride, dilation, before, groups)``,
+#:   ``conv2d``'s forward (and the transposed convolution's input gradient);
+#: * ``"weight_grad"``: ``run(a, b, gw, stride, dilation, before, groups)``, the weight
+#:   gradient of either.
+OPERATIONS = {
+    "conv_transpose": BACKENDS,
+    "correlate": {name: functools.partial(cpu_backward.correlate, method=name)
+                  for name in BACKENDS},
+    "weight_grad": {name: functools.partial(cpu_backward.weight_grad, method=name)
+                    for name in BACKENDS},
+}
+
+
+def operation(name, backend):
+    """The CPU ``backend``'s kernel entry for operation ``name`` (see :data:`OPERATIONS`).
+
+    Examples
+    --------
+    >>> from convtranspose import dispatch
+    >>> sorted(dispatch.OPERATIONS), sorted(dispatch.OPERATIONS["correlate"])
+    (['conv_transpose', 'correlate', 'weight_grad'], ['direct', 'im2col'])
+    >>> dispatch.operation("conv_transpose", "direct") is dispatch.BACKENDS["direct"]
+    True
+    """
+    return OPERATIONS[name][backend]
 
 # The cost model. Each backend's time is GEMM or multiply-add work at a rate, plus
 # per-element memory traffic, plus fixed costs per loop the kernels run (a row of the
@@ -227,7 +261,7 @@ def run_backend(name):
     if name in GPU_BACKENDS:
         from .cuda import run
         return run
-    return BACKENDS[name]
+    return operation("conv_transpose", name)
 
 
 def flops(x_shape, w_shape, groups):

@@ -20,7 +20,6 @@ import numpy as np
 from . import cuda, dispatch, nonfinite
 from ._arrays import (batched, channels_first, channels_last, compute_into, host_array,
                       host_operands, in_layout, is_device_array, new_result)
-from .cpu import backward as kernels
 from .cpu.workspace import get_workspace_limit
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
                      normalise_conv2d, normalise_conv2d_backward)
@@ -167,8 +166,8 @@ def correlate(x, weight, bias, out, params, method):
     """The correlation of :mod:`convtranspose.cpu.backward` (4-D ``x`` and ``out``) by
     ``method``, with PyTorch's NaN where a padding zero meets a non-finite weight
     (:func:`convtranspose.nonfinite.correlate_nan`). Returns ``out``."""
-    kernels.correlate(x, weight, bias, out, params.stride, params.dilation, _before(params),
-                      params.groups, method)
+    dispatch.operation("correlate", method)(x, weight, bias, out, params.stride,
+                                            params.dilation, _before(params), params.groups)
     return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
                                    _before(params))
 
@@ -178,8 +177,8 @@ def weight_grad(a, b, gw, params, method):
     grid, ``b`` sampled, both 4-D) by ``method``, with PyTorch's NaN where a non-finite
     ``a`` meets a zero read outside ``b`` (:func:`convtranspose.nonfinite.weight_grad_nan`).
     Returns ``gw``."""
-    kernels.weight_grad(a, b, gw, params.stride, params.dilation, _before(params),
-                        params.groups, method)
+    dispatch.operation("weight_grad", method)(a, b, gw, params.stride, params.dilation,
+                                              _before(params), params.groups)
     return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
                                      _before(params))
 
@@ -275,7 +274,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             name = method
             if name == "auto":
                 name = dispatch.choose(g4.shape, weight.shape, tparams, dtype).backend
-            dispatch.BACKENDS[name](g4, weight, None, tparams, batched(grad_input))
+            dispatch.operation("conv_transpose", name)(g4, weight, None, tparams,
+                                                       batched(grad_input))
     if needs_weight_grad:
         grad_weight = _weight_grad_by(method, g4, x4, weight, params, dtype)
     if needs_bias_grad:

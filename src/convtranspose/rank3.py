@@ -136,7 +136,7 @@ def scatter(x, weight, bias, params, out, method, last=False):
         if name == "auto":
             name = dispatch.choose(x4.shape, w4.shape, plane, out.dtype, y4.shape[2:],
                                    last).backend
-        dispatch.BACKENDS[name](x4, w4, None, plane, y4)
+        dispatch.operation("conv_transpose", name)(x4, w4, None, plane, y4)
         with np.errstate(invalid="ignore", over="ignore"):
             out[:, :, _large_run(o0, i1 - i0, params.stride[0])] += _unfold(y4, n)
     return out
