@@ -14,8 +14,8 @@ import numpy as np
 from ._alloc import allocate
 
 __all__ = ["is_dask_array", "any_dask", "is_device_array", "host_array", "host_operands", "batched",
-           "check_out", "native", "compute_into", "channels_first", "channels_last", "in_layout",
-           "new_result"]
+           "check_out", "native", "compute_into", "channels_first", "channels_last", "laid_out",
+           "in_layout", "new_result"]
 
 
 def is_dask_array(a):
@@ -130,6 +130,12 @@ def channels_last(a, rank):
     """The view of :func:`channels_first` undone: ``(..., C, *spatial)`` as
     ``(..., *spatial, C)``."""
     return np.moveaxis(a, -rank - 1, -1)
+
+
+def laid_out(a, last, rank):
+    """A channels-first result (or ``None``) as the caller's layout: its channels-last view
+    with ``last``, else itself."""
+    return channels_last(a, rank) if last and a is not None else a
 
 
 def in_layout(a, dtype, last, rank):

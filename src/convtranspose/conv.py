@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import dask_ops, ops
-from ._arrays import any_dask, channels_last
+from ._arrays import any_dask, channels_last, laid_out
 from .dask_ops import dask_layout
 # These lived here before and stay importable from here; they belong where they come from.
 from ._arrays import batched as _batched, host_array  # noqa: F401
@@ -180,7 +180,7 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                                               needs_input_grad=needs_input_grad,
                                               needs_weight_grad=needs_weight_grad,
                                               needs_bias_grad=needs_bias_grad, backend=backend)
-        return (channels_last(gx, 2) if last and gx is not None else gx), gw, gb
+        return laid_out(gx, last, 2), gw, gb
     return ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
                                needs_input_grad=needs_input_grad,
                                needs_weight_grad=needs_weight_grad,

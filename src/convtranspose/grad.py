@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import dask_ops, ops
-from ._arrays import any_dask, channels_last
+from ._arrays import any_dask, laid_out
 from .dask_ops import dask_layout
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
             output_size=output_size, needs_input_grad=needs_input_grad,
             needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
             backend=backend)
-        return (channels_last(gx, 2) if last and gx is not None else gx), gw, gb
+        return laid_out(gx, last, 2), gw, gb
     return ops.conv_transpose2d_backward(
         grad_output, x, weight, stride, padding, output_padding, groups, dilation,
         output_size=output_size, needs_input_grad=needs_input_grad,

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import cuda, dispatch, nonfinite
 from ._arrays import (batched, channels_first, channels_last, compute_into, host_array,
-                      host_operands, in_layout, is_device_array, new_result)
+                      host_operands, in_layout, is_device_array, laid_out, new_result)
 from .cpu.workspace import get_workspace_limit
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
                      normalise_conv2d, normalise_conv2d_backward)
@@ -280,11 +280,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         grad_weight = _weight_grad_by(method, g4, x4, weight, params, dtype)
     if needs_bias_grad:
         grad_bias = bias_grad(g4)
-    return _laid_out(grad_input, last), grad_weight, grad_bias
-
-
-def _laid_out(grad_input, last):
-    return channels_last(grad_input, 2) if last and grad_input is not None else grad_input
+    return laid_out(grad_input, last, 2), grad_weight, grad_bias
 
 
 def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
@@ -326,4 +322,4 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
         grad_weight = _weight_grad_by(method, x4, g4, weight, params, dtype)
     if needs_bias_grad:
         grad_bias = bias_grad(g4)
-    return _laid_out(grad_input, last), grad_weight, grad_bias
+    return laid_out(grad_input, last, 2), grad_weight, grad_bias

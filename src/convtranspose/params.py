@@ -98,6 +98,21 @@ class ConvParams:
         return len(self.stride)
 
     @property
+    def plane(self):
+        """The 2-D parameters of the last two spatial dimensions (height and width), which
+        the 3-D operations hand to the 2-D kernels.
+
+        Examples
+        --------
+        >>> from convtranspose.params import ConvParams
+        >>> p = ConvParams((2, 1, 3), ((1, 1), (0, 2), (0, 0)), (1, 0, 0), (1, 2, 1), 1)
+        >>> p.plane.stride, p.plane.pads
+        ((1, 3), ((0, 2), (0, 0)))
+        """
+        return ConvParams(self.stride[-2:], self.pads[-2:], self.output_padding[-2:],
+                          self.dilation[-2:], self.groups)
+
+    @property
     def padding(self):
         """Padding as ``(before, after)`` pairs, one per spatial dimension: in 2-D
         ``((top, bottom), (left, right))``."""

@@ -33,9 +33,9 @@ import numpy as np
 
 from . import cuda, dispatch, nonfinite, ops
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
-                      in_layout, is_dask_array, is_device_array, native, new_result)
-from .params import (ConvParams, adjoint_params, is_channels_last, normalise,
-                     normalise_backward, normalise_conv, normalise_conv_backward)
+                      in_layout, is_dask_array, is_device_array, laid_out, native, new_result)
+from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
+                     normalise_conv, normalise_conv_backward)
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
@@ -106,12 +106,6 @@ def _unfold(y, n):
     return np.moveaxis(y.reshape(n, -1, *y.shape[1:]), 1, 2)
 
 
-def _plane(params):
-    """The 2-D :class:`~convtranspose.params.ConvParams` of a 3-D one's height and width."""
-    return ConvParams(params.stride[1:], params.pads[1:], params.output_padding[1:],
-                      params.dilation[1:], params.groups)
-
-
 def _large_run(o0, count, s):
     return slice(o0, o0 + (count - 1) * s + 1, s)
 
@@ -125,7 +119,7 @@ def scatter(x, weight, bias, params, out, method, last=False):
     backend ``method`` (``"auto"``: chosen per 2-D problem); ``last``: both are
     channels-first views of channels-last memory. Returns ``out``."""
     _start(out, bias)
-    n, plane = x.shape[0], _plane(params)
+    n, plane = x.shape[0], params.plane
     folded = _fold(x, last)
     for t, i0, i1, o0 in depth_taps(x.shape[2], out.shape[2], weight.shape[2],
                                     params.stride[0], params.dilation[0], params.pads[0][0]):
@@ -148,7 +142,7 @@ def correlate(x, weight, bias, out, params, method, last=False):
     where a padding zero meets a non-finite weight; ``last`` as for :func:`scatter`.
     Returns ``out``."""
     _start(out, bias)
-    n, plane = x.shape[0], _plane(params)
+    n, plane = x.shape[0], params.plane
     c_out, c_in_g = weight.shape[:2]
     folded = _fold(x, last)
     for t, i0, i1, o0 in depth_taps(out.shape[2], x.shape[2], weight.shape[2],
@@ -173,7 +167,7 @@ def weight_grad(a, b, gw, params, method, last=False):
     (``a`` on the strided grid, ``b`` sampled, both 5-D) by ``method``, with PyTorch's NaN
     where a non-finite ``a`` meets a zero read outside ``b``; ``last`` as for
     :func:`scatter`. Returns ``gw``."""
-    plane = _plane(params)
+    plane = params.plane
     c_a, c_b_g = gw.shape[:2]
     fa, fb = _fold(a, last), _fold(b, last)
     gw[...] = 0
@@ -262,7 +256,7 @@ def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
         gx[...] = 0
         if gx.size and g5.size:
             input_grad(g5, weight, _batched(gx))
-        gx = channels_last(gx, 3) if last else gx
+        gx = laid_out(gx, last, 3)
     if needs[1]:
         gw = np.zeros(weight.shape, dtype)
         if gw.size and x5.size:

@@ -116,12 +116,6 @@ def _host_weight(c, name="weight"):
     return np.asarray(a, c.dtype)
 
 
-def _plane(params):
-    from ..params import ConvParams
-    return ConvParams(params.stride[1:], params.pads[1:], params.output_padding[1:],
-                      params.dilation[1:], params.groups)
-
-
 def _transposed_groups(small, large, k, s, d, front):
     """Output slices of a transposed convolution grouped by their taps: ``(taps, first
     slice, count)`` with the slices ``first + s*i``; the taps a tuple of kernel depths."""
@@ -165,7 +159,7 @@ def _scatter(x5, weight, bias, params, out5, stream):
     """The transposed convolution of device ``x5`` with host ``weight`` into device
     ``out5`` (bias a device array or ``None``)."""
     n, c_in, depth = x5.shape[:3]
-    plane, g = _plane(params), params.groups
+    plane, g = params.plane, params.groups
     s, d, front = params.stride[0], params.dilation[0], params.pads[0][0]
     for taps, first, count in _transposed_groups(depth, out5.shape[2], weight.shape[2], s, d,
                                                  front):
@@ -199,7 +193,7 @@ def _correlate(x5, weight, bias, params, out5, stream):
     xs = fold(x5, count, k_d * c_in, -front, s, d, k_d, c_in // g, out5.dtype, stream)
     y = cuda.device_array((n * count, out5.shape[1], *out5.shape[3:]), out5.dtype,
                           stream=stream)
-    plane = _plane(params)
+    plane = params.plane
     correlate(xs, cuda.to_device(_stack_conv(weight, g), stream=stream), bias, y,
               plane.stride, plane.dilation, (plane.pads[0][0], plane.pads[1][0]), g, stream)
     unfold(y, out5, 0, 1, stream)
@@ -213,7 +207,7 @@ def _weight_grad(a5, b5, shape, params, dtype, stream):
     n, c_a, depth_a = a5.shape[:3]
     c_b = b5.shape[1]
     s, d, front = params.stride[0], params.dilation[0], params.pads[0][0]
-    plane = _plane(params)
+    plane = params.plane
     before = (plane.pads[0][0], plane.pads[1][0])
     a4 = fold(a5, depth_a, c_a, 0, 1, 0, 1, c_a, dtype, stream)
     gw = np.zeros(shape, dtype)
