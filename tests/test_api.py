@@ -106,7 +106,7 @@ def test_output_size_unbatched():
     x = np.zeros((3, 5, 5))
     w = np.zeros((3, 2, 3, 3))
     assert ct.conv_transpose2d(x, w, stride=2, output_size=(2, 12, 12)).shape == (2, 12, 12)
-    with pytest.raises(ValueError, match="2 or 3 elements for 3-D input"):
+    with pytest.raises(ValueError, match=r"2 elements \(H, W\) or 3 \(the result.s whole shape\) for 3-D input"):
         ct.conv_transpose2d(x, w, stride=2, output_size=(1, 2, 12, 12))
 
 

@@ -136,7 +136,7 @@ TRANSPOSED_ERRORS = [
      r"x has 4 input channels \(shape \(1, 4, 3, 3, 3\)\) but weight expects C_in = 5"),
     (dict(b_shape=(3,)), ValueError, r"bias must have shape \(C_out,\) = \(2,\), got \(3,\)"),
     (dict(output_size=(5, 5)), ValueError,
-     r"output_size must have 3 or 5 elements for 5-D input, got \(5, 5\)"),
+     r"output_size must have 3 elements \(D, H, W\) or 5 .* for 5-D input, got \(5, 5\)"),
     (dict(output_size=(5, 6, 5), stride=1), ValueError,
      r"output_size \(5, 6, 5\) cannot be reached: valid sizes range from \(5, 5, 5\) to "
      r"\(5, 5, 5\) for input size \(3, 3, 3\)"),
@@ -180,7 +180,7 @@ ONE_D_ERRORS = [
      r"weight must be 3-D \(C_in, C_out // groups, kW\), got shape \(4, 2, 3, 3\)"),
     (dict(groups=3), ValueError, r"input channels C_in = 4 must be divisible by groups = 3"),
     (dict(output_size=(5, 5)), ValueError,
-     r"output_size must have 1 or 3 elements for 3-D input, got \(5, 5\)"),
+     r"output_size must have 1 element \(W\) or 3 .* for 3-D input, got \(5, 5\)"),
     (dict(padding="same", output_padding=1, stride=2), ValueError,
      r"output_padding \(1,\) cannot be given with padding='same'"),
 ]

@@ -35,7 +35,7 @@ VALUE_ERRORS = [
     (dict(groups=0), r"groups must be >= 1, got 0"),
     (dict(padding=4), r"output size \(-1, -1\) must be >= 1: input \(5, 5\), kernel \(3, 3\), stride \(1, 1\), padding \(4, 4\), dilation \(1, 1\)"),
     (dict(output_size=(20, 20), stride=2), r"output_size \(20, 20\) cannot be reached: valid sizes range from \(11, 11\) to \(12, 12\)"),
-    (dict(output_size=(1, 11, 11)), r"output_size must have 2 or 4 elements for 4-D input, got \(1, 11, 11\)"),
+    (dict(output_size=(1, 11, 11)), r"output_size must have 2 elements \(H, W\) or 4 \(the result.s whole shape\) for 4-D input, got \(1, 11, 11\)"),
     (dict(output_size=(12, 12), output_padding=0, stride=3), r"output_size \(12, 12\) cannot be reached"),
     (dict(output_size=(12, 12), output_padding=(0, 1), stride=2),
      r"output_padding \(0, 1\) conflicts with output_size \(12, 12\), which needs output_padding \(1, 1\)"),

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dask_ops, dispatch, ops
+from . import dask_ops, ops
+from . import explain as explaining
 from ._arrays import any_dask, channels_last, host_operands  # noqa: F401  (host_operands)
 from .dask_ops import dask_layout
 from .ops import _VALIDATED  # noqa: F401  (the validated-call cache, which tests reset)
+from .params import spatial_output_size
 
 if TYPE_CHECKING:
-    from ._typing import Array, ArrayLike, AutoPadding, Backend, IntPair, Padding, Shape
+    from ._typing import Array, ArrayLike, AutoPadding, Backend, IntPair, IntTuple, Shape
     from .dask_ops import GraphPlan
     from .dispatch import Choice
 
@@ -126,6 +128,8 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     """
     if any_dask(x, weight, bias, out):
         last, x = dask_layout(data_format, x)
+        if last and output_size is not None:    # a whole shape is read in the caller's layout
+            output_size = spatial_output_size(output_size, x.ndim, 2, last)
         y = dask_ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
                                       groups, dilation, output_size=output_size, out=out,
                                       backend=backend)
@@ -136,33 +140,48 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
 
 
 def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
-            stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
-            groups: int = 1, dilation: IntPair = 1, *,
-            output_size: Shape | None = None) -> Choice | GraphPlan:
-    """Say which backend ``conv_transpose2d(..., backend="auto")`` would use, and why.
+            stride: IntTuple = 1, padding: AutoPadding = 0, output_padding: IntTuple = 0,
+            groups: int = 1, dilation: IntTuple = 1, *, output_size: Shape | None = None,
+            backend: Backend = "auto", data_format: str | None = None) -> Choice | GraphPlan:
+    """Say what a transposed convolution call of any rank would run, and why.
+
+    Takes the arguments of :func:`convtranspose.conv_transpose1d`,
+    :func:`convtranspose.conv_transpose2d` or :func:`convtranspose.conv_transpose3d` (the
+    rank is the weight's) but ``out``, reads only their shapes and dtypes, and validates
+    them as the call would.
 
     Parameters
     ----------
     x, weight, bias
         Arrays as for :func:`convtranspose.conv_transpose2d` (NumPy arrays, CUDA arrays,
-        CPU torch tensors, nested lists), or anything with a ``.shape`` and a NumPy
-        ``.dtype``; no data is read from those.
-    stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
-        As for :func:`convtranspose.conv_transpose2d`.
+        Dask arrays, CPU torch tensors, nested lists), or anything with a ``.shape`` and a
+        NumPy ``.dtype``; no data is read from those.
+    stride, padding, output_padding, groups, dilation, output_size : int, tuple, str or None
+        As for the call, one entry per spatial dimension.
+    backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
+        The call's backend: ``"auto"`` shows what it picks; a named backend is reported
+        with ``auto``'s estimates beside it.
+    data_format : str, optional
+        The call's layout (``"NCW"``/``"NWC"``, ``"NCHW"``/``"NHWC"``,
+        ``"NCDHW"``/``"NDHWC"``); by default the rank's channels-first one.
 
     Returns
     -------
     Choice or GraphPlan
         ``.backend``, ``.reason``, ``.estimates`` (seconds per backend) and ``.flops``;
-        ``str()`` gives a readable summary. For a Dask ``x``, a
-        :class:`~convtranspose.dask_ops.GraphPlan` of the graph ``conv_transpose2d`` would
-        build (chunks, halo, tasks, the backend ``"auto"`` picks per tile).
+        ``str()`` gives a readable summary. 1-D problems are described as the 2-D problem
+        of unit height they run as; 3-D problems per kernel depth tap (one 2-D problem
+        each, the estimates added up). CUDA arrays and ``backend="cuda"`` give the GPU
+        kernel. For a Dask ``x``, a :class:`~convtranspose.dask_ops.GraphPlan` of the graph
+        the call would build (chunks, halo, tasks, the backend picked per tile).
 
     Raises
     ------
     TypeError, ValueError
-        For the arguments :func:`convtranspose.conv_transpose2d` refuses (``None`` for
-        ``x`` or ``weight`` included), naming the argument.
+        For the arguments the call refuses (``None`` for ``x`` or ``weight`` included),
+        naming the argument.
+    NotImplementedError
+        For a channels-last layout on the GPU, as the call.
 
     See Also
     --------
@@ -179,9 +198,15 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     'im2col'
     >>> ct.explain([[[1.0]]], np.ones((1, 1, 2, 2))).backend
     'direct'
+    >>> ct.explain(np.empty((2, 8, 8, 8, 64), np.float32),
+    ...            np.empty((64, 32, 2, 2, 2), np.float32), stride=2,
+    ...            data_format="NDHWC").reason.startswith("3-D runs one 2-D problem per")
+    True
     """
     if any_dask(x, weight, bias):
-        return dask_ops.explain(x, weight, bias, stride, padding, output_padding, groups,
-                                dilation, output_size=output_size)
-    return dispatch.explain(x, weight, bias, stride, padding, output_padding, groups,
-                            dilation, output_size=output_size)
+        return explaining.dask_plan(x, weight, bias, stride, padding, output_padding, groups,
+                                    dilation, output_size=output_size, backend=backend,
+                                    data_format=data_format)
+    return explaining.choice(x, weight, bias, stride, padding, output_padding, groups,
+                             dilation, output_size=output_size, backend=backend,
+                             data_format=data_format)

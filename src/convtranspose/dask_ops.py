@@ -48,7 +48,7 @@ from .params import (ConvParams, is_channels_last, normalise, normalise_backward
                      normalise_conv2d_backward)
 
 __all__ = ["is_dask_array", "conv_transpose2d", "conv2d", "conv_transpose2d_backward",
-           "conv2d_backward", "explain", "GraphPlan", "dask_layout"]
+           "conv2d_backward", "explain", "GraphPlan", "dask_layout", "as_small", "known_chunks"]
 
 
 def dask_layout(data_format, *arrays, rank=2):
@@ -254,7 +254,7 @@ def _tree(dsk, prefix, keys):
 # operands
 
 
-def _as_small(a, name):
+def as_small(a, name):
     """``weight`` or ``bias`` as a NumPy array: they enter the graph whole, so a Dask or
     CUDA one is refused (``TypeError`` naming it)."""
     if a is None:
@@ -280,13 +280,20 @@ def _as_dask(a, name, like=None):
         a = host_array(a, name)
         batch = like.chunks[0] if like is not None and a.ndim == 4 else -1
         a = da.from_array(a, chunks=(batch,) + (-1,) * (a.ndim - 1))
+    known_chunks(a, name)
+    if a.ndim not in (3, 4):
+        raise ValueError(f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
+                         f"{a.shape}")
+    return a
+
+
+def known_chunks(a, name):
+    """``ValueError`` naming ``name`` when the Dask array ``a`` has unknown (NaN) chunk
+    sizes, which no graph of any rank can be planned from; else ``a``."""
     for axis, sizes in enumerate(a.chunks):
         if any(math.isnan(c) for c in sizes):
             raise ValueError(f"{name} has unknown (NaN) chunk sizes along axis {axis}: call "
                              f"{name}.compute_chunk_sizes() first")
-    if a.ndim not in (3, 4):
-        raise ValueError(f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
-                         f"{a.shape}")
     return a
 
 
@@ -493,7 +500,7 @@ def _unbatched_like(result, x):
 
 def _validate(x, weight, bias, normaliser, kwargs):
     x = _as_dask(x, "x")
-    weight, bias = _as_small(weight, "weight"), _as_small(bias, "bias")
+    weight, bias = as_small(weight, "weight"), as_small(bias, "bias")
     dtypes = [("x", x.dtype), ("weight", weight.dtype)] + (
         [] if bias is None else [("bias", bias.dtype)])
     params, shape, dtype = normaliser(x.shape, weight.shape,
@@ -619,7 +626,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     dispatch.check_method(backend)
     _check_gpu(backend)
     g, x = _operand_pair(grad_output, x)
-    weight = _as_small(weight, "weight")
+    weight = as_small(weight, "weight")
     params, dtype = normalise_backward(
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
@@ -670,7 +677,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     dispatch.check_method(backend)
     _check_gpu(backend)
     g, x = _operand_pair(grad_output, x)
-    weight = _as_small(weight, "weight")
+    weight = as_small(weight, "weight")
     params, dtype = normalise_conv2d_backward(
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
         padding=padding, dilation=dilation, groups=groups)
@@ -749,12 +756,15 @@ class GraphPlan:
 
     def __str__(self):
         tiles = [len(c) for c in self.output_chunks]
-        lines = [f"dask graph: {tiles[0]} batch chunk(s) x {tiles[2]} x {tiles[3]} tiles "
-                 f"x {self.channel_blocks} channel block(s)"
+        names = {2: ("rows", "columns"), 3: ("slices", "rows", "columns")}[len(self.halo)]
+        lines = [f"dask graph: {tiles[0]} batch chunk(s) x "
+                 + " x ".join(str(t) for t in tiles[2:])
+                 + f" tiles x {self.channel_blocks} channel block(s)"
                  + (" summed in a fixed order" if self.channel_partials else ""),
                  f"input chunks: {self.input_chunks}",
                  f"output chunks: {self.output_chunks}",
-                 "halo (before, after): rows {}, columns {}".format(*self.halo),
+                 "halo (before, after): " + ", ".join(f"{n} {h}" for n, h in
+                                                        zip(names, self.halo)),
                  f"tasks: {self.tasks}",
                  "backend per tile: " + ", ".join(f"{b} x {n}"
                                                   for b, n in self.backends.items())]

@@ -14,22 +14,18 @@ import functools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from ._arrays import host_array, is_dask_array, is_device_array
+from ._arrays import is_device_array
 from .cpu import backward as cpu_backward
 from .cpu import deconv, direct, im2col
 from .cpu.layout import c_contiguous
-from .params import _output_hw, normalise
-
-if TYPE_CHECKING:
-    from ._typing import ArrayLike, IntPair, Padding, Shape
+from .params import _output_hw
 
 __all__ = ["BACKENDS", "GPU_BACKENDS", "METHODS", "OPERATIONS", "operation", "Choice",
-           "check_backend", "check_method", "choose", "correlate_method", "weight_grad_method", "explain", "flops",
+           "check_backend", "check_method", "choose", "correlate_method", "weight_grad_method", "flops",
            "is_device_array", "run_backend"]
 
 
@@ -433,55 +429,3 @@ def _choose(x_shape, w_shape, params, dtype, out_hw, limit, channels_last=False)
               f"(C_in/groups = {x_shape[1] // params.groups}, W = {x_shape[3]}, "
               f"{numba.config.NUMBA_NUM_THREADS} threads)")
     return Choice(best.split("/")[0], reason, est, work)
-
-
-def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
-            stride: IntPair = 1, padding: Padding = 0, output_padding: IntPair = 0,
-            groups: int = 1, dilation: IntPair = 1, *,
-            output_size: Shape | None = None) -> Choice:
-    """The dispatcher's answer to :func:`convtranspose.explain` for NumPy and CUDA
-    operands (arguments and errors as there): the :class:`Choice` of backend ``"auto"``.
-    Dask arrays raise ``TypeError``: :func:`convtranspose.explain` describes their graph.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convtranspose import dispatch
-    >>> dispatch.explain(np.empty((64, 512, 4, 4), np.float32),
-    ...                  np.empty((512, 256, 4, 4), np.float32), stride=2, padding=1).backend
-    'im2col'
-    """
-    for name, a in (("x", x), ("weight", weight), ("bias", bias)):
-        if is_dask_array(a):
-            raise TypeError(f"{name} is a Dask array: convtranspose.explain describes the "
-                            "graph conv_transpose2d would build for it")
-    operands = {n: a for n, a in (("x", x), ("weight", weight), ("bias", bias))
-                if a is not None or n != "bias"}
-    on_gpu = any(a is not None and is_device_array(a, n) for n, a in operands.items())
-    if on_gpu:
-        from .cuda.arrays import dtype_of     # imports numba.cuda: only for CUDA arrays
-
-    def shape_dtype(a, name):
-        """``(shape, (name, dtype))``, read from the attributes when they say it."""
-        if on_gpu:
-            return tuple(getattr(a, "shape", ())), (name, np.dtype(dtype_of(a, name)))
-        try:
-            return tuple(a.shape), (name, np.dtype(a.dtype))
-        except (AttributeError, TypeError):    # lists, None, torch dtypes: as arrays
-            a = host_array(a, name)
-            return a.shape, (name, a.dtype)
-
-    described = {n: shape_dtype(a, n) for n, a in operands.items()}
-    (xs, _), (ws, _) = described["x"], described["weight"]
-    params, _, dtype = normalise(xs, ws, described["bias"][0] if "bias" in described else None,
-                                 [d for _, d in described.values()], stride=stride,
-                                 padding=padding, output_padding=output_padding,
-                                 dilation=dilation, groups=groups, output_size=output_size)
-    x_shape = xs if len(xs) == 4 else (1, *xs)
-    if on_gpu:
-        from .cuda.kernels import pick_kernel
-        kernel = pick_kernel(x_shape, ws, params.groups)
-        return Choice("cuda", f"CUDA arrays run on their GPU; the {kernel} kernel "
-                      f"(C_in/groups = {x_shape[1] // params.groups}, "
-                      f"C_out/groups = {ws[1]})", {}, flops(x_shape, ws, params.groups))
-    return choose(x_shape, ws, params, dtype)

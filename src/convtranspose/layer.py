@@ -124,8 +124,8 @@ class _ConvTransposeNd(_Parameters):
         params = _make_params(stride, numbers, extra, dilation, groups, rank)
         self.stride, self.padding = params.stride, padding
         # "same" keeps output_padding 0: the call resolves the string itself
-        self.output_padding = (0,) * rank if isinstance(padding, str) and padding == "same" \
-            else params.output_padding
+        self.output_padding = (0,) * rank if isinstance(padding, str) and \
+            padding.lower() == "same" else params.output_padding
         self.dilation = params.dilation
         self.groups = params.groups
         for name, value in (("in_channels", self.in_channels),

@@ -24,7 +24,7 @@ from .cpu.workspace import get_workspace_limit
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
                      normalise_conv2d, normalise_conv2d_backward)
 
-__all__ = ["conv_transpose2d", "conv2d", "conv2d_backward", "conv_transpose2d_backward",
+__all__ = ["conv_transpose2d", "conv2d", "conv2d_backward", "conv_transpose2d_backward", "GPU_LAYOUT",
            "on_gpu", "correlate", "weight_grad", "bias_grad"]
 
 
@@ -36,6 +36,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                      data_format="NCHW"):
     """:func:`convtranspose.conv_transpose2d` of NumPy or CUDA arrays (not Dask arrays)."""
     if data_format != "NCHW" and is_channels_last(data_format, 2):
+        if dispatch.check_backend(backend) in dispatch.GPU_BACKENDS:
+            raise NotImplementedError(GPU_LAYOUT)
         given = out
         x, out = _from_channels_last(x, "x"), _from_channels_last(out, "out")
         y = _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
@@ -43,6 +45,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         return given if given is not None else channels_last(y, 2)
     return _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation,
                              output_size, out, backend, False)
+
+
+#: Why a channels-last call cannot run on the GPU; said before any work, by every function.
+GPU_LAYOUT = ("the cuda backend takes the channels-first layout only (NCW, NCHW, NCDHW): "
+               "transpose the arrays, or run channels-last data on the CPU")
 
 
 def _from_channels_last(a, name):
@@ -72,7 +79,7 @@ def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, 
         if any(is_device_array(a, n) for a, n in
                ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
             if last:
-                raise NotImplementedError("CUDA arrays take the channels-first layout only")
+                raise NotImplementedError(GPU_LAYOUT)
             if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
                 raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were "
                                  "given: use backend='auto' or 'cuda', or copy them to NumPy "
@@ -84,7 +91,7 @@ def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, 
             x.shape, weight.shape, None if bias is None else bias.shape,
             dtypes, stride=stride, padding=padding,
             output_padding=output_padding, dilation=dilation, groups=groups,
-            output_size=output_size)
+            output_size=output_size, last=last)
         hit = params, shape, dtype, dispatch.check_backend(backend)
         if key is not None:
             if len(_VALIDATED) >= _VALIDATED_MAX:
@@ -212,13 +219,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         x = _from_channels_last(x, "x")
     if on_gpu(backend, x=x, weight=weight, bias=bias):
         if last:
-            raise NotImplementedError("CUDA arrays take the channels-first layout only")
+            raise NotImplementedError(GPU_LAYOUT)
         return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
     x, weight, bias, dtypes = host_operands(x, weight, bias)
     params, shape, dtype = normalise_conv2d(
         x.shape, weight.shape, None if bias is None else bias.shape,
         dtypes, stride=stride, padding=padding, dilation=dilation,
-        groups=groups)
+        groups=groups, last=last)
     method = dispatch.check_method(backend)
     x = in_layout(x, dtype, last, 2)
     weight = np.ascontiguousarray(weight, dtype)
@@ -250,7 +257,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     last, grad_output, x = _gradient_operands(data_format, grad_output, x)
     if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
         if last:
-            raise NotImplementedError("CUDA arrays take the channels-first layout only")
+            raise NotImplementedError(GPU_LAYOUT)
         return cuda.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
                                     needs_input_grad=needs_input_grad,
                                     needs_weight_grad=needs_weight_grad,
@@ -260,7 +267,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     weight = host_array(weight, "weight")
     params, dtype = normalise_conv2d_backward(
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
-        padding=padding, dilation=dilation, groups=groups)
+        padding=padding, dilation=dilation, groups=groups, last=last)
     method = dispatch.check_method(backend)
     g4 = batched(in_layout(g, dtype, last, 2))
     x4 = batched(in_layout(x, dtype, last, 2))
@@ -292,7 +299,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     last, grad_output, x = _gradient_operands(data_format, grad_output, x)
     if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
         if last:
-            raise NotImplementedError("CUDA arrays take the channels-first layout only")
+            raise NotImplementedError(GPU_LAYOUT)
         return cuda.conv_transpose2d_backward(
             grad_output, x, weight, stride, padding, output_padding, groups, dilation,
             output_size=output_size, needs_input_grad=needs_input_grad,
@@ -303,7 +310,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     params, dtype = normalise_backward(
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size)
+        output_size=output_size, last=last)
     method = dispatch.check_method(backend)
     g4 = batched(in_layout(g, dtype, last, 2))
     x4 = batched(in_layout(x, dtype, last, 2))

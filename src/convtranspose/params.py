@@ -162,6 +162,35 @@ def is_channels_last(data_format, rank):
     return data_format == formats[1]
 
 
+def _caller_shape(shape, rank, last):
+    """A channels-first ``(..., C, *spatial)`` shape as the caller laid it out: itself, or
+    with ``last`` ``(..., *spatial, C)`` (what messages about shapes show)."""
+    shape = tuple(shape)
+    if not last or len(shape) < rank + 1:
+        return shape
+    c = len(shape) - rank - 1
+    return shape[:c] + shape[c + 1:] + (shape[c],)
+
+
+def _first_shape(shape, rank, last):
+    """The inverse of :func:`_caller_shape`: a caller's shape in channels-first order."""
+    shape = tuple(shape)
+    if not last or len(shape) < rank + 1:
+        return shape
+    c = len(shape) - rank - 1
+    return shape[:c] + (shape[-1],) + shape[c:-1]
+
+
+def _layout_hint(x_shape, c_expected, rank, last):
+    """`` (did you mean data_format=...?)`` when ``x`` (channels-first ``x_shape``) would
+    have ``c_expected`` channels read in the other layout of ``rank``; else ``""``."""
+    caller = _caller_shape(x_shape, rank, last)
+    other = caller[-rank - 1] if last else caller[-1]
+    if other == c_expected:
+        return f" (did you mean data_format={DATA_FORMATS[rank][0 if last else 1]!r}?)"
+    return ""
+
+
 def _scalar(value):
     """A 0-d array as its scalar (``np.array(2)`` -> ``2``); anything else unchanged."""
     return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
@@ -336,13 +365,31 @@ def _show_padding(pads):
 # 'valid' and 'same'
 
 
-def _bad_padding_string(padding, rank):
-    return ValueError(f"padding must be 'valid', 'same', {_padding_phrase(rank, False)}, "
-                      f"got {padding!r}")
+def _padding_word(padding, rank):
+    """``"valid"`` or ``"same"`` from a padding string in any case (Keras writes
+    ``"same"``, TensorFlow ``"SAME"``); ``ValueError`` saying what to write for anything
+    else, ONNX's ``auto_pad`` names included.
+
+    Examples
+    --------
+    >>> from convtranspose.params import _padding_word
+    >>> _padding_word("SAME", 2), _padding_word("Valid", 1)
+    ('same', 'valid')
+    """
+    word = padding.lower()
+    if word in ("valid", "same"):
+        return word
+    if word in ("same_upper", "same_lower"):
+        raise ValueError(
+            f"padding {padding!r} is ONNX's auto_pad, which is not taken as a padding string: "
+            "for SAME_UPPER pass padding='same' (the odd extra row at the end), for "
+            "SAME_LOWER the explicit (before, after) pairs with the odd extra at the start")
+    raise ValueError(f"padding must be 'valid', 'same', "
+                     f"{_padding_phrase(rank, False)}, got {padding!r}")
 
 
 def _transpose_padding(padding, output_padding, kernel, stride, dilation, x_shape=None,
-                       output_size=None):
+                       output_size=None, last=False):
     """Turn ``"valid"``/``"same"`` of a transposed convolution into numbers.
 
     Returns ``(padding, output_padding, output_size)`` for :func:`_make_params`, of the
@@ -371,10 +418,8 @@ def _transpose_padding(padding, output_padding, kernel, stride, dilation, x_shap
     if not isinstance(padding, str):
         return padding, output_padding, output_size
     rank = len(kernel)
-    if padding == "valid":
+    if _padding_word(padding, rank) == "valid":
         return 0, output_padding, output_size
-    if padding != "same":
-        raise _bad_padding_string(padding, rank)
     extra = _as_tuple(output_padding, "output_padding", rank)
     if any(extra):
         raise ValueError(f"output_padding {extra} cannot be given with padding='same', which "
@@ -383,7 +428,7 @@ def _transpose_padding(padding, output_padding, kernel, stride, dilation, x_shap
     checked = _make_params(stride, 0, 0, dilation, 1, rank)
     crops = [d * (k - 1) + 1 - s for k, s, d in zip(kernel, checked.stride, checked.dilation)]
     if output_size is not None:
-        size = _parse_output_size(output_size, len(x_shape), rank)
+        size = _parse_output_size(output_size, len(x_shape), rank, last)
         in_sizes = x_shape[-rank:]
         lo = tuple((n - 1) * s + 1 for n, s in zip(in_sizes, checked.stride))
         hi = tuple(n * s for n, s in zip(in_sizes, checked.stride))
@@ -410,16 +455,14 @@ def _conv_padding(padding, kernel, stride, dilation):
     if not isinstance(padding, str):
         return padding
     rank = len(kernel)
-    if padding == "valid":
+    if _padding_word(padding, rank) == "valid":
         return 0
-    if padding == "same":
-        if _as_tuple(stride, "stride", rank) != (1,) * rank:
-            raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
-        d = _as_tuple(dilation, "dilation", rank)
-        total = [di * (k - 1) for di, k in zip(d, kernel)]
-        # PyTorch puts the odd extra row (column, slice) at the end
-        return tuple((t // 2, t - t // 2) for t in total)
-    raise _bad_padding_string(padding, rank)
+    if _as_tuple(stride, "stride", rank) != (1,) * rank:
+        raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
+    d = _as_tuple(dilation, "dilation", rank)
+    total = [di * (k - 1) for di, k in zip(d, kernel)]
+    # PyTorch puts the odd extra row (column, slice) at the end
+    return tuple((t // 2, t - t // 2) for t in total)
 
 
 #: The 2-D name of :func:`_conv_padding` (used by the layers).
@@ -467,33 +510,38 @@ def _check_w_ndim(w_shape, rank, operation):
                          f"got shape {tuple(w_shape)}")
 
 
-def _check_x_ndim(x_shape, rank):
+def _check_x_ndim(x_shape, rank, last=False):
     if len(x_shape) not in (rank + 1, rank + 2):
         spatial = ", ".join(_SPATIAL[rank])
-        raise ValueError(f"x must be {rank + 1}-D (C_in, {spatial}) or {rank + 2}-D "
-                         f"(N, C_in, {spatial}), got shape {tuple(x_shape)}")
+        dims = f"{spatial}, C_in" if last else f"C_in, {spatial}"
+        raise ValueError(f"x must be {rank + 1}-D ({dims}) or {rank + 2}-D "
+                         f"(N, {dims}), got shape {_caller_shape(x_shape, rank, last)}")
 
 
-def _check_sizes(x_shape, w_shape, rank=2):
+def _check_sizes(x_shape, w_shape, rank=2, last=False):
     """Non-empty signals in ``x`` (``rank + 1`` or ``rank + 2`` dimensions) and a
     non-empty ``weight``."""
-    _check_x_ndim(x_shape, rank)
+    _check_x_ndim(x_shape, rank, last)
     if min(w_shape) < 1:
         raise ValueError(f"weight must have a non-zero size in every dimension, "
                          f"got shape {tuple(w_shape)}")
     if min(x_shape[-rank:]) < 1:
-        raise ValueError(f"x must have non-zero {_EXTENT[rank]}, got shape {tuple(x_shape)}")
+        raise ValueError(f"x must have non-zero {_EXTENT[rank]}, got shape "
+                         f"{_caller_shape(x_shape, rank, last)}")
 
 
-def _check_shapes(x_shape, w_shape, b_shape, groups, rank=2):
-    """Check the array shapes against each other; return ``(batched, C_out)``."""
-    _check_x_ndim(x_shape, rank)
+def _check_shapes(x_shape, w_shape, b_shape, groups, rank=2, last=False):
+    """Check the array shapes (``x_shape`` channels-first; ``last`` says the caller's
+    layout, for messages) against each other; return ``(batched, C_out)``."""
+    _check_x_ndim(x_shape, rank, last)
     _check_w_ndim(w_shape, rank, "transposed convolution")
-    _check_sizes(x_shape, w_shape, rank)
+    _check_sizes(x_shape, w_shape, rank, last)
     c_in = x_shape[-rank - 1]
     if c_in != w_shape[0]:
-        raise ValueError(f"x has {c_in} input channels (shape {tuple(x_shape)}) but weight "
-                         f"expects C_in = {w_shape[0]} (shape {tuple(w_shape)})")
+        raise ValueError(f"x has {c_in} input channels (shape "
+                         f"{_caller_shape(x_shape, rank, last)}) but weight expects C_in = "
+                         f"{w_shape[0]} (shape {tuple(w_shape)})"
+                         f"{_layout_hint(x_shape, w_shape[0], rank, last)}")
     if c_in % groups:
         raise ValueError(f"input channels C_in = {c_in} must be divisible by groups = {groups}")
     c_out = w_shape[1] * groups
@@ -503,28 +551,43 @@ def _check_shapes(x_shape, w_shape, b_shape, groups, rank=2):
 
 
 def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntTuple = 1,
-                 padding: AutoPadding = 0, output_padding: IntTuple = 0,
-                 dilation: IntTuple = 1, groups: int = 1, *,
-                 rank: Rank | None = None) -> tuple[int, ...]:
-    """Shape of a transposed convolution's result (any rank), without computing it.
+                 padding: AutoPadding = 0, output_padding: IntTuple = 0, groups: int = 1,
+                 dilation: IntTuple = 1, *, output_size: Shape | None = None,
+                 data_format: str | None = None, rank: Rank | None = None) -> tuple[int, ...]:
+    """Shape of a transposed convolution's result (any rank and layout), without computing it.
+
+    Takes the arguments of :func:`convtranspose.conv_transpose2d` (and of the 1-D and 3-D
+    functions) in the same order, with shapes for arrays and no bias: for every valid
+    call, ``output_shape(x.shape, w.shape, *args, **kwargs)`` equals
+    ``conv_transpose2d(x, w, None, *args, **kwargs).shape``.
 
     Parameters
     ----------
     input_shape : tuple of int
-        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``: ``(N, C_in, H, W)`` in
-        2-D, ``(N, C_in, W)`` in 1-D, ``(N, C_in, D, H, W)`` in 3-D.
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)`` (channels-first), or
+        ``(N, *spatial, C_in)`` / ``(*spatial, C_in)`` with a channels-last
+        ``data_format``: ``(N, C_in, H, W)`` in 2-D, ``(N, C_in, W)`` in 1-D,
+        ``(N, C_in, D, H, W)`` in 3-D.
     weight_shape : tuple of int
         ``(C_in, C_out // groups, *kernel_size)``.
-    stride, padding, output_padding, dilation, groups : int, tuple or str
+    stride, padding, output_padding, groups, dilation : int, tuple or str
         As for :func:`convtranspose.conv_transpose2d`, with one entry per spatial
         dimension; ``padding`` may also be ``"valid"`` or ``"same"``.
+    output_size : sequence of int, optional
+        As for :func:`convtranspose.conv_transpose2d`: the spatial sizes, or the result's
+        whole shape in the call's layout.
+    data_format : str, optional
+        The layout of ``input_shape`` and of the result: ``"NCW"``/``"NWC"``,
+        ``"NCHW"``/``"NHWC"``, ``"NCDHW"``/``"NDHWC"``; by default the rank's
+        channels-first one.
     rank : {1, 2, 3}, optional
         The number of spatial dimensions; by default ``len(weight_shape) - 2``.
 
     Returns
     -------
     tuple of int
-        ``(N, C_out, *spatial_out)``, or ``(C_out, *spatial_out)`` for unbatched input.
+        ``(N, C_out, *spatial_out)``, or ``(C_out, *spatial_out)`` for unbatched input;
+        channels last with a channels-last ``data_format``.
 
     Raises
     ------
@@ -544,6 +607,9 @@ def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntTuple = 1,
     ``sH`` sizes that the floor maps to the same ``H``. ``padding="same"`` gives
     ``H_out = H * sH``.
 
+    Before 0.1.0 was published the positional order ended ``dilation, groups``; it is now
+    ``groups, dilation``, as in :func:`convtranspose.conv_transpose2d` and PyTorch.
+
     Examples
     --------
     >>> from convtranspose import output_shape
@@ -551,22 +617,26 @@ def output_shape(input_shape: Shape, weight_shape: Shape, stride: IntTuple = 1,
     (1, 5, 9, 11)
     >>> output_shape((16, 4, 4), (16, 8, 4, 4), stride=2, padding=1)
     (8, 8, 8)
+    >>> output_shape((1, 4, 5, 5), (4, 2, 3, 3), 2, 0, 0, 2, 1)    # groups=2, dilation=1
+    (1, 4, 11, 11)
     >>> output_shape((1, 512, 32), (512, 256, 16), stride=8, padding=4)      # 1-D
     (1, 256, 256)
-    >>> output_shape((2, 64, 8, 8, 8), (64, 32, 2, 2, 2), stride=2)          # 3-D
-    (2, 32, 16, 16, 16)
+    >>> output_shape((2, 8, 8, 8, 64), (64, 32, 2, 2, 2), stride=2, data_format="NDHWC")
+    (2, 16, 16, 16, 32)
     >>> output_shape((1, 4, 5, 7), (4, 2, 3, 3), stride=(2, 3), padding="same")
     (1, 2, 10, 21)
+    >>> output_shape((1, 5, 5, 4), (4, 2, 3, 3), stride=2, output_size=(1, 12, 12, 2),
+    ...              data_format="NHWC")
+    (1, 12, 12, 2)
     """
     x_shape = _as_shape(input_shape, "input_shape")
     w_shape = _as_shape(weight_shape, "weight_shape")
     rank = _rank_of(w_shape, rank, "transposed convolution")
-    if isinstance(padding, str):
-        _check_w_ndim(w_shape, rank, "transposed convolution")
-        padding, output_padding, _ = _transpose_padding(padding, output_padding, w_shape[2:],
-                                                        stride, dilation)
-    params = _make_params(stride, padding, output_padding, dilation, groups, rank)
-    return _shape_for(x_shape, w_shape, None, params)
+    last = data_format is not None and is_channels_last(data_format, rank)
+    x_first = _first_shape(x_shape, rank, last)
+    _, shape = _transposed(x_first, w_shape, None, stride, padding, output_padding,
+                                dilation, groups, output_size, rank, last)
+    return _caller_shape(shape, rank, last)
 
 
 def _as_shape(shape, name):
@@ -579,9 +649,9 @@ def _as_shape(shape, name):
         raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
 
 
-def _shape_for(x_shape, w_shape, b_shape, params):
+def _shape_for(x_shape, w_shape, b_shape, params, last=False):
     rank = params.rank
-    batched, c_out = _check_shapes(x_shape, w_shape, b_shape, params.groups, rank)
+    batched, c_out = _check_shapes(x_shape, w_shape, b_shape, params.groups, rank, last)
     sizes = _output_sizes(x_shape[-rank:], w_shape[2:], params)
     if min(sizes) < 1:
         raise ValueError(
@@ -591,23 +661,33 @@ def _shape_for(x_shape, w_shape, b_shape, params):
     return ((x_shape[0],) if batched else ()) + (c_out,) + sizes
 
 
-def _parse_output_size(output_size, x_ndim, rank):
-    """``output_size`` (``rank`` sizes, or ``x_ndim`` of which the last ``rank`` count) as
-    ``rank`` ints."""
+def _parse_output_size(output_size, x_ndim, rank, last=False):
+    """``output_size`` as ``rank`` ints: the spatial sizes, or a whole result shape of
+    ``x_ndim`` entries in the caller's layout (channels-first, or with ``last``
+    channels-last), whose spatial entries count."""
     if isinstance(output_size, np.ndarray):
         output_size = output_size.tolist()
     if not isinstance(output_size, (list, tuple)):
         raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")
     if len(output_size) not in (rank, x_ndim):
-        raise ValueError(f"output_size must have {rank} or {x_ndim} elements for "
-                         f"{x_ndim}-D input, got {tuple(output_size)}")
-    return tuple(_as_int(v, "output_size") for v in output_size[len(output_size) - rank:])
+        spatial = ", ".join(_SPATIAL[rank])
+        raise ValueError(f"output_size must have {rank} element{'s' * (rank > 1)} ({spatial}) "
+                         f"or {x_ndim} (the result's whole shape) for {x_ndim}-D input, got "
+                         f"{tuple(output_size)}")
+    sizes = tuple(output_size)
+    if len(sizes) > rank:
+        sizes = sizes[-rank - 1:-1] if last else sizes[-rank:]
+    return tuple(_as_int(v, "output_size") for v in sizes)
 
 
-def _output_padding_for_size(output_size, x_shape, w_shape, params):
+#: ``output_size`` as the spatial sizes, for callers that undo the layout before validating.
+spatial_output_size = _parse_output_size
+
+
+def _output_padding_for_size(output_size, x_shape, w_shape, params, last=False):
     """Turn ``output_size`` into ``output_padding`` as ``nn.ConvTranspose{1,2,3}d`` do."""
     rank = params.rank
-    size = _parse_output_size(output_size, len(x_shape), rank)
+    size = _parse_output_size(output_size, len(x_shape), rank, last)
     zero = ConvParams(params.stride, params.pads, (0,) * rank, params.dilation, params.groups)
     lo = _output_sizes(x_shape[-rank:], w_shape[2:], zero)
     hi = tuple(n + s - 1 for n, s in zip(lo, params.stride))
@@ -656,7 +736,7 @@ _GRAD_OPERANDS = ("grad_output", "x", "weight")
 
 
 def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_padding=0,
-              dilation=1, groups=1, output_size=None, rank=2):
+              dilation=1, groups=1, output_size=None, rank=2, last=False):
     """Validate everything about one transposed convolution; return
     ``(params, out_shape, dtype)``.
 
@@ -673,6 +753,10 @@ def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_
     rank : {1, 2, 3} or None, default 2
         The number of spatial dimensions the caller expects (a weight of another rank is
         an error naming the expected layout); ``None`` takes it from ``w_shape``.
+    last : bool, default False
+        Whether the caller's layout is channels-last: ``x_shape`` is still given
+        channels-first, but a whole-shape ``output_size`` is read in the caller's
+        layout and messages show shapes as the caller passed them.
 
     Returns
     -------
@@ -680,7 +764,7 @@ def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_
         With numeric padding and ``output_padding`` (``output_size`` and ``"same"``
         resolved).
     out_shape : tuple of int
-        The result's shape, batched or unbatched as ``x_shape`` is.
+        The result's shape (channels-first), batched or unbatched as ``x_shape`` is.
     dtype : numpy.dtype
         The result's dtype.
 
@@ -704,22 +788,29 @@ def normalise(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, output_
     """
     dtype = result_dtype(*_named(dtypes, _OPERANDS))
     rank = _rank_of(w_shape, rank, "transposed convolution")
+    return (*_transposed(x_shape, w_shape, b_shape, stride, padding, output_padding, dilation,
+                         groups, output_size, rank, last), dtype)
+
+
+def _transposed(x_shape, w_shape, b_shape, stride, padding, output_padding, dilation, groups,
+                output_size, rank, last):
+    """:func:`normalise` but the dtypes: ``(params, out_shape)``, channels-first."""
     if isinstance(padding, str):    # 'valid' / 'same': numbers from the kernel and the sizes
         checked = _make_params(stride, 0, 0, dilation, groups, rank)
-        _check_shapes(x_shape, w_shape, b_shape, checked.groups, rank)
+        _check_shapes(x_shape, w_shape, b_shape, checked.groups, rank, last)
         padding, output_padding, output_size = _transpose_padding(
             padding, output_padding, w_shape[2:], checked.stride, checked.dilation,
-            x_shape, output_size)
+            x_shape, output_size, last)
     params = _make_params(stride, padding, output_padding, dilation, groups, rank)
-    _check_shapes(x_shape, w_shape, b_shape, params.groups, rank)
+    _check_shapes(x_shape, w_shape, b_shape, params.groups, rank, last)
     if output_size is not None:
-        op = _output_padding_for_size(output_size, x_shape, w_shape, params)
+        op = _output_padding_for_size(output_size, x_shape, w_shape, params, last)
         if params.output_padding not in ((0,) * rank, op):
             raise ValueError(f"output_padding {params.output_padding} conflicts with "
                              f"output_size {tuple(output_size)}, which needs output_padding {op}")
         params = _make_params(params.stride, params.padding, op, params.dilation, params.groups,
                               rank)
-    return params, _shape_for(x_shape, w_shape, b_shape, params), dtype
+    return params, _shape_for(x_shape, w_shape, b_shape, params, last)
 
 
 # ----------------------------------------------------------------------------
@@ -732,7 +823,7 @@ def _conv_out(sizes, kernel, params):
 
 
 def normalise_conv(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, dilation=1,
-                   groups=1, rank=2):
+                   groups=1, rank=2, last=False):
     """Validate one convolution (``conv{1,2,3}d``); return ``(params, out_shape, dtype)``.
 
     As :func:`normalise`, but ``w_shape`` is ``(C_out, C_in // groups, *kernel_size)``,
@@ -755,15 +846,17 @@ def normalise_conv(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, di
     _check_w_ndim(w_shape, rank, "convolution")
     padding = _conv_padding(padding, w_shape[2:], stride, dilation)
     params = _make_params(stride, padding, 0, dilation, groups, rank)
-    _check_sizes(x_shape, w_shape, rank)
+    _check_sizes(x_shape, w_shape, rank, last)
     c_in, sizes = x_shape[-rank - 1], tuple(x_shape[-rank:])
     c_out, g = w_shape[0], params.groups
     if c_out % g:
         raise ValueError(f"output channels C_out = {c_out} (weight shape {tuple(w_shape)}) "
                          f"must be divisible by groups = {g}")
     if c_in != w_shape[1] * g:
-        raise ValueError(f"x has {c_in} input channels (shape {tuple(x_shape)}) but weight "
-                         f"{tuple(w_shape)} with groups = {g} expects C_in = {w_shape[1] * g}")
+        raise ValueError(f"x has {c_in} input channels (shape "
+                         f"{_caller_shape(x_shape, rank, last)}) but weight {tuple(w_shape)} "
+                         f"with groups = {g} expects C_in = {w_shape[1] * g}"
+                         f"{_layout_hint(x_shape, w_shape[1] * g, rank, last)}")
     if b_shape is not None and tuple(b_shape) != (c_out,):
         raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(b_shape)}")
     out = _conv_out(sizes, w_shape[2:], params)
@@ -776,14 +869,16 @@ def normalise_conv(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, di
     return params, shape, dtype
 
 
-def _check_grad_output(g_shape, out_shape):
+def _check_grad_output(g_shape, out_shape, rank, last):
     if tuple(g_shape) != tuple(out_shape):
-        raise ValueError(f"grad_output must have the forward result's shape {tuple(out_shape)}, "
-                         f"got {tuple(g_shape)}")
+        raise ValueError(f"grad_output must have the forward result's shape "
+                         f"{_caller_shape(out_shape, rank, last)}, got "
+                         f"{_caller_shape(g_shape, rank, last)}")
 
 
 def normalise_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0,
-                       output_padding=0, dilation=1, groups=1, output_size=None, rank=2):
+                       output_padding=0, dilation=1, groups=1, output_size=None, rank=2,
+                       last=False):
     """Validate one transposed convolution's backward call; return ``(params, dtype)``.
 
     ``g_shape`` must be the shape the forward call gives; ``dtypes`` are those of
@@ -801,13 +896,13 @@ def normalise_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0
     params, out_shape, dtype = normalise(
         x_shape, w_shape, None, _named(dtypes, _GRAD_OPERANDS), stride=stride,
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=rank)
-    _check_grad_output(g_shape, out_shape)
+        output_size=output_size, rank=rank, last=last)
+    _check_grad_output(g_shape, out_shape, params.rank, last)
     return params, dtype
 
 
 def normalise_conv_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padding=0,
-                            dilation=1, groups=1, rank=2):
+                            dilation=1, groups=1, rank=2, last=False):
     """Validate one convolution's backward call; return ``(params, dtype)``.
 
     As :func:`normalise_backward`, with the arguments of :func:`normalise_conv`.
@@ -824,8 +919,8 @@ def normalise_conv_backward(g_shape, x_shape, w_shape, dtypes, *, stride=1, padd
     """
     params, out_shape, dtype = normalise_conv(
         x_shape, w_shape, None, _named(dtypes, _GRAD_OPERANDS), stride=stride,
-        padding=padding, dilation=dilation, groups=groups, rank=rank)
-    _check_grad_output(g_shape, out_shape)
+        padding=padding, dilation=dilation, groups=groups, rank=rank, last=last)
+    _check_grad_output(g_shape, out_shape, params.rank, last)
     return params, dtype
 
 

@@ -213,7 +213,7 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     params, shape, dtype = normalise(
         x_shape, _shape(weight), _shape(bias), dtypes, stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=1)
+        output_size=output_size, rank=1, last=last)
     _check_host_out(out, shape if not last else (*shape[:-2], shape[-1], shape[-2]), dtype)
     y = api.conv_transpose2d(_lift(x, "x", last), _lift(weight, "weight"), bias,
                              output_padding=(0, params.output_padding[0]),
@@ -295,7 +295,7 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     last, fmt, x_shape = _layout(data_format, _shape(x))
     params, _, _ = normalise_conv(x_shape, _shape(weight), _shape(bias), dtypes,
                                   stride=stride, padding=padding, dilation=dilation,
-                                  groups=groups, rank=1)
+                                  groups=groups, rank=1, last=last)
     return _drop(conv.conv2d(_lift(x, "x", last), _lift(weight, "weight"), bias,
                              backend=backend, data_format=fmt, **_lifted(params)), last)
 
@@ -372,7 +372,7 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     params, _ = normalise_backward(
         g_shape, x_shape, _shape(weight), dtypes, stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=1)
+        output_size=output_size, rank=1, last=last)
     gx, gw, gb = grad.conv_transpose2d_backward(
         _lift(g, "grad_output", last), _lift(x, "x", last), _lift(weight, "weight"),
         output_padding=(0, params.output_padding[0]), needs_input_grad=needs_input_grad,
@@ -446,7 +446,7 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     last, fmt, g_shape, x_shape = _layout(data_format, _shape(g), _shape(x))
     params, _ = normalise_conv_backward(
         g_shape, x_shape, _shape(weight), dtypes, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, rank=1)
+        dilation=dilation, groups=groups, rank=1, last=last)
     gx, gw, gb = conv.conv2d_backward(
         _lift(g, "grad_output", last), _lift(x, "x", last), _lift(weight, "weight"),
         needs_input_grad=needs_input_grad, needs_weight_grad=needs_weight_grad,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import cuda, dispatch, nonfinite, ops
+from .dask_ops import as_small, known_chunks
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
                       in_layout, is_dask_array, is_device_array, laid_out, native, new_result)
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
@@ -217,7 +218,7 @@ def _gpu(backend, data_format, **arrays):
         raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
                          "use backend='auto' or 'cuda', or copy the arrays to NumPy")
     if is_channels_last(data_format, 3):
-        raise NotImplementedError("CUDA arrays take the channels-first layout (NCDHW) only")
+        raise NotImplementedError(ops.GPU_LAYOUT)
     cuda._check_usable(**arrays)
     from .cuda import rank3 as gpu
     return gpu
@@ -271,10 +272,11 @@ def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
 # Dask operands: chunks of whole images, each one NumPy call
 
 
-def _dask_batches(a):
-    """``a`` as a batched Dask array chunked by batch only (a NumPy array in one chunk)."""
+def _dask_batches(a, name):
+    """``a`` as a batched Dask array chunked by batch only (a NumPy array in one chunk;
+    ``ValueError`` for unknown chunk sizes, as in every rank)."""
     import dask.array as da
-    a = da.asarray(a)
+    a = known_chunks(da.asarray(a), name)
     a = a if a.ndim == 5 else a[None]
     return a.rechunk({i: -1 for i in range(1, 5)})
 
@@ -284,12 +286,9 @@ def _dask_forward(fn, x, weight, bias, out, kwargs):
     if out is not None:
         raise ValueError("out= cannot be used with Dask arrays: the result is a lazy Dask "
                          "array; store it with dask.array.store")
-    weight = np.asarray(weight)
-    bias = None if bias is None else np.asarray(bias)
-    if not is_dask_array(x):
-        return fn(x, weight, bias, **kwargs)
+    weight, bias = as_small(weight, "weight"), as_small(bias, "bias")
     batched = x.ndim == 5
-    xb = _dask_batches(x)
+    xb = _dask_batches(x, "x")
     empty = fn(np.empty((0, *xb.shape[1:]), xb.dtype), weight, bias, **kwargs)
     y = xb.map_blocks(lambda b: fn(b, weight, bias, **kwargs), dtype=empty.dtype,
                       chunks=(xb.chunks[0], *((n,) for n in empty.shape[1:])),
@@ -303,10 +302,10 @@ def _dask_backward(fn, g, x, weight, needs, kwargs, channel_axis):
     summed over the chunks in a fixed order."""
     import dask
     import dask.array as da
-    weight = np.asarray(weight)
+    weight = as_small(weight, "weight")
     batched = x.ndim == 5
-    xb = _dask_batches(x)
-    gb = _dask_batches(g).rechunk({0: xb.chunks[0]})
+    xb = _dask_batches(x, "x")
+    gb = _dask_batches(g, "grad_output").rechunk({0: xb.chunks[0]})
 
     def part(i):
         return lambda gc, xc: fn(gc, xc, weight, needs_input_grad=i == 0,
@@ -430,7 +429,7 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     params, shape, dtype = normalise(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
         padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=3)
+        output_size=output_size, rank=3, last=last)
     method = _method(backend)
     given = out
     if out is not None and last:
@@ -519,7 +518,7 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
     params, shape, dtype = normalise_conv(
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
-        padding=padding, dilation=dilation, groups=groups, rank=3)
+        padding=padding, dilation=dilation, groups=groups, rank=3, last=last)
     method = _method(backend)
     y = compute_into(x, weight, bias, params, shape, dtype, None,
                      lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last)
@@ -609,7 +608,7 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     params, dtype = normalise_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=3)
+        output_size=output_size, rank=3, last=last)
     method = _method(backend)
     return _gradients(g, x, weight, dtype, last,
                       (needs_input_grad, needs_weight_grad, needs_bias_grad),
@@ -692,7 +691,7 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
     params, dtype = normalise_conv_backward(
         g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, rank=3)
+        dilation=dilation, groups=groups, rank=3, last=last)
     method = _method(backend)
 
     def input_grad(g5, w, gx5):
