@@ -1,0 +1,308 @@
+"""The channels-last N-d transposed convolution: the input laid out once, read in place.
+
+Experimental (not yet dispatched; issue 21's engine): ``python scripts/bench_nd_engine.py``
+times it against the packing engine and PyTorch. Every rank runs as 3-D (a 1-D or 2-D
+problem has unit depth and height), so ranks differ only in the tables below.
+
+The form (XNNPACK's indirect deconvolution, Zhang, Franchetti & Low, ICML 2018):
+
+* **One relayout** (:func:`relayout`): the input, channels-first or channels-last, is
+  copied once into a zero-bordered channels-last buffer ``xp[N, Dp, Hp, Wp, C_in]`` with
+  the border the taps need. Nothing is packed per tap.
+* **Weights packed once** (:func:`pack_weights`): per group and block of ``NR`` output
+  channels (two vectors), ``wp[g, b, kd, kh, kw, c, NR]``, the block zero-padded.
+* **Per stride phase** (sub-pixel decomposition): along each axis an output index
+  ``o = q*s + r - pad`` of residue ``r`` receives exactly the taps ``k`` with ``k*d = r``
+  modulo ``s``, from input ``i = q - m_k`` with ``m_k = (k*d - r) / s``. So ``MR = 6``
+  consecutive outputs of one phase along the width read 6 consecutive input pixels per
+  tap: one base offset, pixels ``C_in`` apart. No inserted zero is multiplied.
+* **The micro-kernel** (:func:`_tile`): a tile of 6 output pixels x 2 vectors of output
+  channels in 12 vector registers; the ``k`` loop runs over the phase's taps and the
+  group's input channels, broadcasting ``xp`` read in place and loading two packed weight
+  vectors. The store adds the bias and writes through the output's element strides, so
+  channels-last and channels-first results are written directly.
+
+Summation order: every output element sums its phase's taps in ascending ``(kd, kh, kw)``
+and each tap's input channels in ascending order, from zero, then adds the bias; taps
+that fall outside the input read the zero border. That order depends on the output's
+position modulo the stride alone, so results are bitwise independent of threads, batch
+size, image size and tiling. Reading the zero border multiplies finite weights only:
+a non-finite weight would turn those zeros into NaN, which PyTorch does not, so callers
+run such weights elsewhere (:func:`supported`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
+
+__all__ = ["supported", "plan", "relayout", "pack_weights", "conv_transpose"]
+
+
+def supported(weight):
+    """Whether :func:`conv_transpose` gives PyTorch's result for ``weight``: all finite."""
+    return bool(np.isfinite(weight).all())
+
+
+def _axis(n_in, n_out, k, s, d, pad):
+    """One axis's phase tables: per residue ``r`` its taps ``(k, m_k)``, the first ``q``
+    and the count of ``q``; and the zero border ``(front, back)`` the taps read."""
+    taps, first, count = [], [], []
+    for r in range(s):
+        taps.append([(t, (t * d - r) // s) for t in range(k) if (t * d - r) % s == 0])
+        q0 = -((r - pad) // s)                       # ceil((pad - r) / s)
+        q1 = (n_out - 1 + pad - r) // s
+        first.append(q0)
+        count.append(max(0, q1 - q0 + 1))
+    live = [r for r in range(s) if count[r] and taps[r]]
+    front = max([0] + [m - first[r] for r in live for _, m in taps[r]])
+    back = max([0] + [first[r] + count[r] - 1 - m - (n_in - 1) for r in live
+                      for _, m in taps[r]])
+    return taps, first, count, front, back
+
+
+def plan(x_shape, w_shape, stride, pads, dilation, out_shape):
+    """The tables of one problem: all shapes 3-D channels-last-free ``(N, C, D, H, W)`` and
+    kernels ``(C_in, C_out_g, kD, kH, kW)``; returns a dict of arrays and ints."""
+    axes = [_axis(x_shape[2 + a], out_shape[2 + a], w_shape[2 + a], stride[a], dilation[a],
+                  pads[a][0]) for a in range(3)]
+    max_taps = max(1, max(len(t) for ax in axes for t in ax[0]))
+    max_s = max(stride)
+    tap_k = np.zeros((3, max_s, max_taps), np.int64)
+    tap_m = np.zeros((3, max_s, max_taps), np.int64)
+    n_taps = np.zeros((3, max_s), np.int64)
+    q_first = np.zeros((3, max_s), np.int64)
+    q_count = np.zeros((3, max_s), np.int64)
+    for a, (taps, first, count, _, _) in enumerate(axes):
+        for r in range(stride[a]):
+            n_taps[a, r] = len(taps[r])
+            q_first[a, r], q_count[a, r] = first[r], count[r]
+            for i, (t, m) in enumerate(taps[r]):
+                tap_k[a, r, i], tap_m[a, r, i] = t, m
+    front = np.array([ax[3] for ax in axes], np.int64)
+    back = np.array([ax[4] for ax in axes], np.int64)
+    back[2] += MR - 1                  # the last width tile reads up to MR - 1 pixels more
+    return dict(tap_k=tap_k, tap_m=tap_m, n_taps=n_taps, q_first=q_first, q_count=q_count,
+                front=front, back=back, pad_lo=tuple(lo for lo, _ in pads))
+
+
+def relayout(x, front, back, channels_last):
+    """``x`` (5-D, channels-first or channels-last) as a zero-bordered channels-last copy
+    ``(N, D + fd + bd, H + fh + bh, W + fw + bw, C)``."""
+    xl = x if channels_last else np.moveaxis(x, 1, -1)
+    n, *sizes, c = xl.shape
+    xp = np.zeros((n, *(s + f + b for s, f, b in zip(sizes, front, back)), c), x.dtype)
+    xp[:, front[0]:front[0] + sizes[0], front[1]:front[1] + sizes[1],
+       front[2]:front[2] + sizes[2]] = xl
+    return xp
+
+
+def pack_weights(weight, groups, nr):
+    """``weight`` (C_in, C_out_g, kD, kH, kW) as ``wp[g, b, kD, kH, kW, C_in_g, nr]``: the
+    output channels of each group in blocks of ``nr``, the last block zero-padded."""
+    c_in, c_out_g = weight.shape[:2]
+    blocks = -(-c_out_g // nr)
+    w = weight.reshape(groups, c_in // groups, c_out_g, *weight.shape[2:])
+    padded = np.zeros((groups, c_in // groups, blocks * nr, *weight.shape[2:]), weight.dtype)
+    padded[:, :, :c_out_g] = w
+    padded = padded.reshape(groups, c_in // groups, blocks, nr, *weight.shape[2:])
+    return np.ascontiguousarray(padded.transpose(0, 2, 4, 5, 6, 1, 3)).ravel(), blocks
+
+
+@njit(inline="always")
+def _put(out, o, sc, acc0, acc1, b0, b1, w, nr, edge):
+    """Store one pixel's ``nr`` channels (two vectors plus bias) at ``out.flat[o]``, the
+    channels ``sc`` apart."""
+    v0 = add(acc0, b0)
+    v1 = add(acc1, b1)
+    if sc == 1 and nr == 2 * w:
+        store(out, o, v0)
+        store(out, o + w, v1)
+    else:
+        store(edge, 0, v0)
+        store(edge, w, v1)
+        for j in range(nr):
+            out[o + j * sc] = edge[j]
+
+
+@njit(inline="always")
+def _tile(xp, wp, out, xb, wb, shift, xc, cg, nrt, o, step, valid, sc, b0, b1, nr, edge,
+          nw, tk, tm, cw_k):
+    """One tile: ``valid`` (at most 6) pixels x ``nr`` channels, the pixels' outputs
+    ``step`` apart from ``out.flat[o]``. ``xb``/``wb`` hold the (kd, kh) tap rows' input
+    and weight offsets, ``tk``/``tm`` the width taps; ``shift`` moves to the tile's pixels."""
+    w = width(xp)
+    c00 = zero(xp)
+    c01 = zero(xp)
+    c10 = zero(xp)
+    c11 = zero(xp)
+    c20 = zero(xp)
+    c21 = zero(xp)
+    c30 = zero(xp)
+    c31 = zero(xp)
+    c40 = zero(xp)
+    c41 = zero(xp)
+    c50 = zero(xp)
+    c51 = zero(xp)
+    for i in range(xb.shape[0]):
+        for it in range(nw):
+            pa = xb[i] + shift - tm[it] * xc
+            pb = wb[i] + tk[it] * cw_k
+            for _ in range(cg):
+                b0v = load(wp, pb)
+                b1v = load(wp, pb + w)
+                a = broadcast(xp, pa)
+                c00 = fmadd(c00, a, b0v)
+                c01 = fmadd(c01, a, b1v)
+                a = broadcast(xp, pa + xc)
+                c10 = fmadd(c10, a, b0v)
+                c11 = fmadd(c11, a, b1v)
+                a = broadcast(xp, pa + 2 * xc)
+                c20 = fmadd(c20, a, b0v)
+                c21 = fmadd(c21, a, b1v)
+                a = broadcast(xp, pa + 3 * xc)
+                c30 = fmadd(c30, a, b0v)
+                c31 = fmadd(c31, a, b1v)
+                a = broadcast(xp, pa + 4 * xc)
+                c40 = fmadd(c40, a, b0v)
+                c41 = fmadd(c41, a, b1v)
+                a = broadcast(xp, pa + 5 * xc)
+                c50 = fmadd(c50, a, b0v)
+                c51 = fmadd(c51, a, b1v)
+                pa += 1
+                pb += nrt
+    _put(out, o, sc, c00, c01, b0, b1, w, nr, edge)
+    if valid > 1:
+        _put(out, o + step, sc, c10, c11, b0, b1, w, nr, edge)
+    if valid > 2:
+        _put(out, o + 2 * step, sc, c20, c21, b0, b1, w, nr, edge)
+    if valid > 3:
+        _put(out, o + 3 * step, sc, c30, c31, b0, b1, w, nr, edge)
+    if valid > 4:
+        _put(out, o + 4 * step, sc, c40, c41, b0, b1, w, nr, edge)
+    if valid > 5:
+        _put(out, o + 5 * step, sc, c50, c51, b0, b1, w, nr, edge)
+
+
+@njit(cache=True, parallel=True)
+def _kernel(xp, wp, bp, out, tasks, tap_k, tap_m, n_taps, q_first, q_count, front, geo,
+            o_strides):
+    """Every task: one output row of one phase (n, rd, rh, rw, qd, qh), one group and one
+    block of output channels, all its width tiles."""
+    dp, hp, wpix, c_in = geo[1], geo[2], geo[3], geo[4]
+    cg, c_out_g, blocks = geo[5], geo[6], geo[7]
+    k_d, k_h, k_w = geo[8], geo[9], geo[10]
+    s_d, s_h, s_w = geo[11], geo[12], geo[13]
+    p_d, p_h, p_w = geo[14], geo[15], geo[16]
+    sn, sd, sh, sw, sc = o_strides[0], o_strides[1], o_strides[2], o_strides[3], o_strides[4]
+    nrt = 2 * width(xp)
+    cw_k = cg * nrt                                   # packed weight elements per tap
+    for t in prange(tasks.shape[0]):
+        n, rd, rh, rw = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
+        qd, qh, g, b = tasks[t, 4], tasks[t, 5], tasks[t, 6], tasks[t, 7]
+        nd, nh, nw = n_taps[0, rd], n_taps[1, rh], n_taps[2, rw]
+        xb = np.empty(nd * nh, np.int64)
+        wb = np.empty(nd * nh, np.int64)
+        i = 0
+        for jd in range(nd):
+            zd = qd - tap_m[0, rd, jd] + front[0]
+            for jh in range(nh):
+                zh = qh - tap_m[1, rh, jh] + front[1]
+                xb[i] = (((n * dp + zd) * hp + zh) * wpix + front[2]) * c_in + g * cg
+                wb[i] = ((((g * blocks + b) * k_d + tap_k[0, rd, jd]) * k_h
+                          + tap_k[1, rh, jh]) * k_w) * cw_k
+                i += 1
+        tk = tap_k[2, rw, :nw].copy()
+        tm = tap_m[2, rw, :nw].copy()
+        nr = min(nrt, c_out_g - b * nrt)
+        edge = np.empty(nrt, out.dtype)
+        b0 = load(bp, (g * blocks + b) * nrt)
+        b1 = load(bp, (g * blocks + b) * nrt + width(xp))
+        od = qd * s_d + rd - p_d
+        oh = qh * s_h + rh - p_h
+        base = n * sn + od * sd + oh * sh + (g * c_out_g + b * nrt) * sc
+        q0, q_end = q_first[2, rw], q_first[2, rw] + q_count[2, rw]
+        for qw in range(q0, q_end, MR):
+            ow = qw * s_w + rw - p_w
+            _tile(xp, wp, out, xb, wb, qw * c_in, c_in, cg, nrt, base + ow * sw, s_w * sw,
+                  min(MR, q_end - qw), sc, b0, b1, nr, edge, nw, tk, tm, cw_k)
+
+
+def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channels_last):
+    """``out`` = the transposed convolution of ``x`` (5-D; rank 1 and 2 as unit depth and
+    height), written through ``out``'s strides; ``channels_last`` says the layout of ``x``
+    and ``out`` (``out`` dense in its layout). Validated arguments and finite weights
+    (:func:`supported`); returns ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu import nd_engine
+    >>> x = np.ones((1, 1, 1, 1, 2), np.float32)
+    >>> out = np.empty((1, 1, 1, 1, 5), np.float32)
+    >>> nd_engine.conv_transpose(x, np.ones((1, 1, 1, 1, 3), np.float32), None, (1, 1, 2),
+    ...                          ((0, 0),) * 3, (1, 1, 1), 1, out, False)[0, 0, 0, 0]
+    array([1., 1., 2., 1., 1.], dtype=float32)
+    """
+    dtype = out.dtype
+    first = (lambda a: np.moveaxis(a, -1, 1)) if channels_last else (lambda a: a)
+    x_shape, out_shape = first(x).shape, first(out).shape
+    p = plan(x_shape, weight.shape, stride, pads, dilation, out_shape)
+    xp = relayout(np.asarray(x, dtype), p["front"], p["back"], channels_last)
+    nrt = 2 * lanes(dtype)
+    wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt)
+    bp = np.zeros(groups * blocks * nrt, dtype)
+    c_out_g = weight.shape[1]
+    if bias is not None:
+        bp.reshape(groups, blocks * nrt)[:, :c_out_g] = np.asarray(bias, dtype).reshape(
+            groups, c_out_g)
+    view = first(out)
+    _fill_untouched(view, bias, p, stride)
+    tasks = _tasks(p, x_shape[0], stride, groups, blocks)
+    geo = np.array([x_shape[0], *xp.shape[1:], weight.shape[0] // groups, c_out_g, blocks,
+                    *weight.shape[2:], *stride, *p["pad_lo"], *out_shape[2:]], np.int64)
+    sn, sc, sd, sh, sw = (s // out.itemsize for s in view.strides)
+    strides = np.array([sn, sd, sh, sw, sc], np.int64)
+    flat = np.lib.stride_tricks.as_strided(out, (out.size,), (out.itemsize,))
+    if len(tasks):
+        _kernel(xp.ravel(), wp, bp, flat, tasks, p["tap_k"], p["tap_m"], p["n_taps"],
+                p["q_first"], p["q_count"], p["front"], geo, strides)
+    return out
+
+
+def _tasks(p, n, stride, groups, blocks):
+    """``(n, rd, rh, rw, qd, qh, g, b)`` of every output row of every phase a tap reaches."""
+    rows = []
+    for rd in range(stride[0]):
+        for rh in range(stride[1]):
+            for rw in range(stride[2]):
+                phase = [(p["q_count"][a, r], p["n_taps"][a, r])
+                         for a, r in enumerate((rd, rh, rw))]
+                if not all(c and t for c, t in phase):
+                    continue
+                qd = np.arange(p["q_first"][0, rd], p["q_first"][0, rd] + phase[0][0])
+                qh = np.arange(p["q_first"][1, rh], p["q_first"][1, rh] + phase[1][0])
+                grid = np.stack(np.meshgrid(np.arange(n), qd, qh, np.arange(groups),
+                                            np.arange(blocks), indexing="ij"), -1)
+                grid = grid.reshape(-1, 5)
+                block = np.empty((len(grid), 8), np.int64)
+                block[:, 0] = grid[:, 0]
+                block[:, 1:4] = (rd, rh, rw)
+                block[:, 4:] = grid[:, 1:]
+                rows.append(block)
+    return np.concatenate(rows) if rows else np.empty((0, 8), np.int64)
+
+
+def _fill_untouched(view, bias, p, stride):
+    """Outputs whose phase no tap reaches along some axis get the bias alone (zeros
+    without one): the kernel writes every other output."""
+    for a in range(3):
+        for r in range(stride[a]):
+            q0, nq = p["q_first"][a, r], p["q_count"][a, r]
+            if nq and not p["n_taps"][a, r]:
+                o0 = q0 * stride[a] + r - p["pad_lo"][a]
+                sel = [slice(None)] * 5
+                sel[2 + a] = slice(o0, o0 + (nq - 1) * stride[a] + 1, stride[a])
+                view[tuple(sel)] = 0 if bias is None else \
+                    np.asarray(bias, view.dtype).reshape((-1, 1, 1, 1))
