@@ -140,11 +140,15 @@ def test_explain_reports_a_backend():
 
 
 @pytest.mark.parametrize("bad, error, message", [
-    (0, ValueError, "nbytes must be >= 1, got 0"),
-    (-1, ValueError, "nbytes must be >= 1, got -1"),
-    (1.5, TypeError, "nbytes must be an int, got 1.5 of type float"),
-    (True, TypeError, "nbytes must be an int, got True"),
-    ("256MiB", TypeError, "nbytes must be an int"),
+    (0, ValueError, "nbytes must be a positive number of bytes, .*, got 0$"),
+    (-1, ValueError, "nbytes must be a positive number of bytes, .*, got -1$"),
+    (1.5, TypeError, "nbytes must be an int or a string such as '256MiB', got 1.5 of type float"),
+    (1e8, TypeError, "nbytes must be an int or a string .*, got 100000000.0 of type float"),
+    (True, TypeError, "nbytes must be an int or a string .*, got True of type bool"),
+    (None, TypeError, "nbytes must be an int or a string .*, got None"),
+    ("1e8", ValueError, "nbytes must be a positive number of bytes, .*, got '1e8'"),
+    ("0MiB", ValueError, "nbytes must be a positive number of bytes, .*, got '0MiB'"),
+    ("", ValueError, "nbytes must be a positive number of bytes, .*, got ''"),
 ])
 def test_workspace_limit_validation(bad, error, message):
     old = ct.get_workspace_limit()

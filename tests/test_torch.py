@@ -89,3 +89,43 @@ def test_layer_matches_torch_layer():
         assert_close(layer(x), t(torch.from_numpy(x)).numpy(), np.float32)
         assert_close(layer(x, output_size=(9, 10)),
                      t(torch.from_numpy(x), output_size=(9, 10)).numpy(), np.float32)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_cpu_tensors_give_numpy_arrays_equal_to_the_numpy_call(rank):
+    """Every function and layer of the rank takes PyTorch CPU tensors (read as
+    ``np.asarray`` reads them) and returns NumPy arrays, bitwise the NumPy call's."""
+    name = {1: "1d", 2: "2d", 3: "3d"}[rank]
+    rng = np.random.default_rng(rank)
+    x = rng.standard_normal((2, 3) + (5,) * rank).astype(np.float32)
+    w = rng.standard_normal((3, 2) + (2,) * rank).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    t = torch.from_numpy
+    calls = []
+    transposed = getattr(ct, f"conv_transpose{name}")
+    y = transposed(x, w, b, stride=2)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    calls.append((transposed, (x, w, b), dict(stride=2)))
+    calls.append((getattr(ct, f"conv_transpose{name}_backward"), (g, x, w), dict(stride=2)))
+    calls.append((getattr(ct, f"conv{name}"), (y, w, None), dict(stride=2)))
+    calls.append((getattr(ct, f"conv{name}_backward"), (x, y, w), dict(stride=2)))
+    for fn, args, kwargs in calls:
+        want = fn(*args, **kwargs)
+        got = fn(*(None if a is None else t(a) for a in args), **kwargs)
+        for a, e in zip(*((got, want) if isinstance(want, tuple) else ((got,), (want,)))):
+            assert type(a) is np.ndarray, fn.__name__
+            np.testing.assert_array_equal(a, e)
+    for layer_class, inp, grad in ((f"ConvTranspose{name}", x, g), (f"Conv{name}", y, x)):
+        layer = getattr(ct, layer_class)(*((3, 2, 2) if "Transpose" in layer_class else (2, 3, 2)),
+                                         stride=2, seed=0)
+        want, want_grad = layer(inp), layer.backward(grad)
+        got, got_grad = layer(t(inp)), layer.backward(t(grad))
+        assert type(got) is np.ndarray and type(got_grad) is np.ndarray, layer_class
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_grad, want_grad)
+
+
+def test_tensors_that_require_grad_are_refused_naming_the_argument():
+    x = torch.ones((1, 1, 2, 2), requires_grad=True)
+    with pytest.raises(TypeError, match="^x (must be an array|is a torch tensor).*detach"):
+        ct.conv_transpose2d(x, np.ones((1, 1, 2, 2), np.float32))

@@ -170,9 +170,11 @@ class _ConvTransposeNd(_Parameters):
 
         Returns
         -------
-        numpy.ndarray, or an array of x's kind for CUDA input
+        numpy.ndarray, or an array of x's kind for CUDA or Dask input
             ``(N, out_channels, H_out, W_out)`` (or ``(N, out_channels, L_out)``), or
-            unbatched.
+            unbatched. A Dask ``x`` gives a lazy Dask array (:doc:`/guide/dask`); a
+            PyTorch CPU tensor (or a nested list) gives a NumPy array: it is read as
+            ``numpy.asarray`` reads it.
 
         Raises
         ------
@@ -217,7 +219,9 @@ class _ConvTransposeNd(_Parameters):
         Returns
         -------
         numpy.ndarray, or an array of grad_output's kind for CUDA input
-            The gradient with respect to that call's ``x``, of its shape.
+            The gradient with respect to that call's ``x``, of its shape: a lazy Dask
+            array when that ``x`` or ``grad_output`` is a Dask array, a NumPy array for a
+            PyTorch CPU tensor.
 
         Raises
         ------
@@ -391,9 +395,11 @@ class _ConvNd(_Parameters):
 
         Returns
         -------
-        numpy.ndarray, or an array of x's kind for CUDA input
+        numpy.ndarray, or an array of x's kind for CUDA or Dask input
             ``(N, out_channels, H_out, W_out)`` (or ``(N, out_channels, L_out)``), or
-            unbatched.
+            unbatched. A Dask ``x`` gives a lazy Dask array (:doc:`/guide/dask`); a
+            PyTorch CPU tensor (or a nested list) gives a NumPy array: it is read as
+            ``numpy.asarray`` reads it.
 
         Raises
         ------
@@ -434,7 +440,9 @@ class _ConvNd(_Parameters):
         Returns
         -------
         numpy.ndarray, or an array of grad_output's kind for CUDA input
-            The gradient with respect to that call's ``x``, of its shape.
+            The gradient with respect to that call's ``x``, of its shape: a lazy Dask
+            array when that ``x`` or ``grad_output`` is a Dask array, a NumPy array for a
+            PyTorch CPU tensor.
 
         Raises
         ------

@@ -66,9 +66,6 @@ def test_conv3d_and_gradients_match_reference(case):
         np.testing.assert_allclose(a.copy_to_host(), e, **TOL)
 
 
-# the simulator's threads warn on 0 * inf (np.errstate does not reach them); a GPU does not
-@pytest.mark.filterwarnings("ignore:.*invalid value encountered:RuntimeWarning")
-@pytest.mark.filterwarnings("ignore:.*overflow encountered:RuntimeWarning")
 def test_nonfinite_placement_matches_the_cpu():
     rng = np.random.default_rng(3)
     kw = dict(stride=2, padding=1)

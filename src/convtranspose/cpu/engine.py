@@ -48,10 +48,15 @@ The same macro-kernel computes a transposed convolution (:func:`deconv_kernel`, 
 and called by :mod:`convtranspose.cpu.deconv`): per stride phase and group, ``A`` is the
 phase's taps of the weight (:func:`pack_a_phases`, packed once per call), ``B`` is packed
 straight from the input (:func:`pack_b_from_input_phase`), and a store step places each
-phase's pixels, plus the bias, in the output.
+phase's pixels, plus the bias, in the output. The correlation runs on
+:func:`deconv_kernel` too (one phase, the input read at the stride), the weight gradient
+on :func:`weight_grad_kernel`.
 
 Kernels take C-contiguous arrays and plain ints and never validate; :func:`gemm` is the
-validating entry. Nothing here is wired into the backends yet (issue 11).
+validating entry. The backends reach the engine through :mod:`convtranspose.cpu.deconv`:
+``direct`` runs on it the layers with enough channels per group
+(``convtranspose.cpu.direct.ENGINE_MIN_ROWS`` and ``ENGINE_MIN_DEPTH``), and ``auto``
+weighs it against ``im2col`` on the forward and picks it for the gradients there.
 """
 from __future__ import annotations
 

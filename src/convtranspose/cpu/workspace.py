@@ -3,8 +3,8 @@
 The ``im2col`` forms and the GEMM forms of the gradients give each thread one slot of
 workspace; all slots together are bounded by the *workspace limit* (default 256 MiB;
 :func:`set_workspace_limit`, or the environment variable ``CONVTRANSPOSE_WORKSPACE_BYTES``
-read at import: a byte count such as ``268435456``, or with a unit, ``256MiB``, ``64M``,
-``1GiB``, ``500MB``).
+read at import; both take a byte count such as ``268435456``, or a size with a unit,
+``256MiB``, ``64M``, ``1GiB``, ``500MB``, read by :func:`parse_bytes`).
 
 Each Python thread keeps its workspace of up to ``_KEEP_BYTES`` between calls (freshly
 mapped memory costs a page fault per 4 KiB on first touch, about as long as the GEMM for
@@ -33,23 +33,38 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib
           "tb": 10**12}
 
 
-def parse_bytes(text, name=ENV_VAR):
-    """A positive byte count from ``text``: digits with an optional unit (``"256MiB"``).
+def parse_bytes(value, name=ENV_VAR):
+    """A positive byte count from ``value``: an int, or a string of digits with an
+    optional unit (``"256MiB"``).
 
-    Raises ``ValueError`` naming ``name`` for anything else (``"1e8"``, ``"-1"``, ``"0"``).
+    The one reading of sizes: ``CONVTRANSPOSE_WORKSPACE_BYTES`` and
+    :func:`set_workspace_limit` both go through it, so they accept and refuse the same
+    values. Units: ``k``/``KiB``, ``M``/``MiB``, ``G``/``GiB``, ``T``/``TiB`` (powers of
+    1024), ``kB``, ``MB``, ``GB``, ``TB`` (powers of 1000), ``B``; any case, blanks around.
+
+    Raises ``TypeError`` naming ``name`` for anything but an int or a string (a float, a
+    bool), and ``ValueError`` naming it for any other string or a count below 1
+    (``"1e8"``, ``"1.5G"``, ``"-1"``, ``"0"``, ``0``).
 
     Examples
     --------
     >>> from convtranspose.cpu.workspace import parse_bytes
-    >>> parse_bytes("256MiB"), parse_bytes("64k"), parse_bytes("1000")
-    (268435456, 65536, 1000)
+    >>> parse_bytes("256MiB"), parse_bytes("64k"), parse_bytes("1000"), parse_bytes(512)
+    (268435456, 65536, 1000, 512)
     """
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
-    unit = match and _UNITS.get(match.group(2).lower())
-    if not unit or int(match.group(1)) < 1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, int, np.integer)):
+        raise TypeError(f"{name} must be an int or a string such as '256MiB', got {value!r} "
+                        f"of type {type(value).__name__}")
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)
+        unit = match and _UNITS.get(match.group(2).lower())
+        count = int(match.group(1)) * unit if unit else 0
+    else:
+        count = int(value)
+    if count < 1:
         raise ValueError(f"{name} must be a positive number of bytes, optionally with a unit "
-                         f"(e.g. 268435456, 256MiB, 64M, 1GiB), got {text!r}")
-    return int(match.group(1)) * unit
+                         f"(e.g. 268435456, 256MiB, 64M, 1GiB), got {value!r}")
+    return count
 
 
 def _limit_from_env():
@@ -87,31 +102,35 @@ def get_workspace_limit() -> int:
     return _limit
 
 
-def set_workspace_limit(nbytes: int) -> int:
-    """Set the workspace limit in bytes; return the previous limit.
+def set_workspace_limit(nbytes: int | str) -> int:
+    """Set the workspace limit; return the previous limit in bytes.
 
     Parameters
     ----------
-    nbytes : int
+    nbytes : int or str
         Most bytes the GEMM-based kernels (``im2col`` and the gradients' GEMM forms) may
-        use for their per-thread matrices in one call; a task needs at least one output
-        row's (or one phase row's) worth, which is used even when the limit is smaller.
+        use for their per-thread matrices in one call: a byte count (``268435456``) or a
+        size with a unit, spelled as for ``CONVTRANSPOSE_WORKSPACE_BYTES`` (``"256MiB"``,
+        ``"64M"``, ``"1GiB"``, ``"500MB"``, ``"268435456"``). A task needs at least one
+        output row's (or one phase row's) worth, which is used even when the limit is
+        smaller.
 
     Returns
     -------
     int
-        The previous limit.
+        The previous limit, in bytes.
 
     Raises
     ------
     TypeError
-        ``nbytes`` is not an int (a float, a bool, a string).
+        ``nbytes`` is neither an int nor a string (a float such as ``1e8``, a bool).
     ValueError
-        ``nbytes`` is below 1.
+        ``nbytes`` is below 1, or a string that is not a byte count with an optional unit
+        (``"1e8"``, ``"1.5G"``, ``"-1"``, ``"0"``), as the environment variable refuses.
 
     See Also
     --------
-    get_workspace_limit : the limit in force.
+    get_workspace_limit : the limit in force, in bytes.
 
     Notes
     -----
@@ -125,17 +144,16 @@ def set_workspace_limit(nbytes: int) -> int:
     Examples
     --------
     >>> import convtranspose as ct
-    >>> old = ct.set_workspace_limit(64 * 2**20)
+    >>> old = ct.set_workspace_limit("64MiB")
     >>> ct.get_workspace_limit()
     67108864
+    >>> _ = ct.set_workspace_limit(32 * 2**20)
+    >>> ct.get_workspace_limit()
+    33554432
     >>> _ = ct.set_workspace_limit(old)
     """
     global _limit
-    if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, (int, np.integer)):
-        raise TypeError(f"nbytes must be an int, got {nbytes!r} of type {type(nbytes).__name__}")
-    if nbytes < 1:
-        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
-    old, _limit = _limit, int(nbytes)
+    old, _limit = _limit, parse_bytes(nbytes, "nbytes")
     return old
 
 

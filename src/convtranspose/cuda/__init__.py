@@ -8,7 +8,8 @@ import it when called, so ``import convtranspose`` works without a GPU, a CUDA d
   arrays, PyTorch CUDA tensors), an array of the caller's kind out, on the caller's stream.
 * :func:`conv_transpose2d_backward`, :func:`conv2d`, :func:`conv2d_backward` -- the
   same for the gradients and the convolution (kernels in :mod:`convtranspose.cuda.backward`),
-  taking CUDA arrays or NumPy arrays (copied to the GPU and back).
+  taking CUDA arrays or NumPy arrays (copied to the GPU and back; PyTorch CPU tensors
+  count as NumPy arrays and give NumPy arrays).
 * :func:`run` -- the backend entry used by ``backend="cuda"`` with NumPy arrays: copies to
   the GPU, computes, copies back into ``out``.
 * :func:`is_available`, :func:`info` -- for ``python -m convtranspose info``.
@@ -149,7 +150,8 @@ def conv_transpose2d(x: Array, weight: ArrayLike, bias: ArrayLike | None = None,
     ----------
     x : CUDA array, shape (N, C_in, H, W) or (C_in, H, W)
         A Numba device array, CuPy array or PyTorch CUDA tensor (read in place, any strides).
-        A NumPy array is copied to the GPU and the result copied back.
+        A NumPy array is copied to the GPU and the result copied back; so is a PyTorch CPU
+        tensor (read as ``numpy.asarray`` reads it), which gives a NumPy array.
     weight, bias : CUDA arrays or NumPy arrays
         On ``x``'s GPU, or small host arrays copied to it.
     stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
@@ -229,7 +231,8 @@ def conv_transpose2d_backward(grad_output: Array, x: ArrayLike, weight: ArrayLik
         (Numba, CuPy, torch; any strides) decides the results' kind, GPU and stream;
         ``x`` and ``weight`` may then be host arrays (copied to its GPU). A NumPy
         ``grad_output`` needs NumPy ``x`` and ``weight``: they are copied to the GPU and
-        the results copied back.
+        the results copied back. PyTorch CPU tensors count as NumPy arrays (read as
+        ``numpy.asarray`` reads them) and give NumPy arrays.
     stride, padding, output_padding, groups, dilation, output_size : int, tuple or None
         As for :func:`convtranspose.conv_transpose2d_backward`.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool, default True
@@ -300,7 +303,8 @@ def conv2d(x: Array, weight: ArrayLike, bias: ArrayLike | None = None, stride: I
     x, weight, bias : CUDA arrays or NumPy arrays
         As for :func:`convtranspose.conv2d`. A CUDA ``x`` decides the result's kind, GPU
         and stream (``weight`` and ``bias`` may be host arrays, copied to it); a NumPy
-        ``x`` needs NumPy ``weight`` and ``bias`` and gives a NumPy result.
+        ``x`` needs NumPy ``weight`` and ``bias`` and gives a NumPy result, as PyTorch CPU
+        tensors do.
     stride, padding, dilation, groups : int, tuple or str
         As for :func:`convtranspose.conv2d`.
 

@@ -43,12 +43,10 @@ device arrays; :func:`conv_transpose2d_backward`, :func:`conv2d` and
 from __future__ import annotations
 
 import functools
-import warnings
 
 import numba
 import numpy as np
 from numba import cuda
-from numba.core.errors import NumbaPerformanceWarning
 
 from ..params import (adjoint_params, normalise_backward, normalise_conv2d,
                       normalise_conv2d_backward)
@@ -207,10 +205,7 @@ def bias_grad_kernel(dtype, threads):
 
 
 def _launch(kern, blocks, threads, stream, *args):
-    with warnings.catch_warnings():
-        # small problems legitimately launch few blocks
-        warnings.simplefilter("ignore", NumbaPerformanceWarning)
-        kern[blocks, threads, stream](*args)
+    kernels._run(kern, (blocks, threads), stream, *args)
 
 
 def _reduce_threads(n_pix):

@@ -378,9 +378,19 @@ def _gather_launch(n_img, c_out, h_out, w_out):
 
 
 def _run(kern, config, stream, *args):
+    """Launch ``kern`` with ``config = (blocks, threads)`` on ``stream``: every launch of
+    the ``cuda`` backend goes through here."""
     with warnings.catch_warnings():
         # small problems legitimately launch few blocks
         warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        if numba.config.ENABLE_CUDASIM:
+            # The simulator runs the kernels on NumPy scalars, one Python thread per CUDA
+            # thread (np.errstate does not reach them, the warning filters do), and those
+            # warn where a GPU gives the IEEE result silently: 0 * inf and inf - inf (NaN,
+            # PyTorch's rule for padding zeros), overflow (inf). Only warnings raised in
+            # this package's kernel modules are ignored.
+            warnings.filterwarnings("ignore", r"(invalid value|overflow) encountered",
+                                    RuntimeWarning, r"convtranspose\.cuda\.")
         kern[config[0], config[1], stream](*args)
 
 
