@@ -33,7 +33,7 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
         Input, float32 or float64. Any memory layout, byte order or writeability. A Dask
-        array gives a lazy Dask array (see README's "Scaling out with Dask").
+        array gives a lazy Dask array (see :doc:`/guide/dask`).
     weight : array_like, shape (C_in, C_out // groups, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose2d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -69,7 +69,7 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has it, or
         channels last, ``(N, H, W, C)`` or ``(H, W, C)``, as image libraries and TensorFlow
         hand it over. ``weight`` keeps PyTorch's layout. Channels-last NumPy arrays are
-        read and written in place by the engine (see README's "Ranks and layouts").
+        read and written in place by the engine (see :ref:`ranks-and-layouts`).
 
     Returns
     -------
@@ -78,7 +78,8 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         dtype ``np.result_type(x, weight, bias)``. CUDA arrays (Numba, CuPy, torch) give a
         result of the same kind on the same GPU (see :func:`convtranspose.cuda.conv_transpose2d`);
         a Dask ``x`` gives a lazy Dask array whose tiles follow ``x``'s chunks (``weight`` and
-        ``bias`` must then be NumPy arrays, and ``out`` is refused).
+        ``bias`` must then be NumPy arrays, and ``out`` is refused). Anything else that
+        ``numpy.asarray`` reads (a PyTorch CPU tensor, a nested list) gives a NumPy array.
 
     Raises
     ------

@@ -56,12 +56,14 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         Layout of ``x`` and of the result: channels first, as PyTorch has it, or
         channels last, ``(N, H, W, C)`` or ``(H, W, C)``, as image libraries and TensorFlow
         hand it over. ``weight`` keeps PyTorch's layout. Channels-last NumPy arrays are
-        read and written in place by the engine (see README's "Ranks and layouts").
+        read and written in place by the engine (see :ref:`ranks-and-layouts`).
 
     Returns
     -------
     numpy.ndarray, or an array of x's kind for CUDA or Dask input
         ``(N, C_out, H_out, W_out)`` (or unbatched), dtype ``np.result_type(x, weight, bias)``.
+        Anything else that ``numpy.asarray`` reads (a PyTorch CPU tensor, a nested list) gives a
+        NumPy array.
 
     Raises
     ------
@@ -138,7 +140,9 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     grad_weight : numpy.ndarray or None
         Shape of ``weight``.
     grad_bias : numpy.ndarray or None
-        Shape ``(C_out,)``.
+        Shape ``(C_out,)``. NumPy arrays also for operands that ``numpy.asarray`` reads (a
+        PyTorch CPU tensor, a nested list); arrays of the operands' kind for CUDA or Dask
+        ones.
 
     Raises
     ------

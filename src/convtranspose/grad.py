@@ -54,7 +54,9 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     grad_weight : numpy.ndarray or None
         Shape of ``weight``.
     grad_bias : numpy.ndarray or None
-        Shape ``(C_out,)``.
+        Shape ``(C_out,)``. NumPy arrays also for operands that ``numpy.asarray`` reads (a
+        PyTorch CPU tensor, a nested list); arrays of the operands' kind for CUDA or Dask
+        ones.
 
     Raises
     ------

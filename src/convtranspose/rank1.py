@@ -171,7 +171,8 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     numpy.ndarray, or an array of x's kind for CUDA or Dask input
         ``(N, C_out, L_out)``, or ``(C_out, L_out)`` for unbatched input, with
         ``L_out = (L - 1)*stride - (lo + hi) + dilation*(k - 1) + output_padding + 1``,
-        of dtype ``np.result_type(x, weight, bias)``.
+        of dtype ``np.result_type(x, weight, bias)``. Anything else that
+        ``numpy.asarray`` reads (a PyTorch CPU tensor, a nested list) gives a NumPy array.
 
     Raises
     ------
@@ -258,6 +259,8 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     numpy.ndarray, or an array of x's kind for CUDA or Dask input
         ``(N, C_out, L_out)`` (or unbatched), with ``L_out = floor((L + lo + hi -
         dilation*(k - 1) - 1) / stride) + 1``, of dtype ``np.result_type(x, weight, bias)``.
+        Anything else that ``numpy.asarray`` reads (a PyTorch CPU tensor, a nested list) gives a
+        NumPy array.
 
     Raises
     ------
@@ -334,7 +337,9 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     grad_weight : numpy.ndarray or None
         Shape of ``weight``.
     grad_bias : numpy.ndarray or None
-        Shape ``(C_out,)``.
+        Shape ``(C_out,)``. NumPy arrays also for operands that ``numpy.asarray`` reads (a
+        PyTorch CPU tensor, a nested list); arrays of the operands' kind for CUDA or Dask
+        ones.
 
     Raises
     ------
@@ -413,7 +418,9 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     grad_weight : numpy.ndarray or None
         Shape of ``weight``.
     grad_bias : numpy.ndarray or None
-        Shape ``(C_out,)``.
+        Shape ``(C_out,)``. NumPy arrays also for operands that ``numpy.asarray`` reads (a
+        PyTorch CPU tensor, a nested list); arrays of the operands' kind for CUDA or Dask
+        ones.
 
     Raises
     ------

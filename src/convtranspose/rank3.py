@@ -374,10 +374,11 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, or an array of x's kind for CUDA or Dask input
         ``(N, C_out, D_out, H_out, W_out)``, or unbatched, with ``D_out = (D - 1)*sD -
         (front + back) + dD*(kD - 1) + output_padding_D + 1`` (and the same for ``H`` and
-        ``W``), of dtype ``np.result_type(x, weight, bias)``.
+        ``W``), of dtype ``np.result_type(x, weight, bias)``. Anything else that
+        ``numpy.asarray`` reads (a PyTorch CPU tensor, a nested list) gives a NumPy array.
 
     Raises
     ------
@@ -474,9 +475,11 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, or an array of x's kind for CUDA or Dask input
         ``(N, C_out, D_out, H_out, W_out)`` (or unbatched), ``D_out = floor((D + front +
         back - dD*(kD - 1) - 1) / sD) + 1`` and the same for ``H`` and ``W``.
+        Anything else that ``numpy.asarray`` reads (a PyTorch CPU tensor, a nested list) gives a
+        NumPy array.
 
     Raises
     ------
@@ -560,7 +563,9 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     grad_weight : numpy.ndarray or None
         Shape of ``weight``.
     grad_bias : numpy.ndarray or None
-        Shape ``(C_out,)``.
+        Shape ``(C_out,)``. NumPy arrays also for operands that ``numpy.asarray`` reads (a
+        PyTorch CPU tensor, a nested list); arrays of the operands' kind for CUDA or Dask
+        ones.
 
     Raises
     ------
@@ -648,7 +653,9 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     grad_weight : numpy.ndarray or None
         Shape of ``weight``.
     grad_bias : numpy.ndarray or None
-        Shape ``(C_out,)``.
+        Shape ``(C_out,)``. NumPy arrays also for operands that ``numpy.asarray`` reads (a
+        PyTorch CPU tensor, a nested list); arrays of the operands' kind for CUDA or Dask
+        ones.
 
     Raises
     ------
