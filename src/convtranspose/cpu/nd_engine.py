@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._threading import launch
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
 
 __all__ = ["supported", "plan", "relayout", "pack_weights", "conv_transpose"]
@@ -88,14 +89,46 @@ def plan(x_shape, w_shape, stride, pads, dilation, out_shape):
 
 
 def relayout(x, front, back, channels_last):
-    """``x`` (5-D, channels-first or channels-last) as a zero-bordered channels-last copy
-    ``(N, D + fd + bd, H + fh + bh, W + fw + bw, C)``."""
+    """``x`` (5-D, channels-first or channels-last, any strides) as a zero-bordered
+    channels-last copy ``(N, D + fd + bd, H + fh + bh, W + fw + bw, C)``, one pass in
+    parallel over the input's rows."""
     xl = x if channels_last else np.moveaxis(x, 1, -1)
     n, *sizes, c = xl.shape
     xp = np.zeros((n, *(s + f + b for s, f, b in zip(sizes, front, back)), c), x.dtype)
-    xp[:, front[0]:front[0] + sizes[0], front[1]:front[1] + sizes[1],
-       front[2]:front[2] + sizes[2]] = xl
+    if xl.size:
+        strides = np.array([s // x.itemsize for s in xl.strides], np.int64)
+        base = _base_view(xl)
+        launch(_relayout_kernel, base, strides, xp, front, np.array(xl.shape, np.int64))
     return xp
+
+
+def _base_view(a):
+    """A 1-D view of ``a``'s memory from its first element (non-negative strides)."""
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize
+    return np.lib.stride_tricks.as_strided(a, (span,), (a.itemsize,))
+
+
+@njit(cache=True, parallel=True)
+def _relayout_kernel(src, strides, xp, front, shape):
+    """``xp[n, fd + d, fh + h, fw + w, c] = src.flat[n*sn + d*sd + h*sh + w*sw + c*sc]``,
+    one task per input row ``(n, d, h)``; the loop order follows the source's faster axis."""
+    n_, d_, h_, w_, c_ = shape[0], shape[1], shape[2], shape[3], shape[4]
+    sn, sd, sh, sw, sc = strides[0], strides[1], strides[2], strides[3], strides[4]
+    fd, fh, fw = front[0], front[1], front[2]
+    for row in prange(n_ * d_ * h_):
+        n = row // (d_ * h_)
+        d = (row // h_) % d_
+        h = row % h_
+        src0 = n * sn + d * sd + h * sh
+        dst = xp[n, fd + d, fh + h]
+        if sc <= sw:
+            for w in range(w_):
+                for c in range(c_):
+                    dst[fw + w, c] = src[src0 + w * sw + c * sc]
+        else:
+            for c in range(c_):
+                for w in range(w_):
+                    dst[fw + w, c] = src[src0 + w * sw + c * sc]
 
 
 def pack_weights(weight, groups, nr):
@@ -264,9 +297,8 @@ def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channel
                     *weight.shape[2:], *stride, *p["pad_lo"], *out_shape[2:]], np.int64)
     sn, sc, sd, sh, sw = (s // out.itemsize for s in view.strides)
     strides = np.array([sn, sd, sh, sw, sc], np.int64)
-    flat = np.lib.stride_tricks.as_strided(out, (out.size,), (out.itemsize,))
     if len(tasks):
-        _kernel(xp.ravel(), wp, bp, flat, tasks, p["tap_k"], p["tap_m"], p["n_taps"],
+        launch(_kernel, xp.ravel(), wp, bp, _base_view(out), tasks, p["tap_k"], p["tap_m"], p["n_taps"],
                 p["q_first"], p["q_count"], p["front"], geo, strides)
     return out
 
