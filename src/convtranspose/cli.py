@@ -171,7 +171,8 @@ def _shape_names(text):
 
 
 def _check_args(parser, args):
-    """What argparse cannot check alone; ``parser.error`` (exit 2) names the problem."""
+    """What argparse cannot check alone; ``parser.error`` (exit 2, with the usage of
+    ``parser``: the subcommand's) names the problem."""
     if args.command == "check" and args.count == 0 and args.no_suite:
         parser.error("nothing to check: --count 0 with --no-suite")
     if "cuda" in (getattr(args, "backends", None) or ()):
@@ -196,6 +197,7 @@ def main(argv=None):
     >>> from convtranspose.cli import main
     >>> main(["check", "--count", "3", "--no-suite", "--backends", "direct",
     ...       "--dtype", "float64"])     # doctest: +ELLIPSIS
+    checking 3 random problems and 0 suite shapes
     checked 3/3 ...
     all backends agree with the reference
     0
@@ -208,10 +210,11 @@ def main(argv=None):
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"],
-                   choices=["float32", "float64"])
+                   choices=["float32", "float64"], help="default: float32 float64")
     p.add_argument("--count", type=_at_least(0), default=500,
                    help="random problems (default 500)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random problems and their arrays (default 0)")
     p.add_argument("--no-suite", action="store_true", help="skip the benchmark-suite shapes")
     p = sub.add_parser("bench", help="time the benchmark suite against PyTorch")
     p.add_argument("--shapes", nargs="+", type=_shape_names,
@@ -224,7 +227,8 @@ def main(argv=None):
                         "of the suite, or after --shapes")
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="default: float32")
     p.add_argument("--repeat", type=_at_least(1), default=5,
                    help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
@@ -252,5 +256,5 @@ def main(argv=None):
     p.add_argument("--no-verify", action="store_true",
                    help="with --dask: skip comparing the image with the NumPy call")
     args = parser.parse_args(argv)
-    _check_args(parser, args)
+    _check_args(sub.choices[args.command], args)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
