@@ -191,7 +191,7 @@ def test_argument_errors_show_the_subcommands_usage(capsys, monkeypatch, argv, c
     assert usage.startswith(f"usage: python -m convtranspose {command} ")
 
 
-@pytest.mark.parametrize("command", ["check", "bench"])
+@pytest.mark.parametrize("command", ["check", "bench", "compile"])
 def test_every_option_has_help(capsys, command):
     """Each option of the subcommand's --help has a description after its name."""
     with pytest.raises(SystemExit):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m convtranspose {info,check,bench}``."""
+"""Command line: ``python -m convtranspose {info,check,bench,compile}``."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +85,28 @@ def cmd_check(args):
                    count=args.count, seed=args.seed, suite=not args.no_suite)
     print("all backends agree with the reference" if ok else "MISMATCH: see FAIL lines above")
     return 0 if ok else 1
+
+
+def cmd_compile(args):
+    import llvmlite.binding
+    import numba
+    from ._jit import disk_cache
+    from .precompile import compile_kernels
+    if not disk_cache():
+        print("no writable location for Numba's disk cache: compiling ahead of time would be "
+              "lost; set NUMBA_CACHE_DIR to a writable directory", file=sys.stderr)
+        return 1
+    where = numba.config.CACHE_DIR or "__pycache__ folders beside the package's modules"
+    print(f"compiling every CPU kernel for {', '.join(args.dtype)} into Numba's disk cache "
+          f"({where}); the cache is keyed by the CPU (this one: "
+          f"{llvmlite.binding.get_host_cpu_name()}), so run this on the CPU model that will "
+          "run the code", flush=True)
+    start = time.perf_counter()
+    done = compile_kernels(args.dtype, args.kernels, stream=sys.stdout)
+    compiled = sum(r["compiled"] for r in done)
+    print(f"done in {time.perf_counter() - start:.0f} s: {compiled} compiled, "
+          f"{len(done) - compiled} already in the cache")
+    return 0
 
 
 def cmd_bench(args):
@@ -202,6 +224,7 @@ def main(argv=None):
     all backends agree with the reference
     0
     """
+    from .precompile import STEPS
     parser = argparse.ArgumentParser(prog="python -m convtranspose",
                                      description="PyTorch-exact conv_transpose2d for NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +278,14 @@ def main(argv=None):
                    help="with --dask: worker processes per run (default 1 2)")
     p.add_argument("--no-verify", action="store_true",
                    help="with --dask: skip comparing the image with the NumPy call")
+    p = sub.add_parser("compile", help="compile every CPU kernel ahead of time into Numba's "
+                                       "disk cache (a Docker build, CI)")
+    p.add_argument("--dtype", nargs="+", default=["float32", "float64"],
+                   choices=["float32", "float64"], help="default: float32 float64")
+    p.add_argument("--kernels", nargs="+", choices=[step.name for step in STEPS],
+                   metavar="NAME", help="only these kernels (default: all): "
+                                        + ", ".join(step.name for step in STEPS))
     args = parser.parse_args(argv)
     _check_args(sub.choices[args.command], args)
-    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
+    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench,
+            "compile": cmd_compile}[args.command](args)
