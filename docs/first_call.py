@@ -3,10 +3,11 @@
 Usage: PYTHONPATH=src python docs/first_call.py first DTYPE   (one fresh process per call)
        PYTHONPATH=src python docs/first_call.py peak
 
-``first``: seconds from ``import convtranspose`` to the result of one small call through
-each CPU path (direct's gather kernel, im2col phase form, im2col col2im form, and the
-engine's transposed convolution, correlation and weight gradient) in ``DTYPE``; run it in a new
-process with an empty ``NUMBA_CACHE_DIR`` for the cold figure, then again for the warm one.
+``first``: seconds from ``import convtranspose`` to the result of one small ``auto`` call,
+then to every CPU kernel of ``DTYPE`` compiled or loaded (the steps of
+``convtranspose.precompile.STEPS``, as ``python -m convtranspose compile`` runs them, a line
+each); run it in a new process with an empty ``NUMBA_CACHE_DIR`` for the cold figure, then
+again for the warm one.
 ``peak``: for every suite shape and backend, the largest memory allocated during the call
 (``tracemalloc``, which sees NumPy's allocations) beyond the output array.
 """
@@ -18,25 +19,14 @@ import numpy as np  # noqa: E402
 
 if sys.argv[1] == "first":
     import convtranspose as ct  # noqa: E402
+    from convtranspose.precompile import compile_kernels  # noqa: E402
     dtype = np.dtype(sys.argv[2])
     x = np.ones((2, 4, 5, 5), dtype)
     w = np.ones((4, 3, 3, 3), dtype)
     t1 = time.perf_counter()
     ct.conv_transpose2d(x, w, stride=2, backend="auto")
     t2 = time.perf_counter()
-    from convtranspose.cpu import direct, im2col
-    from convtranspose.params import normalise
-    params, shape, _ = normalise(x.shape, w.shape, None, [x.dtype], stride=2)
-    direct.run(x, w, None, params, np.empty(shape, dtype))
-    big = np.ones((2, 4, 40, 40), dtype)         # above the serial threshold
-    p2, s2, _ = normalise(big.shape, w.shape, None, [x.dtype], stride=2)
-    direct.run(big, w, None, p2, np.empty(s2, dtype))
-    for form in im2col.FORMS.values():
-        form(x, w, None, params, np.empty(shape, dtype))
-    xe = np.ones((2, 16, 6, 6), dtype)           # a layer the register-blocked engine runs:
-    we = np.ones((16, 8, 4, 4), dtype)           # its forward, correlation, weight gradient
-    ye = ct.conv_transpose2d(xe, we, stride=2, padding=1, backend="direct")
-    ct.conv_transpose2d_backward(ye, xe, we, stride=2, padding=1, backend="direct")
+    compile_kernels([dtype], stream=sys.stdout)
     t3 = time.perf_counter()
     print(f"{dtype}: import {t1 - t0:.2f} s, first auto call done at {t2 - t0:.2f} s, "
           f"every CPU kernel compiled/loaded at {t3 - t0:.2f} s")

@@ -143,3 +143,63 @@ def test_bench_held_out(tmp_path, capsys):
                  "--repeat", "1", "--no-torch", "--json", str(out)]) == 0
     names = [r["shape"] for r in json.loads(out.read_text())["results"]]
     assert names == ["seed_tiny", *(s.name for s in HELD_OUT)]
+
+
+def test_check_piped_starts_at_once_with_whole_labels():
+    """Piped, check's first line comes before any problem runs, and its progress lines give
+    the last problem whole (it was cut at 60 characters, mid-argument)."""
+    import numpy as np
+    from convtranspose.testing import random_problem
+    proc = subprocess.Popen([sys.executable, "-m", "convtranspose", "check", "--count", "100",
+                             "--no-suite", "--backends", "direct", "--dtype", "float64"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert first == "checking 100 random problems and 0 suite shapes\n"
+    rng = np.random.default_rng(0)
+    last = [random_problem(rng) for _ in range(100)][-1]
+    assert f"checked 100/100 (last: random {last}) in " in out
+    assert "\r" not in out + err
+
+
+def test_bench_piped_prints_whole_lines(tmp_path):
+    """Piped, bench's progress is one line per step, no carriage returns; without torch the
+    header promises no ratio to it."""
+    proc = subprocess.run([sys.executable, "-m", "convtranspose", "bench", "--shapes",
+                           "seed_tiny", "seed_shape", "--repeat", "1", "--no-torch",
+                           "--backends", "direct"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == ["[0/2] GEMM rate", "[0/2] seed_tiny", "[1/2] seed_shape",
+                                        "[2/2] done"]
+    header = proc.stdout.splitlines()[0]
+    assert header.endswith("per backend: ms  GFLOP/s") and "torch" not in proc.stdout
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["check", "--backends", "cuda"], "check"),
+    (["bench", "--json", "/nonexistent/x.json"], "bench"),
+    (["check", "--count", "0", "--no-suite"], "check"),
+])
+def test_argument_errors_show_the_subcommands_usage(capsys, monkeypatch, argv, command):
+    from convtranspose import cuda
+    monkeypatch.setattr(cuda, "info", lambda: {"available": False, "reason": "no CUDA GPU"})
+    with pytest.raises(SystemExit):
+        main(argv)
+    usage = capsys.readouterr().err.splitlines()[0]
+    assert usage.startswith(f"usage: python -m convtranspose {command} ")
+
+
+@pytest.mark.parametrize("command", ["check", "bench", "compile"])
+def test_every_option_has_help(capsys, command):
+    """Each option of the subcommand's --help has a description after its name."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    options = text[text.index("options:"):].splitlines()[1:]
+    for i, line in enumerate(options):
+        if line.lstrip().startswith("-") and not line.lstrip().startswith("-h"):
+            described = len(line.split("  ")) > 2 or (
+                i + 1 < len(options) and not options[i + 1].lstrip().startswith("-"))
+            assert described, line

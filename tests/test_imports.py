@@ -23,9 +23,10 @@ PACKAGE = "convtranspose"
 ROOT = Path(convtranspose.__file__).resolve().parent
 
 #: Modules no kernel may import: the public entry points, the array path and the dispatcher
-#: they call, and the tools on top (the CLI, its checks, every ``bench*`` module).
+#: they call, and the tools on top (the CLI, its checks, ``precompile``, every ``bench*``
+#: module).
 HIGH_LEVEL = ("api", "conv", "grad", "ops", "dispatch", "dask_ops", "layer", "cli", "check",
-              "__main__")
+              "precompile", "__main__")
 #: Packages holding the kernels.
 KERNEL_PACKAGES = ("cpu", "cuda")
 

@@ -111,12 +111,16 @@ def geometric_mean(values):
 
 
 def _progress(done, total, label, stream, width=30):
-    if stream is None or (not stream.isatty() and done not in (0, total)):
+    """Report ``done`` of ``total`` shapes timed, now on ``label``: a bar redrawn in place
+    on a terminal; elsewhere (pipes, logs) one whole line per step, flushed."""
+    if stream is None:
         return
-    filled = int(width * done / max(total, 1))
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<28}")
-    if done == total:
-        stream.write("\n")
+    if stream.isatty():
+        filled = int(width * done / max(total, 1))
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<28}"
+                     + ("\n" if done == total else ""))
+    else:
+        stream.write(f"[{done}/{total}] {label}\n")
     stream.flush()
 
 
@@ -220,9 +224,10 @@ def format_table(report):
     by = {(r["shape"], r["backend"]): r for r in rows}
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     head = f"{'shape':<14}" + "".join(f"{b:>30}" for b in backends)
+    ratios = any(r["ratio_torch"] is not None for r in rows)
     lines = [f"dtype {report['meta']['dtype']}, {report['meta']['threads']} threads, "
-             f"GEMM {report['meta']['gemm_gflops']:.0f} GFLOP/s; per backend: ms  GFLOP/s  "
-             "(time / torch)", head]
+             f"GEMM {report['meta']['gemm_gflops']:.0f} GFLOP/s; per backend: ms  GFLOP/s"
+             + ("  (time / torch)" if ratios else ""), head]
     for s in shapes:
         cells = []
         for b in backends:

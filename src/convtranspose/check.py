@@ -40,17 +40,22 @@ def _arrays(case, dtype, seed):
 
 def _progress(stream, done, cases, start):
     """Report ``done`` of ``cases`` checked: a counter redrawn in place on a terminal;
-    elsewhere (pipes, CI logs) one flushed line per 100 random problems, at the end of
-    the random problems and per suite shape, so a long check is never silent."""
+    elsewhere (pipes, CI logs) whole lines, flushed: one at the start, then one per 100
+    random problems, at the end of the random problems and per suite shape, so a long
+    check is never silent."""
     total = len(cases)
     if stream.isatty():
         label = cases[done][1][:60] if done < total else "done"
         stream.write(f"\r{min(done + 1, total)}/{total} {label:<60}"
                      + ("\n" if done == total else ""))
-    elif done and (done == total or done % 100 == 0 or cases[done - 1][0] == "suite"
-                   or cases[done][0] != cases[done - 1][0]):
+    elif not done:
+        kinds = [kind for kind, *_ in cases]
+        stream.write(f"checking {kinds.count('random')} random problems and "
+                     f"{kinds.count('suite')} suite shapes\n")
+    elif (done == total or done % 100 == 0 or cases[done - 1][0] == "suite"
+          or cases[done][0] != cases[done - 1][0]):
         kind, label = cases[done - 1][:2]
-        stream.write(f"checked {done}/{total} (last: {kind} {label[:60]}) "
+        stream.write(f"checked {done}/{total} (last: {kind} {label}) "
                      f"in {time.perf_counter() - start:.0f} s\n")
     stream.flush()
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m convtranspose {info,check,bench}``."""
+"""Command line: ``python -m convtranspose {info,check,bench,compile}``."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,28 @@ def cmd_check(args):
     return 0 if ok else 1
 
 
+def cmd_compile(args):
+    import llvmlite.binding
+    import numba
+    from ._jit import disk_cache
+    from .precompile import compile_kernels
+    if not disk_cache():
+        print("no writable location for Numba's disk cache: compiling ahead of time would be "
+              "lost; set NUMBA_CACHE_DIR to a writable directory", file=sys.stderr)
+        return 1
+    where = numba.config.CACHE_DIR or "__pycache__ folders beside the package's modules"
+    print(f"compiling every CPU kernel for {', '.join(args.dtype)} into Numba's disk cache "
+          f"({where}); the cache is keyed by the CPU (this one: "
+          f"{llvmlite.binding.get_host_cpu_name()}), so run this on the CPU model that will "
+          "run the code", flush=True)
+    start = time.perf_counter()
+    done = compile_kernels(args.dtype, args.kernels, stream=sys.stdout)
+    compiled = sum(r["compiled"] for r in done)
+    print(f"done in {time.perf_counter() - start:.0f} s: {compiled} compiled, "
+          f"{len(done) - compiled} already in the cache")
+    return 0
+
+
 def cmd_bench(args):
     from .bench import format_table, run_suite
     from .suite import HELD_OUT, RANKS_LAYOUTS, get
@@ -171,7 +193,8 @@ def _shape_names(text):
 
 
 def _check_args(parser, args):
-    """What argparse cannot check alone; ``parser.error`` (exit 2) names the problem."""
+    """What argparse cannot check alone; ``parser.error`` (exit 2, with the usage of
+    ``parser``: the subcommand's) names the problem."""
     if args.command == "check" and args.count == 0 and args.no_suite:
         parser.error("nothing to check: --count 0 with --no-suite")
     if "cuda" in (getattr(args, "backends", None) or ()):
@@ -196,10 +219,12 @@ def main(argv=None):
     >>> from convtranspose.cli import main
     >>> main(["check", "--count", "3", "--no-suite", "--backends", "direct",
     ...       "--dtype", "float64"])     # doctest: +ELLIPSIS
+    checking 3 random problems and 0 suite shapes
     checked 3/3 ...
     all backends agree with the reference
     0
     """
+    from .precompile import STEPS
     parser = argparse.ArgumentParser(prog="python -m convtranspose",
                                      description="PyTorch-exact conv_transpose2d for NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,10 +233,11 @@ def main(argv=None):
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"],
-                   choices=["float32", "float64"])
+                   choices=["float32", "float64"], help="default: float32 float64")
     p.add_argument("--count", type=_at_least(0), default=500,
                    help="random problems (default 500)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random problems and their arrays (default 0)")
     p.add_argument("--no-suite", action="store_true", help="skip the benchmark-suite shapes")
     p = sub.add_parser("bench", help="time the benchmark suite against PyTorch")
     p.add_argument("--shapes", nargs="+", type=_shape_names,
@@ -224,7 +250,8 @@ def main(argv=None):
                         "of the suite, or after --shapes")
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="default: float32")
     p.add_argument("--repeat", type=_at_least(1), default=5,
                    help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
@@ -251,6 +278,14 @@ def main(argv=None):
                    help="with --dask: worker processes per run (default 1 2)")
     p.add_argument("--no-verify", action="store_true",
                    help="with --dask: skip comparing the image with the NumPy call")
+    p = sub.add_parser("compile", help="compile every CPU kernel ahead of time into Numba's "
+                                       "disk cache (a Docker build, CI)")
+    p.add_argument("--dtype", nargs="+", default=["float32", "float64"],
+                   choices=["float32", "float64"], help="default: float32 float64")
+    p.add_argument("--kernels", nargs="+", choices=[step.name for step in STEPS],
+                   metavar="NAME", help="only these kernels (default: all): "
+                                        + ", ".join(step.name for step in STEPS))
     args = parser.parse_args(argv)
-    _check_args(parser, args)
-    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
+    _check_args(sub.choices[args.command], args)
+    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench,
+            "compile": cmd_compile}[args.command](args)
