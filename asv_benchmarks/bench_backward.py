@@ -27,7 +27,7 @@ class TimeBackward(BoundedSampling):
 
 class TrackBackward:
     """GFLOP/s of the backward (the input and weight gradients count ``2 * Shape.flops``,
-    as in ``convtranspose.bench_backward``) and its time over PyTorch autograd's backward of
+    as in ``convtranspose.tools.bench_backward``) and its time over PyTorch autograd's backward of
     ``conv_transpose2d`` on the CPU (below 1: faster); the ratio skips without torch."""
 
     params = (SHAPES, ["auto"], ["float32"])
@@ -50,10 +50,13 @@ class TrackBackward:
 
     def track_backward_ratio_torch(self, name, backend, dtype):
         try:
-            from convtranspose.bench_backward import torch_backward_runner
+            from convtranspose.tools.bench_backward import torch_backward_runner
         except ImportError:
-            raise NotImplementedError("convtranspose.bench_backward does not exist at this "
-                                      "commit") from None
+            try:
+                from convtranspose.bench_backward import torch_backward_runner
+            except ImportError:
+                raise NotImplementedError("convtranspose.bench_backward does not exist at "
+                                          "this commit") from None
         return ratio_to_torch(self._median, self.call, torch_backward_runner(*self.operands))
 
     track_backward_ratio_torch.unit = "time / torch"

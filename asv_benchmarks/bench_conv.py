@@ -62,7 +62,7 @@ class TrackThroughput:
 
     ``track_ratio_torch`` is this backend's time over PyTorch's CPU ``conv_transpose2d``
     measured in the same process (below 1: faster than PyTorch); it is skipped where torch
-    is not importable. The medians come from ``convtranspose.bench.median_time``.
+    is not importable. The medians come from ``convtranspose.tools.bench.median_time``.
     """
 
     params = (SHAPES, ["auto", "cuda"], ["float32"])

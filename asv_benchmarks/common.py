@@ -123,9 +123,14 @@ def ratio_to_torch(median, call, runner):
 
 
 def bench_helpers():
-    """``convtranspose.bench`` (median timing, the PyTorch runner), absent at early commits."""
+    """``convtranspose.tools.bench`` (median timing, the PyTorch runner; ``convtranspose.bench``
+    before the tools moved), absent at early commits."""
     try:
-        from convtranspose import bench
+        from convtranspose.tools import bench
     except ImportError:
-        raise NotImplementedError("convtranspose.bench does not exist at this commit") from None
+        try:
+            from convtranspose import bench
+        except ImportError:
+            raise NotImplementedError("convtranspose.bench does not exist at this "
+                                      "commit") from None
     return bench

@@ -5,7 +5,7 @@ Usage: PYTHONPATH=src python docs/first_call.py first DTYPE   (one fresh process
 
 ``first``: seconds from ``import convtranspose`` to the result of one small ``auto`` call,
 then to every CPU kernel of ``DTYPE`` compiled or loaded (the steps of
-``convtranspose.precompile.STEPS``, as ``python -m convtranspose compile`` runs them, a line
+``convtranspose.tools.precompile.STEPS``, as ``python -m convtranspose compile`` runs them, a line
 each); run it in a new process with an empty ``NUMBA_CACHE_DIR`` for the cold figure, then
 again for the warm one.
 ``peak``: for every suite shape and backend, the largest memory allocated during the call
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 if sys.argv[1] == "first":
     import convtranspose as ct  # noqa: E402
-    from convtranspose.precompile import compile_kernels  # noqa: E402
+    from convtranspose.tools.precompile import compile_kernels  # noqa: E402
     dtype = np.dtype(sys.argv[2])
     x = np.ones((2, 4, 5, 5), dtype)
     w = np.ones((4, 3, 3, 3), dtype)

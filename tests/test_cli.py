@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from convtranspose.cli import main
+from convtranspose.tools.cli import main
 
 
 def test_info(capsys):
@@ -103,7 +103,7 @@ def test_bench_shapes_separated_by_commas(tmp_path, capsys):
 
 
 def test_bench_json_path_checked_before_the_run(tmp_path, capsys, monkeypatch):
-    import convtranspose.bench as bench
+    import convtranspose.tools.bench as bench
     monkeypatch.setattr(bench, "run_suite", lambda *a, **k: pytest.fail("the suite ran"))
     bad = tmp_path / "no such folder" / "bench.json"
     message = _usage_error(capsys, ["bench", "--shapes", "seed_tiny", "--json", str(bad)])

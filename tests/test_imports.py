@@ -23,10 +23,10 @@ PACKAGE = "convtranspose"
 ROOT = Path(convtranspose.__file__).resolve().parent
 
 #: Modules no kernel may import: the public entry points, the array path and the dispatcher
-#: they call, and the tools on top (the CLI, its checks, ``precompile``, every ``bench*``
-#: module).
-HIGH_LEVEL = ("api", "conv", "grad", "ops", "dispatch", "dask_ops", "layer", "cli", "check",
-              "precompile", "__main__")
+#: they call, and the tools on top (the ``tools`` package: the CLI, its checks,
+#: ``precompile``, the ``bench*`` modules).
+HIGH_LEVEL = ("api", "explain", "conv", "grad", "ops", "dispatch", "dask_ops", "layer",
+              "tools", "__main__")
 #: Packages holding the kernels.
 KERNEL_PACKAGES = ("cpu", "cuda")
 
@@ -36,7 +36,8 @@ def is_high_level(name: str) -> bool:
     any depth: ``cuda/bench.py`` times the public function against cuDNN, so it is a tool
     on top of the kernels that happens to live beside them, not a kernel)."""
     last = name.rpartition(".")[2]
-    return name in {f"{PACKAGE}.{m}" for m in HIGH_LEVEL} or last.startswith("bench")
+    return (name in {f"{PACKAGE}.{m}" for m in HIGH_LEVEL} or last.startswith("bench")
+            or name.startswith(f"{PACKAGE}.tools."))
 
 
 def module_name(path: Path, root: Path = ROOT, package: str = PACKAGE) -> str:
@@ -254,3 +255,13 @@ def test_kernels_import_nothing_above_them(package):
     bad = sorted(f"{_short(mod)} -> {_short(dep)}"
                  for mod in kernels for dep in graph[mod] if is_high_level(dep))
     assert not bad, "kernel modules import high-level modules:\n  " + "\n  ".join(bad)
+
+
+def test_the_library_never_imports_its_tools():
+    """The tools (``convtranspose.tools``: CLI, checks, benchmarks, precompile) sit on top:
+    no module outside the package imports one of them (``__main__`` runs the CLI)."""
+    tools = f"{PACKAGE}.tools"
+    for name, imported in import_graph().items():
+        if name == f"{PACKAGE}.__main__" or name == tools or name.startswith(tools + "."):
+            continue
+        assert not any(m == tools or m.startswith(tools + ".") for m in imported), name

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from convtranspose.precompile import STEPS, compile_kernels
+from convtranspose.tools.precompile import STEPS, compile_kernels
 
 NOTICE = "convtranspose: compiling the CPU kernel"
 
@@ -84,7 +84,7 @@ import sys
 import numpy as np
 import convtranspose as ct
 from convtranspose import _jit
-from convtranspose.precompile import STEPS, compile_kernels
+from convtranspose.tools.precompile import STEPS, compile_kernels
 
 def signatures():
     return {(k.py_func.__qualname__, s) for k in list(_jit._kernels) for s in k.overloads}

@@ -1,7 +1,7 @@
-"""``python -m convtranspose``: see :mod:`convtranspose.cli`."""
+"""``python -m convtranspose``: see :mod:`convtranspose.tools.cli`."""
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

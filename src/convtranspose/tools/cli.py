@@ -16,7 +16,7 @@ ALL_BACKENDS = (*CPU_BACKENDS, "cuda")
 def _versions():
     import numba
     import scipy
-    from . import __version__
+    from .. import __version__
     rows = [("convtranspose", __version__), ("python", platform.python_version()),
             ("numpy", np.__version__), ("scipy", scipy.__version__), ("numba", numba.__version__)]
     try:
@@ -29,8 +29,8 @@ def _versions():
 
 def _threading():
     import numba
-    from . import conv_transpose2d
-    from ._threading import threading_layer
+    from .. import conv_transpose2d
+    from .._threading import threading_layer
     # a problem above direct.SERIAL_FLOPS, so the parallel kernel starts the thread pool
     conv_transpose2d(np.zeros((1, 16, 16, 16)), np.zeros((16, 16, 3, 3)), backend="direct")
     return [("numba threading layer", threading_layer() or "not started"),
@@ -38,7 +38,7 @@ def _threading():
 
 
 def _blas():
-    from .cpu.blas import blas_info
+    from ..cpu.blas import blas_info
     info = blas_info()
     rows = [("BLAS", f"{info.get('library')} {info.get('version')}, architecture "
                      f"{info.get('architecture')}, {info.get('threads')} threads, "
@@ -49,7 +49,7 @@ def _blas():
 
 
 def _gpu():
-    from . import cuda
+    from .. import cuda
     info = cuda.info()
     if info["available"]:
         where = "Numba's CUDA simulator" if info["simulator"] else \
@@ -61,7 +61,7 @@ def _gpu():
 
 def _backends():
     """CPU backends, plus ``cuda`` when a real GPU is present (not the simulator)."""
-    from . import cuda
+    from .. import cuda
     names = list(CPU_BACKENDS)
     if cuda.is_available() and not cuda.info()["simulator"]:
         names.append("cuda")
@@ -69,7 +69,7 @@ def _backends():
 
 
 def cmd_info(args):
-    from .dispatch import BACKENDS, GPU_BACKENDS
+    from ..dispatch import BACKENDS, GPU_BACKENDS
     rows = _versions() + _threading() + _blas()
     rows.append(("backends", ", ".join(["auto (default)", *BACKENDS, *GPU_BACKENDS])))
     rows += _gpu()
@@ -90,7 +90,7 @@ def cmd_check(args):
 def cmd_compile(args):
     import llvmlite.binding
     import numba
-    from ._jit import disk_cache
+    from .._jit import disk_cache
     from .precompile import compile_kernels
     if not disk_cache():
         print("no writable location for Numba's disk cache: compiling ahead of time would be "
@@ -111,7 +111,7 @@ def cmd_compile(args):
 
 def cmd_bench(args):
     from .bench import format_table, run_suite
-    from .suite import HELD_OUT, RANKS_LAYOUTS, get
+    from ..suite import HELD_OUT, RANKS_LAYOUTS, get
     try:
         shapes = None if not args.shapes else [get(s) for s in args.shapes]
     except KeyError as exc:
@@ -198,7 +198,7 @@ def _check_args(parser, args):
     if args.command == "check" and args.count == 0 and args.no_suite:
         parser.error("nothing to check: --count 0 with --no-suite")
     if "cuda" in (getattr(args, "backends", None) or ()):
-        from . import cuda
+        from .. import cuda
         info = cuda.info()
         if not info["available"]:
             parser.error(f"--backends cuda needs a GPU: {info.get('reason', 'none seen')}")
@@ -216,7 +216,7 @@ def main(argv=None):
 
     Examples
     --------
-    >>> from convtranspose.cli import main
+    >>> from convtranspose.tools.cli import main
     >>> main(["check", "--count", "3", "--no-suite", "--backends", "direct",
     ...       "--dtype", "float64"])     # doctest: +ELLIPSIS
     checking 3 random problems and 0 suite shapes

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from .api import conv_transpose2d
-from .reference import conv_transpose2d_reference
-from .suite import SUITE
-from .testing import TOLERANCE, random_problem, relative_error
+from ..api import conv_transpose2d
+from ..reference import conv_transpose2d_reference
+from ..suite import SUITE
+from ..testing import TOLERANCE, random_problem, relative_error
 
 __all__ = ["run_check"]
 

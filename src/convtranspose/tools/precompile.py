@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from numba.core import event
 
-from . import _jit
+from .. import _jit
 
 __all__ = ["Step", "STEPS", "compile_kernels"]
 
@@ -37,8 +37,8 @@ def _ones(dtype, *shapes):
 def _form(name):
     """An ``im2col`` form on a small problem (the backend picks one by the model)."""
     def run(dtype):
-        from .cpu import im2col
-        from .params import normalise
+        from ..cpu import im2col
+        from ..params import normalise
         x, w = _ones(dtype, (2, 4, 5, 5), (4, 3, 3, 3))
         params, shape, _ = normalise(x.shape, w.shape, None, [dtype], stride=2)
         im2col.FORMS[name](x, w, None, params, np.empty(shape, dtype))
@@ -47,7 +47,7 @@ def _form(name):
 
 def _forward(x_shape, w_shape, backend):
     def run(dtype):
-        from . import conv_transpose2d
+        from .. import conv_transpose2d
         x, w = _ones(dtype, x_shape, w_shape)
         conv_transpose2d(x, w, stride=2, padding=1, backend=backend)
     return run
@@ -55,7 +55,7 @@ def _forward(x_shape, w_shape, backend):
 
 def _correlation(x_shape, w_shape, backend):
     def run(dtype):
-        from . import conv2d
+        from .. import conv2d
         x, w = _ones(dtype, x_shape, w_shape)
         conv2d(x, w, stride=2, padding=1, backend=backend)
     return run
@@ -63,7 +63,7 @@ def _correlation(x_shape, w_shape, backend):
 
 def _weight_grad(x_shape, w_shape, backend):
     def run(dtype):
-        from . import conv_transpose2d_backward, output_shape
+        from .. import conv_transpose2d_backward, output_shape
         x, w = _ones(dtype, x_shape, w_shape)
         g = np.ones(output_shape(x_shape, w_shape, stride=2, padding=1), dtype)
         conv_transpose2d_backward(g, x, w, stride=2, padding=1, backend=backend,
@@ -123,7 +123,7 @@ def compile_kernels(dtypes=("float32", "float64"), names=None, stream=None):
 
     Examples
     --------
-    >>> from convtranspose.precompile import compile_kernels
+    >>> from convtranspose.tools.precompile import compile_kernels
     >>> [r["name"] for r in compile_kernels(["float64"], ["direct-serial"])]
     ['direct-serial']
     """

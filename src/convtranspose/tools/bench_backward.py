@@ -1,8 +1,8 @@
 """Timing of :func:`conv_transpose2d_backward` on the benchmark suite, against PyTorch's
 autograd backward of ``conv_transpose2d`` on the CPU (medians after warm-up).
 
-The report has the layout of :func:`convtranspose.bench.run_suite`, so
-:func:`convtranspose.bench.format_table` prints it; FLOPs count the input and weight
+The report has the layout of :func:`convtranspose.tools.bench.run_suite`, so
+:func:`convtranspose.tools.bench.format_table` prints it; FLOPs count the input and weight
 gradients, each as many as the forward (``2 * Shape.flops``). Run
 ``python -m convtranspose bench --backward [--threads 2] [--dtype float32] [--shapes a b]``.
 """
@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from .bench import _meta, gemm_gflops, match_torch_threads, median_time
-from .grad import conv_transpose2d_backward
-from .params import output_shape
-from .suite import SUITE
+from ..grad import conv_transpose2d_backward
+from ..params import output_shape
+from ..suite import SUITE
 
 __all__ = ["run_backward_suite", "torch_backward_runner"]
 

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from . import __version__
-from .api import conv_transpose2d
-from .suite import SUITE
+from .. import __version__
+from ..api import conv_transpose2d
+from ..suite import SUITE
 
 __all__ = ["interleaved_times", "median_time", "gemm_gflops", "torch_runner", "run_suite", "geometric_mean"]
 
@@ -190,14 +190,14 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
 
 def _cuda_rows(shape, dtype, repeat):
     """The ``cuda`` backend on device-resident arrays, against cuDNN when torch has CUDA."""
-    from . import cuda
+    from .. import cuda
     try:
         import torch
         has_cudnn = torch.cuda.is_available()
     except ImportError:
         has_cudnn = False
     if has_cudnn:
-        from .cuda.bench import measure
+        from ..cuda.bench import measure
         m = measure(shape, dtype=dtype.name, repeat=max(repeat, 10))
         rows = [dict(shape=shape.name, backend=name, dtype=dtype.name, median_s=m[key] / 1e3,
                      gflops=shape.flops / (m[key] / 1e3) / 1e9,
@@ -213,7 +213,7 @@ def _cuda_rows(shape, dtype, repeat):
 
 
 def _out_shape(shape):
-    from .params import output_shape
+    from ..params import output_shape
     return output_shape(shape.x_shape, shape.w_shape, **shape.kwargs())
 
 
