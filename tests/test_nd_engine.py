@@ -95,6 +95,21 @@ def test_bits_do_not_depend_on_the_batch(last):
     assert whole[1:2].tobytes() == one.tobytes()
 
 
+def test_batch_chunks_under_a_limit_give_the_same_bits():
+    """A limit below the batch's copy runs it in chunks (one image at least), same bits."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 6, 2, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 20, 2, 3, 3)).astype(np.float32)
+    args = ((2, 2, 1), ((0, 1), (1, 1), (1, 1)), (1, 1, 2), 1)
+    out_shape = (5, 20, 5, 15, 13)
+    whole = nd_engine.conv_transpose(x, w, None, *args, np.empty(out_shape, np.float32), False)
+    one = nd_engine.image_bytes(x.shape, w.shape, *args[:3], out_shape, 4)
+    for limit in (1, one, 2 * one + 1):
+        got = nd_engine.conv_transpose(x, w, None, *args, np.empty(out_shape, np.float32),
+                                       False, limit=limit)
+        assert got.tobytes() == whole.tobytes(), limit
+
+
 def test_supported_refuses_non_finite_weights():
     w = np.ones((2, 2, 3, 3))
     assert nd_engine.supported(w)

@@ -8,8 +8,9 @@ import numpy as np
 __all__ = ["allocate"]
 
 
-def allocate(shape, dtype, what):
-    """``np.empty(shape, dtype)``, raising ``MemoryError`` that names the request.
+def allocate(shape, dtype, what, zero=False):
+    """``np.empty(shape, dtype)`` (``np.zeros`` with ``zero``), raising ``MemoryError`` that
+    names the request.
 
     NumPy raises ``MemoryError`` when the allocation fails and ``ValueError`` when the
     byte count does not even fit in ``intp``; both become a ``MemoryError`` whose message
@@ -19,7 +20,7 @@ def allocate(shape, dtype, what):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     nbytes = math.prod(shape) * dtype.itemsize
     try:
-        return np.empty(shape, dtype)
+        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
     except (MemoryError, ValueError) as exc:
         raise MemoryError(
             f"cannot allocate the {what}: shape {shape}, dtype {dtype}, "

@@ -32,9 +32,12 @@ run such weights elsewhere (:func:`supported`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
+from .._alloc import allocate
 from .._threading import launch
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
 
@@ -94,7 +97,8 @@ def relayout(x, front, back, channels_last):
     parallel over the input's rows."""
     xl = x if channels_last else np.moveaxis(x, 1, -1)
     n, *sizes, c = xl.shape
-    xp = np.zeros((n, *(s + f + b for s, f, b in zip(sizes, front, back)), c), x.dtype)
+    xp = allocate((n, *(s + f + b for s, f, b in zip(sizes, front, back)), c), x.dtype,
+                  "the engine's input copy", zero=True)
     if xl.size:
         strides = np.array([s // x.itemsize for s in xl.strides], np.int64)
         base = _base_view(xl)
@@ -262,11 +266,21 @@ def _kernel(xp, wp, bp, out, tasks, tap_k, tap_m, n_taps, q_first, q_count, fron
                   min(MR, q_end - qw), sc, b0, b1, nr, edge, nw, tk, tm, cw_k)
 
 
-def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channels_last):
+def image_bytes(x_shape, w_shape, stride, pads, dilation, out_shape, itemsize):
+    """Bytes of one image's zero-bordered copy (:func:`relayout`): the engine's buffer per
+    image, which the batch is cut to fit into the workspace limit."""
+    p = plan(x_shape, w_shape, stride, pads, dilation, out_shape)
+    sizes = [n + f + b for n, f, b in zip(x_shape[2:], p["front"], p["back"])]
+    return math.prod(sizes) * x_shape[1] * itemsize
+
+
+def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channels_last,
+                   limit=None):
     """``out`` = the transposed convolution of ``x`` (5-D; rank 1 and 2 as unit depth and
     height), written through ``out``'s strides; ``channels_last`` says the layout of ``x``
     and ``out`` (``out`` dense in its layout). Validated arguments and finite weights
-    (:func:`supported`); returns ``out``.
+    (:func:`supported`); the batch runs in chunks whose copies fit in ``limit`` bytes (one
+    image at least); returns ``out``.
 
     Examples
     --------
@@ -280,9 +294,9 @@ def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channel
     """
     dtype = out.dtype
     first = (lambda a: np.moveaxis(a, -1, 1)) if channels_last else (lambda a: a)
-    x_shape, out_shape = first(x).shape, first(out).shape
+    xf, view = first(x), first(out)
+    x_shape, out_shape = xf.shape, view.shape
     p = plan(x_shape, weight.shape, stride, pads, dilation, out_shape)
-    xp = relayout(np.asarray(x, dtype), p["front"], p["back"], channels_last)
     nrt = 2 * lanes(dtype)
     wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt)
     bp = np.zeros(groups * blocks * nrt, dtype)
@@ -290,16 +304,26 @@ def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channel
     if bias is not None:
         bp.reshape(groups, blocks * nrt)[:, :c_out_g] = np.asarray(bias, dtype).reshape(
             groups, c_out_g)
-    view = first(out)
     _fill_untouched(view, bias, p, stride)
-    tasks = _tasks(p, x_shape[0], stride, groups, blocks)
-    geo = np.array([x_shape[0], *xp.shape[1:], weight.shape[0] // groups, c_out_g, blocks,
-                    *weight.shape[2:], *stride, *p["pad_lo"], *out_shape[2:]], np.int64)
+    n = x_shape[0]
+    per_image = image_bytes(x_shape, weight.shape, stride, pads, dilation, out_shape,
+                            dtype.itemsize)
+    chunk = n if limit is None else max(1, min(n, limit // max(per_image, 1)))
     sn, sc, sd, sh, sw = (s // out.itemsize for s in view.strides)
     strides = np.array([sn, sd, sh, sw, sc], np.int64)
-    if len(tasks):
-        launch(_kernel, xp.ravel(), wp, bp, _base_view(out), tasks, p["tap_k"], p["tap_m"], p["n_taps"],
-                p["q_first"], p["q_count"], p["front"], geo, strides)
+    tasks = None
+    for n0 in range(0, n, chunk):
+        part = min(chunk, n - n0)
+        if tasks is None or part != chunk:
+            tasks = _tasks(p, part, stride, groups, blocks)
+        if not len(tasks):
+            break
+        xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"], False)
+        geo = np.array([part, *xp.shape[1:], weight.shape[0] // groups, c_out_g, blocks,
+                        *weight.shape[2:], *stride, *p["pad_lo"], *out_shape[2:]], np.int64)
+        launch(_kernel, xp.ravel(), wp, bp, _base_view(view[n0:n0 + part]), tasks,
+               p["tap_k"], p["tap_m"], p["n_taps"], p["q_first"], p["q_count"], p["front"],
+               geo, strides)
     return out
 
 
