@@ -74,6 +74,66 @@ def test_against_the_reference(rank, last, dtype):
     assert checked >= 4
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_correlation_against_the_reference(rank, last, dtype):
+    rng = np.random.default_rng(200 + 100 * rank + 10 * last + (dtype == np.float64))
+    checked = 0
+    for trial in range(8):
+        groups = 1 + trial % 2
+        k = tuple(int(v) for v in rng.integers(1, 4, rank))
+        stride = tuple(int(v) for v in rng.integers(1, 4, rank))
+        dilation = tuple(int(v) for v in rng.integers(1, 3, rank))
+        pads = tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(rank))
+        c_in, c_out = groups * int(rng.integers(1, 5)), groups * int(rng.integers(1, 20))
+        x = rng.standard_normal((int(rng.integers(1, 3)), c_in)
+                                + tuple(int(v) for v in rng.integers(3, 9, rank))).astype(dtype)
+        w = rng.standard_normal((c_out, c_in // groups) + k).astype(dtype)
+        b = rng.standard_normal(c_out).astype(dtype)
+        kw = dict(stride=stride, padding=pads, dilation=dilation, groups=groups)
+        try:
+            ref = reference.conv_reference(x, w, b, rank=rank, **kw)
+        except ValueError:          # an output size below 1
+            continue
+        got = _correlate(x, w, b, kw, ref.shape, last)
+        scale = reference.conv_reference(np.abs(x), np.abs(w), np.abs(b), rank=rank, **kw)
+        assert np.all(np.abs(got - ref) <= TOL[dtype] * (scale + 1)), (trial, kw)
+        checked += 1
+    assert checked >= 4
+
+
+def _correlate(x, w, b, kw, shape, last):
+    rank = x.ndim - 2
+    lift = (slice(None), slice(None)) + (None,) * (3 - rank)
+    fill = (1,) * (3 - rank)
+    pads = ((0, 0),) * (3 - rank) + tuple(kw["padding"])
+    args = (fill + kw["stride"], pads, fill + kw["dilation"], kw["groups"])
+    out_shape = (shape[0], shape[1], *fill, *shape[2:])
+    if last:
+        out = np.full((out_shape[0], *out_shape[2:], out_shape[1]), np.nan, x.dtype)
+        nd_engine.correlate(np.ascontiguousarray(np.moveaxis(x[lift], 1, -1)), w[lift], b,
+                            *args, out, True)
+        return np.moveaxis(out, -1, 1).reshape(shape)
+    out = np.full(out_shape, np.nan, x.dtype)
+    return nd_engine.correlate(x[lift], w[lift], b, *args, out, False).reshape(shape)
+
+
+def test_correlation_multiplies_the_padding_as_pytorch():
+    """An Inf weight meets the padding's zeros: NaN there, as PyTorch's convolutions give."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 3))
+    w[1, 2, 0, 0] = np.inf
+    kw = dict(stride=(2, 1), padding=((1, 1), (1, 1)), dilation=(1, 2), groups=1)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                          stride=(2, 1), padding=(1, 1), dilation=(1, 2)).numpy()
+    got = _correlate(x, w, np.zeros(4), kw, expected.shape, True)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_phases_no_tap_reaches_get_the_bias():
     """Kernel 1, stride 3: two of three outputs per axis receive no tap."""
     x = np.arange(8, dtype=np.float64).reshape(1, 2, 2, 2)
@@ -132,7 +192,7 @@ def test_narrower_builds_in_a_subprocess(build, tmp_path):
     script = """
         import numpy as np
         from convtranspose.cpu import nd_engine, simd
-        from convtranspose.reference import conv_transpose_scatter
+        from convtranspose.reference import conv_reference, conv_transpose_scatter
         print(simd.ISA)
         rng = np.random.default_rng(0)
         for dtype, tol in ((np.float32, 2e-5), (np.float64, 1e-12)):
@@ -146,6 +206,12 @@ def test_narrower_builds_in_a_subprocess(build, tmp_path):
                                      kw["stride"], kw["padding"], kw["dilation"], 1, out, True)
             err = np.abs(np.moveaxis(out, -1, 1) - ref).max() / np.abs(ref).max()
             assert err <= tol, (dtype, err)
+            wc = rng.standard_normal((11, 5, 2, 3, 4)).astype(dtype)
+            ref = conv_reference(x, wc, b, rank=3, **kw)
+            out = np.empty(ref.shape, dtype)
+            nd_engine.correlate(x, wc, b, kw["stride"], kw["padding"], kw["dilation"], 1,
+                                out, False)
+            assert np.abs(out - ref).max() <= tol * np.abs(ref).max(), dtype
         print("ok")
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}

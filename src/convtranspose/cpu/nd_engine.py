@@ -22,6 +22,15 @@ The form (XNNPACK's indirect deconvolution, Zhang, Franchetti & Low, ICML 2018):
   vectors. The store adds the bias and writes through the output's element strides, so
   channels-last and channels-first results are written directly.
 
+The correlation (``conv{1,2,3}d``'s forward, :func:`correlate`) is the same kernel with one
+phase and the stride on the input side: output ``o`` reads input ``o*s + k*d - pad``, so a
+tile's pixels are ``s * C_in`` apart; its zero border is PyTorch's padding, which a
+convolution multiplies (PyTorch's NaN rule), so every weight is supported there.
+
+Each axis is described by tables (:func:`plan`): per phase ``r``, its taps as ``(k, off)``
+(``off`` the tap's input index at ``q = 0``, border included), the range of ``q``, and
+where ``q`` lands: input index ``q*a + off``, output index ``q*os + ob[r]``.
+
 Summation order: every output element sums its phase's taps in ascending ``(kd, kh, kw)``
 and each tap's input channels in ascending order, from zero, then adds the bias; taps
 that fall outside the input read the zero border. That order depends on the output's
@@ -41,7 +50,8 @@ from .._alloc import allocate
 from .._threading import launch
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
 
-__all__ = ["supported", "plan", "relayout", "pack_weights", "conv_transpose"]
+__all__ = ["supported", "plan", "relayout", "pack_weights", "conv_transpose", "correlate",
+           "image_bytes"]
 
 
 def supported(weight):
@@ -49,46 +59,57 @@ def supported(weight):
     return bool(np.isfinite(weight).all())
 
 
-def _axis(n_in, n_out, k, s, d, pad):
-    """One axis's phase tables: per residue ``r`` its taps ``(k, m_k)``, the first ``q``
-    and the count of ``q``; and the zero border ``(front, back)`` the taps read."""
+def _transposed_axis(n_in, n_out, k, s, d, pad):
+    """One axis of a transposed convolution: per residue ``r`` the taps ``(k, -m_k)``, the
+    first ``q`` and the count; ``a = 1``, ``os = s``, ``ob[r] = r - pad``."""
     taps, first, count = [], [], []
     for r in range(s):
-        taps.append([(t, (t * d - r) // s) for t in range(k) if (t * d - r) % s == 0])
+        taps.append([(t, -((t * d - r) // s)) for t in range(k) if (t * d - r) % s == 0])
         q0 = -((r - pad) // s)                       # ceil((pad - r) / s)
-        q1 = (n_out - 1 + pad - r) // s
         first.append(q0)
-        count.append(max(0, q1 - q0 + 1))
-    live = [r for r in range(s) if count[r] and taps[r]]
-    front = max([0] + [m - first[r] for r in live for _, m in taps[r]])
-    back = max([0] + [first[r] + count[r] - 1 - m - (n_in - 1) for r in live
-                      for _, m in taps[r]])
-    return taps, first, count, front, back
+        count.append(max(0, (n_out - 1 + pad - r) // s - q0 + 1))
+    return taps, first, count, 1, s, [r - pad for r in range(s)]
 
 
-def plan(x_shape, w_shape, stride, pads, dilation, out_shape):
-    """The tables of one problem: all shapes 3-D channels-last-free ``(N, C, D, H, W)`` and
-    kernels ``(C_in, C_out_g, kD, kH, kW)``; returns a dict of arrays and ints."""
-    axes = [_axis(x_shape[2 + a], out_shape[2 + a], w_shape[2 + a], stride[a], dilation[a],
-                  pads[a][0]) for a in range(3)]
+def _correlation_axis(n_in, n_out, k, s, d, pad):
+    """One axis of a correlation: one phase whose taps are ``(k, k*d - pad)``; ``a = s``,
+    ``os = 1``, ``ob = 0``."""
+    return [[(t, t * d - pad) for t in range(k)]], [0], [n_out], s, 1, [0]
+
+
+def plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation=False):
+    """The tables of one problem, shapes channels-first 5-D ``(N, C, D, H, W)``, kernel
+    ``(.., .., kD, kH, kW)``: per axis and phase the taps (weight index and input offset,
+    border included), the ``q`` range, the input step ``a`` and output step ``os`` of ``q``
+    and the output base ``ob``; the zero border ``front``/``back`` the taps read (the
+    width's also the last tile's overrun). Returns a dict of arrays."""
+    axis = _correlation_axis if correlation else _transposed_axis
+    axes = [axis(x_shape[2 + a], out_shape[2 + a], w_shape[2 + a], stride[a], dilation[a],
+                 pads[a][0]) for a in range(3)]
+    phases = max(len(ax[0]) for ax in axes)
     max_taps = max(1, max(len(t) for ax in axes for t in ax[0]))
-    max_s = max(stride)
-    tap_k = np.zeros((3, max_s, max_taps), np.int64)
-    tap_m = np.zeros((3, max_s, max_taps), np.int64)
-    n_taps = np.zeros((3, max_s), np.int64)
-    q_first = np.zeros((3, max_s), np.int64)
-    q_count = np.zeros((3, max_s), np.int64)
-    for a, (taps, first, count, _, _) in enumerate(axes):
-        for r in range(stride[a]):
-            n_taps[a, r] = len(taps[r])
-            q_first[a, r], q_count[a, r] = first[r], count[r]
-            for i, (t, m) in enumerate(taps[r]):
-                tap_k[a, r, i], tap_m[a, r, i] = t, m
-    front = np.array([ax[3] for ax in axes], np.int64)
-    back = np.array([ax[4] for ax in axes], np.int64)
-    back[2] += MR - 1                  # the last width tile reads up to MR - 1 pixels more
-    return dict(tap_k=tap_k, tap_m=tap_m, n_taps=n_taps, q_first=q_first, q_count=q_count,
-                front=front, back=back, pad_lo=tuple(lo for lo, _ in pads))
+    tap_k = np.zeros((3, phases, max_taps), np.int64)
+    tap_o = np.zeros((3, phases, max_taps), np.int64)
+    n_taps, q_first, q_count, o_base = (np.zeros((3, phases), np.int64) for _ in range(4))
+    steps = np.zeros((2, 3), np.int64)
+    front, back = np.zeros(3, np.int64), np.zeros(3, np.int64)
+    for a, (taps, first, count, step_in, step_out, bases) in enumerate(axes):
+        steps[:, a] = step_in, step_out
+        live = [r for r in range(len(taps)) if count[r] and taps[r]]
+        lo = min([0] + [first[r] * step_in + o for r in live for _, o in taps[r]])
+        hi = max([0] + [(first[r] + count[r] - 1) * step_in + o for r in live
+                        for _, o in taps[r]])
+        front[a] = -lo
+        back[a] = max(0, hi - (x_shape[2 + a] - 1))
+        for r in range(len(taps)):
+            n_taps[a, r], q_first[a, r], q_count[a, r] = len(taps[r]), first[r], count[r]
+            o_base[a, r] = bases[r]
+            for i, (t, o) in enumerate(taps[r]):
+                tap_k[a, r, i], tap_o[a, r, i] = t, o + front[a]
+    back[2] += (MR - 1) * steps[0, 2]      # the last width tile reads MR - 1 pixels more
+    return dict(tap_k=tap_k, tap_o=tap_o, n_taps=n_taps, q_first=q_first, q_count=q_count,
+                o_base=o_base, steps=steps, front=front, back=back,
+                phases=tuple(len(ax[0]) for ax in axes))
 
 
 def relayout(x, front, back, channels_last):
@@ -135,15 +156,22 @@ def _relayout_kernel(src, strides, xp, front, shape):
                     dst[fw + w, c] = src[src0 + w * sw + c * sc]
 
 
-def pack_weights(weight, groups, nr):
-    """``weight`` (C_in, C_out_g, kD, kH, kW) as ``wp[g, b, kD, kH, kW, C_in_g, nr]``: the
-    output channels of each group in blocks of ``nr``, the last block zero-padded."""
-    c_in, c_out_g = weight.shape[:2]
+def pack_weights(weight, groups, nr, correlation=False):
+    """The weight as ``wp[g, b, kD, kH, kW, C_in_g, nr]``: each group's output channels in
+    blocks of ``nr``, the last block zero-padded. ``weight`` is a transposed
+    convolution's ``(C_in, C_out_g, kD, kH, kW)``, or with ``correlation`` a convolution's
+    ``(C_out, C_in_g, kD, kH, kW)``. Returns ``(wp, blocks)``."""
+    kernel = weight.shape[2:]
+    if correlation:
+        c_out_g, c_in_g = weight.shape[0] // groups, weight.shape[1]
+        w = weight.reshape(groups, c_out_g, c_in_g, *kernel).swapaxes(1, 2)
+    else:
+        c_in_g, c_out_g = weight.shape[0] // groups, weight.shape[1]
+        w = weight.reshape(groups, c_in_g, c_out_g, *kernel)
     blocks = -(-c_out_g // nr)
-    w = weight.reshape(groups, c_in // groups, c_out_g, *weight.shape[2:])
-    padded = np.zeros((groups, c_in // groups, blocks * nr, *weight.shape[2:]), weight.dtype)
+    padded = np.zeros((groups, c_in_g, blocks * nr, *kernel), weight.dtype)
     padded[:, :, :c_out_g] = w
-    padded = padded.reshape(groups, c_in // groups, blocks, nr, *weight.shape[2:])
+    padded = padded.reshape(groups, c_in_g, blocks, nr, *kernel)
     return np.ascontiguousarray(padded.transpose(0, 2, 4, 5, 6, 1, 3)).ravel(), blocks
 
 
@@ -164,11 +192,12 @@ def _put(out, o, sc, acc0, acc1, b0, b1, w, nr, edge):
 
 
 @njit(inline="always")
-def _tile(xp, wp, out, xb, wb, shift, xc, cg, nrt, o, step, valid, sc, b0, b1, nr, edge,
-          nw, tk, tm, cw_k):
-    """One tile: ``valid`` (at most 6) pixels x ``nr`` channels, the pixels' outputs
-    ``step`` apart from ``out.flat[o]``. ``xb``/``wb`` hold the (kd, kh) tap rows' input
-    and weight offsets, ``tk``/``tm`` the width taps; ``shift`` moves to the tile's pixels."""
+def _tile(xp, wp, out, xb, wb, shift, px, c_in, cg, nrt, o, step, valid, sc, b0, b1, nr,
+          edge, nw, tk, to, cw_k):
+    """One tile: ``valid`` (at most 6) pixels x ``nr`` channels, the pixels' inputs ``px``
+    elements apart and their outputs ``step`` apart from ``out.flat[o]``. ``xb``/``wb``
+    hold the (kd, kh) tap rows' input and weight offsets, ``tk``/``to`` the width taps'
+    weight index and input offset; ``shift`` moves to the tile's first pixel."""
     w = width(xp)
     c00 = zero(xp)
     c01 = zero(xp)
@@ -184,7 +213,7 @@ def _tile(xp, wp, out, xb, wb, shift, xc, cg, nrt, o, step, valid, sc, b0, b1, n
     c51 = zero(xp)
     for i in range(xb.shape[0]):
         for it in range(nw):
-            pa = xb[i] + shift - tm[it] * xc
+            pa = xb[i] + shift + to[it] * c_in
             pb = wb[i] + tk[it] * cw_k
             for _ in range(cg):
                 b0v = load(wp, pb)
@@ -192,19 +221,19 @@ def _tile(xp, wp, out, xb, wb, shift, xc, cg, nrt, o, step, valid, sc, b0, b1, n
                 a = broadcast(xp, pa)
                 c00 = fmadd(c00, a, b0v)
                 c01 = fmadd(c01, a, b1v)
-                a = broadcast(xp, pa + xc)
+                a = broadcast(xp, pa + px)
                 c10 = fmadd(c10, a, b0v)
                 c11 = fmadd(c11, a, b1v)
-                a = broadcast(xp, pa + 2 * xc)
+                a = broadcast(xp, pa + 2 * px)
                 c20 = fmadd(c20, a, b0v)
                 c21 = fmadd(c21, a, b1v)
-                a = broadcast(xp, pa + 3 * xc)
+                a = broadcast(xp, pa + 3 * px)
                 c30 = fmadd(c30, a, b0v)
                 c31 = fmadd(c31, a, b1v)
-                a = broadcast(xp, pa + 4 * xc)
+                a = broadcast(xp, pa + 4 * px)
                 c40 = fmadd(c40, a, b0v)
                 c41 = fmadd(c41, a, b1v)
-                a = broadcast(xp, pa + 5 * xc)
+                a = broadcast(xp, pa + 5 * px)
                 c50 = fmadd(c50, a, b0v)
                 c51 = fmadd(c51, a, b1v)
                 pa += 1
@@ -223,18 +252,17 @@ def _tile(xp, wp, out, xb, wb, shift, xc, cg, nrt, o, step, valid, sc, b0, b1, n
 
 
 @njit(cache=True, parallel=True)
-def _kernel(xp, wp, bp, out, tasks, tap_k, tap_m, n_taps, q_first, q_count, front, geo,
-            o_strides):
+def _kernel(xp, wp, bp, out, tasks, tap_k, tap_o, n_taps, q_first, q_count, o_base, steps,
+            geo, o_strides):
     """Every task: one output row of one phase (n, rd, rh, rw, qd, qh), one group and one
     block of output channels, all its width tiles."""
     dp, hp, wpix, c_in = geo[1], geo[2], geo[3], geo[4]
     cg, c_out_g, blocks = geo[5], geo[6], geo[7]
     k_d, k_h, k_w = geo[8], geo[9], geo[10]
-    s_d, s_h, s_w = geo[11], geo[12], geo[13]
-    p_d, p_h, p_w = geo[14], geo[15], geo[16]
     sn, sd, sh, sw, sc = o_strides[0], o_strides[1], o_strides[2], o_strides[3], o_strides[4]
     nrt = 2 * width(xp)
     cw_k = cg * nrt                                   # packed weight elements per tap
+    px = steps[0, 2] * c_in                           # input elements between tile pixels
     for t in prange(tasks.shape[0]):
         n, rd, rh, rw = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
         qd, qh, g, b = tasks[t, 4], tasks[t, 5], tasks[t, 6], tasks[t, 7]
@@ -243,33 +271,35 @@ def _kernel(xp, wp, bp, out, tasks, tap_k, tap_m, n_taps, q_first, q_count, fron
         wb = np.empty(nd * nh, np.int64)
         i = 0
         for jd in range(nd):
-            zd = qd - tap_m[0, rd, jd] + front[0]
+            zd = qd * steps[0, 0] + tap_o[0, rd, jd]
             for jh in range(nh):
-                zh = qh - tap_m[1, rh, jh] + front[1]
-                xb[i] = (((n * dp + zd) * hp + zh) * wpix + front[2]) * c_in + g * cg
+                zh = qh * steps[0, 1] + tap_o[1, rh, jh]
+                xb[i] = ((n * dp + zd) * hp + zh) * wpix * c_in + g * cg
                 wb[i] = ((((g * blocks + b) * k_d + tap_k[0, rd, jd]) * k_h
                           + tap_k[1, rh, jh]) * k_w) * cw_k
                 i += 1
         tk = tap_k[2, rw, :nw].copy()
-        tm = tap_m[2, rw, :nw].copy()
+        to = tap_o[2, rw, :nw].copy()
         nr = min(nrt, c_out_g - b * nrt)
         edge = np.empty(nrt, out.dtype)
         b0 = load(bp, (g * blocks + b) * nrt)
         b1 = load(bp, (g * blocks + b) * nrt + width(xp))
-        od = qd * s_d + rd - p_d
-        oh = qh * s_h + rh - p_h
+        od = qd * steps[1, 0] + o_base[0, rd]
+        oh = qh * steps[1, 1] + o_base[1, rh]
         base = n * sn + od * sd + oh * sh + (g * c_out_g + b * nrt) * sc
         q0, q_end = q_first[2, rw], q_first[2, rw] + q_count[2, rw]
         for qw in range(q0, q_end, MR):
-            ow = qw * s_w + rw - p_w
-            _tile(xp, wp, out, xb, wb, qw * c_in, c_in, cg, nrt, base + ow * sw, s_w * sw,
-                  min(MR, q_end - qw), sc, b0, b1, nr, edge, nw, tk, tm, cw_k)
+            ow = qw * steps[1, 2] + o_base[2, rw]
+            _tile(xp, wp, out, xb, wb, qw * px, px, c_in, cg, nrt, base + ow * sw,
+                  steps[1, 2] * sw, min(MR, q_end - qw), sc, b0, b1, nr, edge, nw, tk, to,
+                  cw_k)
 
 
-def image_bytes(x_shape, w_shape, stride, pads, dilation, out_shape, itemsize):
+def image_bytes(x_shape, w_shape, stride, pads, dilation, out_shape, itemsize,
+                correlation=False):
     """Bytes of one image's zero-bordered copy (:func:`relayout`): the engine's buffer per
     image, which the batch is cut to fit into the workspace limit."""
-    p = plan(x_shape, w_shape, stride, pads, dilation, out_shape)
+    p = plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation)
     sizes = [n + f + b for n, f, b in zip(x_shape[2:], p["front"], p["back"])]
     return math.prod(sizes) * x_shape[1] * itemsize
 
@@ -292,22 +322,50 @@ def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channel
     ...                          ((0, 0),) * 3, (1, 1, 1), 1, out, False)[0, 0, 0, 0]
     array([1., 1., 2., 1., 1.], dtype=float32)
     """
+    return _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, limit,
+                False)
+
+
+def correlate(x, weight, bias, stride, pads, dilation, groups, out, channels_last,
+              limit=None):
+    """``out`` = the correlation (``conv3d``'s forward; rank 1 and 2 as unit depth and
+    height) of ``x`` with ``weight`` ``(C_out, C_in_g, kD, kH, kW)``, as
+    :func:`conv_transpose` otherwise; every weight is supported (the padding's zeros are
+    multiplied, as PyTorch's convolutions do).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu import nd_engine
+    >>> x = np.arange(5.0).reshape(1, 1, 1, 1, 5)
+    >>> out = np.empty((1, 1, 1, 1, 2))
+    >>> nd_engine.correlate(x, np.ones((1, 1, 1, 1, 2)), None, (1, 1, 2), ((0, 0),) * 3,
+    ...                     (1, 1, 1), 1, out, False)[0, 0, 0, 0]
+    array([1., 5.])
+    """
+    return _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, limit,
+                True)
+
+
+def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, limit,
+         correlation):
     dtype = out.dtype
     first = (lambda a: np.moveaxis(a, -1, 1)) if channels_last else (lambda a: a)
     xf, view = first(x), first(out)
     x_shape, out_shape = xf.shape, view.shape
-    p = plan(x_shape, weight.shape, stride, pads, dilation, out_shape)
+    p = plan(x_shape, weight.shape, stride, pads, dilation, out_shape, correlation)
     nrt = 2 * lanes(dtype)
-    wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt)
+    wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt, correlation)
+    c_in_g = weight.shape[1] if correlation else weight.shape[0] // groups
+    c_out_g = weight.shape[0] // groups if correlation else weight.shape[1]
     bp = np.zeros(groups * blocks * nrt, dtype)
-    c_out_g = weight.shape[1]
     if bias is not None:
         bp.reshape(groups, blocks * nrt)[:, :c_out_g] = np.asarray(bias, dtype).reshape(
             groups, c_out_g)
-    _fill_untouched(view, bias, p, stride)
+    _fill_untouched(view, bias, p)
     n = x_shape[0]
     per_image = image_bytes(x_shape, weight.shape, stride, pads, dilation, out_shape,
-                            dtype.itemsize)
+                            dtype.itemsize, correlation)
     chunk = n if limit is None else max(1, min(n, limit // max(per_image, 1)))
     sn, sc, sd, sh, sw = (s // out.itemsize for s in view.strides)
     strides = np.array([sn, sd, sh, sw, sc], np.int64)
@@ -315,24 +373,24 @@ def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channel
     for n0 in range(0, n, chunk):
         part = min(chunk, n - n0)
         if tasks is None or part != chunk:
-            tasks = _tasks(p, part, stride, groups, blocks)
+            tasks = _tasks(p, part, groups, blocks)
         if not len(tasks):
             break
         xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"], False)
-        geo = np.array([part, *xp.shape[1:], weight.shape[0] // groups, c_out_g, blocks,
-                        *weight.shape[2:], *stride, *p["pad_lo"], *out_shape[2:]], np.int64)
+        geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks, *weight.shape[2:]],
+                       np.int64)
         launch(_kernel, xp.ravel(), wp, bp, _base_view(view[n0:n0 + part]), tasks,
-               p["tap_k"], p["tap_m"], p["n_taps"], p["q_first"], p["q_count"], p["front"],
-               geo, strides)
+               p["tap_k"], p["tap_o"], p["n_taps"], p["q_first"], p["q_count"],
+               p["o_base"], p["steps"], geo, strides)
     return out
 
 
-def _tasks(p, n, stride, groups, blocks):
+def _tasks(p, n, groups, blocks):
     """``(n, rd, rh, rw, qd, qh, g, b)`` of every output row of every phase a tap reaches."""
     rows = []
-    for rd in range(stride[0]):
-        for rh in range(stride[1]):
-            for rw in range(stride[2]):
+    for rd in range(p["phases"][0]):
+        for rh in range(p["phases"][1]):
+            for rw in range(p["phases"][2]):
                 phase = [(p["q_count"][a, r], p["n_taps"][a, r])
                          for a, r in enumerate((rd, rh, rw))]
                 if not all(c and t for c, t in phase):
@@ -350,15 +408,16 @@ def _tasks(p, n, stride, groups, blocks):
     return np.concatenate(rows) if rows else np.empty((0, 8), np.int64)
 
 
-def _fill_untouched(view, bias, p, stride):
+def _fill_untouched(view, bias, p):
     """Outputs whose phase no tap reaches along some axis get the bias alone (zeros
     without one): the kernel writes every other output."""
     for a in range(3):
-        for r in range(stride[a]):
+        for r in range(p["phases"][a]):
             q0, nq = p["q_first"][a, r], p["q_count"][a, r]
             if nq and not p["n_taps"][a, r]:
-                o0 = q0 * stride[a] + r - p["pad_lo"][a]
+                step = p["steps"][1, a]
+                o0 = q0 * step + p["o_base"][a, r]
                 sel = [slice(None)] * 5
-                sel[2 + a] = slice(o0, o0 + (nq - 1) * stride[a] + 1, stride[a])
+                sel[2 + a] = slice(o0, o0 + (nq - 1) * step + 1, step)
                 view[tuple(sel)] = 0 if bias is None else \
                     np.asarray(bias, view.dtype).reshape((-1, 1, 1, 1))
