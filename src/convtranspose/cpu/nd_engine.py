@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -192,12 +193,11 @@ def _put(out, o, sc, acc0, acc1, b0, b1, w, nr, edge):
 
 
 @njit(inline="always")
-def _tile(xp, wp, out, xb, wb, shift, px, c_in, cg, nrt, o, step, valid, sc, b0, b1, nr,
-          edge, nw, tk, to, cw_k):
-    """One tile: ``valid`` (at most 6) pixels x ``nr`` channels, the pixels' inputs ``px``
-    elements apart and their outputs ``step`` apart from ``out.flat[o]``. ``xb``/``wb``
-    hold the (kd, kh) tap rows' input and weight offsets, ``tk``/``to`` the width taps'
-    weight index and input offset; ``shift`` moves to the tile's first pixel."""
+def _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0, o1, o2, o3, o4, o5, valid, cg,
+          nrt, sc, b0, b1, nr, edge):
+    """One tile: 6 pixels (``valid`` of them stored) x ``nr`` channels. Pixel ``j`` reads
+    ``xp.flat[pj + tin[t] + c]`` for every tap ``t`` and input channel ``c`` and is stored
+    at ``out.flat[oj]``; ``twt[t]`` is the tap's packed weight offset."""
     w = width(xp)
     c00 = zero(xp)
     c01 = zero(xp)
@@ -211,88 +211,111 @@ def _tile(xp, wp, out, xb, wb, shift, px, c_in, cg, nrt, o, step, valid, sc, b0,
     c41 = zero(xp)
     c50 = zero(xp)
     c51 = zero(xp)
-    for i in range(xb.shape[0]):
-        for it in range(nw):
-            pa = xb[i] + shift + to[it] * c_in
-            pb = wb[i] + tk[it] * cw_k
-            for _ in range(cg):
-                b0v = load(wp, pb)
-                b1v = load(wp, pb + w)
-                a = broadcast(xp, pa)
-                c00 = fmadd(c00, a, b0v)
-                c01 = fmadd(c01, a, b1v)
-                a = broadcast(xp, pa + px)
-                c10 = fmadd(c10, a, b0v)
-                c11 = fmadd(c11, a, b1v)
-                a = broadcast(xp, pa + 2 * px)
-                c20 = fmadd(c20, a, b0v)
-                c21 = fmadd(c21, a, b1v)
-                a = broadcast(xp, pa + 3 * px)
-                c30 = fmadd(c30, a, b0v)
-                c31 = fmadd(c31, a, b1v)
-                a = broadcast(xp, pa + 4 * px)
-                c40 = fmadd(c40, a, b0v)
-                c41 = fmadd(c41, a, b1v)
-                a = broadcast(xp, pa + 5 * px)
-                c50 = fmadd(c50, a, b0v)
-                c51 = fmadd(c51, a, b1v)
-                pa += 1
-                pb += nrt
-    _put(out, o, sc, c00, c01, b0, b1, w, nr, edge)
+    for t in range(tin.shape[0]):
+        off = tin[t]
+        pb = twt[t]
+        for c in range(off, off + cg):
+            b0v = load(wp, pb)
+            b1v = load(wp, pb + w)
+            a = broadcast(xp, p0 + c)
+            c00 = fmadd(c00, a, b0v)
+            c01 = fmadd(c01, a, b1v)
+            a = broadcast(xp, p1 + c)
+            c10 = fmadd(c10, a, b0v)
+            c11 = fmadd(c11, a, b1v)
+            a = broadcast(xp, p2 + c)
+            c20 = fmadd(c20, a, b0v)
+            c21 = fmadd(c21, a, b1v)
+            a = broadcast(xp, p3 + c)
+            c30 = fmadd(c30, a, b0v)
+            c31 = fmadd(c31, a, b1v)
+            a = broadcast(xp, p4 + c)
+            c40 = fmadd(c40, a, b0v)
+            c41 = fmadd(c41, a, b1v)
+            a = broadcast(xp, p5 + c)
+            c50 = fmadd(c50, a, b0v)
+            c51 = fmadd(c51, a, b1v)
+            pb += nrt
+    _put(out, o0, sc, c00, c01, b0, b1, w, nr, edge)
     if valid > 1:
-        _put(out, o + step, sc, c10, c11, b0, b1, w, nr, edge)
+        _put(out, o1, sc, c10, c11, b0, b1, w, nr, edge)
     if valid > 2:
-        _put(out, o + 2 * step, sc, c20, c21, b0, b1, w, nr, edge)
+        _put(out, o2, sc, c20, c21, b0, b1, w, nr, edge)
     if valid > 3:
-        _put(out, o + 3 * step, sc, c30, c31, b0, b1, w, nr, edge)
+        _put(out, o3, sc, c30, c31, b0, b1, w, nr, edge)
     if valid > 4:
-        _put(out, o + 4 * step, sc, c40, c41, b0, b1, w, nr, edge)
+        _put(out, o4, sc, c40, c41, b0, b1, w, nr, edge)
     if valid > 5:
-        _put(out, o + 5 * step, sc, c50, c51, b0, b1, w, nr, edge)
+        _put(out, o5, sc, c50, c51, b0, b1, w, nr, edge)
+
+
+@njit(inline="always")
+def _pixel(i, last, nq, q0, steps, o_base, r, geo, o_strides):
+    """Input and output offsets of pixel ``min(i, last)`` of a phase, its pixels numbered
+    over (n, qd, qh, qw), qw fastest."""
+    i = min(i, last)
+    qw = q0[2] + i % nq[2]
+    i //= nq[2]
+    qh = q0[1] + i % nq[1]
+    i //= nq[1]
+    qd = q0[0] + i % nq[0]
+    n = i // nq[0]
+    dp, hp, wpix, c_in = geo[1], geo[2], geo[3], geo[4]
+    x_off = (((n * dp + qd * steps[0, 0]) * hp + qh * steps[0, 1]) * wpix
+             + qw * steps[0, 2]) * c_in
+    o_off = (n * o_strides[0] + (qd * steps[1, 0] + o_base[0, r[0]]) * o_strides[1]
+             + (qh * steps[1, 1] + o_base[1, r[1]]) * o_strides[2]
+             + (qw * steps[1, 2] + o_base[2, r[2]]) * o_strides[3])
+    return x_off, o_off
 
 
 @njit(cache=True, parallel=True)
 def _kernel(xp, wp, bp, out, tasks, tap_k, tap_o, n_taps, q_first, q_count, o_base, steps,
             geo, o_strides):
-    """Every task: one output row of one phase (n, rd, rh, rw, qd, qh), one group and one
-    block of output channels, all its width tiles."""
+    """Every task: tiles ``t0 <= t < t1`` of one phase's pixels (6 per tile, numbered over
+    images and rows), one group and one block of output channels."""
     dp, hp, wpix, c_in = geo[1], geo[2], geo[3], geo[4]
     cg, c_out_g, blocks = geo[5], geo[6], geo[7]
     k_d, k_h, k_w = geo[8], geo[9], geo[10]
-    sn, sd, sh, sw, sc = o_strides[0], o_strides[1], o_strides[2], o_strides[3], o_strides[4]
+    n_img = geo[0]
+    sc = o_strides[4]
     nrt = 2 * width(xp)
     cw_k = cg * nrt                                   # packed weight elements per tap
-    px = steps[0, 2] * c_in                           # input elements between tile pixels
-    for t in prange(tasks.shape[0]):
-        n, rd, rh, rw = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
-        qd, qh, g, b = tasks[t, 4], tasks[t, 5], tasks[t, 6], tasks[t, 7]
+    for task in prange(tasks.shape[0]):
+        rd, rh, rw = tasks[task, 0], tasks[task, 1], tasks[task, 2]
+        t0, t1, g, b = tasks[task, 3], tasks[task, 4], tasks[task, 5], tasks[task, 6]
+        r = (rd, rh, rw)
+        nq = (q_count[0, rd], q_count[1, rh], q_count[2, rw])
+        q0 = (q_first[0, rd], q_first[1, rh], q_first[2, rw])
+        last = n_img * nq[0] * nq[1] * nq[2] - 1
         nd, nh, nw = n_taps[0, rd], n_taps[1, rh], n_taps[2, rw]
-        xb = np.empty(nd * nh, np.int64)
-        wb = np.empty(nd * nh, np.int64)
+        tin = np.empty(nd * nh * nw, np.int64)
+        twt = np.empty(nd * nh * nw, np.int64)
         i = 0
         for jd in range(nd):
-            zd = qd * steps[0, 0] + tap_o[0, rd, jd]
             for jh in range(nh):
-                zh = qh * steps[0, 1] + tap_o[1, rh, jh]
-                xb[i] = ((n * dp + zd) * hp + zh) * wpix * c_in + g * cg
-                wb[i] = ((((g * blocks + b) * k_d + tap_k[0, rd, jd]) * k_h
-                          + tap_k[1, rh, jh]) * k_w) * cw_k
-                i += 1
-        tk = tap_k[2, rw, :nw].copy()
-        to = tap_o[2, rw, :nw].copy()
+                for jw in range(nw):
+                    tin[i] = (((tap_o[0, rd, jd] * hp + tap_o[1, rh, jh]) * wpix
+                               + tap_o[2, rw, jw]) * c_in + g * cg)
+                    twt[i] = (((((g * blocks + b) * k_d + tap_k[0, rd, jd]) * k_h
+                                + tap_k[1, rh, jh]) * k_w + tap_k[2, rw, jw]) * cw_k)
+                    i += 1
         nr = min(nrt, c_out_g - b * nrt)
         edge = np.empty(nrt, out.dtype)
         b0 = load(bp, (g * blocks + b) * nrt)
         b1 = load(bp, (g * blocks + b) * nrt + width(xp))
-        od = qd * steps[1, 0] + o_base[0, rd]
-        oh = qh * steps[1, 1] + o_base[1, rh]
-        base = n * sn + od * sd + oh * sh + (g * c_out_g + b * nrt) * sc
-        q0, q_end = q_first[2, rw], q_first[2, rw] + q_count[2, rw]
-        for qw in range(q0, q_end, MR):
-            ow = qw * steps[1, 2] + o_base[2, rw]
-            _tile(xp, wp, out, xb, wb, qw * px, px, c_in, cg, nrt, base + ow * sw,
-                  steps[1, 2] * sw, min(MR, q_end - qw), sc, b0, b1, nr, edge, nw, tk, to,
-                  cw_k)
+        channel = (g * c_out_g + b * nrt) * sc
+        for tile in range(t0, t1):
+            first = tile * MR
+            p0, o0 = _pixel(first, last, nq, q0, steps, o_base, r, geo, o_strides)
+            p1, o1 = _pixel(first + 1, last, nq, q0, steps, o_base, r, geo, o_strides)
+            p2, o2 = _pixel(first + 2, last, nq, q0, steps, o_base, r, geo, o_strides)
+            p3, o3 = _pixel(first + 3, last, nq, q0, steps, o_base, r, geo, o_strides)
+            p4, o4 = _pixel(first + 4, last, nq, q0, steps, o_base, r, geo, o_strides)
+            p5, o5 = _pixel(first + 5, last, nq, q0, steps, o_base, r, geo, o_strides)
+            _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0 + channel,
+                  o1 + channel, o2 + channel, o3 + channel, o4 + channel, o5 + channel,
+                  min(MR, last + 1 - first), cg, nrt, sc, b0, b1, nr, edge)
 
 
 def image_bytes(x_shape, w_shape, stride, pads, dilation, out_shape, itemsize,
@@ -373,7 +396,7 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     for n0 in range(0, n, chunk):
         part = min(chunk, n - n0)
         if tasks is None or part != chunk:
-            tasks = _tasks(p, part, groups, blocks)
+            tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS)
         if not len(tasks):
             break
         xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"], False)
@@ -385,27 +408,29 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     return out
 
 
-def _tasks(p, n, groups, blocks):
-    """``(n, rd, rh, rw, qd, qh, g, b)`` of every output row of every phase a tap reaches."""
-    rows = []
+#: Tiles per task, at most: enough tasks to balance the threads, each long enough that
+#: its weight panel (in L2) serves many tiles.
+_TILES_PER_TASK = 32
+
+
+def _tasks(p, n, groups, blocks, threads):
+    """``(rd, rh, rw, t0, t1, g, b)``: the 6-pixel tiles of every phase a tap reaches, in
+    runs of at most :data:`_TILES_PER_TASK`, cut into at least ``4 * threads`` tasks."""
+    phases = []
     for rd in range(p["phases"][0]):
         for rh in range(p["phases"][1]):
             for rw in range(p["phases"][2]):
                 phase = [(p["q_count"][a, r], p["n_taps"][a, r])
                          for a, r in enumerate((rd, rh, rw))]
-                if not all(c and t for c, t in phase):
-                    continue
-                qd = np.arange(p["q_first"][0, rd], p["q_first"][0, rd] + phase[0][0])
-                qh = np.arange(p["q_first"][1, rh], p["q_first"][1, rh] + phase[1][0])
-                grid = np.stack(np.meshgrid(np.arange(n), qd, qh, np.arange(groups),
-                                            np.arange(blocks), indexing="ij"), -1)
-                grid = grid.reshape(-1, 5)
-                block = np.empty((len(grid), 8), np.int64)
-                block[:, 0] = grid[:, 0]
-                block[:, 1:4] = (rd, rh, rw)
-                block[:, 4:] = grid[:, 1:]
-                rows.append(block)
-    return np.concatenate(rows) if rows else np.empty((0, 8), np.int64)
+                if all(c and t for c, t in phase):
+                    pixels = n * math.prod(c for c, _ in phase)
+                    phases.append((rd, rh, rw, -(-pixels // MR)))
+    total = sum(t for *_, t in phases) * groups * blocks
+    per_task = max(1, min(_TILES_PER_TASK, total // max(1, 4 * threads)))
+    rows = [(rd, rh, rw, t0, min(t0 + per_task, tiles), g, b)
+            for rd, rh, rw, tiles in phases for g in range(groups) for b in range(blocks)
+            for t0 in range(0, tiles, per_task)]
+    return np.array(rows, np.int64).reshape(-1, 7)
 
 
 def _fill_untouched(view, bias, p):
