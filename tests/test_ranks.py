@@ -364,20 +364,21 @@ def test_engine_layers_in_channels_last_match_torch(rank, dtype):
 
 
 def test_engine_reads_and_writes_channels_last_in_place(monkeypatch):
-    from convtranspose.cpu import deconv
+    from convtranspose.cpu import nd_engine
     seen = []
-    compute = deconv.compute
+    compute = nd_engine.conv_transpose
 
-    def spy(x, weight, bias, params, out, **kw):
-        seen.append((x.flags.c_contiguous, out.flags.c_contiguous))
-        return compute(x, weight, bias, params, out, **kw)
+    def spy(x, weight, bias, stride, pads, dilation, groups, out, last, **kw):
+        seen.append((x.flags.c_contiguous, out.flags.c_contiguous,
+                     np.moveaxis(out, 1, -1).flags.c_contiguous))
+        return compute(x, weight, bias, stride, pads, dilation, groups, out, last, **kw)
 
-    monkeypatch.setattr(deconv, "compute", spy)
+    monkeypatch.setattr(nd_engine, "conv_transpose", spy)
     x = np.zeros((1, 6, 6, 64), np.float32)
     out = np.full((1, 12, 12, 32), np.nan, np.float32)
     ct.conv_transpose2d(x, np.ones((64, 32, 4, 4), np.float32), stride=2, padding=1,
                         backend="direct", data_format="NHWC", out=out)
-    assert seen == [(False, False)]                 # the NHWC memory itself, not copies
+    assert seen == [(False, False, True)]           # the NHWC memory itself, not copies
     np.testing.assert_array_equal(out, 0)
 
 

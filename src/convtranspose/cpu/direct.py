@@ -4,17 +4,19 @@ Two forms, picked from the layer's channels and kernel geometry alone (never fro
 batch or the image size, so that an image's result does not depend on them, nor on how
 it is cut into tiles; see :func:`uses_engine`):
 
-* layers with many channels per group run on the packed GEMM engine
-  (:mod:`convtranspose.cpu.deconv`: one register-blocked GEMM per stride phase, the
-  operands packed straight from ``x`` and ``weight``, per-thread buffers of a few MiB);
+* layers with many channels per group run on the channels-last engine
+  (:mod:`convtranspose.cpu.nd_engine`: the input laid out once into a zero-bordered
+  channels-last copy, in batch chunks within the workspace limit, and read in place by
+  a register tile per stride phase; a channels-first result is computed channels-last
+  and stored transposed);
 * the others on the gather kernel: every output row is accumulated by one thread from the
   taps that reach it (see :mod:`convtranspose.cpu.taps`), vectorised along the row.
   Besides the output it allocates only ``O(kW)`` column tables and, per output row (four
   rows with channel blocking), an accumulator of fewer than ``2 * W_out`` elements.
 
 Neither multiplies a weight by an inserted zero where that matters: the engine multiplies
-the zeros it packs for taps outside the input, so a layer with an Inf or NaN weight runs
-on the gather kernel. Both sum each output element in a fixed order.
+the zeros of its border for taps outside the input, so a layer with an Inf or NaN weight
+runs on the gather kernel. Both sum each output element in a fixed order.
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from functools import lru_cache
 import numpy as np
 
 from .._threading import launch
-from . import deconv
+from . import nd_engine
 from .kernels import direct_kernel, direct_kernel_serial
 from .layout import c_contiguous
 from .taps import tap_tables
+from .workspace import get_workspace_limit
 
 __all__ = ["run", "run_engine", "gather", "uses_engine", "correlation_uses_engine",
            "weight_grad_uses_engine", "phase_taps", "SERIAL_FLOPS", "ENGINE_MIN_ROWS",
@@ -126,9 +129,14 @@ def gather(x, weight, bias, params, out):
 
 
 def run_engine(x, weight, bias, params, out):
-    """The engine into ``out``, or the gather kernel where a weight is Inf or NaN."""
-    if not deconv.compute(x, weight, bias, params, out):
-        gather(x, weight, bias, params, out)
+    """The engine into ``out`` (4-D, 2-D as unit depth), or the gather kernel where a
+    weight is Inf or NaN."""
+    if not nd_engine.supported(weight):
+        return gather(x, weight, bias, params, out)
+    deep = (slice(None), slice(None), None)
+    nd_engine.conv_transpose(x[deep], weight[deep], bias, (1, *params.stride),
+                             ((0, 0), *params.pads), (1, *params.dilation), params.groups,
+                             out[deep], False, limit=get_workspace_limit())
     return out
 
 

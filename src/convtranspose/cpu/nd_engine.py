@@ -60,57 +60,66 @@ def supported(weight):
     return bool(np.isfinite(weight).all())
 
 
-def _transposed_axis(n_in, n_out, k, s, d, pad):
-    """One axis of a transposed convolution: per residue ``r`` the taps ``(k, -m_k)``, the
-    first ``q`` and the count; ``a = 1``, ``os = s``, ``ob[r] = r - pad``."""
-    taps, first, count = [], [], []
-    for r in range(s):
-        taps.append([(t, -((t * d - r) // s)) for t in range(k) if (t * d - r) % s == 0])
+def _transposed_axis(n_out, k, s, d, pad):
+    """One axis of a transposed convolution: ``(phases, dead, step_in, step_out)`` with
+    ``phases`` the residues ``r`` that have outputs and taps, each ``(first q, count of q,
+    output base r - pad, [(k, -m_k)])``, and ``dead`` whether some output has no tap.
+    Residues are grouped from one pass over the taps, so a huge stride costs nothing."""
+    by_residue = {}
+    for t in range(k):
+        by_residue.setdefault(t * d % s, []).append(t)
+    residues = range(s) if s <= n_out else sorted({(o + pad) % s for o in range(n_out)})
+    phases, dead = [], False
+    for r in residues:
         q0 = -((r - pad) // s)                       # ceil((pad - r) / s)
-        first.append(q0)
-        count.append(max(0, (n_out - 1 + pad - r) // s - q0 + 1))
-    return taps, first, count, 1, s, [r - pad for r in range(s)]
+        count = (n_out - 1 + pad - r) // s - q0 + 1
+        if count <= 0:
+            continue
+        taps = by_residue.get(r)
+        if not taps:
+            dead = True
+            continue
+        phases.append((q0, count, r - pad, [(t, -((t * d - r) // s)) for t in taps]))
+    return phases, dead, 1, s
 
 
-def _correlation_axis(n_in, n_out, k, s, d, pad):
-    """One axis of a correlation: one phase whose taps are ``(k, k*d - pad)``; ``a = s``,
-    ``os = 1``, ``ob = 0``."""
-    return [[(t, t * d - pad) for t in range(k)]], [0], [n_out], s, 1, [0]
+def _correlation_axis(n_out, k, s, d, pad):
+    """One axis of a correlation: one phase whose taps are ``(k, k*d - pad)``; the input
+    step of ``q`` is the stride, the output step 1."""
+    return [(0, n_out, 0, [(t, t * d - pad) for t in range(k)])], False, s, 1
 
 
 def plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation=False):
     """The tables of one problem, shapes channels-first 5-D ``(N, C, D, H, W)``, kernel
-    ``(.., .., kD, kH, kW)``: per axis and phase the taps (weight index and input offset,
-    border included), the ``q`` range, the input step ``a`` and output step ``os`` of ``q``
-    and the output base ``ob``; the zero border ``front``/``back`` the taps read (the
-    width's also the last tile's overrun). Returns a dict of arrays."""
+    ``(.., .., kD, kH, kW)``. Per axis, the phases that have outputs and taps:
+    ``phase[a, i] = (first q, count, output base, first tap, taps)``, their taps in
+    ``tap_k`` (weight index) and ``tap_o`` (input offset at ``q = 0``, border included);
+    ``steps[0, a]``/``steps[1, a]``: how far the input and the output move per ``q``;
+    the zero border ``front``/``back`` the taps read (the width's also the last tile's
+    overrun); ``dead``: whether some output has no tap (it gets the bias alone)."""
     axis = _correlation_axis if correlation else _transposed_axis
-    axes = [axis(x_shape[2 + a], out_shape[2 + a], w_shape[2 + a], stride[a], dilation[a],
-                 pads[a][0]) for a in range(3)]
-    phases = max(len(ax[0]) for ax in axes)
-    max_taps = max(1, max(len(t) for ax in axes for t in ax[0]))
-    tap_k = np.zeros((3, phases, max_taps), np.int64)
-    tap_o = np.zeros((3, phases, max_taps), np.int64)
-    n_taps, q_first, q_count, o_base = (np.zeros((3, phases), np.int64) for _ in range(4))
+    axes = [axis(out_shape[2 + a], w_shape[2 + a], stride[a], dilation[a], pads[a][0])
+            for a in range(3)]
+    width_ = max(1, max(len(ax[0]) for ax in axes))
+    phase = np.zeros((3, width_, 5), np.int64)
+    tap_k, tap_o = [], []
     steps = np.zeros((2, 3), np.int64)
     front, back = np.zeros(3, np.int64), np.zeros(3, np.int64)
-    for a, (taps, first, count, step_in, step_out, bases) in enumerate(axes):
+    for a, (phases, _, step_in, step_out) in enumerate(axes):
         steps[:, a] = step_in, step_out
-        live = [r for r in range(len(taps)) if count[r] and taps[r]]
-        lo = min([0] + [first[r] * step_in + o for r in live for _, o in taps[r]])
-        hi = max([0] + [(first[r] + count[r] - 1) * step_in + o for r in live
-                        for _, o in taps[r]])
+        lo = min([0] + [q0 * step_in + o for q0, _, _, taps in phases for _, o in taps])
+        hi = max([0] + [(q0 + n - 1) * step_in + o for q0, n, _, taps in phases
+                        for _, o in taps])
         front[a] = -lo
         back[a] = max(0, hi - (x_shape[2 + a] - 1))
-        for r in range(len(taps)):
-            n_taps[a, r], q_first[a, r], q_count[a, r] = len(taps[r]), first[r], count[r]
-            o_base[a, r] = bases[r]
-            for i, (t, o) in enumerate(taps[r]):
-                tap_k[a, r, i], tap_o[a, r, i] = t, o + front[a]
+        for i, (q0, n, base, taps) in enumerate(phases):
+            phase[a, i] = q0, n, base, len(tap_k), len(taps)
+            tap_k += [t for t, _ in taps]
+            tap_o += [o + front[a] for _, o in taps]
     back[2] += (MR - 1) * steps[0, 2]      # the last width tile reads MR - 1 pixels more
-    return dict(tap_k=tap_k, tap_o=tap_o, n_taps=n_taps, q_first=q_first, q_count=q_count,
-                o_base=o_base, steps=steps, front=front, back=back,
-                phases=tuple(len(ax[0]) for ax in axes))
+    return dict(phase=phase, tap_k=np.array(tap_k + [0], np.int64),
+                tap_o=np.array(tap_o + [0], np.int64), steps=steps, front=front, back=back,
+                phases=tuple(len(ax[0]) for ax in axes), dead=any(ax[1] for ax in axes))
 
 
 def relayout(x, front, back, channels_last):
@@ -250,9 +259,9 @@ def _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0, o1, o2, o3, o4, o5,
 
 
 @njit(inline="always")
-def _pixel(i, last, nq, q0, steps, o_base, r, geo, o_strides):
+def _pixel(i, last, nq, q0, steps, ob, geo, o_strides):
     """Input and output offsets of pixel ``min(i, last)`` of a phase, its pixels numbered
-    over (n, qd, qh, qw), qw fastest."""
+    over (n, qd, qh, qw), qw fastest; ``ob`` holds the phase's output bases."""
     i = min(i, last)
     qw = q0[2] + i % nq[2]
     i //= nq[2]
@@ -263,18 +272,18 @@ def _pixel(i, last, nq, q0, steps, o_base, r, geo, o_strides):
     dp, hp, wpix, c_in = geo[1], geo[2], geo[3], geo[4]
     x_off = (((n * dp + qd * steps[0, 0]) * hp + qh * steps[0, 1]) * wpix
              + qw * steps[0, 2]) * c_in
-    o_off = (n * o_strides[0] + (qd * steps[1, 0] + o_base[0, r[0]]) * o_strides[1]
-             + (qh * steps[1, 1] + o_base[1, r[1]]) * o_strides[2]
-             + (qw * steps[1, 2] + o_base[2, r[2]]) * o_strides[3])
+    o_off = (n * o_strides[0] + (qd * steps[1, 0] + ob[0]) * o_strides[1]
+             + (qh * steps[1, 1] + ob[1]) * o_strides[2]
+             + (qw * steps[1, 2] + ob[2]) * o_strides[3])
     return x_off, o_off
 
 
 @njit(cache=True, parallel=True)
-def _kernel(xp, wp, bp, out, tasks, tap_k, tap_o, n_taps, q_first, q_count, o_base, steps,
-            geo, o_strides):
+def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
     """Every task: tiles ``t0 <= t < t1`` of one phase's pixels (6 per tile, numbered over
-    images and rows), one group and one block of output channels."""
-    dp, hp, wpix, c_in = geo[1], geo[2], geo[3], geo[4]
+    images and rows), one group and one block of output channels. ``phase[a, i]`` is
+    ``(first q, count, output base, first tap, taps)`` (:func:`plan`)."""
+    hp, wpix, c_in = geo[2], geo[3], geo[4]
     cg, c_out_g, blocks = geo[5], geo[6], geo[7]
     k_d, k_h, k_w = geo[8], geo[9], geo[10]
     n_img = geo[0]
@@ -282,23 +291,22 @@ def _kernel(xp, wp, bp, out, tasks, tap_k, tap_o, n_taps, q_first, q_count, o_ba
     nrt = 2 * width(xp)
     cw_k = cg * nrt                                   # packed weight elements per tap
     for task in prange(tasks.shape[0]):
-        rd, rh, rw = tasks[task, 0], tasks[task, 1], tasks[task, 2]
+        pd, ph, pw = phase[0, tasks[task, 0]], phase[1, tasks[task, 1]], phase[2, tasks[task, 2]]
         t0, t1, g, b = tasks[task, 3], tasks[task, 4], tasks[task, 5], tasks[task, 6]
-        r = (rd, rh, rw)
-        nq = (q_count[0, rd], q_count[1, rh], q_count[2, rw])
-        q0 = (q_first[0, rd], q_first[1, rh], q_first[2, rw])
+        nq = (pd[1], ph[1], pw[1])
+        q0 = (pd[0], ph[0], pw[0])
+        ob = (pd[2], ph[2], pw[2])
         last = n_img * nq[0] * nq[1] * nq[2] - 1
-        nd, nh, nw = n_taps[0, rd], n_taps[1, rh], n_taps[2, rw]
+        nd, nh, nw = pd[4], ph[4], pw[4]
         tin = np.empty(nd * nh * nw, np.int64)
         twt = np.empty(nd * nh * nw, np.int64)
         i = 0
-        for jd in range(nd):
-            for jh in range(nh):
-                for jw in range(nw):
-                    tin[i] = (((tap_o[0, rd, jd] * hp + tap_o[1, rh, jh]) * wpix
-                               + tap_o[2, rw, jw]) * c_in + g * cg)
-                    twt[i] = (((((g * blocks + b) * k_d + tap_k[0, rd, jd]) * k_h
-                                + tap_k[1, rh, jh]) * k_w + tap_k[2, rw, jw]) * cw_k)
+        for jd in range(pd[3], pd[3] + nd):
+            for jh in range(ph[3], ph[3] + nh):
+                for jw in range(pw[3], pw[3] + nw):
+                    tin[i] = ((tap_o[jd] * hp + tap_o[jh]) * wpix + tap_o[jw]) * c_in + g * cg
+                    twt[i] = (((((g * blocks + b) * k_d + tap_k[jd]) * k_h + tap_k[jh]) * k_w
+                               + tap_k[jw]) * cw_k)
                     i += 1
         nr = min(nrt, c_out_g - b * nrt)
         edge = np.empty(nrt, out.dtype)
@@ -307,12 +315,12 @@ def _kernel(xp, wp, bp, out, tasks, tap_k, tap_o, n_taps, q_first, q_count, o_ba
         channel = (g * c_out_g + b * nrt) * sc
         for tile in range(t0, t1):
             first = tile * MR
-            p0, o0 = _pixel(first, last, nq, q0, steps, o_base, r, geo, o_strides)
-            p1, o1 = _pixel(first + 1, last, nq, q0, steps, o_base, r, geo, o_strides)
-            p2, o2 = _pixel(first + 2, last, nq, q0, steps, o_base, r, geo, o_strides)
-            p3, o3 = _pixel(first + 3, last, nq, q0, steps, o_base, r, geo, o_strides)
-            p4, o4 = _pixel(first + 4, last, nq, q0, steps, o_base, r, geo, o_strides)
-            p5, o5 = _pixel(first + 5, last, nq, q0, steps, o_base, r, geo, o_strides)
+            p0, o0 = _pixel(first, last, nq, q0, steps, ob, geo, o_strides)
+            p1, o1 = _pixel(first + 1, last, nq, q0, steps, ob, geo, o_strides)
+            p2, o2 = _pixel(first + 2, last, nq, q0, steps, ob, geo, o_strides)
+            p3, o3 = _pixel(first + 3, last, nq, q0, steps, ob, geo, o_strides)
+            p4, o4 = _pixel(first + 4, last, nq, q0, steps, ob, geo, o_strides)
+            p5, o5 = _pixel(first + 5, last, nq, q0, steps, ob, geo, o_strides)
             _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0 + channel,
                   o1 + channel, o2 + channel, o3 + channel, o4 + channel, o5 + channel,
                   min(MR, last + 1 - first), cg, nrt, sc, b0, b1, nr, edge)
@@ -385,27 +393,63 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     if bias is not None:
         bp.reshape(groups, blocks * nrt)[:, :c_out_g] = np.asarray(bias, dtype).reshape(
             groups, c_out_g)
-    _fill_untouched(view, bias, p)
     n = x_shape[0]
+    # channels-first results are computed channels-last, then stored transposed (a
+    # scattered store per tile costs more than one pass over the output)
+    direct = view.strides[1] == dtype.itemsize
     per_image = image_bytes(x_shape, weight.shape, stride, pads, dilation, out_shape,
                             dtype.itemsize, correlation)
+    if not direct:
+        per_image += math.prod(out_shape[1:]) * dtype.itemsize
     chunk = n if limit is None else max(1, min(n, limit // max(per_image, 1)))
-    sn, sc, sd, sh, sw = (s // out.itemsize for s in view.strides)
-    strides = np.array([sn, sd, sh, sw, sc], np.int64)
     tasks = None
     for n0 in range(0, n, chunk):
         part = min(chunk, n - n0)
         if tasks is None or part != chunk:
             tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS)
-        if not len(tasks):
-            break
-        xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"], False)
-        geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks, *weight.shape[2:]],
-                       np.int64)
-        launch(_kernel, xp.ravel(), wp, bp, _base_view(view[n0:n0 + part]), tasks,
-               p["tap_k"], p["tap_o"], p["n_taps"], p["q_first"], p["q_count"],
-               p["o_base"], p["steps"], geo, strides)
+        target = view[n0:n0 + part]
+        if not direct:
+            target = np.moveaxis(allocate((part, *out_shape[2:], out_shape[1]), dtype,
+                                          "the engine's channels-last result"), -1, 1)
+        if p["dead"]:           # outputs no tap reaches: the bias alone (zeros without)
+            target[...] = 0 if bias is None else \
+                np.asarray(bias, dtype).reshape((-1, 1, 1, 1))
+        if len(tasks):
+            xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"], False)
+            geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks, *weight.shape[2:]],
+                           np.int64)
+            sn, sc, sd, sh, sw = (s // dtype.itemsize for s in target.strides)
+            launch(_kernel, xp.ravel(), wp, bp, _base_view(target), tasks, p["phase"],
+                   p["tap_k"], p["tap_o"], p["steps"], geo,
+                   np.array([sn, sd, sh, sw, sc], np.int64))
+            del xp
+        if not direct:
+            _store_transposed(np.moveaxis(target, 1, -1), view[n0:n0 + part])
     return out
+
+
+def _store_transposed(src, dst):
+    """``dst[...] = src`` for a channels-last ``src`` (C-contiguous ``(N, D, H, W, C)``) and
+    a channels-first ``dst`` ``(N, C, D, H, W)`` of any strides, one pass in parallel."""
+    strides = np.array([s // dst.itemsize for s in dst.strides], np.int64)
+    launch(_transpose_kernel, src, strides, _base_view(dst))
+
+
+@njit(cache=True, parallel=True)
+def _transpose_kernel(src, strides, dst):
+    """``dst.flat[n*sn + c*sc + d*sd + h*sh + w*sw] = src[n, d, h, w, c]``, one task per
+    row ``(n, d, h)``, each plane's row written contiguously."""
+    n_, d_, h_, w_, c_ = src.shape
+    sn, sc, sd, sh, sw = strides[0], strides[1], strides[2], strides[3], strides[4]
+    for row in prange(n_ * d_ * h_):
+        n = row // (d_ * h_)
+        d = (row // h_) % d_
+        h = row % h_
+        line = src[n, d, h]
+        base = n * sn + d * sd + h * sh
+        for c in range(c_):
+            for w in range(w_):
+                dst[base + c * sc + w * sw] = line[w, c]
 
 
 #: Tiles per task, at most: enough tasks to balance the threads, each long enough that
@@ -414,35 +458,19 @@ _TILES_PER_TASK = 32
 
 
 def _tasks(p, n, groups, blocks, threads):
-    """``(rd, rh, rw, t0, t1, g, b)``: the 6-pixel tiles of every phase a tap reaches, in
-    runs of at most :data:`_TILES_PER_TASK`, cut into at least ``4 * threads`` tasks."""
+    """``(i_d, i_h, i_w, t0, t1, g, b)``: the 6-pixel tiles of every phase (phases indexed
+    per axis as in ``p["phase"]``), in runs of at most :data:`_TILES_PER_TASK`, cut into at
+    least ``4 * threads`` tasks."""
     phases = []
-    for rd in range(p["phases"][0]):
-        for rh in range(p["phases"][1]):
-            for rw in range(p["phases"][2]):
-                phase = [(p["q_count"][a, r], p["n_taps"][a, r])
-                         for a, r in enumerate((rd, rh, rw))]
-                if all(c and t for c, t in phase):
-                    pixels = n * math.prod(c for c, _ in phase)
-                    phases.append((rd, rh, rw, -(-pixels // MR)))
+    for i_d in range(p["phases"][0]):
+        for i_h in range(p["phases"][1]):
+            for i_w in range(p["phases"][2]):
+                pixels = n * p["phase"][0, i_d, 1] * p["phase"][1, i_h, 1] * \
+                    p["phase"][2, i_w, 1]
+                phases.append((i_d, i_h, i_w, -(-int(pixels) // MR)))
     total = sum(t for *_, t in phases) * groups * blocks
     per_task = max(1, min(_TILES_PER_TASK, total // max(1, 4 * threads)))
-    rows = [(rd, rh, rw, t0, min(t0 + per_task, tiles), g, b)
-            for rd, rh, rw, tiles in phases for g in range(groups) for b in range(blocks)
+    rows = [(i_d, i_h, i_w, t0, min(t0 + per_task, tiles), g, b)
+            for i_d, i_h, i_w, tiles in phases for g in range(groups) for b in range(blocks)
             for t0 in range(0, tiles, per_task)]
     return np.array(rows, np.int64).reshape(-1, 7)
-
-
-def _fill_untouched(view, bias, p):
-    """Outputs whose phase no tap reaches along some axis get the bias alone (zeros
-    without one): the kernel writes every other output."""
-    for a in range(3):
-        for r in range(p["phases"][a]):
-            q0, nq = p["q_first"][a, r], p["q_count"][a, r]
-            if nq and not p["n_taps"][a, r]:
-                step = p["steps"][1, a]
-                o0 = q0 * step + p["o_base"][a, r]
-                sel = [slice(None)] * 5
-                sel[2 + a] = slice(o0, o0 + (nq - 1) * step + 1, step)
-                view[tuple(sel)] = 0 if bias is None else \
-                    np.asarray(bias, view.dtype).reshape((-1, 1, 1, 1))
