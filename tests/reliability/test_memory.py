@@ -1,9 +1,7 @@
 """The workspace limit holds for the gradients' GEMM forms: the weight gradient's
 per-thread buffers are counted in it (README, Guarantees: Memory)."""
-import os
-import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +10,12 @@ import convtranspose as ct
 from convtranspose.reference import conv_transpose2d_backward_reference
 from convtranspose.testing import relative_error
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _memory import peak_memory  # noqa: E402
+
 # A weight (9.4 MB float32) bigger than the 16 MiB limit leaves room for; 4 images of
 # 16x16 make several units per task, so the partials are summed through the buffer.
-_PEAK_SCRIPT = textwrap.dedent("""
-    import tracemalloc, numpy as np, convtranspose as ct
-    from convtranspose.cpu.workspace import release_workspace
+_WEIGHT_GRAD = """
     limit = 16 * 2**20
     ct.set_workspace_limit(limit)
     rng = np.random.default_rng(0)
@@ -25,22 +24,16 @@ _PEAK_SCRIPT = textwrap.dedent("""
     g = rng.standard_normal((4, 512, 16, 16), dtype=np.float32)
     kw = dict(padding=1, backend="im2col", needs_input_grad=False, needs_bias_grad=False)
     ct.conv_transpose2d_backward(g, x, w, **kw)          # compile, outside the trace
-    release_workspace()
-    tracemalloc.start()
-    _, gw, _ = ct.conv_transpose2d_backward(g, x, w, **kw)
-    print((tracemalloc.get_traced_memory()[1] - gw.nbytes) / limit)
-""")
+"""
 
 
 @pytest.mark.parametrize("threads", [2, 8])
 def test_weight_grad_buffers_stay_within_the_limit(threads):
     """Before the fix: 2.0x the limit beyond the result with 2 threads, 5.4x with 8 (a
     weight-sized product buffer per thread, outside the limit)."""
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert float(out.stdout.split()[-1]) <= 1.0
+    peak = peak_memory(_WEIGHT_GRAD, "ct.conv_transpose2d_backward(g, x, w, **kw)",
+                       dict(NUMBA_NUM_THREADS=str(threads)))
+    assert peak["traced"] <= 16 * 2**20
 
 
 @pytest.mark.parametrize("limit", [1, 4096, 64 * 2**10])
@@ -62,3 +55,47 @@ def test_weight_grad_in_column_blocks_is_exact(limit, dtype):
     finally:
         ct.set_workspace_limit(old)
     assert relative_error(gw, expected) <= (1e-5 if dtype == np.float32 else 1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# 3-D: beyond the result, one copy of each operand the depth taps read (for one image its
+# folded copy; for several, one tap's slices at a time) and one 2-D result (the longest
+# run's, reused by every tap); the 2-D calls here run the gather kernel, which allocates
+# no workspace
+
+_RANK3 = """
+    rng = np.random.default_rng(0)
+    def mk(*s): return rng.standard_normal(s, dtype=np.float32)
+    kw = dict(backend="direct")
+    x = mk(4, 32, 16, 32, 32); wc = mk(4, 32, 3, 3, 3)         # conv3d, depth stride 2
+    xt = mk(1, 2, 8, 32, 32); wt = mk(2, 16, 16, 3, 3)         # 16 depth taps
+    xb = mk(2, 4, 8, 32, 32); wb = mk(4, 8, 4, 3, 3)           # gradients, depth stride 2
+    gb = mk(2, 8, 18, 34, 34)
+    s = slice(0, 16)      # compile outside the peak, on smaller planes
+    ct.conv3d(x[..., s, s], wc, stride=(2, 1, 1), padding=1, **kw)
+    ct.conv_transpose3d(xt[..., s, s], wt, **kw)
+    ct.conv_transpose3d_backward(gb[..., :18, :18], xb[..., s, s], wb, stride=(2, 1, 1), **kw)
+"""
+_F4 = 4
+# (call, bound: the operands' copies and the largest 2-D result, in bytes)
+_RANK3_CASES = {
+    # before: 16.5 MiB (the folded input, 8 MiB, and a strided copy of it per tap)
+    "conv3d": ('ct.conv3d(x, wc, stride=(2, 1, 1), padding=1, **kw)',
+               (4 * 32 * 16 * 32 * 32 + 4 * 8 * 4 * 32 * 32) * _F4),
+    # before: 1.25 MiB (the next tap's 2-D result allocated before the last was freed)
+    "conv_transpose3d": ('ct.conv_transpose3d(xt, wt, **kw)',
+                         (2 * 8 * 32 * 32 + 8 * 16 * 34 * 34) * _F4),
+    # before: 2.66 MiB (both operands folded, and each tap's slices copied again)
+    "conv_transpose3d_backward": (
+        'ct.conv_transpose3d_backward(gb, xb, wb, stride=(2, 1, 1), **kw)',
+        (2 * 4 * 8 * 32 * 32 + 2 * 8 * 18 * 34 * 34 + 2 * 8 * 4 * 32 * 32) * _F4),
+}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+@pytest.mark.parametrize("case", sorted(_RANK3_CASES))
+def test_rank3_memory_is_one_copy_and_one_2d_result(case):
+    call, bound = _RANK3_CASES[case]
+    peak = peak_memory(_RANK3, call)
+    assert peak["traced"] <= bound + 64 * 2**10, peak        # NumPy's allocations
+    assert peak["rss"] <= bound + 2**20, peak                # Numba's too (tables, rows)
