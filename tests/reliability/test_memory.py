@@ -99,3 +99,71 @@ def test_rank3_memory_is_one_copy_and_one_2d_result(case):
     peak = peak_memory(_RANK3, call)
     assert peak["traced"] <= bound + 64 * 2**10, peak        # NumPy's allocations
     assert peak["rss"] <= bound + 2**20, peak                # Numba's too (tables, rows)
+
+
+# ---------------------------------------------------------------------------------------
+# 1-D (one output row per image): the GEMM forms cut a row too long for a slot into bands
+# of its columns, so the workspace limit holds here too
+
+_RANK1 = """
+    rng = np.random.default_rng(0)
+    def mk(*s): return rng.standard_normal(s, dtype=np.float32)
+    x, w = mk(1, 32, 40000), mk(32, 32, 16)          # the issue's first row, scaled
+    xl, wl = mk(1, 4, 4000), mk(4, 4, 801)           # a long kernel
+    xb, wb = mk(1, 16, 20000), mk(16, 16, 16)        # gradients
+    gb = mk(1, 16, 20015)
+    for backend in ("im2col", "auto"):               # compile outside the peak
+        ct.conv_transpose1d(x[..., :300], w, backend=backend)
+        ct.conv_transpose1d(xl[..., :300], wl, backend=backend)
+        ct.conv1d(x[..., :300], w, backend=backend)
+        ct.conv_transpose1d_backward(gb[..., :315], xb[..., :300], wb, backend=backend)
+    ct.set_workspace_limit(LIMIT)
+"""
+_RANK1_CASES = {   # before: the traced peak beyond the result, 4 MiB limit
+    "conv_transpose1d auto": "ct.conv_transpose1d(x, w)",                   # 166 MiB
+    "conv_transpose1d im2col": 'ct.conv_transpose1d(x, w, backend="im2col")',  # 166 MiB
+    "long kernel im2col": 'ct.conv_transpose1d(xl, wl, backend="im2col")',     # 98 MiB
+    "conv1d im2col": 'ct.conv1d(x, w, backend="im2col")',                    # 166 MiB
+    "backward im2col": 'ct.conv_transpose1d_backward(gb, xb, wb, backend="im2col")',  # 41 MiB
+}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+@pytest.mark.parametrize("case", sorted(_RANK1_CASES))
+def test_rank1_gemm_forms_stay_within_the_limit(case):
+    limit = 4 * 2**20
+    peak = peak_memory(_RANK1.replace("LIMIT", str(limit)), _RANK1_CASES[case])
+    # besides the limit: the phase form's repacked weight (128 KiB here), and for the
+    # weight gradient nonfinite.outside's (taps, L) tables (16 x 20000: int64 positions and
+    # three bool masks, and two int64 rows)
+    extra = 128 * 2**10 + (16 * 20000 * 11 + 2 * 20000 * 8 if "backward" in case else 0)
+    assert peak["traced"] <= limit + extra + 64 * 2**10, peak
+    assert peak["rss"] <= limit + extra + 2**20, peak
+
+
+@pytest.mark.parametrize("limit", [1, 4096, 64 * 2**10])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank1_column_bands_are_exact(limit, dtype):
+    """Limits so small that each GEMM form cuts the row into column bands (down to one
+    column) still give the float64 reference's results."""
+    from convtranspose.reference import conv_reference, conv_transpose_backward_reference
+    from convtranspose.reference import conv_transpose_scatter
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 6, 57))
+    w = rng.standard_normal((6, 2, 5))
+    wc = rng.standard_normal((4, 3, 5))
+    kw = dict(stride=3, padding=2, dilation=2, groups=2)
+    kc = dict(stride=2, padding=3, dilation=2, groups=2)
+    g = rng.standard_normal(conv_transpose_scatter(x, w, **kw, rank=1).shape)
+    expected = [conv_transpose_scatter(x, w, **kw, rank=1), conv_reference(x, wc, **kc, rank=1),
+                *conv_transpose_backward_reference(g, x, w, **kw, rank=1)]
+    old = ct.set_workspace_limit(limit)
+    try:
+        cast = [a.astype(dtype) for a in (x, w, wc, g)]
+        got = [ct.conv_transpose1d(cast[0], cast[1], **kw, backend="im2col"),
+               ct.conv1d(cast[0], cast[2], **kc, backend="im2col"),
+               *ct.conv_transpose1d_backward(cast[3], cast[0], cast[1], **kw, backend="im2col")]
+    finally:
+        ct.set_workspace_limit(old)
+    for y, e in zip(got, expected):
+        assert relative_error(y, e) <= (1e-5 if dtype == np.float32 else 1e-12)
