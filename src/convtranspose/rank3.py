@@ -22,9 +22,11 @@ reference, bitwise independent of the thread count as the 2-D backends are.
 
 Memory: besides the result, at most one copy of each operand read (for one image its
 depth slices folded once, :class:`_Runs`; for several, one tap's slices at a time) and
-one 2-D result, sized for the longest run and reused by every tap. CUDA arrays (or ``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which
-stacks the taps as channels on the GPU instead. A Dask operand gives a lazy Dask result chunked by batch only (each chunk one
-NumPy call; the weight and bias gradients summed over the chunks in a fixed order).
+one 2-D result, sized for the longest run and reused by every tap. CUDA arrays (or
+``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which stacks the taps as
+channels on the GPU instead. A Dask operand gives a lazy Dask result chunked by batch only
+(each chunk one NumPy call; the weight and bias gradients summed over the chunks in a fixed
+order).
 """
 from __future__ import annotations
 

@@ -294,9 +294,10 @@ def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     bands of phase rows or, where one phase row is more than a slot holds (a long 1-D
     signal), bands of one phase row's columns, so that there are about
     ``_TASKS_PER_THREAD`` tasks per thread of at least ``_MIN_TASK_COLS`` columns each,
-    and ``threads`` tasks' buffers fit in ``limit`` bytes. ``threads`` is the process's fixed thread count, so the tasks, and
-    the results, do not change with ``numba.set_num_threads``. Its tables hold ``O(kH*kW)``
-    entries and its task list ``O(tasks)``: nothing grows with the output.
+    and ``threads`` tasks' buffers fit in ``limit`` bytes. ``threads`` is the process's
+    fixed thread count, so the tasks, and the results, do not change with
+    ``numba.set_num_threads``. Its tables hold ``O(kH*kW)`` entries and its task list
+    ``O(tasks)``: nothing grows with the output.
     """
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape

@@ -369,12 +369,13 @@ def phase_gemm_kernel(x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_
 
     Task ``t`` is ``tasks[t] = (p, n0, m, a0, n_a, b0, n_b)``: images ``n0 .. n0+m``,
     phase rows ``a0 .. a0+n_a``, phase columns ``b0 .. b0+n_b``. It gathers the input
-    pixels into a ``(C_in_g*taps, pixels)`` matrix, multiplies by the phase's weight with one single-threaded BLAS GEMM per
-    group (the caller limits the BLAS to one thread: the parallelism is here), and
-    writes the products plus bias into its own output pixels. Thread ``i`` works in
-    ``ws[i*slot:(i+1)*slot]``. Tasks are disjoint and fixed by the problem, not by the
-    thread count, so results do not depend on it. The gathered zeros are multiplied, so
-    the weight's taps must be finite (:func:`pack_phase_weights` counts those that are not).
+    pixels into a ``(C_in_g*taps, pixels)`` matrix, multiplies by the phase's weight with
+    one single-threaded BLAS GEMM per group (the caller limits the BLAS to one thread:
+    the parallelism is here), and writes the products plus bias into its own output
+    pixels. Thread ``i`` works in ``ws[i*slot:(i+1)*slot]``. Tasks are disjoint and fixed
+    by the problem, not by the thread count, so results do not depend on it. The gathered
+    zeros are multiplied, so the weight's taps must be finite (:func:`pack_phase_weights`
+    counts those that are not).
     """
     for t in prange(tasks.shape[0]):
         _phase_task(t, x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
