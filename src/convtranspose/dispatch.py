@@ -5,8 +5,10 @@ backend (sub-pixel phases, col2im) from the problem's size and picks the smalles
 :func:`explain` shows the estimates. Its constants were fitted to one-thread CPU-time
 measurements (``python -m convtranspose bench --threads 1 --cpu-time``) on the project's 2-core AVX-512 machine;
 the data are written next to ``_RATES``. They decide between backends, they do not
-predict exact times. The correlation (``conv2d``, the input gradient) and the weight
-gradient choose by size rules instead (:func:`correlate_method`, :func:`weight_grad_method`).
+predict exact times. The col2im form is left out (an infinite estimate) where its
+smallest task, one output row, would exceed the workspace limit. The correlation
+(``conv2d``, the input gradient) and the weight gradient choose by size rules instead
+(:func:`correlate_method`, :func:`weight_grad_method`).
 """
 from __future__ import annotations
 
@@ -352,13 +354,15 @@ def _forms(x_shape, w_shape, params, out_hw, dtype, limit):
                     + rows * row_s + rows * taps_h * c_in_g * k_w * _SEGMENT_S / block)
         t_direct = (0.0, t_direct) if work < direct.SERIAL_FLOPS else (t_direct, 0.0)
     size = isz / 4             # per-element costs were fitted for float32
-    tasks, _ = im2col.plan_col2im(x_shape, w_shape, params, out_hw, isz, limit, threads)
+    tasks, slot = im2col.plan_col2im(x_shape, w_shape, params, out_hw, isz, limit, threads)
     pix = int(((tasks[:, 3] - tasks[:, 2]) * tasks[:, 1]).sum()) * w   # bands share rows
     taps_k = k_h * k_w
     t_col2im = (_balanced(len(tasks), threads) * (
         _CALL_S + len(tasks) * groups * _COL2IM_TASK_S
         + groups * _gemm_s(c_out_g * taps_k, c_in_g, pix, rates, "col2im_gemm")
         + rows * _COL2IM_ROW_S * size + rows * taps_h * k_w * _COL2IM_SEGMENT_S * size), 0.0)
+    if threads * slot * isz > limit:    # its smallest task, one output row, exceeds a slot
+        t_col2im = (math.inf, 0.0)
     if h == 1 and w == 1 and groups == 1:
         cols = n * c_out * k_h * k_w
         t_phases = (_CALL_S + _gemm_s(c_out * k_h * k_w, c_in, n, rates)
@@ -376,6 +380,8 @@ def _forms(x_shape, w_shape, params, out_hw, dtype, limit):
 
 
 def _im2col_form(x_shape, w_shape, params, out_shape, dtype):
+    """The faster im2col form by the model; the phase form where col2im's smallest task
+    (one output row) would exceed the workspace limit (its estimate is then infinite)."""
     _, est = _estimates(x_shape, w_shape, params, dtype, out_shape[-2:],
                         im2col.get_workspace_limit())
     return "phases" if est["im2col/phases"] <= est["im2col/col2im"] else "col2im"
@@ -428,4 +434,7 @@ def _choose(x_shape, w_shape, params, dtype, out_hw, limit, channels_last=False)
     reason = (f"estimated {est[best] * 1e3:.3g} ms for {best} against {others} "
               f"(C_in/groups = {x_shape[1] // params.groups}, W = {x_shape[3]}, "
               f"{numba.config.NUMBA_NUM_THREADS} threads)")
+    if math.isinf(est["im2col/col2im"]):
+        reason += ("; im2col/col2im is left out: one output row's task exceeds the "
+                   "workspace limit")
     return Choice(best.split("/")[0], reason, est, work)

@@ -6,7 +6,7 @@ backends, one per kernel depth tap. A tap ``t`` links depth ``i`` of the small g
 transposed convolution's input, the convolution's output) to depth ``o = i*sD + t*dD -
 front`` of the large one (the transposed convolution's output, the convolution's input),
 for the contiguous run of ``i`` where ``o`` falls inside (:func:`depth_taps`). The depth
-slices of a run, folded into the batch (``(N*J, C, H, W)``, one copy), go through one
+slices of a run, folded into the batch (``(N*J, C, H, W)``), go through one
 2-D call with the weight's plane ``weight[:, :, t]``:
 
 * the transposed convolution scatters: ``out[:, :, o] += conv_transpose2d(x[:, :, i])``;
@@ -20,10 +20,13 @@ depth are applied once at the end (:mod:`convtranspose.nonfinite`, which works a
 rank). Results are the definition's sums in another order: within rounding of the float64
 reference, bitwise independent of the thread count as the 2-D backends are.
 
-Memory: besides the result, one folded copy of the operand read and one 2-D result per
-tap. CUDA arrays (or ``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which
-stacks the taps as channels on the GPU instead. A Dask operand gives a lazy Dask result chunked by batch only (each chunk one
-NumPy call; the weight and bias gradients summed over the chunks in a fixed order).
+Memory: besides the result, at most one copy of each operand read (for one image its
+depth slices folded once, :class:`_Runs`; for several, one tap's slices at a time) and
+one 2-D result, sized for the longest run and reused by every tap. CUDA arrays (or
+``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which stacks the taps as
+channels on the GPU instead. A Dask operand gives a lazy Dask result chunked by batch only
+(each chunk one NumPy call; the weight and bias gradients summed over the chunks in a fixed
+order).
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import cuda, dispatch, nonfinite, ops
-from .dask_ops import as_small, known_chunks
+from ._alloc import allocate
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
                       in_layout, is_dask_array, is_device_array, laid_out, native, new_result)
+from .dask_ops import as_small, known_chunks
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
                      normalise_conv, normalise_conv_backward)
 
@@ -84,22 +88,50 @@ def depth_taps(small, large, k, s, d, front):
     return runs
 
 
-def _fold(a, last):
-    """``(N, C, D, H, W)`` as ``(N, D, C, H, W)``: its depth slices ready to be taken in
-    runs as batches of 2-D images. A copy for channels-first memory; a view of
-    channels-last ``(N, D, H, W, C)`` memory, whose depth slices are NHWC images."""
-    moved = np.moveaxis(a, 2, 1)
-    return moved if last else np.ascontiguousarray(moved)
+class _Runs:
+    """The runs of depth slices of ``a`` (N, C, D, H, W) that the taps take, each as a
+    batch of 2-D images ``(N*J, C, H, W)``, image by image (``n``, then ``j``), in the
+    layout (with ``last``, a channels-first view of channels-last memory).
+
+    One image: ``a`` is copied once into depth-major memory (a view of channels-last
+    memory when ``step`` is 1), its slices ordered by residue modulo ``step``, so that
+    every run ``o0, o0 + step, ...`` is a contiguous block, taken as a view. Several
+    images: a run is copied when taken (the caller drops it before taking the next), so
+    at most one run's copy, never more than ``a``, exists at a time.
+    """
+
+    def __init__(self, a, last, step=1):
+        self.a, self.last, self.step = a, last, step
+        if a.shape[0] != 1:
+            return
+        d = a.shape[2]
+        moved = a[0].transpose((1, 2, 3, 0) if last else (1, 0, 2, 3))   # depth first
+        self.base = [sum(len(range(q, d, step)) for q in range(r)) for r in range(step)]
+        if step == 1:
+            self.mem = np.ascontiguousarray(moved)
+            return
+        self.mem = allocate(moved.shape, a.dtype, "depth slices")
+        for r in range(min(step, d)):
+            self.mem[self.base[r]:self.base[r] + len(range(r, d, step))] = moved[r::step]
+
+    def images(self, o0, count):
+        """Depth slices ``o0, o0 + step, ...`` (``count`` of them)."""
+        if self.a.shape[0] != 1:
+            part = self.a[:, :, o0:o0 + (count - 1) * self.step + 1:self.step]
+            mem = part.transpose((0, 2, 3, 4, 1) if self.last else (0, 2, 1, 3, 4))
+            part = np.ascontiguousarray(mem).reshape(-1, *mem.shape[2:])
+        else:
+            at = self.base[o0 % self.step] + o0 // self.step
+            part = self.mem[at:at + count]
+        return channels_first(part, 2) if self.last else part
 
 
-def _images(folded, lo, hi, step, last):
-    """Depth slices ``lo:hi:step`` of a :func:`_fold` result as ``(N*J, C, H, W)`` in the
-    layout (a view for one image and unit step, else a copy)."""
-    part = folded[:, lo:hi:step]
-    if last:
-        mem = part.transpose(0, 1, 3, 4, 2)
-        return channels_first(np.ascontiguousarray(mem.reshape(-1, *mem.shape[2:])), 2)
-    return np.ascontiguousarray(part).reshape(-1, *part.shape[2:])
+def _results(shape, taps, n, dtype, last):
+    """``result(J)``: a 2-D result of ``N*J`` images of ``shape`` (channels, height,
+    width), carved from one buffer sized for the longest run of ``taps``: the taps reuse
+    it, so no tap's result is allocated while another's is alive."""
+    buf = new_result((n * max(i1 - i0 for _, i0, i1, _ in taps), *shape), dtype, last, 2)
+    return lambda j: buf[:n * j]
 
 
 def _unfold(y, n):
@@ -121,12 +153,16 @@ def scatter(x, weight, bias, params, out, method, last=False):
     channels-first views of channels-last memory. Returns ``out``."""
     _start(out, bias)
     n, plane = x.shape[0], params.plane
-    folded = _fold(x, last)
-    for t, i0, i1, o0 in depth_taps(x.shape[2], out.shape[2], weight.shape[2],
-                                    params.stride[0], params.dilation[0], params.pads[0][0]):
-        x4 = _images(folded, i0, i1, 1, last)
+    taps = depth_taps(x.shape[2], out.shape[2], weight.shape[2], params.stride[0],
+                      params.dilation[0], params.pads[0][0])
+    if not taps:
+        return out
+    runs = _Runs(x, last)
+    result = _results((out.shape[1], *out.shape[3:]), taps, n, out.dtype, last)
+    for t, i0, i1, o0 in taps:
+        x4 = runs.images(i0, i1 - i0)
         w4 = np.ascontiguousarray(weight[:, :, t])
-        y4 = new_result((x4.shape[0], out.shape[1], *out.shape[3:]), out.dtype, last, 2)
+        y4 = result(i1 - i0)
         name = method
         if name == "auto":
             name = dispatch.choose(x4.shape, w4.shape, plane, out.dtype, y4.shape[2:],
@@ -134,6 +170,7 @@ def scatter(x, weight, bias, params, out, method, last=False):
         dispatch.operation("conv_transpose", name)(x4, w4, None, plane, y4)
         with np.errstate(invalid="ignore", over="ignore"):
             out[:, :, _large_run(o0, i1 - i0, params.stride[0])] += _unfold(y4, n)
+        del x4      # before the next tap's copy is made
     return out
 
 
@@ -145,13 +182,15 @@ def correlate(x, weight, bias, out, params, method, last=False):
     _start(out, bias)
     n, plane = x.shape[0], params.plane
     c_out, c_in_g = weight.shape[:2]
-    folded = _fold(x, last)
-    for t, i0, i1, o0 in depth_taps(out.shape[2], x.shape[2], weight.shape[2],
-                                    params.stride[0], params.dilation[0], params.pads[0][0]):
-        run = _large_run(o0, i1 - i0, params.stride[0])
-        x4 = _images(folded, run.start, run.stop, run.step, last)
+    taps = depth_taps(out.shape[2], x.shape[2], weight.shape[2], params.stride[0],
+                      params.dilation[0], params.pads[0][0])
+    if taps:
+        runs = _Runs(x, last, params.stride[0])
+        result = _results((c_out, *out.shape[3:]), taps, n, out.dtype, last)
+    for t, i0, i1, o0 in taps:
+        x4 = runs.images(o0, i1 - i0)
         w4 = np.ascontiguousarray(weight[:, :, t])
-        y4 = new_result((x4.shape[0], c_out, *out.shape[3:]), out.dtype, last, 2)
+        y4 = result(i1 - i0)
         name = method
         if name == "auto":
             name = dispatch.correlate_method(c_out // params.groups, c_in_g, w4.shape[2:],
@@ -159,6 +198,7 @@ def correlate(x, weight, bias, out, params, method, last=False):
         ops.correlate(x4, w4, None, y4, plane, name)
         with np.errstate(invalid="ignore", over="ignore"):
             out[:, :, i0:i1] += _unfold(y4, n)
+        del x4      # before the next tap's copy is made
     return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
                                    [lo for lo, _ in params.pads])
 
@@ -170,19 +210,18 @@ def weight_grad(a, b, gw, params, method, last=False):
     :func:`scatter`. Returns ``gw``."""
     plane = params.plane
     c_a, c_b_g = gw.shape[:2]
-    fa, fb = _fold(a, last), _fold(b, last)
+    runs_a, runs_b = _Runs(a, last), _Runs(b, last, params.stride[0])
     gw[...] = 0
     for t, i0, i1, o0 in depth_taps(a.shape[2], b.shape[2], gw.shape[2], params.stride[0],
                                     params.dilation[0], params.pads[0][0]):
-        run = _large_run(o0, i1 - i0, params.stride[0])
-        a4 = _images(fa, i0, i1, 1, last)
-        b4 = _images(fb, run.start, run.stop, run.step, last)
+        a4, b4 = runs_a.images(i0, i1 - i0), runs_b.images(o0, i1 - i0)
         g4 = np.empty((c_a, c_b_g, *gw.shape[3:]), gw.dtype)
         name = method
         if name == "auto":
             name = dispatch.weight_grad_method(c_a // params.groups, c_b_g, gw.shape[3:],
                                                a4.size // c_a)
         gw[:, :, t] = ops.weight_grad(a4, b4, g4, plane, name)
+        del a4, b4      # before the next tap's copies are made
     return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
                                      [lo for lo, _ in params.pads])
 
@@ -401,8 +440,8 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     -----
     Input voxel ``(i, j, l)`` reaches output voxel ``(i*sD + t*dD - front, j*sH + kh*dH -
     top, l*sW + kw*dW - left)`` through tap ``(t, kh, kw)``. Computed per depth tap on 2-D
-    backends (see the module's notes): the input is copied once, its depth slices
-    folded into the batch.
+    backends (see the module's notes): the input's depth slices folded into the batch,
+    at most one copy of the input at a time.
 
     Examples
     --------

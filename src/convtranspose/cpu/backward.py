@@ -155,29 +155,32 @@ def weight_grad_kernel(a, b, gw, sh, sw, dh, dw, top, left, groups):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _gather_cols(src, c0, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top, left, cols):
+def _gather_cols(src, c0, n0, m, oh_a, oh_b, ow_a, ow_b, k_h, k_w, sh, sw, dh, dw, top, left,
+                 cols):
     """Patches of channels ``c0 ..`` of images ``n0 .. n0+m`` of ``src`` into ``cols``.
 
-    ``cols`` (C*kH*kW, m*(oh_b - oh_a)*W_o): row ``(c, kh, kw)``, column ``(i, oh - oh_a,
-    ow)`` gets ``src[n0 + i, c0 + c, oh*sH + kh*dH - top, ow*sW + kw*dW - left]``, or zero
-    where that falls outside ``src`` (N, C_src, H, W).
+    ``cols`` (C*kH*kW, m*(oh_b - oh_a)*(ow_b - ow_a)): row ``(c, kh, kw)``, column ``(i,
+    oh - oh_a, ow - ow_a)`` gets ``src[n0 + i, c0 + c, oh*sH + kh*dH - top, ow*sW + kw*dW -
+    left]``, or zero where that falls outside ``src`` (N, C_src, H, W).
     """
     h, w = src.shape[2], src.shape[3]
-    rows = oh_b - oh_a
+    rows, w_n = oh_b - oh_a, ow_b - ow_a
     c_n = cols.shape[0] // (k_h * k_w)
     for c in range(c_n):
         for kh in range(k_h):
             for kw in range(k_w):
                 dst_row = cols[(c * k_h + kh) * k_w + kw]
                 off = kw * dw - left
-                lo, hi = _span(off, sw, w, w_o)
-                lo, hi = min(lo, w_o), min(hi, w_o)     # taps wholly in the padding
+                lo, hi = _span(off, sw, w, ow_b)
+                lo = min(max(lo, ow_a), ow_b) - ow_a    # taps wholly in the padding, and
+                hi = max(min(hi, ow_b) - ow_a, lo)      # the band's columns, from its start
+                off += ow_a * sw
                 for i in range(m):
                     for r in range(rows):
-                        dst = dst_row[(i * rows + r) * w_o:(i * rows + r + 1) * w_o]
+                        dst = dst_row[(i * rows + r) * w_n:(i * rows + r + 1) * w_n]
                         ih = (oh_a + r) * sh + kh * dh - top
                         if ih < 0 or ih >= h:
-                            for ow in range(w_o):
+                            for ow in range(w_n):
                                 dst[ow] = 0
                             continue
                         srow = src[n0 + i, c0 + c, ih]
@@ -189,7 +192,7 @@ def _gather_cols(src, c0, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top,
                         else:
                             for ow in range(lo, hi):
                                 dst[ow] = srow[ow * sw + off]
-                        for ow in range(hi, w_o):
+                        for ow in range(hi, w_n):
                             dst[ow] = 0
 
 
@@ -200,17 +203,18 @@ def _correlate_task(t, x, w3, bias, out, tasks, ws, slot, sh, sw, dh, dw, top, l
     c_in_g = taps // (k_h * k_w)
     h_o, w_o = out.shape[2], out.shape[3]
     n0, m, oh_a, oh_b = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
-    rows = oh_b - oh_a
-    pix = m * rows * w_o
-    whole = m == 1 and rows == h_o      # the GEMM writes one image's channels in place
+    ow_a, ow_b = tasks[t, 4], tasks[t, 5]
+    rows, w_n = oh_b - oh_a, ow_b - ow_a
+    pix = m * rows * w_n
+    whole = m == 1 and rows == h_o and w_n == w_o   # the GEMM writes the channels in place
     base = numba.get_thread_id() * slot
     cols = ws[base:base + taps * pix].reshape((taps, pix))
     n_res = 0 if whole else c_out_g
     res = ws[base + taps * pix:base + (taps + n_res) * pix].reshape((n_res, pix))
     has_bias = bias.shape[0] > 0
     for g in range(groups):
-        _gather_cols(x, g * c_in_g, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top,
-                     left, cols)
+        _gather_cols(x, g * c_in_g, n0, m, oh_a, oh_b, ow_a, ow_b, k_h, k_w, sh, sw, dh, dw,
+                     top, left, cols)
         if whole:
             dst = out[n0, g * c_out_g:(g + 1) * c_out_g].reshape((c_out_g, pix))
             np.dot(w3[g], cols, dst)
@@ -226,8 +230,8 @@ def _correlate_task(t, x, w3, bias, out, tasks, ws, slot, sh, sw, dh, dw, top, l
             co = g * c_out_g + j
             for i in range(m):
                 for r in range(rows):
-                    _write_row(out[n0 + i, co, oh_a + r],
-                               res[j, (i * rows + r) * w_o:(i * rows + r + 1) * w_o], bias, co)
+                    _write_row(out[n0 + i, co, oh_a + r, ow_a:ow_b],
+                               res[j, (i * rows + r) * w_n:(i * rows + r + 1) * w_n], bias, co)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -245,9 +249,9 @@ def correlate_gemm_kernel(x, w3, bias, out, tasks, ws, slot, sh, sw, dh, dw, top
         Added to every output pixel of its channel; empty for none.
     out : ndarray, shape (N, C_out, H_out, W_out)
         Overwritten with the result.
-    tasks : ndarray of int64, shape (T, 4)
-        ``(n0, m, oh_a, oh_b)``: task ``t`` owns output rows ``oh_a .. oh_b`` of images
-        ``n0 .. n0+m`` (see :func:`plan_tasks`).
+    tasks : ndarray of int64, shape (T, 6)
+        ``(n0, m, oh_a, oh_b, ow_a, ow_b)``: task ``t`` owns columns ``ow_a .. ow_b`` of
+        output rows ``oh_a .. oh_b`` of images ``n0 .. n0+m`` (see :func:`plan_tasks`).
     ws : ndarray, 1-D
         Workspace of ``NUMBA_NUM_THREADS * slot`` elements; thread ``i`` works in
         ``ws[i*slot:(i+1)*slot]``.
@@ -272,6 +276,17 @@ def correlate_gemm_kernel(x, w3, bias, out, tasks, ws, slot, sh, sw, dh, dw, top
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _copy_band(src, n, c0, oh, ow_a, ow_b, dst):
+    """Columns ``ow_a .. ow_b`` of row ``oh`` of channels ``c0 ..`` of image ``n`` of ``src``
+    (N, C, H, W) as the matrix ``dst`` (channels, ow_b - ow_a)."""
+    for c in range(dst.shape[0]):
+        d = dst[c]
+        s = src[n, c0 + c, oh]
+        for k in range(ow_b - ow_a):
+            d[k] = s[ow_a + k]
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def _weight_grad_task(t, a, b, gw3, part, units, starts, ws, slot, tmp_size, sh, sw, dh, dw,
                       top, left, k_h, k_w):
     """Task ``t`` of :func:`weight_grad_gemm_kernel`."""
@@ -289,17 +304,20 @@ def _weight_grad_task(t, a, b, gw3, part, units, starts, ws, slot, tmp_size, sh,
     tmp0 = base + slot - tmp_size
     for u in range(starts[t], starts[t + 1]):
         n0, m, oh_a, oh_b = units[u, 0], units[u, 1], units[u, 2], units[u, 3]
+        ow_a, ow_b = units[u, 4], units[u, 5]
         rows = oh_b - oh_a
-        pix = m * rows * w_o
-        whole = m == 1 and rows == h_o      # one image's channels: a matrix already
+        pix = m * rows * (ow_b - ow_a)
+        whole = m == 1 and rows == h_o and ow_b - ow_a == w_o   # one image's channels
         cols = ws[base:base + taps * pix].reshape((taps, pix))
         n_at = 0 if whole else c_a_g
         at = ws[base + taps * pix:base + (taps + n_at) * pix].reshape((n_at, pix))
         first = u == starts[t]
         for g in range(groups):
-            _gather_cols(b, g * c_b_g, n0, m, oh_a, oh_b, w_o, k_h, k_w, sh, sw, dh, dw, top,
-                         left, cols)
-            if not whole:
+            _gather_cols(b, g * c_b_g, n0, m, oh_a, oh_b, ow_a, ow_b, k_h, k_w, sh, sw, dh, dw,
+                         top, left, cols)
+            if ow_b - ow_a < w_o:
+                _copy_band(a, n0, g * c_a_g, oh_a, ow_a, ow_b, at)
+            elif not whole:
                 copy_rows(a, n0, m, g * c_a_g, oh_a, at)
             lhs = a[n0, g * c_a_g:(g + 1) * c_a_g].reshape((c_a_g, pix)) if whole else at
             if first and q_blk >= taps:      # the product is the partial: no buffer
@@ -338,8 +356,9 @@ def weight_grad_gemm_kernel(a, b, gw3, part, units, starts, ws, slot, tmp_size, 
     part : ndarray, 1-D
         Overwritten with the partial gradients of tasks ``1 .. T-1``, one ``gw3.size``
         block each.
-    units : ndarray of int64, shape (U, 4)
-        ``(n0, m, oh_a, oh_b)``: rows ``oh_a .. oh_b`` of ``a``'s images ``n0 .. n0+m``.
+    units : ndarray of int64, shape (U, 6)
+        ``(n0, m, oh_a, oh_b, ow_a, ow_b)``: columns ``ow_a .. ow_b`` of rows ``oh_a ..
+        oh_b`` of ``a``'s images ``n0 .. n0+m``.
     starts : ndarray of int64, shape (T + 1,)
         Task ``t`` sums units ``starts[t] .. starts[t+1]``, in that order.
     ws : ndarray, 1-D
@@ -403,16 +422,17 @@ def sum_partials(total, part):
 
 @lru_cache(maxsize=128)
 def plan_tasks(n, h_o, w_o, per_pixel, itemsize, limit, threads):
-    """``(tasks, slot)``: rows ``(n0, m, oh_a, oh_b)`` cutting ``n`` images of ``h_o x w_o``
-    pixels into tasks, and the workspace elements of the largest.
+    """``(tasks, slot)``: rows ``(n0, m, oh_a, oh_b, ow_a, ow_b)`` cutting ``n`` images of
+    ``h_o x w_o`` pixels into tasks, and the workspace elements of the largest.
 
     As :func:`~convtranspose.cpu.im2col.plan_col2im`: with enough images a task is ``m``
     whole images, about ``_TASKS_PER_THREAD`` tasks per thread; otherwise a band of one
     image's rows, about ``_BANDS_PER_THREAD`` bands per thread over the batch (fewer
     where a band would have under ``_MIN_COLS`` pixels, but one per thread at least). ``per_pixel`` workspace
     elements per pixel, ``threads`` slots in all, fit in ``limit`` bytes (at least one row
-    is always taken). ``threads`` is the process's fixed thread count, so the tasks, and
-    the results, do not change with ``numba.set_num_threads``.
+    is always taken; where one row is more than a slot holds, bands of its columns, one
+    column at least). ``threads`` is the process's fixed thread count, so the
+    tasks, and the results, do not change with ``numba.set_num_threads``.
     """
     pix = h_o * w_o
     budget = max(1, limit // (threads * itemsize))          # elements per slot
@@ -420,17 +440,22 @@ def plan_tasks(n, h_o, w_o, per_pixel, itemsize, limit, threads):
     want = threads * _TASKS_PER_THREAD
     if n >= want and per_image <= budget:
         m = max(1, min(-(-n // want), budget // per_image))
-        tasks = [(n0, min(m, n - n0), 0, h_o) for n0 in range(0, n, m)]
+        tasks = [(n0, min(m, n - n0), 0, h_o, 0, w_o) for n0 in range(0, n, m)]
         slot = m * per_image
+    elif per_pixel * w_o > budget:     # a row is more than a slot holds: column bands
+        cols = max(1, budget // per_pixel)
+        tasks = [(n0, 1, oh, oh + 1, ow, min(w_o, ow + cols))
+                 for n0 in range(n) for oh in range(h_o) for ow in range(0, w_o, cols)]
+        slot = per_pixel * cols
     else:
         want_bands = min(-(-threads * _BANDS_PER_THREAD // max(n, 1)),
                          max(threads, pix // _MIN_COLS))
         b = min(h_o, max(want_bands, -(-per_image // budget)))
         edges = [h_o * i // b for i in range(b + 1)]
         bands = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-        tasks = [(n0, 1, lo, hi) for n0 in range(n) for lo, hi in bands]
+        tasks = [(n0, 1, lo, hi, 0, w_o) for n0 in range(n) for lo, hi in bands]
         slot = per_pixel * w_o * max(hi - lo for lo, hi in bands)
-    return _table(tasks, 4), slot
+    return _table(tasks, 6), slot
 
 
 @lru_cache(maxsize=128)

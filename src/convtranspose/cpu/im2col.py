@@ -25,8 +25,12 @@ Workspace
 Each thread gets one slot of workspace for its task's matrices; all slots together are
 bounded by the workspace limit (default 256 MiB; :func:`set_workspace_limit`, or the
 environment variable ``CONVTRANSPOSE_WORKSPACE_BYTES`` read at import), which sets how
-many images or rows a task takes. The smallest task is one output row (col2im) or one
-phase row (phases) of one image, so a limit below that is exceeded by that much.
+many images, rows or columns a task takes. The phase form's smallest task is one phase
+pixel of one image (bands of a phase row's columns where a row is too large), so it
+stays within any limit of at least a slot of that size per thread; the col2im form's
+smallest task is one output row of one image (the products of every input pixel of the
+rows that reach it), and a limit below that is exceeded by that much:
+:mod:`convtranspose.dispatch` runs the phase form instead where col2im would exceed it.
 """
 from __future__ import annotations
 
@@ -266,7 +270,7 @@ class PhasePlan(NamedTuple):
     s_w: int
     meta: np.ndarray      # per phase with taps: o0r, o0c, rows, cols, taps, w_off, x_is_b,
                           # and where its taps start in k_rows / k_cols, T_w
-    tasks: np.ndarray     # (phase, n0, images, a0, rows) per task
+    tasks: np.ndarray     # (phase, n0, images, a0, rows, b0, cols) per task
     bias_only: bool       # whether some phases get no tap (they hold only the bias)
     k_rows: np.ndarray    # kernel rows, then columns, of each phase's taps ...
     k_cols: np.ndarray
@@ -286,12 +290,14 @@ _MIN_TASK_COLS = 256
 def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
     """Build the :class:`PhasePlan` of one problem (cached: a layer called again reuses it).
 
-    Each phase's ``N * rows * cols`` GEMM columns are cut into tasks of whole images or
-    bands of phase rows, so that there are about ``_TASKS_PER_THREAD`` tasks per thread
-    of at least ``_MIN_TASK_COLS`` columns each, and ``threads`` tasks' buffers fit in
-    ``limit`` bytes. ``threads`` is the process's fixed thread count, so the tasks, and
-    the results, do not change with ``numba.set_num_threads``. Its tables hold ``O(kH*kW)``
-    entries and its task list ``O(tasks)``: nothing grows with the output.
+    Each phase's ``N * rows * cols`` GEMM columns are cut into tasks of whole images,
+    bands of phase rows or, where one phase row is more than a slot holds (a long 1-D
+    signal), bands of one phase row's columns, so that there are about
+    ``_TASKS_PER_THREAD`` tasks per thread of at least ``_MIN_TASK_COLS`` columns each,
+    and ``threads`` tasks' buffers fit in ``limit`` bytes. ``threads`` is the process's
+    fixed thread count, so the tasks, and the results, do not change with
+    ``numba.set_num_threads``. Its tables hold ``O(kH*kW)`` entries and its task list
+    ``O(tasks)``: nothing grows with the output.
     """
     n, c_in, h, w = x_shape
     _, c_out_g, k_h, k_w = w_shape
@@ -313,15 +319,22 @@ def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
         task_cols = max(1, min(task_cols, limit // (threads * per_col)))
         if task_cols >= per_img:
             m = max(1, min(n, task_cols // per_img))
-            tasks += [(p, n0, min(m, n - n0), 0, pr.count) for n0 in range(0, n, m)]
+            tasks += [(p, n0, min(m, n - n0), 0, pr.count, 0, pc.count)
+                      for n0 in range(0, n, m)]
             whole = whole and m == 1
             slot = max(slot, m * per_img * per_col // itemsize)
-        else:
-            band = max(1, task_cols // pc.count)
-            tasks += [(p, n0, 1, a0, min(band, pr.count - a0))
+        elif task_cols >= pc.count:
+            band = task_cols // pc.count
+            tasks += [(p, n0, 1, a0, min(band, pr.count - a0), 0, pc.count)
                       for n0 in range(n) for a0 in range(0, pr.count, band)]
             whole = whole and band >= pr.count
             slot = max(slot, min(band, pr.count) * pc.count * per_col // itemsize)
+        else:   # a phase row is more than a slot holds: bands of its columns
+            tasks += [(p, n0, 1, a0, 1, b0, min(task_cols, pc.count - b0))
+                      for n0 in range(n) for a0 in range(pr.count)
+                      for b0 in range(0, pc.count, task_cols)]
+            whole = False
+            slot = max(slot, task_cols * per_col // itemsize)
         meta.append((pr.o0, pc.o0, pr.count, pc.count, taps, w_off, int(whole), len(k_rows),
                      len(k_cols), len(pc.k_idx)))
         w_off += c_in * c_out_g * taps
@@ -330,7 +343,7 @@ def plan_phases(x_shape, w_shape, params, out_hw, itemsize, limit, threads):
         off_rows += pr.offsets
         off_cols += pc.offsets
         starts.append((len(k_rows), len(k_cols)))
-    return PhasePlan(s_h, s_w, _table(meta, 10), _table(tasks, 5), bias_only, _table(k_rows),
+    return PhasePlan(s_h, s_w, _table(meta, 10), _table(tasks, 7), bias_only, _table(k_rows),
                      _table(k_cols), _table(starts, 2), _table(off_rows), _table(off_cols),
                      _table([m[5] for m in meta]), w_off, slot)
 

@@ -285,22 +285,21 @@ def _gather_tap(src, dst, dr, dc, n_a, n_b):
     """``dst[a*n_b + b] = src[dr + a, dc + b]`` for ``a < n_a``, ``b < n_b``; zero where
     that pixel lies outside ``src`` (H, W)."""
     h, w = src.shape
-    zero = np.zeros(1, dst.dtype)[0]
     b_lo = min(n_b, max(0, -dc))              # columns b_lo <= b < b_hi lie inside
     b_hi = max(b_lo, min(n_b, w - dc))
     for a in range(n_a):
         row = dst[a * n_b:(a + 1) * n_b]
         ih = dr + a
         if ih < 0 or ih >= h:
-            row[:] = zero
+            row[:] = 0     # stored as dst's dtype; no allocation per call
             continue
         s = src[ih]
         for b in range(b_lo):
-            row[b] = zero
+            row[b] = 0
         for b in range(b_lo, b_hi):
             row[b] = s[dc + b]
         for b in range(b_hi, n_b):
-            row[b] = zero
+            row[b] = 0
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -311,7 +310,8 @@ def _phase_task(t, x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, 
     c_out = out.shape[1]
     c_in_g, c_out_g = c_in // groups, c_out // groups
     p, n0, m, a0, n_a = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3], tasks[t, 4]
-    o0r, o0c, n_b, taps = meta[p, 0], meta[p, 1], meta[p, 3], meta[p, 4]
+    b0, n_b = tasks[t, 5], tasks[t, 6]
+    o0r, o0c, taps = meta[p, 0], meta[p, 1], meta[p, 4]
     w_off, x_is_b, r0, c0, t_w = meta[p, 5], meta[p, 6], meta[p, 7], meta[p, 8], meta[p, 9]
     k = c_in_g * taps
     per_img = n_a * n_b
@@ -331,7 +331,7 @@ def _phase_task(t, x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, 
                 ci = g * c_in_g + kk // taps
                 tp = kk % taps
                 dr = off_rows[r0 + tp // t_w] + a0      # the tap reads a shifted window
-                dc = off_cols[c0 + tp % t_w]
+                dc = off_cols[c0 + tp % t_w] + b0
                 for mi in range(m):
                     _gather_tap(x[n0 + mi, ci], cols[kk, mi * per_img:(mi + 1) * per_img],
                                 dr, dc, n_a, n_b)
@@ -344,13 +344,14 @@ def _phase_task(t, x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, 
             co = g * c_out_g + j
             row = out[n0 + mi, co, o0r + s_h * (a0 + a)]
             src = res[j, (mi * n_a + a) * n_b:(mi * n_a + a + 1) * n_b]
+            o0 = o0c + s_w * b0
             if has_bias:
                 bv = bias[co]
                 for b in range(n_b):
-                    row[o0c + s_w * b] = src[b] + bv
+                    row[o0 + s_w * b] = src[b] + bv
             else:
                 for b in range(n_b):
-                    row[o0c + s_w * b] = src[b]
+                    row[o0 + s_w * b] = src[b]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -366,14 +367,15 @@ def phase_gemm_kernel(x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_
     T_w] + a, off_cols[c0 + tp % T_w] + b)`` for phase pixel ``(a, b)``, zero outside the
     input: index arithmetic, no per-pixel tables.
 
-    Task ``t`` is ``tasks[t] = (p, n0, m, a0, n_a)``: images ``n0 .. n0+m``, phase rows
-    ``a0 .. a0+n_a``. It gathers the input pixels into a ``(C_in_g*taps, pixels)``
-    matrix, multiplies by the phase's weight with one single-threaded BLAS GEMM per
-    group (the caller limits the BLAS to one thread: the parallelism is here), and
-    writes the products plus bias into its own output pixels. Thread ``i`` works in
-    ``ws[i*slot:(i+1)*slot]``. Tasks are disjoint and fixed by the problem, not by the
-    thread count, so results do not depend on it. The gathered zeros are multiplied, so
-    the weight's taps must be finite (:func:`pack_phase_weights` counts those that are not).
+    Task ``t`` is ``tasks[t] = (p, n0, m, a0, n_a, b0, n_b)``: images ``n0 .. n0+m``,
+    phase rows ``a0 .. a0+n_a``, phase columns ``b0 .. b0+n_b``. It gathers the input
+    pixels into a ``(C_in_g*taps, pixels)`` matrix, multiplies by the phase's weight with
+    one single-threaded BLAS GEMM per group (the caller limits the BLAS to one thread:
+    the parallelism is here), and writes the products plus bias into its own output
+    pixels. Thread ``i`` works in ``ws[i*slot:(i+1)*slot]``. Tasks are disjoint and fixed
+    by the problem, not by the thread count, so results do not depend on it. The gathered
+    zeros are multiplied, so the weight's taps must be finite (:func:`pack_phase_weights`
+    counts those that are not).
     """
     for t in prange(tasks.shape[0]):
         _phase_task(t, x, wt, bias, out, meta, off_rows, off_cols, tasks, s_h, s_w, groups,

@@ -112,8 +112,7 @@ def set_workspace_limit(nbytes: int | str) -> int:
         use for their per-thread matrices in one call: a byte count (``268435456``) or a
         size with a unit, spelled as for ``CONVTRANSPOSE_WORKSPACE_BYTES`` (``"256MiB"``,
         ``"64M"``, ``"1GiB"``, ``"500MB"``, ``"268435456"``). A task needs at least one
-        output row's (or one phase row's) worth, which is used even when the limit is
-        smaller.
+        output pixel's worth per thread, which is used even when the limit is smaller.
 
     Returns
     -------
@@ -136,10 +135,12 @@ def set_workspace_limit(nbytes: int | str) -> int:
     -----
     The ``im2col`` forms give each of the ``NUMBA_NUM_THREADS`` threads one slot, all the
     slots together within the limit, and cut their tasks (chunks of images, then bands of
-    output rows) to fit a slot, so a different limit may cut the GEMMs differently: the
-    result may then differ in the last bits, and ``backend="auto"`` may choose another
-    form. The limit is exceeded only when a single output row's task is larger than a
-    slot, by that much.
+    output rows, then bands of a row's columns) to fit a slot, so a different limit may
+    cut the GEMMs differently: the result may then differ in the last bits, and
+    ``backend="auto"`` may choose another form. The col2im form, whose smallest task is
+    a whole output row, runs only where that row fits a slot, except for an Inf or NaN
+    weight (which the phase form hands to it), when it exceeds the limit by what its row
+    tasks need beyond it.
 
     Examples
     --------
