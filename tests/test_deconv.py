@@ -88,20 +88,26 @@ def _bitwise_problem(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bitwise_independent_of_threads_batch_and_tiling(dtype):
     x, w, b, kwargs = _bitwise_problem(dtype)
-    ref = _call(x, w, b, kwargs)
-    assert_close(ref, conv_transpose2d_scatter(x, w, b, **kwargs), dtype)
+    _, packed = _call(x, w, b, kwargs, deconv.compute)     # the packing engine's own order
+    assert_close(packed, conv_transpose2d_scatter(x, w, b, **kwargs), dtype)
     nr = simd.tile(dtype)[1]
     for cols in (1, nr - 1, 2 * nr + 3, 20, 63):              # tasks of other sizes and shapes
         _, out = _call(x, w, b, kwargs, deconv.compute, cols=cols)
-        np.testing.assert_array_equal(out, ref)
+        np.testing.assert_array_equal(out, packed)
+    ref = _call(x, w, b, kwargs)                                # direct's engine (nd_engine)
+    assert_close(ref, conv_transpose2d_scatter(x, w, b, **kwargs), dtype)
     for i in range(x.shape[0]):                                 # each image in a batch of one
         np.testing.assert_array_equal(_call(x[i:i + 1], w, b, kwargs), ref[i:i + 1])
+        _, out = _call(x[i:i + 1], w, b, kwargs, deconv.compute)
+        np.testing.assert_array_equal(out, packed[i:i + 1])
     if numba.config.NUMBA_NUM_THREADS > 1:
         old = numba.get_num_threads()
         try:
             for threads in (1, 2):
                 numba.set_num_threads(threads)
                 np.testing.assert_array_equal(_call(x, w, b, kwargs), ref)
+                np.testing.assert_array_equal(_call(x, w, b, kwargs, deconv.compute)[1],
+                                              packed)
         finally:
             numba.set_num_threads(old)
 

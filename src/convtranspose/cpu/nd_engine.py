@@ -45,9 +45,10 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .._alloc import allocate
+from .._jit import njit
 from .._threading import launch
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
 
