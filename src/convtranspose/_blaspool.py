@@ -17,9 +17,12 @@ the library is inside a kernel; otherwise the pool is left alone (counted as ski
 Threads started by C code that never ran Python are invisible here: a process whose C
 threads call NumPy's or SciPy's OpenBLAS should turn the defence off.
 
-``CONVTRANSPOSE_BLAS_SHUTDOWN=0`` (or ``off``, ``no``, ``false``), read at import, turns it
-off. What users can do instead, for any library: ``OPENBLAS_THREAD_TIMEOUT=4`` (workers
-stop spinning after ``2**4`` cycles) or ``OPENBLAS_NUM_THREADS=1``, set before NumPy loads.
+``CONVTRANSPOSE_BLAS_SHUTDOWN``, read at import: ``0`` (or ``off``, ``no``, ``false``) turns it
+off; ``always`` drops the one-Python-thread condition, for processes whose other threads
+never call NumPy's or SciPy's BLAS while the library computes (a Jupyter kernel runs seven
+threads of its own, none of them in BLAS). What users can do instead, for any library:
+``OPENBLAS_THREAD_TIMEOUT=4`` (workers stop spinning after ``2**4`` cycles) or
+``OPENBLAS_NUM_THREADS=1``, set before NumPy loads.
 """
 from __future__ import annotations
 
@@ -33,8 +36,9 @@ ENV_VAR = "CONVTRANSPOSE_BLAS_SHUTDOWN"
 
 
 def _read_env():
+    """``False`` (off), ``True`` (on, one Python thread) or ``"always"``."""
     value = os.environ.get(ENV_VAR, "1").strip().lower()
-    return value not in ("0", "off", "no", "false")
+    return "always" if value == "always" else value not in ("0", "off", "no", "false")
 
 
 _enabled = _read_env()
@@ -43,14 +47,15 @@ _counts = {"shutdowns": 0, "skipped": 0}
 
 
 def enabled():
-    """Whether the defence is on (``CONVTRANSPOSE_BLAS_SHUTDOWN`` at import)."""
+    """Whether the defence is on: ``False``, ``True`` or ``"always"``
+    (``CONVTRANSPOSE_BLAS_SHUTDOWN`` at import)."""
     return _enabled
 
 
 def _set_enabled(flag):
-    """Turn the defence on or off; return the previous setting (for tests)."""
+    """Set the defence (``False``, ``True`` or ``"always"``); return the previous setting."""
     global _enabled
-    previous, _enabled = _enabled, bool(flag)
+    previous, _enabled = _enabled, flag if flag == "always" else bool(flag)
     return previous
 
 
@@ -100,7 +105,7 @@ def defend(alone):
     up = [shutdown for avail, shutdown in _pools if avail.value]
     if not up:
         return
-    if not alone or threading.active_count() != 1:
+    if not alone or (_enabled != "always" and threading.active_count() != 1):
         _counts["skipped"] += 1
         return
     for shutdown in up:

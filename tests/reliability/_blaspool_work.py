@@ -83,6 +83,22 @@ def main(scenario):
         out["shutdowns"] = c1["shutdowns"] - c0["shutdowns"]
         out["skipped"] = c1["skipped"] - c0["skipped"]
         out["same"] = all(np.array_equal(r, alone) for r in results)
+    elif scenario == "idle_thread":     # another Python thread exists but runs no BLAS
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        try:
+            c0 = _blaspool.counts()
+            np.matmul(a, a)
+            result = layer()
+            c1 = _blaspool.counts()
+            out["up_after_layer"] = pools_up()
+        finally:
+            stop.set()
+            t.join()
+        out["shutdowns"] = c1["shutdowns"] - c0["shutdowns"]
+        out["skipped"] = c1["skipped"] - c0["skipped"]
+        out["same"] = bool(np.array_equal(result, alone))
     out["threads_unchanged"] = blas_threads() == before
     print(json.dumps(out))
 

@@ -63,3 +63,16 @@ def test_environment_variable_turns_it_off():
     assert out["same_after_matmul"] and out["threads_unchanged"]
     if out["found"]:
         assert any(out["up_after_layer"])
+
+
+@pytest.mark.parametrize("setting", ["1", "always"])
+def test_idle_second_thread(setting):
+    """Beside another Python thread the pool stays up, unless the user said ``always``."""
+    out = run("idle_thread", CONVTRANSPOSE_BLAS_SHUTDOWN=setting)
+    assert out["same"] and out["threads_unchanged"]
+    if not out["found"]:
+        pytest.skip("no OpenBLAS with its own threads here")
+    if setting == "always":
+        assert out["shutdowns"] == 1 and not any(out["up_after_layer"])
+    else:
+        assert out["shutdowns"] == 0 and out["skipped"] >= 1 and any(out["up_after_layer"])
