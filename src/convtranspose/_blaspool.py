@@ -8,7 +8,9 @@ BLAS call (its GEMMs run on Numba's threads), but a user's NumPy between two lay
 
 So before a parallel kernel, :func:`defend` calls ``blas_thread_shutdown_()`` of each
 OpenBLAS that NumPy and SciPy loaded (found through threadpoolctl) whose pool is up
-(``blas_server_avail``): its workers exit (about 40 us). Nothing of the user's settings
+(``blas_server_avail``): its workers exit (about 40 us). The library that the ``im2col``
+GEMMs call (SciPy's, in the PyPI wheels) is left alone (:func:`leave_alone`): setting its
+thread count around each GEMM kernel would restart its pool after every shutdown. Nothing of the user's settings
 changes: the thread count stays, and the next multi-threaded BLAS call starts the workers
 again by itself. Shutting the pool down while another thread is inside OpenBLAS is not
 safe, and the library cannot see what other threads do, so it happens only when this is
@@ -30,7 +32,7 @@ import ctypes
 import os
 import threading
 
-__all__ = ["ENV_VAR", "enabled", "defend", "counts"]
+__all__ = ["ENV_VAR", "enabled", "defend", "counts", "leave_alone"]
 
 ENV_VAR = "CONVTRANSPOSE_BLAS_SHUTDOWN"
 
@@ -42,7 +44,8 @@ def _read_env():
 
 
 _enabled = _read_env()
-_pools = None        # [(blas_server_avail as a c_int, blas_thread_shutdown_)], found once
+_pools = None        # [(path, blas_server_avail as a c_int, blas_thread_shutdown_)], found once
+_left_alone = set()  # paths of the libraries whose thread count the library itself sets
 _counts = {"shutdowns": 0, "skipped": 0}
 
 
@@ -87,11 +90,22 @@ def _find_pools():
             continue     # an OpenMP build's threads are OpenMP's
         try:
             dll = ctypes.CDLL(lib.filepath)
-            pools.append((ctypes.c_int.in_dll(dll, "blas_server_avail"),
+            pools.append((os.path.realpath(lib.filepath),
+                          ctypes.c_int.in_dll(dll, "blas_server_avail"),
                           dll.blas_thread_shutdown_))
         except (OSError, AttributeError, ValueError):
             continue     # a build without these symbols: left as it is
     return pools
+
+
+def leave_alone(paths):
+    """Never shut down the OpenBLAS libraries at ``paths``: those whose thread count the
+    library sets around its own GEMMs (:func:`convtranspose.cpu.blas.single_threaded_blas`).
+
+    ``openblas_set_num_threads`` starts a pool that is down, whose new workers then spin:
+    shutting that library's pool down before each kernel would restart it after each.
+    """
+    _left_alone.update(os.path.realpath(p) for p in paths)
 
 
 def defend(alone):
@@ -102,7 +116,8 @@ def defend(alone):
         return
     if _pools is None:
         _pools = _find_pools()
-    up = [shutdown for avail, shutdown in _pools if avail.value]
+    up = [shutdown for path, avail, shutdown in _pools
+          if avail.value and path not in _left_alone]
     if not up:
         return
     if not alone or (_enabled != "always" and threading.active_count() != 1):

@@ -20,7 +20,7 @@ def blas_threads():
 
 def pools_up():
     """Whether each OpenBLAS pool of NumPy and SciPy is up (its workers exist)."""
-    return [bool(avail.value) for avail, _ in _blaspool._find_pools()]
+    return [bool(avail.value) for _, avail, _ in _blaspool._find_pools()]
 
 
 def main(scenario):
