@@ -28,6 +28,10 @@ calling ``fork()``) are not gated.
 
 The layer is known only after the first parallel launch, so that first launch holds the
 lock too.
+
+Before a parallel kernel, :func:`convtranspose._blaspool.defend` sends OpenBLAS's spinning
+workers away where that is safe (one Python thread, no other launch running), so that
+they take no core from Numba's threads.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import time
 import numba
 from numba import njit
 
+from . import _blaspool
 from ._calls import prune, tracked
 
 __all__ = ["launch", "serial_build", "threading_layer", "serialised", "forked_serial",
@@ -116,7 +121,9 @@ def launch(kernel, *args):
     # (``overloads``, a dict, not ``signatures``, which builds a list: microseconds)
     if options is not None and not options.get("parallel") and kernel.overloads:
         return kernel(*args)         # compiled, serial, no BLAS: nothing a fork must wait for
-    with _gated():
+    with _gated() as alone:
+        if options is not None and options.get("parallel") and not _forked_serial:
+            _blaspool.defend(alone)     # no spinning OpenBLAS workers on Numba's cores
         return _run(kernel, options, args)
 
 
@@ -136,15 +143,18 @@ def _run(kernel, options, args):
 
 @tracked
 def _gated(call):
-    """The block of one launch: entered when no other thread forks, left at its end."""
+    """The block of one launch: entered when no other thread forks, left at its end.
+
+    Yields whether no other launch (of any thread, or nested in this one) runs."""
     try:
         with _gate_lock:
             if _forking:
                 me = call.thread
                 if not any(c.thread == me for c in prune(_inside)):   # not nested in a launch
                     _gate.wait_for(lambda: not _forking.difference((me,)))
+            alone = not prune(_inside)
             _inside.add(call)
-        yield
+        yield alone
     finally:
         with _gate_lock:
             _inside.discard(call)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["Shape", "SUITE", "HELD_OUT", "RANKS_LAYOUTS", "get"]
+__all__ = ["Shape", "SUITE", "HELD_OUT", "RANKS_LAYOUTS", "get", "Network", "NETWORKS",
+           "get_network"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +165,317 @@ def get(name):
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"no suite shape {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+
+# ----------------------------------------------------------------------------
+# whole networks (issue 21): the library's public functions with plain NumPy between the
+# layers, and the same network in PyTorch with the same weights. Defined before any tuning
+# on them; used by ``bench --networks``, the asv benchmarks and the tests.
+
+@dataclass(frozen=True)
+class Network:
+    """A whole network: its parameters, our forward (NumPy between the library's functions)
+    and PyTorch's, which compute the same thing from the same arrays.
+
+    ``make(rng, dtype, batch)`` returns a dict of NumPy arrays (weights and inputs);
+    ``ours(p, backend)`` and ``torch(p)`` (``p`` of torch tensors) return a tuple of
+    outputs, in the same order. ``batch`` is the default batch of ``make``.
+    """
+
+    name: str
+    batch: int
+    make: Callable
+    ours: Callable
+    torch: Callable
+    note: str = ""
+
+    def arrays(self, dtype=np.float32, seed=0, batch=None):
+        """The parameters and inputs, a dict of ``dtype`` arrays (``batch`` overrides the
+        network's)."""
+        return self.make(np.random.default_rng(seed), np.dtype(dtype),
+                         self.batch if batch is None else batch)
+
+    def runner(self, dtype=np.float32, backend="auto", seed=0, batch=None):
+        """A zero-argument callable running our network; it returns the tuple of outputs."""
+        p = self.arrays(dtype, seed, batch)
+        return lambda: self.ours(p, backend)
+
+    def torch_runner(self, dtype=np.float32, seed=0, batch=None):
+        """A zero-argument callable running the network in PyTorch on the CPU, on tensors
+        sharing the parameters' memory, or None without torch; it returns a tuple of tensors
+        (:func:`torch_outputs` converts them)."""
+        try:
+            import torch
+        except ImportError:
+            return None
+        p = {k: torch.from_numpy(v) for k, v in self.arrays(dtype, seed, batch).items()}
+        return lambda: self.torch(p)
+
+
+def torch_outputs(outputs):
+    """A network's PyTorch outputs as NumPy arrays."""
+    return tuple(o.detach().numpy() for o in outputs)
+
+
+def _uniform(rng, dtype, shape, fan):
+    bound = 1.0 / math.sqrt(fan)
+    return rng.uniform(-bound, bound, shape).astype(dtype)
+
+
+def _normal(rng, dtype, shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def _batchnorm(rng, dtype, c):
+    """Eval-mode BatchNorm's statistics and the NumPy affine that applies them."""
+    gamma, var = rng.uniform(0.5, 1.5, c), rng.uniform(0.5, 1.5, c)
+    beta, mean = 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c)
+    scale = gamma / np.sqrt(var + 1e-5)
+    return dict(gamma=gamma.astype(dtype), beta=beta.astype(dtype), mean=mean.astype(dtype),
+                var=var.astype(dtype), scale=scale.astype(dtype),
+                shift=(beta - mean * scale).astype(dtype))
+
+
+def _per_channel(v, rank=2):
+    return v.reshape((-1,) + (1,) * rank)
+
+
+# DCGAN generator (Radford et al., 2016), batch 64: the suite's dcgan_g1..g5 in a row
+_DCGAN = ((100, 512, 1, 0), (512, 256, 2, 1), (256, 128, 2, 1), (128, 64, 2, 1), (64, 3, 2, 1))
+
+
+def _dcgan_make(rng, dtype, batch):
+    p = {"z": _normal(rng, dtype, (batch, 100, 1, 1))}
+    for i, (ci, co, _, _) in enumerate(_DCGAN):
+        p[f"w{i}"] = _normal(rng, dtype, (ci, co, 4, 4), 0.02)
+        if i < 4:
+            p.update({f"bn{i}_{k}": v for k, v in _batchnorm(rng, dtype, co).items()})
+    p["gy"] = _normal(rng, dtype, (batch, 3, 64, 64))      # the training step's dL/dy
+    return p
+
+
+def _dcgan_forward(p, backend, keep=None):
+    import convtranspose as ct
+    h = p["z"]
+    for i, (_, _, s, pad) in enumerate(_DCGAN):
+        if keep is not None:
+            keep.append(h)
+        y = ct.conv_transpose2d(h, p[f"w{i}"], None, s, pad, backend=backend)
+        if i < 4:
+            a = y * _per_channel(p[f"bn{i}_scale"]) + _per_channel(p[f"bn{i}_shift"])
+            if keep is not None:
+                keep.append(a)
+            h = np.maximum(a, 0)
+        else:
+            h = np.tanh(y)
+    return h
+
+
+def _dcgan_ours(p, backend):
+    return (_dcgan_forward(p, backend),)
+
+
+def _torch_dcgan_forward(p):
+    import torch
+    import torch.nn.functional as F
+    h = p["z"]
+    for i, (_, _, s, pad) in enumerate(_DCGAN):
+        y = F.conv_transpose2d(h, p[f"w{i}"], None, s, pad)
+        if i < 4:
+            y = F.batch_norm(y, p[f"bn{i}_mean"], p[f"bn{i}_var"], p[f"bn{i}_gamma"],
+                             p[f"bn{i}_beta"], training=False, eps=1e-5)
+            h = torch.relu(y)
+        else:
+            h = torch.tanh(y)
+    return h
+
+
+def _dcgan_torch(p):
+    import torch
+    with torch.no_grad():
+        return (_torch_dcgan_forward(p),)
+
+
+def _dcgan_train_ours(p, backend):
+    """Forward, then dL/dW of every layer from ``gy`` through tanh, BatchNorm and ReLU."""
+    import convtranspose as ct
+    keep = []
+    out = _dcgan_forward(p, backend, keep)
+    g = p["gy"] * (1 - out * out)                        # through tanh
+    grads = [None] * len(_DCGAN)
+    for i in reversed(range(len(_DCGAN))):
+        _, _, s, pad = _DCGAN[i]
+        x = keep[2 * i]
+        gx, grads[i], _ = ct.conv_transpose2d_backward(
+            g, x, p[f"w{i}"], s, pad, needs_input_grad=i > 0, needs_bias_grad=False,
+            backend=backend)
+        if i:                                            # through ReLU and the affine
+            g = np.where(keep[2 * i - 1] > 0, gx, 0) * _per_channel(p[f"bn{i - 1}_scale"])
+    return tuple(grads)
+
+
+def _dcgan_train_torch(p):
+    import torch
+    ws = [p[f"w{i}"].detach().requires_grad_() for i in range(len(_DCGAN))]
+    q = dict(p, **{f"w{i}": w for i, w in enumerate(ws)})
+    return torch.autograd.grad(_torch_dcgan_forward(q), ws, p["gy"])
+
+
+# VAE decoder, batch 128: a linear layer (NumPy), then 64->32 7x7->14x14 and 32->1 -> 28x28
+def _vae_make(rng, dtype, batch):
+    return {"z": _normal(rng, dtype, (batch, 128)),
+            "fc_w": _uniform(rng, dtype, (64 * 7 * 7, 128), 128),
+            "fc_b": _uniform(rng, dtype, (64 * 7 * 7,), 128),
+            "w1": _uniform(rng, dtype, (64, 32, 4, 4), 32 * 16),
+            "b1": _uniform(rng, dtype, (32,), 32 * 16),
+            "w2": _uniform(rng, dtype, (32, 1, 4, 4), 16),
+            "b2": _uniform(rng, dtype, (1,), 16)}
+
+
+def _vae_ours(p, backend):
+    import convtranspose as ct
+    h = np.maximum(p["z"] @ p["fc_w"].T + p["fc_b"], 0).reshape(-1, 64, 7, 7)
+    h = np.maximum(ct.conv_transpose2d(h, p["w1"], p["b1"], 2, 1, backend=backend), 0)
+    y = ct.conv_transpose2d(h, p["w2"], p["b2"], 2, 1, backend=backend)
+    return (1 / (1 + np.exp(-y)),)
+
+
+def _vae_torch(p):
+    import torch
+    import torch.nn.functional as F
+    with torch.no_grad():
+        h = torch.relu(F.linear(p["z"], p["fc_w"], p["fc_b"])).reshape(-1, 64, 7, 7)
+        h = torch.relu(F.conv_transpose2d(h, p["w1"], p["b1"], 2, 1))
+        return (torch.sigmoid(F.conv_transpose2d(h, p["w2"], p["b2"], 2, 1)),)
+
+
+# U-Net decoder (Ronneberger et al., 2015), two stages: up-convolution, skip, 3x3 conv
+def _unet_make(rng, dtype, batch):
+    return {"x": _normal(rng, dtype, (batch, 256, 32, 32)),
+            "skip1": _normal(rng, dtype, (batch, 128, 64, 64)),
+            "skip2": _normal(rng, dtype, (batch, 64, 128, 128)),
+            "up1_w": _uniform(rng, dtype, (256, 128, 2, 2), 128 * 4),
+            "up1_b": _uniform(rng, dtype, (128,), 128 * 4),
+            "c1_w": _uniform(rng, dtype, (128, 256, 3, 3), 256 * 9),
+            "c1_b": _uniform(rng, dtype, (128,), 256 * 9),
+            "up2_w": _uniform(rng, dtype, (128, 64, 2, 2), 64 * 4),
+            "up2_b": _uniform(rng, dtype, (64,), 64 * 4),
+            "c2_w": _uniform(rng, dtype, (64, 128, 3, 3), 128 * 9),
+            "c2_b": _uniform(rng, dtype, (64,), 128 * 9)}
+
+
+def _unet_ours(p, backend):
+    import convtranspose as ct
+    h = p["x"]
+    for i in (1, 2):
+        u = ct.conv_transpose2d(h, p[f"up{i}_w"], p[f"up{i}_b"], 2, backend=backend)
+        h = np.concatenate([u, p[f"skip{i}"]], axis=1)
+        h = np.maximum(ct.conv2d(h, p[f"c{i}_w"], p[f"c{i}_b"], padding=1, backend=backend), 0)
+    return (h,)
+
+
+def _unet_torch(p):
+    import torch
+    import torch.nn.functional as F
+    with torch.no_grad():
+        h = p["x"]
+        for i in (1, 2):
+            u = F.conv_transpose2d(h, p[f"up{i}_w"], p[f"up{i}_b"], 2)
+            h = torch.cat([u, p[f"skip{i}"]], dim=1)
+            h = torch.relu(F.conv2d(h, p[f"c{i}_w"], p[f"c{i}_b"], padding=1))
+        return (h,)
+
+
+# HiFi-GAN-like vocoder upsampler (Kong et al., 2020, V1's rates 8, 8, 2, 2): 64 frames
+_HIFIGAN = ((512, 256, 16, 8, 4), (256, 128, 16, 8, 4), (128, 64, 4, 2, 1), (64, 32, 4, 2, 1))
+
+
+def _hifigan_make(rng, dtype, batch):
+    p = {"mel": _normal(rng, dtype, (batch, 80, 64)),
+         "pre_w": _uniform(rng, dtype, (512, 80, 7), 80 * 7),
+         "pre_b": _uniform(rng, dtype, (512,), 80 * 7),
+         "post_w": _uniform(rng, dtype, (1, 32, 7), 32 * 7),
+         "post_b": _uniform(rng, dtype, (1,), 32 * 7)}
+    for i, (ci, co, k, _, _) in enumerate(_HIFIGAN):
+        p[f"up{i}_w"] = _uniform(rng, dtype, (ci, co, k), co * k)
+        p[f"up{i}_b"] = _uniform(rng, dtype, (co,), co * k)
+    return p
+
+
+def _leaky(a, slope=0.1):
+    return np.where(a > 0, a, a * a.dtype.type(slope))
+
+
+def _hifigan_ours(p, backend):
+    import convtranspose as ct
+    h = ct.conv1d(p["mel"], p["pre_w"], p["pre_b"], padding=3, backend=backend)
+    for i, (_, _, _, s, pad) in enumerate(_HIFIGAN):
+        h = ct.conv_transpose1d(_leaky(h), p[f"up{i}_w"], p[f"up{i}_b"], s, pad,
+                                backend=backend)
+    y = ct.conv1d(_leaky(h), p["post_w"], p["post_b"], padding=3, backend=backend)
+    return (np.tanh(y),)
+
+
+def _hifigan_torch(p):
+    import torch
+    import torch.nn.functional as F
+    with torch.no_grad():
+        h = F.conv1d(p["mel"], p["pre_w"], p["pre_b"], padding=3)
+        for i, (_, _, _, s, pad) in enumerate(_HIFIGAN):
+            h = F.conv_transpose1d(F.leaky_relu(h, 0.1), p[f"up{i}_w"], p[f"up{i}_b"], s, pad)
+        return (torch.tanh(F.conv1d(F.leaky_relu(h, 0.1), p["post_w"], p["post_b"],
+                                    padding=3)),)
+
+
+# 3-D volume decoder stage: up-convolution 16^3 -> 32^3, then a 3x3x3 convolution
+def _volume_make(rng, dtype, batch):
+    return {"x": _normal(rng, dtype, (batch, 64, 16, 16, 16)),
+            "up_w": _uniform(rng, dtype, (64, 32, 2, 2, 2), 32 * 8),
+            "up_b": _uniform(rng, dtype, (32,), 32 * 8),
+            "c_w": _uniform(rng, dtype, (16, 32, 3, 3, 3), 32 * 27),
+            "c_b": _uniform(rng, dtype, (16,), 32 * 27)}
+
+
+def _volume_ours(p, backend):
+    import convtranspose as ct
+    h = np.maximum(ct.conv_transpose3d(p["x"], p["up_w"], p["up_b"], 2, backend=backend), 0)
+    return (np.maximum(ct.conv3d(h, p["c_w"], p["c_b"], padding=1, backend=backend), 0),)
+
+
+def _volume_torch(p):
+    import torch
+    import torch.nn.functional as F
+    with torch.no_grad():
+        h = torch.relu(F.conv_transpose3d(p["x"], p["up_w"], p["up_b"], 2))
+        return (torch.relu(F.conv3d(h, p["c_w"], p["c_b"], padding=1)),)
+
+
+#: Whole networks (issue 21), chosen before any tuning on them.
+NETWORKS = (
+    Network("dcgan_gen", 64, _dcgan_make, _dcgan_ours, _dcgan_torch,
+            "DCGAN generator, batch 64: 5 transposed convolutions, eval BatchNorm + ReLU "
+            "(NumPy), tanh"),
+    Network("dcgan_train", 32, _dcgan_make, _dcgan_train_ours, _dcgan_train_torch,
+            "the DCGAN generator's training step at batch 32: forward and every weight "
+            "gradient (against torch autograd)"),
+    Network("vae_dec", 128, _vae_make, _vae_ours, _vae_torch,
+            "VAE decoder, batch 128: NumPy linear layer, 64->32 7x7->14x14, 32->1 -> 28x28"),
+    Network("unet_dec", 1, _unet_make, _unet_ours, _unet_torch,
+            "U-Net decoder, two stages: 2x2 up-convolution, skip concatenation, 3x3 conv2d"),
+    Network("hifigan_up", 1, _hifigan_make, _hifigan_ours, _hifigan_torch,
+            "HiFi-GAN-like upsampler: conv1d, 4 conv_transpose1d (x8, x8, x2, x2), "
+            "leaky ReLU, 64 frames -> 16384 samples"),
+    Network("volume_dec", 1, _volume_make, _volume_ours, _volume_torch,
+            "3-D volume decoder: conv_transpose3d 64->32 16^3 -> 32^3, conv3d 32->16"),
+)
+
+_NETWORKS_BY_NAME = {n.name: n for n in NETWORKS}
+
+
+def get_network(name):
+    """The network called ``name``; ``KeyError`` lists the names otherwise."""
+    try:
+        return _NETWORKS_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no network {name!r}; known: {', '.join(_NETWORKS_BY_NAME)}") from None

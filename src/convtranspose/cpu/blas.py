@@ -16,6 +16,7 @@ import itertools
 import os
 import threading
 
+from .. import _blaspool
 from .._calls import prune, tracked
 from .._threading import FORK_WAIT_S
 
@@ -139,7 +140,10 @@ def _blas_counters():
     """The ``(get, set)`` pairs of the BLAS that Numba's ``np.dot`` calls (found once)."""
     global _counters
     if _counters is None:
-        _counters = [_counter(c) for c in _numba_blas()]
+        controllers = _numba_blas()
+        # setting a count restarts a pool that is down: the pool defence must leave it be
+        _blaspool.leave_alone([c.filepath for c in controllers])
+        _counters = [_counter(c) for c in controllers]
     return _counters
 
 

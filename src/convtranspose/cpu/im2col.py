@@ -43,6 +43,7 @@ from .._alloc import allocate
 from .._threading import launch
 from . import workspace as _ws
 from .blas import single_threaded_blas
+from .engine import _gemm_parallel, blocking
 from .kernels import col2im_gemm_kernel, pack_phase_weights, phase_gemm_kernel
 from .taps import byte_bounded_cache, input_span, tap_tables
 from .workspace import get_workspace_limit, release_workspace, set_workspace_limit, workspace
@@ -231,7 +232,7 @@ def _dense_run(x2, w2, bias, params, out, k_hw, k_sl, o_sl):
     k_h, k_w = k_hw
     if (k_h, k_w) == (h_out, w_out) and k_sl == [slice(0, k_h), slice(0, k_w)] \
             and params.dilation == (1, 1):
-        np.matmul(x2, w2, out=out.reshape(n, -1))     # the output is the GEMM's result
+        _matmul(x2, w2, out.reshape(n, -1))     # the output is the GEMM's result
         if bias is not None:
             out += bias[:, None, None]
         return out
@@ -246,6 +247,23 @@ def _dense_run(x2, w2, bias, params, out, k_hw, k_sl, o_sl):
     return out
 
 
+def _matmul(a, b, c):
+    """``c = a @ b`` (C-contiguous, one dtype) on Numba's threads with the engine's GEMM.
+
+    Not NumPy's ``matmul``: its BLAS would start a thread pool of its own, whose workers
+    keep spinning after the call and take cores from the next parallel kernel. The engine
+    sums each element in one fixed order, however the work is cut.
+    """
+    if a.shape[1] == 0:
+        c[...] = 0
+        return c
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    kc, mc, nc = blocking(c.dtype)
+    parts = _TASKS_PER_THREAD * max(1, numba.config.NUMBA_NUM_THREADS)
+    launch(_gemm_parallel, a, b, c, False, kc, mc, nc, parts)
+    return c
+
+
 def _dense_chunks(x2, w2, bias, out, full_buf, m, k_hw, k_sl, o_sl):
     """The chunks of :func:`_dense_1x1`, ``m`` images at a time, through ``full_buf``."""
     n, c_out = x2.shape[0], out.shape[1]
@@ -253,7 +271,7 @@ def _dense_chunks(x2, w2, bias, out, full_buf, m, k_hw, k_sl, o_sl):
     for n0 in range(0, n, m):
         mm = min(m, n - n0)
         full = full_buf[:mm * c_out * k_h * k_w].reshape(mm, c_out, k_h, k_w)
-        np.matmul(x2[n0:n0 + mm], w2, out=full.reshape(mm, -1))
+        _matmul(x2[n0:n0 + mm], w2, full.reshape(mm, -1))
         sel = full[:, :, k_sl[0], k_sl[1]]
         dst = out[n0:n0 + mm, :, o_sl[0], o_sl[1]]
         if bias is not None:

@@ -18,7 +18,8 @@ from .. import __version__
 from ..api import conv_transpose2d
 from ..suite import SUITE
 
-__all__ = ["interleaved_times", "median_time", "gemm_gflops", "torch_runner", "run_suite", "geometric_mean"]
+__all__ = ["interleaved_times", "median_time", "gemm_gflops", "torch_runner", "run_suite", "geometric_mean",
+           "format_table", "table_lines"]
 
 
 def _loops(fn, min_seconds, clock):
@@ -219,28 +220,36 @@ def _out_shape(shape):
 
 def format_table(report):
     """The report as a fixed-width text table with geometric means of the ratios."""
-    rows = report["results"]
+    meta = report["meta"]
+    ratios = any(r["ratio_torch"] is not None for r in report["results"])
+    head = (f"dtype {meta['dtype']}, {meta['threads']} threads, GEMM {meta['gemm_gflops']:.0f} "
+            "GFLOP/s; per backend: ms  GFLOP/s" + ("  (time / torch)" if ratios else ""))
+    return "\n".join([head, *table_lines(
+        report["results"], "shape", 14,
+        lambda r, ratio: f"{r['median_s'] * 1e3:>11.3f} {r['gflops']:>8.1f} {ratio:>9}")])
+
+
+def table_lines(rows, key, width, cell):
+    """The lines of a table of ``rows``: a header, one line per ``row[key]`` with one column
+    of 30 characters per backend (``cell(row, "(0.50x)")``), the geometric means of the
+    ratios to PyTorch last; ``width`` is the first column's."""
     backends = list(dict.fromkeys(r["backend"] for r in rows))
-    by = {(r["shape"], r["backend"]): r for r in rows}
-    shapes = list(dict.fromkeys(r["shape"] for r in rows))
-    head = f"{'shape':<14}" + "".join(f"{b:>30}" for b in backends)
-    ratios = any(r["ratio_torch"] is not None for r in rows)
-    lines = [f"dtype {report['meta']['dtype']}, {report['meta']['threads']} threads, "
-             f"GEMM {report['meta']['gemm_gflops']:.0f} GFLOP/s; per backend: ms  GFLOP/s"
-             + ("  (time / torch)" if ratios else ""), head]
-    for s in shapes:
+    by = {(r[key], r["backend"]): r for r in rows}
+    names = list(dict.fromkeys(r[key] for r in rows))
+    lines = [f"{key:<{width}}" + "".join(f"{b:>30}" for b in backends)]
+    for name in names:
         cells = []
         for b in backends:
-            r = by.get((s, b))
+            r = by.get((name, b))
             if r is None:
                 cells.append(f"{'-':>30}")
                 continue
             ratio = "" if r["ratio_torch"] is None else f"({r['ratio_torch']:.2f}x)"
-            cells.append(f"{r['median_s'] * 1e3:>11.3f} {r['gflops']:>8.1f} {ratio:>9}")
-        lines.append(f"{s:<14}" + "".join(cells))
-    gm = [geometric_mean([by[(s, b)]["ratio_torch"] for s in shapes if (s, b) in by])
+            cells.append(cell(r, ratio))
+        lines.append(f"{name:<{width}}" + "".join(cells))
+    gm = [geometric_mean([by[(n, b)]["ratio_torch"] for n in names if (n, b) in by])
           for b in backends]
     if any(g is not None for g in gm):
-        lines.append(f"{'geomean':<14}" + "".join(
+        lines.append(f"{'geomean':<{width}}" + "".join(
             f"{'' if g is None else f'({g:.2f}x)':>30}" for g in gm))
-    return "\n".join(lines)
+    return lines

@@ -127,6 +127,12 @@ def cmd_bench(args):
         import numba
         numba.set_num_threads(args.threads)
     clock = time.thread_time if args.cpu_time else time.perf_counter
+    if args.networks:
+        from .bench_networks import format_networks_table, run_networks
+        report = run_networks(None, [b for b in args.backends or ["auto"] if b in CPU_BACKENDS],
+                              np.dtype(args.dtype), repeat=args.repeat,
+                              with_torch=not args.no_torch, clock=clock)
+        return _report(format_networks_table(report), report, args.json)
     if args.backward:
         from .bench_backward import run_backward_suite
         backends = [b for b in args.backends or CPU_BACKENDS if b in CPU_BACKENDS]
@@ -248,6 +254,10 @@ def main(argv=None):
     p.add_argument("--ranks-layouts", action="store_true",
                    help="the 1-D, 3-D and channels-last layers (suite.RANKS_LAYOUTS) instead "
                         "of the suite, or after --shapes")
+    p.add_argument("--networks", action="store_true",
+                   help="whole networks (suite.NETWORKS: NumPy between the layers) against "
+                        "the same networks in PyTorch, instead of the suite (default backend "
+                        "auto)")
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
