@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import cuda, dispatch, nonfinite, ops
+from .cpu import direct
 from ._alloc import allocate
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
                       in_layout, is_dask_array, is_device_array, laid_out, native, new_result)
@@ -150,7 +151,12 @@ def _start(out, bias):
 def scatter(x, weight, bias, params, out, method, last=False):
     """The transposed convolution of ``x`` (N, C_in, D, H, W) into ``out``, by the 2-D
     backend ``method`` (``"auto"``: chosen per 2-D problem); ``last``: both are
-    channels-first views of channels-last memory. Returns ``out``."""
+    channels-first views of channels-last memory. Returns ``out``. Layers that ``direct``
+    runs on the channels-last engine go to it whole, with no loop over depth taps (``auto``
+    too, but for large channels-first results: :func:`~convtranspose.cpu.direct.volume_uses_engine`)."""
+    if method in ("auto", "direct") and direct.volume_uses_engine(weight, params, out,
+                                                                   method):
+        return direct.run_volume(x, weight, bias, params, out)
     _start(out, bias)
     n, plane = x.shape[0], params.plane
     taps = depth_taps(x.shape[2], out.shape[2], weight.shape[2], params.stride[0],

@@ -50,6 +50,8 @@ from numba import prange
 from .._alloc import allocate
 from .._jit import njit
 from .._threading import launch
+from .taps import byte_bounded_cache
+from .workspace import workspace
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
 
 __all__ = ["supported", "plan", "relayout", "pack_weights", "conv_transpose", "correlate",
@@ -91,6 +93,20 @@ def _correlation_axis(n_out, k, s, d, pad):
 
 
 def plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation=False):
+    """The tables of one problem (:func:`_plan`, cached per problem), as a dict."""
+    names = ("phase", "tap_k", "tap_o", "steps", "front", "back", "phases", "dead", "key")
+    return dict(zip(names, _plan(*_plan_key(x_shape, w_shape, stride, pads, dilation,
+                                            out_shape, correlation))))
+
+
+def _plan_key(x_shape, w_shape, stride, pads, dilation, out_shape, correlation):
+    return (tuple(map(int, x_shape[2:])), tuple(map(int, w_shape[2:])),
+            tuple(map(int, stride)), tuple((int(a), int(b)) for a, b in pads),
+            tuple(map(int, dilation)), tuple(map(int, out_shape[2:])), bool(correlation))
+
+
+@byte_bounded_cache()
+def _plan(x_sizes, k_sizes, stride, pads, dilation, out_sizes, correlation):
     """The tables of one problem, shapes channels-first 5-D ``(N, C, D, H, W)``, kernel
     ``(.., .., kD, kH, kW)``. Per axis, the phases that have outputs and taps:
     ``phase[a, i] = (first q, count, output base, first tap, taps)``, their taps in
@@ -99,7 +115,7 @@ def plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation=False)
     the zero border ``front``/``back`` the taps read (the width's also the last tile's
     overrun); ``dead``: whether some output has no tap (it gets the bias alone)."""
     axis = _correlation_axis if correlation else _transposed_axis
-    axes = [axis(out_shape[2 + a], w_shape[2 + a], stride[a], dilation[a], pads[a][0])
+    axes = [axis(out_sizes[a], k_sizes[a], stride[a], dilation[a], pads[a][0])
             for a in range(3)]
     width_ = max(1, max(len(ax[0]) for ax in axes))
     phase = np.zeros((3, width_, 5), np.int64)
@@ -112,25 +128,35 @@ def plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation=False)
         hi = max([0] + [(q0 + n - 1) * step_in + o for q0, n, _, taps in phases
                         for _, o in taps])
         front[a] = -lo
-        back[a] = max(0, hi - (x_shape[2 + a] - 1))
+        back[a] = max(0, hi - (x_sizes[a] - 1))
         for i, (q0, n, base, taps) in enumerate(phases):
             phase[a, i] = q0, n, base, len(tap_k), len(taps)
             tap_k += [t for t, _ in taps]
             tap_o += [o + front[a] for _, o in taps]
     back[2] += (MR - 1) * steps[0, 2]      # the last width tile reads MR - 1 pixels more
-    return dict(phase=phase, tap_k=np.array(tap_k + [0], np.int64),
-                tap_o=np.array(tap_o + [0], np.int64), steps=steps, front=front, back=back,
-                phases=tuple(len(ax[0]) for ax in axes), dead=any(ax[1] for ax in axes))
+    tables = (phase, np.array(tap_k + [0], np.int64), np.array(tap_o + [0], np.int64),
+              steps, front, back)
+    for t in tables:
+        t.flags.writeable = False       # shared by every call of the problem
+    return (*tables, tuple(len(ax[0]) for ax in axes), any(ax[1] for ax in axes),
+            (x_sizes, k_sizes, stride, pads, dilation, out_sizes, correlation))
 
 
-def relayout(x, front, back, channels_last):
+def relayout(x, front, back, channels_last, into=None):
     """``x`` (5-D, channels-first or channels-last, any strides) as a zero-bordered
     channels-last copy ``(N, D + fd + bd, H + fh + bh, W + fw + bw, C)``, one pass in
-    parallel over the input's rows."""
+    parallel over the input's rows; written into the flat buffer ``into`` when given (its
+    first elements; the border is zeroed), else into a new array."""
     xl = x if channels_last else np.moveaxis(x, 1, -1)
     n, *sizes, c = xl.shape
-    xp = allocate((n, *(s + f + b for s, f, b in zip(sizes, front, back)), c), x.dtype,
-                  "the engine's input copy", zero=True)
+    shape = (n, *(s + f + b for s, f, b in zip(sizes, front, back)), c)
+    if into is None:
+        xp = allocate(shape, x.dtype, "the engine's input copy", zero=True)
+    else:
+        xp = into[:math.prod(shape)].reshape(shape)
+        for axis, (f, b, size) in enumerate(zip(front, back, sizes), 1):
+            xp[(slice(None),) * axis + (slice(0, f),)] = 0
+            xp[(slice(None),) * axis + (slice(f + size, None),)] = 0
     if xl.size:
         strides = np.array([s // x.itemsize for s in xl.strides], np.int64)
         base = _base_view(xl)
@@ -144,27 +170,47 @@ def _base_view(a):
     return np.lib.stride_tricks.as_strided(a, (span,), (a.itemsize,))
 
 
+#: Input rows per task of :func:`_relayout_kernel`, at most: a channels-first source is
+#: read eight planes at a time along this many rows.
+_RELAYOUT_ROWS = 16
+
+
 @njit(cache=True, parallel=True)
 def _relayout_kernel(src, strides, xp, front, shape):
     """``xp[n, fd + d, fh + h, fw + w, c] = src.flat[n*sn + d*sd + h*sh + w*sw + c*sc]``,
-    one task per input row ``(n, d, h)``; the loop order follows the source's faster axis."""
+    one task per run of up to :data:`_RELAYOUT_ROWS` input rows of one ``(n, d)``; the loop
+    order follows the source's faster axis (a channels-first source is read eight planes
+    at a time: one read stream per plane, and more streams than that thrash the cache)."""
     n_, d_, h_, w_, c_ = shape[0], shape[1], shape[2], shape[3], shape[4]
     sn, sd, sh, sw, sc = strides[0], strides[1], strides[2], strides[3], strides[4]
     fd, fh, fw = front[0], front[1], front[2]
-    for row in prange(n_ * d_ * h_):
-        n = row // (d_ * h_)
-        d = (row // h_) % d_
-        h = row % h_
-        src0 = n * sn + d * sd + h * sh
-        dst = xp[n, fd + d, fh + h]
+    runs = (h_ + _RELAYOUT_ROWS - 1) // _RELAYOUT_ROWS
+    for task in prange(n_ * d_ * runs):
+        n = task // (d_ * runs)
+        d = (task // runs) % d_
+        h0 = (task % runs) * _RELAYOUT_ROWS
+        h1 = min(h0 + _RELAYOUT_ROWS, h_)
         if sc <= sw:
-            for w in range(w_):
-                for c in range(c_):
-                    dst[fw + w, c] = src[src0 + w * sw + c * sc]
-        else:
-            for c in range(c_):
+            for h in range(h0, h1):
+                src0 = n * sn + d * sd + h * sh
+                dst = xp[n, fd + d, fh + h]
                 for w in range(w_):
-                    dst[fw + w, c] = src[src0 + w * sw + c * sc]
+                    for c in range(c_):
+                        dst[fw + w, c] = src[src0 + w * sw + c * sc]
+        else:
+            for c0 in range(0, c_ - 7, 8):
+                for h in range(h0, h1):
+                    src0 = n * sn + d * sd + h * sh + c0 * sc
+                    dst = xp[n, fd + d, fh + h]
+                    for w in range(w_):
+                        for k in range(8):
+                            dst[fw + w, c0 + k] = src[src0 + w * sw + k * sc]
+            for c in range(c_ - c_ % 8, c_):
+                for h in range(h0, h1):
+                    src0 = n * sn + d * sd + h * sh + c * sc
+                    dst = xp[n, fd + d, fh + h]
+                    for w in range(w_):
+                        dst[fw + w, c] = src[src0 + w * sw]
 
 
 def pack_weights(weight, groups, nr, correlation=False):
@@ -260,23 +306,40 @@ def _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0, o1, o2, o3, o4, o5,
 
 
 @njit(inline="always")
-def _pixel(i, last, nq, q0, steps, ob, geo, o_strides):
-    """Input and output offsets of pixel ``min(i, last)`` of a phase, its pixels numbered
-    over (n, qd, qh, qw), qw fastest; ``ob`` holds the phase's output bases."""
-    i = min(i, last)
-    qw = q0[2] + i % nq[2]
+def _start_pixel(i, nq):
+    """The coordinates ``(n, qd, qh, qw)`` of pixel ``i`` of a phase, its pixels numbered
+    over (n, qd, qh, qw), qw fastest (counted from the phase's first ``q``)."""
+    qw = i % nq[2]
     i //= nq[2]
-    qh = q0[1] + i % nq[1]
+    qh = i % nq[1]
     i //= nq[1]
-    qd = q0[0] + i % nq[0]
-    n = i // nq[0]
+    return i // nq[0], i % nq[0], qh, qw
+
+
+@njit(inline="always")
+def _pixel(n, qd, qh, qw, i, last, nq, q0, steps, ob, geo, o_strides):
+    """Input and output offsets of the pixel at coordinates ``(n, qd, qh, qw)`` (pixel
+    ``i`` of its phase), and the coordinates of pixel ``i + 1``; past ``last``, the same pixel again
+    (the tile's spare lanes recompute it and are not stored). Counting up, not dividing:
+    six divisions per pixel cost as much as a shallow layer's multiply-adds."""
     dp, hp, wpix, c_in = geo[1], geo[2], geo[3], geo[4]
-    x_off = (((n * dp + qd * steps[0, 0]) * hp + qh * steps[0, 1]) * wpix
-             + qw * steps[0, 2]) * c_in
-    o_off = (n * o_strides[0] + (qd * steps[1, 0] + ob[0]) * o_strides[1]
-             + (qh * steps[1, 1] + ob[1]) * o_strides[2]
-             + (qw * steps[1, 2] + ob[2]) * o_strides[3])
-    return x_off, o_off
+    x_off = ((((n * dp + (q0[0] + qd) * steps[0, 0]) * hp + (q0[1] + qh) * steps[0, 1])
+              * wpix + (q0[2] + qw) * steps[0, 2]) * c_in)
+    o_off = (n * o_strides[0] + ((q0[0] + qd) * steps[1, 0] + ob[0]) * o_strides[1]
+             + ((q0[1] + qh) * steps[1, 1] + ob[1]) * o_strides[2]
+             + ((q0[2] + qw) * steps[1, 2] + ob[2]) * o_strides[3])
+    if i < last:
+        qw += 1
+        if qw == nq[2]:
+            qw = 0
+            qh += 1
+            if qh == nq[1]:
+                qh = 0
+                qd += 1
+                if qd == nq[0]:
+                    qd = 0
+                    n += 1
+    return x_off, o_off, n, qd, qh, qw
 
 
 @njit(cache=True, parallel=True)
@@ -314,14 +377,21 @@ def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
         b0 = load(bp, (g * blocks + b) * nrt)
         b1 = load(bp, (g * blocks + b) * nrt + width(xp))
         channel = (g * c_out_g + b * nrt) * sc
+        n, qd, qh, qw = _start_pixel(t0 * MR, nq)
         for tile in range(t0, t1):
             first = tile * MR
-            p0, o0 = _pixel(first, last, nq, q0, steps, ob, geo, o_strides)
-            p1, o1 = _pixel(first + 1, last, nq, q0, steps, ob, geo, o_strides)
-            p2, o2 = _pixel(first + 2, last, nq, q0, steps, ob, geo, o_strides)
-            p3, o3 = _pixel(first + 3, last, nq, q0, steps, ob, geo, o_strides)
-            p4, o4 = _pixel(first + 4, last, nq, q0, steps, ob, geo, o_strides)
-            p5, o5 = _pixel(first + 5, last, nq, q0, steps, ob, geo, o_strides)
+            p0, o0, n, qd, qh, qw = _pixel(n, qd, qh, qw, first, last, nq, q0,
+                                               steps, ob, geo, o_strides)
+            p1, o1, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 1, last, nq, q0,
+                                               steps, ob, geo, o_strides)
+            p2, o2, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 2, last, nq, q0,
+                                               steps, ob, geo, o_strides)
+            p3, o3, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 3, last, nq, q0,
+                                               steps, ob, geo, o_strides)
+            p4, o4, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 4, last, nq, q0,
+                                               steps, ob, geo, o_strides)
+            p5, o5, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 5, last, nq, q0,
+                                               steps, ob, geo, o_strides)
             _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0 + channel,
                   o1 + channel, o2 + channel, o3 + channel, o4 + channel, o5 + channel,
                   min(MR, last + 1 - first), cg, nrt, sc, b0, b1, nr, edge)
@@ -403,29 +473,34 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     if not direct:
         per_image += math.prod(out_shape[1:]) * dtype.itemsize
     chunk = n if limit is None else max(1, min(n, limit // max(per_image, 1)))
+    padded = [size + f + b for size, f, b in zip(x_shape[2:], p["front"], p["back"])]
+    temp = 0 if direct else chunk * math.prod(out_shape[1:])
     tasks = None
-    for n0 in range(0, n, chunk):
-        part = min(chunk, n - n0)
-        if tasks is None or part != chunk:
-            tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS)
-        target = view[n0:n0 + part]
-        if not direct:
-            target = np.moveaxis(allocate((part, *out_shape[2:], out_shape[1]), dtype,
-                                          "the engine's channels-last result"), -1, 1)
-        if p["dead"]:           # outputs no tap reaches: the bias alone (zeros without)
-            target[...] = 0 if bias is None else \
-                np.asarray(bias, dtype).reshape((-1, 1, 1, 1))
-        if len(tasks):
-            xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"], False)
-            geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks, *weight.shape[2:]],
-                           np.int64)
-            sn, sc, sd, sh, sw = (s // dtype.itemsize for s in target.strides)
-            launch(_kernel, xp.ravel(), wp, bp, _base_view(target), tasks, p["phase"],
-                   p["tap_k"], p["tap_o"], p["steps"], geo,
-                   np.array([sn, sd, sh, sw, sc], np.int64))
-            del xp
-        if not direct:
-            _store_transposed(np.moveaxis(target, 1, -1), view[n0:n0 + part])
+    # the copy and the channels-first result's channels-last form come from the thread's
+    # workspace, kept between calls (fresh memory's page faults cost a tenth of a pass)
+    with workspace(dtype, chunk * math.prod(padded) * x_shape[1], temp) as (xbuf, tbuf):
+        for n0 in range(0, n, chunk):
+            part = min(chunk, n - n0)
+            if tasks is None or part != chunk:
+                tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS)
+            target = view[n0:n0 + part]
+            if not direct:
+                target = np.moveaxis(tbuf[:part * math.prod(out_shape[1:])].reshape(
+                    (part, *out_shape[2:], out_shape[1])), -1, 1)
+            if p["dead"]:           # outputs no tap reaches: the bias alone (zeros without)
+                target[...] = 0 if bias is None else \
+                    np.asarray(bias, dtype).reshape((-1, 1, 1, 1))
+            if len(tasks):
+                xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"],
+                              False, into=xbuf)
+                geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks,
+                                *weight.shape[2:]], np.int64)
+                sn, sc, sd, sh, sw = (s // dtype.itemsize for s in target.strides)
+                launch(_kernel, xp.ravel(), wp, bp, _base_view(target), tasks, p["phase"],
+                       p["tap_k"], p["tap_o"], p["steps"], geo,
+                       np.array([sn, sd, sh, sw, sc], np.int64))
+            if not direct:
+                _store_transposed(np.moveaxis(target, 1, -1), view[n0:n0 + part])
     return out
 
 
@@ -433,7 +508,41 @@ def _store_transposed(src, dst):
     """``dst[...] = src`` for a channels-last ``src`` (C-contiguous ``(N, D, H, W, C)``) and
     a channels-first ``dst`` ``(N, C, D, H, W)`` of any strides, one pass in parallel."""
     strides = np.array([s // dst.itemsize for s in dst.strides], np.int64)
-    launch(_transpose_kernel, src, strides, _base_view(dst))
+    n, c, d, h, w = dst.shape
+    if (strides[4] == 1 or w == 1) and (strides[3] == w or h == 1) and \
+            (strides[2] == h * w or d == 1):     # each plane's pixels contiguous
+        launch(_transpose_planes_kernel, src.reshape(n, d * h * w, c), strides[0],
+               strides[1], _base_view(dst))
+    else:
+        launch(_transpose_kernel, src, strides, _base_view(dst))
+
+
+#: Pixels per task of :func:`_transpose_planes_kernel`: its source block (pixels x
+#: channels) stays in L1/L2 while eight planes are written contiguously from it.
+_PLANE_BLOCK = 512
+
+
+@njit(cache=True, parallel=True)
+def _transpose_planes_kernel(src, sn, sc, dst):
+    """``dst.flat[n*sn + c*sc + s] = src[n, s, c]``: a channels-last ``src`` ``(N, S, C)``
+    into planes of contiguous pixels; a task is a block of pixels, written eight planes at
+    a time (one write stream per plane: more streams thrash the cache's sets, since the
+    planes often lie a power of two apart)."""
+    n_, s_, c_ = src.shape
+    blocks = (s_ + _PLANE_BLOCK - 1) // _PLANE_BLOCK
+    for task in prange(n_ * blocks):
+        n = task // blocks
+        s0 = (task % blocks) * _PLANE_BLOCK
+        s1 = min(s0 + _PLANE_BLOCK, s_)
+        for c in range(0, c_ - 7, 8):
+            base = n * sn + c * sc
+            for s in range(s0, s1):
+                for k in range(8):
+                    dst[base + k * sc + s] = src[n, s, c + k]
+        for c in range(c_ - c_ % 8, c_):
+            base = n * sn + c * sc
+            for s in range(s0, s1):
+                dst[base + s] = src[n, s, c]
 
 
 @njit(cache=True, parallel=True)
@@ -461,7 +570,13 @@ _TILES_PER_TASK = 32
 def _tasks(p, n, groups, blocks, threads):
     """``(i_d, i_h, i_w, t0, t1, g, b)``: the 6-pixel tiles of every phase (phases indexed
     per axis as in ``p["phase"]``), in runs of at most :data:`_TILES_PER_TASK`, cut into at
-    least ``4 * threads`` tasks."""
+    least ``4 * threads`` tasks; cached per problem."""
+    return _cached_tasks(p["key"], n, groups, blocks, threads)
+
+
+@byte_bounded_cache()
+def _cached_tasks(key, n, groups, blocks, threads):
+    p = plan((0, 0, *key[0]), (0, 0, *key[1]), *key[2:5], (0, 0, *key[5]), key[6])
     phases = []
     for i_d in range(p["phases"][0]):
         for i_h in range(p["phases"][1]):
@@ -474,4 +589,6 @@ def _tasks(p, n, groups, blocks, threads):
     rows = [(i_d, i_h, i_w, t0, min(t0 + per_task, tiles), g, b)
             for i_d, i_h, i_w, tiles in phases for g in range(groups) for b in range(blocks)
             for t0 in range(0, tiles, per_task)]
-    return np.array(rows, np.int64).reshape(-1, 7)
+    tasks = np.array(rows, np.int64).reshape(-1, 7)
+    tasks.flags.writeable = False
+    return tasks
