@@ -201,6 +201,10 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     'direct'
     >>> ct.explain(np.empty((2, 8, 8, 8, 64), np.float32),
     ...            np.empty((64, 32, 2, 2, 2), np.float32), stride=2,
+    ...            data_format="NDHWC").reason.startswith("3-D runs as one problem")
+    True
+    >>> ct.explain(np.empty((2, 8, 8, 8, 64), np.float32),
+    ...            np.empty((64, 4, 2, 2, 2), np.float32), stride=2,
     ...            data_format="NDHWC").reason.startswith("3-D runs one 2-D problem per")
     True
     """

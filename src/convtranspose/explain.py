@@ -9,8 +9,10 @@ How each rank runs, which is what the answers describe:
 
 * 2-D: one problem for the dispatcher (:func:`convtranspose.dispatch.choose`);
 * 1-D: the 2-D problem of unit height (kernel height 1) that the 1-D functions run;
-* 3-D: one 2-D problem per kernel depth tap, the depth slices that tap links folded into
-  the batch; ``backend="auto"`` chooses for each one.
+* 3-D: the transposed convolutions that ``direct`` runs on the channels-last engine as
+  one 3-D problem (:func:`convtranspose.cpu.direct.volume_uses_engine`); the others one
+  2-D problem per kernel depth tap, the depth slices that tap links folded into the
+  batch; ``backend="auto"`` chooses for each one.
 """
 from __future__ import annotations
 
@@ -152,7 +154,16 @@ def _gpu_choice(xs, ws, params, rank, on_gpu):
 
 def _depth_choice(xs, ws, params, shape, dtype, name, last):
     """The :class:`Choice` of a 3-D problem: one 2-D choice per depth tap, estimates added
-    up per backend; ``backend`` is the one that runs the most taps."""
+    up per backend; ``backend`` is the one that runs the most taps. Layers that run on the
+    channels-last engine as one problem say so instead."""
+    from .cpu.direct import volume_uses_engine
+    if name in ("auto", "direct") and volume_uses_engine(ws, params, shape, dtype.itemsize,
+                                                         last, name):
+        x5 = xs if len(xs) == 5 else (1, *xs)
+        return dispatch.Choice("direct", "3-D runs as one problem on the channels-last "
+                               "engine of direct (a weight with Inf or NaN runs one 2-D "
+                               "problem per depth tap instead)", {},
+                               2 * math.prod(x5) * math.prod(ws[1:]))
     taps, totals, work = [], {}, 0
     for t, x4, w4, plane in depth_problems(xs, ws, params, shape[-3]):
         picked = dispatch.choose(x4, w4, plane, dtype, channels_last=last)

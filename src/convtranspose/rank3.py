@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import cuda, dispatch, nonfinite, ops
-from .cpu import direct
+from .cpu import direct, nd_engine
 from ._alloc import allocate
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
                       in_layout, is_dask_array, is_device_array, laid_out, native, new_result)
@@ -154,8 +154,9 @@ def scatter(x, weight, bias, params, out, method, last=False):
     channels-first views of channels-last memory. Returns ``out``. Layers that ``direct``
     runs on the channels-last engine go to it whole, with no loop over depth taps (``auto``
     too, but for large channels-first results: :func:`~convtranspose.cpu.direct.volume_uses_engine`)."""
-    if method in ("auto", "direct") and direct.volume_uses_engine(weight, params, out,
-                                                                   method):
+    if method in ("auto", "direct") and direct.volume_uses_engine(
+            weight.shape, params, out.shape, out.dtype.itemsize,
+            out.strides[1] == out.dtype.itemsize, method) and nd_engine.supported(weight):
         return direct.run_volume(x, weight, bias, params, out)
     _start(out, bias)
     n, plane = x.shape[0], params.plane

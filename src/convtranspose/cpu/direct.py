@@ -150,16 +150,30 @@ def run_engine(x, weight, bias, params, out):
 VOLUME_TRANSPOSE_BYTES = 16 * 2**20
 
 
-def volume_uses_engine(weight, params, out, method="direct"):
-    """Whether the 3-D transposed convolution into ``out`` (5-D, channels-first view)
-    with ``weight`` runs on the engine as one call (else as 2-D calls per depth tap):
-    :func:`uses_engine` and a finite weight; for ``method="auto"`` also a channels-last
-    ``out`` or one whose images are below :data:`VOLUME_TRANSPOSE_BYTES`."""
-    if not (uses_engine(weight.shape, params) and nd_engine.supported(weight)):
+def volume_uses_engine(w_shape, params, out_shape, itemsize, channels_last,
+                       method="direct"):
+    """Whether the 3-D transposed convolution with a weight of shape ``w_shape`` into a
+    result of ``out_shape`` (channels-first order) runs on the engine as one problem (else
+    as 2-D problems per depth tap): :func:`uses_engine`, and for ``method="auto"`` also
+    a channels-last result or one whose images are below
+    :data:`VOLUME_TRANSPOSE_BYTES`. Shapes only: an Inf or NaN weight still runs per
+    depth tap (:func:`convtranspose.cpu.nd_engine.supported`).
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.direct import volume_uses_engine
+    >>> from convtranspose.params import normalise
+    >>> import numpy as np
+    >>> params = normalise((1, 64, 32, 32, 32), (64, 32, 2, 2, 2), None,
+    ...                    [np.dtype("f4")] * 2, stride=2, rank=3)[0]
+    >>> [volume_uses_engine((64, 32, 2, 2, 2), params, (1, 32, 64, 64, 64), 4, last, m)
+    ...  for last, m in ((False, "direct"), (False, "auto"), (True, "auto"))]
+    [True, False, True]
+    """
+    if not uses_engine(tuple(w_shape), params):
         return False
-    image = out.dtype.itemsize * math.prod(out.shape[1:])
-    return (method == "direct" or out.strides[1] == out.dtype.itemsize
-            or image < VOLUME_TRANSPOSE_BYTES)
+    return (method == "direct" or channels_last
+            or itemsize * math.prod(out_shape[1:]) < VOLUME_TRANSPOSE_BYTES)
 
 
 def run_volume(x, weight, bias, params, out):
