@@ -252,11 +252,12 @@ def test_correlation_multiplies_padding_as_pytorch_does(dtype):
     assert_close(got[finite], want[finite], dtype)
 
 
-def test_direct_conv2d_runs_the_engine_on_channel_heavy_layers(monkeypatch):
+def test_direct_conv2d_runs_the_nd_engine_on_channel_heavy_layers(monkeypatch):
     import convtranspose as ct
+    from convtranspose.cpu import nd_engine
     calls = []
-    real = deconv.correlate
-    monkeypatch.setattr(deconv, "correlate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = nd_engine.correlate
+    monkeypatch.setattr(nd_engine, "correlate", lambda *a, **k: calls.append(1) or real(*a, **k))
     rng = np.random.default_rng(24)
     x = rng.standard_normal((2, 16, 9, 9))
     w = rng.standard_normal((8, 16, 3, 3))
@@ -348,10 +349,11 @@ def test_weight_grad_nonfinite_as_the_other_backends(dtype):
 
 def test_direct_gradients_run_the_engine_on_channel_heavy_layers(monkeypatch):
     import convtranspose as ct
+    from convtranspose.cpu import nd_engine
     calls = []
-    for name in ("correlate", "weight_grad"):
-        real = getattr(deconv, name)
-        monkeypatch.setattr(deconv, name,
+    for module, name in ((nd_engine, "correlate"), (deconv, "weight_grad")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name,
                             lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
     rng = np.random.default_rng(34)
     x = rng.standard_normal((2, 16, 6, 6))

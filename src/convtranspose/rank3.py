@@ -185,7 +185,21 @@ def correlate(x, weight, bias, out, params, method, last=False):
     """The correlation (``conv3d``'s forward) of ``x`` (N, C_in, D, H, W) with ``weight``
     (C_out, C_in // groups, kD, kH, kW) into ``out``, by ``method``, with PyTorch's NaN
     where a padding zero meets a non-finite weight; ``last`` as for :func:`scatter`.
-    Returns ``out``."""
+    Returns ``out``. Layers with many channels run on the channels-last engine whole
+    (``auto``: unless the result is channels-first and large, as for :func:`scatter`)."""
+    if method in ("auto", "direct") and direct.volume_correlation_uses_engine(
+            weight.shape, params.groups, out.shape, out.dtype.itemsize,
+            out.strides[1] == out.dtype.itemsize, method):
+        direct.run_correlation(x, weight, bias, out, params.stride, params.dilation,
+                               [lo for lo, _ in params.pads], params.groups)
+    else:
+        _taps_correlate(x, weight, bias, out, params, method, last)
+    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
+                                   [lo for lo, _ in params.pads])
+
+
+def _taps_correlate(x, weight, bias, out, params, method, last):
+    """:func:`correlate` as one 2-D correlation per depth tap, before the NaN rule."""
     _start(out, bias)
     n, plane = x.shape[0], params.plane
     c_out, c_in_g = weight.shape[:2]
@@ -206,8 +220,6 @@ def correlate(x, weight, bias, out, params, method, last=False):
         with np.errstate(invalid="ignore", over="ignore"):
             out[:, :, i0:i1] += _unfold(y4, n)
         del x4      # before the next tap's copy is made
-    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
-                                   [lo for lo, _ in params.pads])
 
 
 def weight_grad(a, b, gw, params, method, last=False):

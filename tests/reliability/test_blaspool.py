@@ -16,9 +16,15 @@ import pytest
 WORK = Path(__file__).with_name("_blaspool_work.py")
 
 
+#: Thread-count variables that the scenarios must not inherit: Dask's distributed sets
+#: them to 1 in the test process's own environment when a test imports it.
+_CLEARED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def run(scenario, **env):
+    inherited = {k: v for k, v in os.environ.items() if k not in _CLEARED}
     proc = subprocess.run([sys.executable, str(WORK), scenario], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **env})
+                          text=True, timeout=600, env={**inherited, **env})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

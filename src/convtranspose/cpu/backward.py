@@ -40,7 +40,7 @@ from .._jit import njit
 from .._threading import launch
 from . import deconv
 from .blas import single_threaded_blas
-from .direct import correlation_uses_engine, weight_grad_uses_engine
+from .direct import correlation_uses_engine, run_correlation, weight_grad_uses_engine
 from .im2col import _BANDS_PER_THREAD, _TASKS_PER_THREAD, _table
 from .workspace import get_workspace_limit, workspace
 from .im2col import _COL2IM_MIN_COLS as _MIN_COLS
@@ -499,14 +499,15 @@ def correlate(x, weight, bias, out, stride, dilation, before, groups, method):
 
     ``x`` (N, C_in, H, W), ``weight`` (C_out, C_in // groups, kH, kW), ``bias`` or
     ``None``, ``out`` (N, C_out, H_out, W_out) preallocated; ``before`` is
-    ``(top, left)``. ``method`` is ``"direct"`` (the engine for layers with many channels,
-    :func:`~convtranspose.cpu.direct.correlation_uses_engine`, else the gather kernel) or
+    ``(top, left)``. ``method`` is ``"direct"`` (the channels-last engine for layers with
+    many channels, :func:`~convtranspose.cpu.direct.correlation_uses_engine`, else the
+    gather kernel) or
     ``"im2col"``. ``x`` and ``out`` may be in any dense layout: the engine reads and
     writes them in place, the other kernels get C-contiguous copies.
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
     if method == "direct" and correlation_uses_engine(weight.shape, groups):
-        return deconv.correlate(x, weight, bias, out, stride, dilation, before, groups)
+        return run_correlation(x, weight, bias, out, stride, dilation, before, groups)
     if not (x.flags.c_contiguous and out.flags.c_contiguous):   # a channels-last operand
         result = correlate(np.ascontiguousarray(x), weight, bias, np.empty(out.shape, out.dtype),
                            stride, dilation, before, groups, method)

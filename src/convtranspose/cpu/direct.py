@@ -32,7 +32,8 @@ from .layout import c_contiguous
 from .taps import tap_tables
 from .workspace import get_workspace_limit
 
-__all__ = ["run", "run_engine", "run_volume", "volume_uses_engine", "gather", "uses_engine", "correlation_uses_engine",
+__all__ = ["run", "run_engine", "run_volume", "volume_uses_engine", "volume_correlation_uses_engine",
+           "run_correlation", "gather", "uses_engine", "correlation_uses_engine",
            "weight_grad_uses_engine", "phase_taps", "SERIAL_FLOPS", "ENGINE_MIN_ROWS",
            "ENGINE_MIN_DEPTH"]
 
@@ -88,7 +89,7 @@ def uses_engine(w_shape, params):
 
 def correlation_uses_engine(w_shape, groups):
     """Whether ``direct`` runs a correlation (``conv2d``, an input gradient) with weight
-    shape ``w_shape`` ``(C_out, C_in // groups, kH, kW)`` on the engine: the same
+    shape ``w_shape`` ``(C_out, C_in // groups, *kernel)`` (any rank) on the engine: the same
     thresholds as :func:`uses_engine`, every tap in one phase.
 
     Examples
@@ -97,8 +98,8 @@ def correlation_uses_engine(w_shape, groups):
     >>> correlation_uses_engine((64, 16, 3, 3), 1), correlation_uses_engine((3, 64, 4, 4), 1)
     (True, False)
     """
-    c_out, c_in_g, k_h, k_w = w_shape
-    return c_out // groups >= ENGINE_MIN_ROWS and c_in_g * k_h * k_w >= ENGINE_MIN_DEPTH
+    c_out, c_in_g, *kernel = w_shape
+    return c_out // groups >= ENGINE_MIN_ROWS and c_in_g * math.prod(kernel) >= ENGINE_MIN_DEPTH
 
 
 def weight_grad_uses_engine(gw_shape, groups):
@@ -170,8 +171,20 @@ def volume_uses_engine(w_shape, params, out_shape, itemsize, channels_last,
     ...  for last, m in ((False, "direct"), (False, "auto"), (True, "auto"))]
     [True, False, True]
     """
-    if not uses_engine(tuple(w_shape), params):
-        return False
+    return uses_engine(tuple(w_shape), params) and _volume_result_ok(
+        out_shape, itemsize, channels_last, method)
+
+
+def volume_correlation_uses_engine(w_shape, groups, out_shape, itemsize, channels_last,
+                                   method="direct"):
+    """:func:`volume_uses_engine` for the 3-D correlation (``conv3d``'s forward) with a
+    weight of shape ``w_shape`` ``(C_out, C_in // groups, kD, kH, kW)``:
+    :func:`correlation_uses_engine`, and for ``auto`` the same rule on the result."""
+    return correlation_uses_engine(tuple(w_shape), groups) and _volume_result_ok(
+        out_shape, itemsize, channels_last, method)
+
+
+def _volume_result_ok(out_shape, itemsize, channels_last, method):
     return (method == "direct" or channels_last
             or itemsize * math.prod(out_shape[1:]) < VOLUME_TRANSPOSE_BYTES)
 
@@ -183,6 +196,22 @@ def run_volume(x, weight, bias, params, out):
     return nd_engine.conv_transpose(x, weight, bias, params.stride, params.pads,
                                     params.dilation, params.groups, out, False,
                                     limit=get_workspace_limit())
+
+
+def run_correlation(x, weight, bias, out, stride, dilation, before, groups):
+    """The correlation (``conv2d``/``conv3d``'s forward, a transposed convolution's input
+    gradient) on the engine into ``out``: ``x``, ``weight`` and ``out`` all 4-D (2-D, as
+    unit depth) or all 5-D, ``before`` the padding before each spatial axis; any dense
+    layouts, any weights (the padding's zeros are multiplied, as PyTorch's convolutions
+    do). Batch chunks within the workspace limit; returns ``out``."""
+    if x.ndim == 4:
+        deep = (slice(None), slice(None), None)
+        run_correlation(x[deep], weight[deep], bias, out[deep], (1, *stride), (1, *dilation),
+                        (0, *before), groups)
+        return out
+    return nd_engine.correlate(x, weight, bias, tuple(stride), tuple((b, 0) for b in before),
+                               tuple(dilation), groups, out, False,
+                               limit=get_workspace_limit())
 
 
 def run(x, weight, bias, params, out):

@@ -83,10 +83,8 @@ STEPS = (
     Step("im2col-phases", "im2col's sub-pixel phase form (pack_phase_weights, "
          "phase_gemm_kernel)", _form("phases")),
     Step("im2col-col2im", "im2col's col2im form (col2im_gemm_kernel)", _form("col2im")),
-    Step("engine", "the channels-last engine's transposed convolution (nd_engine: "
-         "_relayout_kernel, _kernel, _transpose_kernel)", _forward(*_ENGINE, "direct")),
-    Step("engine-correlate", "the packing engine's correlation (pack_a_phases, "
-         "deconv_kernel)", _correlation(_ENGINE[0], (8, 16, 4, 4), "direct")),
+    Step("engine", "the channels-last engine, which also runs the correlations (nd_engine: "
+         "_relayout_kernel, _kernel, _transpose_planes_kernel)", _forward(*_ENGINE, "direct")),
     Step("engine-weight-grad", "the engine's weight gradient (weight_grad_kernel)",
          _weight_grad(*_ENGINE, "direct")),
     Step("correlate", "the gather correlation (correlate_kernel)",
