@@ -196,6 +196,9 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     >>> choice = ct.explain(np.empty((64, 512, 4, 4), np.float32),
     ...                     np.empty((512, 256, 4, 4), np.float32), stride=2, padding=1)
     >>> choice.backend
+    'direct'
+    >>> ct.explain(np.empty((64, 100, 1, 1), np.float32),
+    ...            np.empty((100, 512, 4, 4), np.float32)).backend
     'im2col'
     >>> ct.explain([[[1.0]]], np.ones((1, 1, 2, 2))).backend
     'direct'

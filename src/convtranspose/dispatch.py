@@ -22,7 +22,8 @@ import numpy as np
 
 from ._arrays import is_device_array
 from .cpu import backward as cpu_backward
-from .cpu import deconv, direct, im2col
+from .cpu import direct, im2col, nd_engine
+from .cpu.simd import MR, lanes
 from .cpu.layout import c_contiguous
 from .params import _output_hw
 
@@ -129,39 +130,55 @@ _CALL_S = 3e-5             # fixed cost of a GEMM-based call (plans, views, pool
 _BYTE_S = 1 / 4e9          # seconds per byte moved by the dense 1x1 path's copy
 
 
-#: The engine form of ``direct`` (cpu/deconv.py), one thread, float32: seconds per
-#: multiply-add of the padded micro-tile rows, per packed B element, per stored C element,
-#: per packed A element and per task: the non-negative least-squares fit of
-#: ``scripts/fit_engine_model.py`` (15 layers, one Zen 3 core, 2 December 2026; it puts
-#: the stores' and A packing's cost into the per-task term). float64: twice the
-#: multiply-add cost, the element costs scaled by the item size.
-_ENGINE = (2.88e-11, 1.91e-9, 0.0, 0.0, 6.41e-5)
+#: The engine form of ``direct`` (cpu/nd_engine.py), one thread, float32: seconds per
+#: multiply-add of its tiles (padded to 6 pixels and two vectors of output channels, the
+#: border's zeros included), per tile, per element of the input's zero-bordered copy, per
+#: element of a channels-first result (the transposing store) and per task: the
+#: non-negative least-squares fit of ``scripts/fit_engine_model.py`` (34 layers and
+#: layouts, one Zen 4 core with AVX-512, 7 December 2026; within 15% on all but the
+#: shallow ``unet_up4``, which it puts 30% low), scaled by :data:`_ENGINE_MACHINE` to the
+#: machine the rest of the model was fitted on. float64: twice the multiply-add cost, the
+#: element costs scaled by the item size.
+_ENGINE_FIT = (2.11e-11, 1.85e-7, 1.09e-9, 1.41e-9, 0.0)
+#: Single-thread OpenBLAS float32 GEMM on the engine fit's machine (102 GFLOP/s, Zen 4)
+#: against the rate the GEMM forms' constants assume (``_RATES``: 130 GFLOP/s, Zen 3): the
+#: engine and the GEMM forms are compared as if on one machine.
+_ENGINE_MACHINE = 102e9 / 130e9
+_ENGINE = tuple(c * _ENGINE_MACHINE for c in _ENGINE_FIT)
 
 
-def engine_terms(x_shape, w_shape, params, out_hw, dtype):
-    """What the engine form of ``direct`` does for one problem, as the model counts it:
-    ``[multiply-adds of the padded micro-tile rows, packed B elements, stored C elements,
-    packed A elements, tasks]`` (from :func:`~convtranspose.cpu.deconv.plan_deconv`)."""
-    from .cpu.engine import MR
-    threads = max(1, numba.config.NUMBA_NUM_THREADS)
-    plan = deconv.plan_deconv(tuple(x_shape), tuple(w_shape), params, tuple(out_hw),
-                              np.dtype(dtype), im2col.get_workspace_limit(), threads)
-    c_in_g, c_out_g = x_shape[1] // params.groups, w_shape[1]
-    mp = -(-c_out_g // MR) * MR
-    tasks = plan.tasks
-    if not len(tasks):
-        return [0.0, 0.0, 0.0, float(plan.a_size), 0.0]
-    depth = c_in_g * plan.meta[tasks[:, 0], 4] * plan.meta[tasks[:, 0], 5]
-    pix = tasks[:, 3] * tasks[:, 5] * tasks[:, 7]
-    return [float(mp * (depth * pix).sum()), float((depth * pix).sum()),
-            float(c_out_g * pix.sum()), float(plan.a_size), float(len(tasks))]
+def engine_terms(x_shape, w_shape, params, out_hw, dtype, channels_last=False):
+    """What the engine form of ``direct`` does for one 2-D problem, as the model counts
+    it: ``[multiply-adds of its tiles, tiles, elements of the input's copy, elements of a
+    channels-first result, tasks]`` (from :func:`convtranspose.cpu.nd_engine.plan`)."""
+    n, c_in, h, w = x_shape
+    c_out_g, groups = w_shape[1], params.groups
+    nrt = 2 * lanes(np.dtype(dtype))
+    blocks = -(-c_out_g // nrt)
+    p = nd_engine.plan((n, c_in, 1, h, w), (w_shape[0], c_out_g, 1, *w_shape[2:]),
+                       (1, *params.stride), ((0, 0), *params.pads), (1, *params.dilation),
+                       (n, c_out_g * groups, 1, *out_hw))
+    phase = p["phase"]
+    tiles = macs = 0
+    for i_h in range(p["phases"][1]):
+        for i_w in range(p["phases"][2]):
+            t = -(-int(n * phase[0, 0, 1] * phase[1, i_h, 1] * phase[2, i_w, 1]) // MR)
+            tiles += t
+            macs += t * MR * int(phase[0, 0, 4] * phase[1, i_h, 4] * phase[2, i_w, 4])
+    tiles *= groups * blocks
+    macs *= groups * blocks * nrt * (c_in // groups)
+    padded = [size + f + b for size, f, b in zip((1, h, w), p["front"], p["back"])]
+    copy = n * math.prod(padded) * c_in
+    result = 0 if channels_last else n * c_out_g * groups * math.prod(out_hw)
+    tasks = len(nd_engine._tasks(p, n, groups, blocks, max(1, numba.config.NUMBA_NUM_THREADS)))
+    return [float(macs), float(tiles), float(copy), float(result), float(tasks)]
 
 
-def _engine_s(x_shape, w_shape, params, out_hw, dtype):
+def _engine_s(x_shape, w_shape, params, out_hw, dtype, channels_last=False):
     """Estimated one-thread seconds of the engine form, and its task count."""
-    terms = engine_terms(x_shape, w_shape, params, out_hw, dtype)
+    terms = engine_terms(x_shape, w_shape, params, out_hw, dtype, channels_last)
     size = np.dtype(dtype).itemsize / 4
-    scale = (2.0 if size > 1 else 1.0, size, size, size, 1.0)
+    scale = (2.0 if size > 1 else 1.0, 1.0, size, size, 1.0)
     return _CALL_S + sum(t * c * f for t, c, f in zip(terms, _ENGINE, scale)), int(terms[4])
 
 
@@ -329,7 +346,7 @@ def _gemm_s(m, k, n_cols, rates, rate="gemm"):
 
 
 @lru_cache(maxsize=512)
-def _forms(x_shape, w_shape, params, out_hw, dtype, limit):
+def _forms(x_shape, w_shape, params, out_hw, dtype, limit, channels_last=False):
     """``(seconds that threads share, seconds on one thread)`` of the direct kernel and
     of each im2col form under workspace limit ``limit`` (tuples in; cached, so a layer
     called again pays nothing; ``O(kernel + tasks)``, never a loop over the output)."""
@@ -347,7 +364,7 @@ def _forms(x_shape, w_shape, params, out_hw, dtype, limit):
     block = 4 if c_out_g % 4 == 0 else 1      # the direct kernel's channel blocking
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     if direct.uses_engine(w_shape, params):
-        t_engine, n_tasks = _engine_s(x_shape, w_shape, params, out_hw, dtype)
+        t_engine, n_tasks = _engine_s(x_shape, w_shape, params, out_hw, dtype, channels_last)
         t_direct = (t_engine * _balanced(n_tasks, threads), 0.0)
     else:
         t_direct = (work / (rates["direct"] * (_DIRECT_BLOCK4_SPEEDUP if block == 4 else 1.0))
@@ -387,7 +404,7 @@ def _im2col_form(x_shape, w_shape, params, out_shape, dtype):
     return "phases" if est["im2col/phases"] <= est["im2col/col2im"] else "col2im"
 
 
-def _estimates(x_shape, w_shape, params, dtype, out_hw, limit):
+def _estimates(x_shape, w_shape, params, dtype, out_hw, limit, channels_last=False):
     """Estimated seconds per backend (and im2col form) with all of Numba's threads, under
     workspace limit ``limit`` (the im2col tasks, and so their estimates, depend on it).
 
@@ -396,7 +413,7 @@ def _estimates(x_shape, w_shape, params, dtype, out_hw, limit):
     of the result, must not change with the number of threads in use.
     """
     work, est = _forms(tuple(x_shape), tuple(w_shape), params, tuple(out_hw), np.dtype(dtype),
-                       limit)
+                       limit, bool(channels_last))
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     return work, {name: shared / threads + serial for name, (shared, serial) in est.items()}
 
@@ -424,7 +441,7 @@ def _copy_s(x_shape, w_shape, params, out_hw, dtype):
 
 @lru_cache(maxsize=512)
 def _choose(x_shape, w_shape, params, dtype, out_hw, limit, channels_last=False):
-    work, est = _estimates(x_shape, w_shape, params, dtype, out_hw, limit)
+    work, est = _estimates(x_shape, w_shape, params, dtype, out_hw, limit, channels_last)
     if channels_last:
         copy = _copy_s(x_shape, w_shape, params, out_hw, dtype)
         engine = direct.uses_engine(w_shape, params)
