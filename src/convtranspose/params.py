@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConvParams", "normalise", "normalise_backward", "normalise_conv",
            "normalise_conv_backward", "output_shape", "result_dtype", "SUPPORTED_DTYPES",
+           "is_half",
            "DATA_FORMATS", "is_channels_last"]
 
 #: Largest stride, dilation or padding accepted: keeps every index product of the
@@ -699,6 +700,20 @@ def _output_padding_for_size(output_size, x_shape, w_shape, params, last=False):
 
 # ----------------------------------------------------------------------------
 # arrays
+
+
+def is_half(dtype):
+    """Whether ``dtype`` is float16 or ``ml_dtypes.bfloat16`` (either byte order); never
+    imports ml_dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import is_half
+    >>> is_half(np.dtype(np.float16)), is_half(np.dtype(">f2")), is_half(np.dtype(np.float32))
+    (True, True, False)
+    """
+    return dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
 
 
 def result_dtype(*dtypes):
