@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dask_ops, ops
+from . import dask_ops, halfops, ops
 from ._arrays import any_dask, channels_last, laid_out
 from .dask_ops import dask_layout
 # These lived here before and stay importable from here; they belong where they come from.
@@ -109,6 +109,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                       data_format=data_format)
 
 
+@halfops.float32_gradients
 def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cuda, dispatch, nonfinite
+from . import cuda, dispatch, halfops, nonfinite
 from ._arrays import (batched, channels_first, channels_last, compute_into, host_array,
                       host_operands, in_layout, is_device_array, laid_out, new_result)
 from .cpu.workspace import get_workspace_limit
@@ -98,6 +98,10 @@ def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, 
                 _VALIDATED.clear()
             _VALIDATED[key] = hit
     params, shape, dtype, name = hit
+    if halfops.takes(x, weight, bias):     # the engine, whatever the CPU backend
+        fallback = dispatch.run_backend("direct" if name == "auto" else name)
+        return compute_into(x, weight, bias, params, shape, dtype, out,
+                            halfops.transposed(name, fallback), last, convert=False)
     if name != "auto":
         return compute_into(x, weight, bias, params, shape, dtype, out,
                             dispatch.run_backend(name), last)
@@ -227,6 +231,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         dtypes, stride=stride, padding=padding, dilation=dilation,
         groups=groups, last=last)
     method = dispatch.check_method(backend)
+    if halfops.takes(x, weight, bias):     # the engine, whatever the CPU backend
+        out = compute_into(x, weight, bias, params, shape, dtype, None,
+                           halfops.correlation(method), last, convert=False)
+        return channels_last(out, 2) if last else out
     x = in_layout(x, dtype, last, 2)
     weight = np.ascontiguousarray(weight, dtype)
     bias = None if bias is None else np.ascontiguousarray(bias, dtype)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import cuda, dispatch, nonfinite, ops
+from . import cuda, dispatch, halfops, nonfinite, ops
 from ._alloc import allocate
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
                       in_layout, is_dask_array, is_device_array, laid_out, native, new_result)
@@ -476,8 +476,13 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
         out = _host(out, "out", last=True)
+
+    def run(x5, w, b, p, r5):
+        return scatter(x5, w, b, p, r5, method, last)
+
+    half = halfops.takes(x, weight, bias)       # the engine, whatever the CPU backend
     y = compute_into(x, weight, bias, params, shape, dtype, out,
-                     lambda x5, w, b, p, r5: scatter(x5, w, b, p, r5, method, last), last)
+                     halfops.transposed(method, run) if half else run, last, convert=not half)
     return given if given is not None else (channels_last(y, 3) if last else y)
 
 
@@ -562,11 +567,15 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
         padding=padding, dilation=dilation, groups=groups, rank=3, last=last)
     method = _method(backend)
+    half = halfops.takes(x, weight, bias)       # the engine, whatever the CPU backend
     y = compute_into(x, weight, bias, params, shape, dtype, None,
-                     lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last)
+                     halfops.correlation(method) if half else
+                     lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last,
+                     convert=not half)
     return channels_last(y, 3) if last else y
 
 
+@halfops.float32_gradients
 def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntTuple = 1, padding: AutoPadding = 0,
                               output_padding: IntTuple = 0, groups: int = 1,
@@ -660,6 +669,7 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
                       lambda g5, x5, gw: weight_grad(x5, g5, gw, params, method, last))
 
 
+@halfops.float32_gradients
 def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
