@@ -4,8 +4,9 @@ Which kind of array an operand is (a Dask array, a CUDA array, else a host array
 operands as NumPy arrays with a ``TypeError`` that names the argument, checks of a
 caller's ``out``, and :func:`compute_into`, the common tail of a host call (allocate or
 use ``out``, run a backend, copy back). Imports nothing of the package but the allocator
-and the names of the accepted dtypes, so the public functions, :mod:`convtranspose.dask_ops`, the dispatcher and the ``cuda``
-backend all use these without importing each other; never imports dask or numba.cuda.
+and the names of the accepted dtypes, so the public functions,
+:mod:`convtranspose.dask_ops`, the dispatcher and the ``cuda`` backend all use these
+without importing each other; never imports dask or numba.cuda.
 """
 from __future__ import annotations
 

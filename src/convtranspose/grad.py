@@ -90,6 +90,10 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     reading zero where an index falls outside ``gy``. Every element is summed by one
     thread in a fixed order, so results do not depend on the thread count.
 
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
+
     Examples
     --------
     >>> import numpy as np

@@ -731,7 +731,8 @@ def check_device_dtype(dtype, name):
     >>> check_device_dtype(np.dtype(np.float16), "x")
     Traceback (most recent call last):
     ...
-    TypeError: x is float16: the cuda backend takes float32 or float64 only (half precision runs on the CPU)
+    TypeError: x is float16: the cuda backend takes float32 or float64 only (half precision
+    runs on the CPU)
     """
     if isinstance(dtype, np.dtype) and is_half(dtype):
         raise TypeError(f"{name} is {dtype.name}: the cuda backend takes float32 or float64 "

@@ -381,8 +381,9 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input, float32 or float64. A Dask array gives a lazy Dask array chunked by batch;
-        a CUDA array runs on its GPU (channels-first only) and gives one of its kind.
+        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
+        gives one of its kind.
     weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -443,6 +444,9 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     backends (see the module's notes): the input's depth slices folded into the batch,
     at most one copy of the input at a time.
 
+    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
+    engine whatever CPU ``backend`` is named, summed in float32 and rounded once.
+
     Examples
     --------
     >>> import numpy as np
@@ -495,8 +499,9 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input, float32 or float64. A Dask array gives a lazy Dask array chunked by batch;
-        a CUDA array runs on its GPU (channels-first only) and gives one of its kind.
+        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
+        gives one of its kind.
     weight : array_like, shape (C_out, C_in // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -544,6 +549,10 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     -----
     Padding zeros take part in the products, as in PyTorch: where one meets an Inf or NaN
     weight the output is NaN.
+
+    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
+    engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
+    engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
 
     Examples
     --------
@@ -634,6 +643,10 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     grad_output[n, g*C_out_g + j, i*sD + t*dD - front, h*sH + kh*dH - top, w*sW + kw*dW -
     left]``; ``grad_bias`` sums ``grad_output`` over all but the channels.
 
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
+
     Examples
     --------
     >>> import numpy as np
@@ -722,6 +735,10 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     ``grad_input`` is the transposed convolution of ``grad_output`` with the same weight,
     sized to give back ``x``'s shape; ``grad_weight[co, c, t, kh, kw] = sum
     grad_output[n, co, i, h, w] * x[n, g*C_in_g + c, i*sD + t*dD - front, ...]``.
+
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
 
     Examples
     --------
