@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -39,6 +40,8 @@ from .cpu.workspace import get_workspace_limit
 from .params import is_half, result_dtype
 
 __all__ = ["takes", "transposed", "correlation", "rounded", "float32_gradients"]
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
 def takes(*arrays):
@@ -183,7 +186,7 @@ def _half_on_host(a):
     return (isinstance(a, np.ndarray) or is_dask_array(a)) and is_half(a.dtype)
 
 
-def float32_gradients(fn):
+def float32_gradients(fn: _Function) -> _Function:
     """``fn`` (a gradient function taking ``grad_output, x, weight`` first and returning a
     tuple of arrays or ``None``) run on float32 copies of its half-precision NumPy or Dask
     operands, its results returned in the operands' promoted dtype.
@@ -201,13 +204,14 @@ def float32_gradients(fn):
     def gradients(grad_output, x, weight, *args, **kwargs):
         operands = {n: _operand(a, n) for n, a in
                     (("grad_output", grad_output), ("x", x), ("weight", weight))}
-        if kwargs.get("backend") == "cuda" and any(_half_on_host(a) for a in operands.values()):
-            _check_backend("cuda")
+        half = any(_half_on_host(a) for a in operands.values())
+        if half:
+            _check_backend(kwargs.get("backend"))
         on_host = all(isinstance(a, np.ndarray) or is_dask_array(a) for a in operands.values())
-        if not on_host or not any(_half_on_host(a) for a in operands.values()):
+        if not (half and on_host):
             return fn(*operands.values(), *args, **kwargs)    # CUDA refuses half itself
         dtype = result_dtype(*((n, a.dtype) for n, a in operands.items()))
         results = fn(*(a.astype(np.float32) if _half_on_host(a) else a
                        for a in operands.values()), *args, **kwargs)
         return tuple(None if r is None else rounded(r, dtype) for r in results)
-    return gradients
+    return gradients    # type: ignore[return-value]
