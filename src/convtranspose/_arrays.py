@@ -3,15 +3,17 @@
 Which kind of array an operand is (a Dask array, a CUDA array, else a host array), host
 operands as NumPy arrays with a ``TypeError`` that names the argument, checks of a
 caller's ``out``, and :func:`compute_into`, the common tail of a host call (allocate or
-use ``out``, run a backend, copy back). Imports nothing of the package but the allocator,
-so the public functions, :mod:`convtranspose.dask_ops`, the dispatcher and the ``cuda``
-backend all use these without importing each other; never imports dask or numba.cuda.
+use ``out``, run a backend, copy back). Imports nothing of the package but the allocator
+and the names of the accepted dtypes, so the public functions,
+:mod:`convtranspose.dask_ops`, the dispatcher and the ``cuda`` backend all use these
+without importing each other; never imports dask or numba.cuda.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._alloc import allocate
+from .params import ACCEPTED_DTYPES
 
 __all__ = ["is_dask_array", "any_dask", "is_device_array", "host_array", "host_operands", "batched",
            "check_out", "native", "compute_into", "channels_first", "channels_last", "laid_out",
@@ -73,16 +75,16 @@ def host_array(a, name, required=True):
     >>> host_array(None, "x")
     Traceback (most recent call last):
     ...
-    TypeError: x must be an array of float32 or float64, got None
+    TypeError: x must be an array of float16, bfloat16, float32 or float64, got None
     """
     if a is None:
         if required:
-            raise TypeError(f"{name} must be an array of float32 or float64, got None")
+            raise TypeError(f"{name} must be an array of {ACCEPTED_DTYPES}, got None")
         return None
     try:
         return np.asarray(a)
     except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be an array of float32 or float64, "
+        raise TypeError(f"{name} must be an array of {ACCEPTED_DTYPES}, "
                         f"got {type(a).__name__}: {exc}") from None
 
 
@@ -163,7 +165,7 @@ def _in_own_layout(a, last, rank):
     return (channels_last(a, rank) if last else a).flags.c_contiguous and a.dtype.isnative
 
 
-def compute_into(x, weight, bias, params, shape, dtype, out, run, last=False):
+def compute_into(x, weight, bias, params, shape, dtype, out, run, last=False, convert=True):
     """The host call once validated: ``run(x4, weight, bias, params, out4)`` on native
     C-contiguous operands of ``dtype`` into ``out`` (checked against ``shape`` and
     ``dtype``) or a new array; returns it.
@@ -173,14 +175,17 @@ def compute_into(x, weight, bias, params, shape, dtype, out, run, last=False):
     ``out`` when ``out`` is C-contiguous in its layout, native and aliases no operand;
     otherwise into a new array copied to ``out``. With ``last``, ``x`` and ``out`` are
     channels-first views of channels-last memory (:func:`in_layout`), and so is the
-    result.
+    result. With ``convert=False`` the operands reach ``run`` as they are (any dtype,
+    strides and byte order: a ``run`` that converts them itself, as the half-precision
+    path does).
     """
     if out is not None:
         check_out(out, shape, dtype)
     operands = (x, weight) if bias is None else (x, weight, bias)
     rank = weight.ndim - 2
-    x, weight = in_layout(x, dtype, last, rank), native(weight, dtype)
-    bias = None if bias is None else native(bias, dtype)
+    if convert:
+        x, weight = in_layout(x, dtype, last, rank), native(weight, dtype)
+        bias = None if bias is None else native(bias, dtype)
     # compute straight into `out` when the kernels can write it and it aliases no input
     direct_out = (out is not None and _in_own_layout(out, last, rank)
                   and not any(np.may_share_memory(out, a) for a in operands))

@@ -32,8 +32,9 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
-        Input, float32 or float64. Any memory layout, byte order or writeability. A Dask
-        array gives a lazy Dask array (see :doc:`/guide/dask`).
+        Input: float16, bfloat16 (``ml_dtypes.bfloat16``), float32 or float64. Any memory
+        layout, byte order or writeability. A Dask array gives a lazy Dask array (see
+        :doc:`/guide/dask`).
     weight : array_like, shape (C_in, C_out // groups, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose2d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -64,7 +65,9 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     backend : {"auto", "direct", "im2col", "cuda"}, default "auto"
         Which implementation runs; ``"auto"`` sends CUDA arrays to the GPU and chooses a
         CPU backend for NumPy arrays by a cost model (see :func:`explain`); ``"cuda"``
-        with NumPy arrays copies them to the GPU and the result back.
+        with NumPy arrays copies them to the GPU and the result back. Half-precision
+        operands run on the engine with any CPU backend (see Notes) and are refused by
+        ``"cuda"``.
     data_format : {"NCHW", "NHWC"}, default "NCHW"
         Layout of ``x`` and of the result (and of ``out``): channels first, as PyTorch has it, or
         channels last, ``(N, H, W, C)`` or ``(H, W, C)``, as image libraries and TensorFlow
@@ -84,8 +87,9 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Raises
     ------
     TypeError
-        Non-float arrays (integer, bool, complex, float16, object), non-integer
-        hyper-parameters, an ``out`` that is not an ndarray.
+        Arrays of other dtypes than float16, bfloat16, float32 and float64 (integer, bool,
+        complex, object), non-integer hyper-parameters, an ``out`` that is not an ndarray,
+        half-precision operands on the GPU.
     ValueError
         Wrong number of dimensions, inconsistent channels, bias shape, stride or dilation
         below 1, negative padding, ``output_padding`` not below ``max(stride, dilation)``,
@@ -111,6 +115,13 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Inputs are never modified; they are copied only when they are not C-contiguous native
     arrays of the result dtype. Results do not depend on the number of threads.
 
+    float16 and bfloat16 (``ml_dtypes.bfloat16``) operands stay in half precision: the call
+    runs on the channels-last engine whatever CPU ``backend`` is named, which widens the
+    input to float32 one batch chunk at a time (within the workspace limit), sums in
+    float32 and rounds each result once (to nearest, ties to even); no float32 copy of the
+    whole input or output is made. A weight holding Inf or NaN runs the float32 code of the
+    backend named instead, on float32 copies of one batch chunk at a time.
+
     Examples
     --------
     >>> import numpy as np
@@ -126,6 +137,8 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     >>> ct.conv_transpose2d(np.zeros((16, 4, 4)), np.zeros((16, 8, 4, 4)),
     ...                     stride=2, padding=1).shape
     (8, 8, 8)
+    >>> ct.conv_transpose2d(x.astype(np.float16), w.astype(np.float16), stride=2).dtype
+    dtype('float16')
     """
     if any_dask(x, weight, bias, out):
         last, x = dask_layout(data_format, x)
@@ -175,6 +188,8 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         each, the estimates added up). CUDA arrays and ``backend="cuda"`` give the GPU
         kernel. For a Dask ``x``, a :class:`~convtranspose.dask_ops.GraphPlan` of the graph
         the call would build (chunks, halo, tasks, the backend picked per tile).
+        Half-precision operands (float16, bfloat16) give ``"direct"`` (its engine, which
+        runs them whatever the CPU backend) and a reason saying how they are converted.
 
     Raises
     ------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dask_ops, ops
+from . import dask_ops, halfops, ops
 from ._arrays import any_dask, channels_last, laid_out
 from .dask_ops import dask_layout
 # These lived here before and stay importable from here; they belong where they come from.
@@ -31,8 +31,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
-        Input, float32 or float64. A Dask array gives a lazy Dask array, tiled over its
-        chunks.
+        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        array, tiled over its chunks.
     weight : array_like, shape (C_out, C_in // groups, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv2d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -68,7 +68,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Raises
     ------
     TypeError
-        Non-float arrays, non-integer hyper-parameters.
+        Arrays of other dtypes than float16, bfloat16, float32 and float64, non-integer
+        hyper-parameters, half-precision operands on the GPU.
     ValueError
         Wrong dimensions, inconsistent channels or groups, bias shape, stride or dilation
         below 1, negative padding, ``"same"`` with a stride, an empty output, an unknown
@@ -88,6 +89,10 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     ``g`` and the taps, reading zero outside the input, so
     ``H_out = floor((H + top + bottom - dH*(kH - 1) - 1) / sH) + 1``
     (Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", 2016).
+
+    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
+    engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
+    engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
 
     Examples
     --------
@@ -109,6 +114,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                       data_format=data_format)
 
 
+@halfops.float32_gradients
 def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
@@ -161,6 +167,10 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     (output padding chosen to give back ``x``'s size); ``grad_weight[co, c, kh, kw] =
     sum grad_output[n, co, oh, ow] * x[n, g*C_in_g + c, oh*sH + kh*dH - top, ow*sW +
     kw*dW - left]``; ``grad_bias`` sums ``grad_output`` over all but the channels.
+
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
 
     Examples
     --------

@@ -42,10 +42,10 @@ from functools import partial
 
 import numpy as np
 
-from . import cuda, dispatch, ops
+from . import cuda, dispatch, halfops, ops
 from ._arrays import channels_first, host_array, is_dask_array, is_device_array
-from .params import (ConvParams, is_channels_last, normalise, normalise_backward, normalise_conv2d,
-                     normalise_conv2d_backward)
+from .params import (ConvParams, is_channels_last, is_half, normalise, normalise_backward,
+                     normalise_conv2d, normalise_conv2d_backward)
 
 __all__ = ["is_dask_array", "conv_transpose2d", "conv2d", "conv_transpose2d_backward",
            "conv2d_backward", "explain", "GraphPlan", "dask_layout", "as_small", "known_chunks"]
@@ -430,6 +430,8 @@ def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis
     indices = _block_indices(channels, weight_axis)
     token = _token(op.__name__, x.name, weight, bias, tiles_h, tiles_w, channels, weight_axis,
                    kwargs, dtype)
+    # half-precision partials are summed in float32 and rounded once, at the end
+    part_dtype = np.dtype(np.float32) if channels.partial and is_half(dtype) else dtype
     g = _Graph(f"{op.__name__}-{token}", weight, bias)
     for nb in range(len(x.chunks[0])):
         for ti, th in enumerate(tiles_h):
@@ -441,15 +443,16 @@ def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis
                 for cb, (*_, groups) in enumerate(channels.blocks):
                     w_index, b_index = indices[cb]
                     call = _Call(op, slice(None), w_index, b_index, dict(call_kw, groups=groups),
-                                 dtype)
+                                 part_dtype)
                     key = ((g.name, nb, cb, ti, tj) if not channels.partial
                            else (f"{g.name}-part", nb, cb, ti, tj))
                     pieces = _pieces(g.dsk, x.name, x.chunks, nb, [cb], th.src, tw.src)
                     g.dsk[key] = (_run, call, pieces, g.wkey, g.bkey)
                     parts.append(key)
                 if channels.partial:
-                    g.dsk[(g.name, nb, 0, ti, tj)] = _tree(g.dsk, f"{g.name}-sum-{nb}-{ti}-{tj}",
-                                                           parts)
+                    total = _tree(g.dsk, f"{g.name}-sum-{nb}-{ti}-{tj}", parts)
+                    g.dsk[(g.name, nb, 0, ti, tj)] = (total if part_dtype == dtype
+                                                      else (halfops.rounded, total, dtype))
     c_chunks = ((channels.blocks[0][3],) if channels.partial
                 else tuple(oc1 - oc0 for _, _, oc0, oc1, _ in channels.blocks))
     chunks = (x.chunks[0], c_chunks, tuple(t.out[1] - t.out[0] for t in tiles_h),
@@ -787,6 +790,7 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
                                          output_padding=output_padding, dilation=dilation,
                                          groups=groups, output_size=output_size))
     dispatch.check_backend(backend)
+    half = any(a is not None and is_half(a.dtype) for a in (x, weight, bias))
     x4 = _batched(x)
     y4 = _ct_graph(x4, weight, bias, params, dtype, shape[-2:], backend)
     tiles = _ct_tiles(x4, weight.shape[2:], params, shape[-2:])
@@ -797,8 +801,8 @@ def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=
         for c0, c1, _, _, grp in channels.blocks:
             for th in tiles[0]:
                 for tw in tiles[1]:
-                    name = backend
-                    if backend == "auto":
+                    name = "direct" if half else backend     # half precision: the engine
+                    if name == "auto":
                         x_shape = (n, c1 - c0, th.src[1] - th.src[0], tw.src[1] - tw.src[0])
                         w_shape = (c1 - c0, *weight.shape[1:])
                         key = (x_shape, th, tw, grp)

@@ -226,10 +226,12 @@ def _gemm_method(rows, depth, pixels):
     return "im2col" if big and rows >= 4 and depth >= 16 else "direct"
 
 
-def correlate_method(c_out_g, c_in_g, k_hw, pixels):
+def correlate_method(c_out_g, c_in_g, k_hw, pixels, fits=True):
     """The CPU backend ``"auto"`` runs a correlation with: ``"direct"`` where it runs on
-    the register-blocked engine (many channels, :func:`~convtranspose.cpu.direct.correlation_uses_engine`)
-    and the output has enough pixels to keep every thread busy; else ``"im2col"`` when
+    the channels-last engine (many channels,
+    :func:`~convtranspose.cpu.direct.correlation_uses_engine`), one image's buffers
+    ``fits`` in the workspace limit (:func:`~convtranspose.cpu.direct.fits`) and the
+    output has enough pixels to keep every thread busy; else ``"im2col"`` when
     the GEMM (``C_out_g`` rows, ``C_in_g*kH*kW`` deep, ``pixels`` columns) is large enough
     to beat the gather kernel, and ``"direct"`` (the gather kernel) below that.
 
@@ -244,7 +246,7 @@ def correlate_method(c_out_g, c_in_g, k_hw, pixels):
     ('direct', 'im2col')
     """
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
-    if (direct.correlation_uses_engine((c_out_g, c_in_g, *k_hw), 1)
+    if (direct.correlation_uses_engine((c_out_g, c_in_g, *k_hw), 1) and fits
             and pixels >= _ENGINE_PIXELS_PER_THREAD * threads):
         return "direct"
     return _gemm_method(c_out_g, c_in_g * k_hw[0] * k_hw[1], pixels)
@@ -366,6 +368,11 @@ def _forms(x_shape, w_shape, params, out_hw, dtype, limit, channels_last=False):
     if direct.uses_engine(w_shape, params):
         t_engine, n_tasks = _engine_s(x_shape, w_shape, params, out_hw, dtype, channels_last)
         t_direct = (t_engine * _balanced(n_tasks, threads), 0.0)
+        if direct.engine_image_bytes(x_shape, w_shape, params.stride,
+                                     [lo for lo, _ in params.pads], params.dilation,
+                                     (n, c_out_g * groups, *out_hw), isz,
+                                     channels_last) > limit:
+            t_direct = (math.inf, 0.0)      # one image's buffers exceed the limit
     else:
         t_direct = (work / (rates["direct"] * (_DIRECT_BLOCK4_SPEEDUP if block == 4 else 1.0))
                     + rows * row_s + rows * taps_h * c_in_g * k_w * _SEGMENT_S / block)

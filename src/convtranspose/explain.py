@@ -22,8 +22,8 @@ import numpy as np
 
 from . import dispatch
 from ._arrays import host_array, is_dask_array, is_device_array
-from .params import (DATA_FORMATS, ConvParams, _first_shape, is_channels_last, normalise,
-                     spatial_output_size)
+from .params import (DATA_FORMATS, ConvParams, _first_shape, check_device_dtype,
+                     is_channels_last, is_half, normalise, spatial_output_size)
 
 __all__ = ["choice", "dask_plan", "lifted_1d", "depth_problems"]
 
@@ -117,6 +117,9 @@ def choice(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1
         [d for _, d in described.values()], stride=stride, padding=padding,
         output_padding=output_padding, dilation=dilation, groups=groups,
         output_size=output_size, rank=rank, last=last)
+    halves = [(n, dt) for n, (_, (_, dt)) in described.items() if is_half(dt)]
+    if halves:
+        return _half_choice(xs, ws, dtype, name, halves)
     if on_gpu or name in dispatch.GPU_BACKENDS:
         return _gpu_choice(xs, ws, params, rank, on_gpu)
     if rank == 3:
@@ -126,6 +129,26 @@ def choice(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1
     x4 = xs if len(xs) == 4 else (1, *xs)
     picked = dispatch.choose(x4, ws, params, dtype, channels_last=last)
     return picked if name == "auto" else _named(picked, name)
+
+
+def _half_choice(xs, ws, dtype, name, halves):
+    """The :class:`Choice` of a call with half-precision operands ``halves`` (``(name,
+    dtype)`` pairs): the engine, whatever CPU backend ``name`` is (``TypeError`` for
+    ``"cuda"``, as the call)."""
+    for operand, dt in halves:
+        if name in dispatch.GPU_BACKENDS:
+            check_device_dtype(dt, operand)
+    which = ", ".join(f"{operand} is {dt.name}" for operand, dt in halves)
+    named = "" if name == "auto" else f" (backend={name!r} is not used for them)"
+    reason = (f"half precision ({which}) runs on the channels-last engine{named}: the input "
+              f"widened to float32 in its copy, one batch chunk at a time within the "
+              f"workspace limit, the weight when packed, sums in float32"
+              + (f", each result rounded once to {dtype.name}" if is_half(dtype) else
+                 f", the result in {dtype.name}")
+              + "; a weight with Inf or NaN runs the float32 code on float32 batch chunks "
+                "instead")
+    batched = xs if len(xs) == len(ws) else (1, *xs)
+    return dispatch.Choice("direct", reason, {}, _flops(batched, ws))
 
 
 def _named(picked, name):
@@ -238,8 +261,8 @@ def _depth_plan(x, weight, bias, kwargs):
     for n in x5.chunks[0]:
         if n == 0:
             continue
-        part = _chunk_choice((n, *x5.shape[1:]), weight, params, dtype, out_shape[2],
-                             kwargs["backend"])
+        part = "direct" if any(is_half(d) for _, d in dtypes) else _chunk_choice(
+            (n, *x5.shape[1:]), weight, params, dtype, out_shape[2], kwargs["backend"])
         backends[part] = backends.get(part, 0) + 1
     return dask_ops.GraphPlan(
         (x5.chunks[0], *((s,) for s in x5.shape[1:])),

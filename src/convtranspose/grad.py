@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dask_ops, ops
+from . import dask_ops, halfops, ops
 from ._arrays import any_dask, laid_out
 from .dask_ops import dask_layout
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["conv_transpose2d_backward"]
 
 
+@halfops.float32_gradients
 def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntPair = 1, padding: Padding = 0,
                               output_padding: IntPair = 0, groups: int = 1,
@@ -88,6 +89,10 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
 
     reading zero where an index falls outside ``gy``. Every element is summed by one
     thread in a fixed order, so results do not depend on the thread count.
+
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
 
     Examples
     --------

@@ -17,7 +17,7 @@ from .dask_ops import is_dask_array
 from .rank1 import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
 from .rank3 import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
 from .params import (DATA_FORMATS, _as_int, _as_tuple, _conv_padding, _make_params,
-                     _transpose_padding, is_channels_last)
+                     _transpose_padding, check_dtype, is_channels_last)
 
 if TYPE_CHECKING:
     from ._typing import (Array, ArrayLike, AutoPadding, Conv2dPadding, DTypeLike, IntPair, Seed,
@@ -135,9 +135,7 @@ class _ConvTransposeNd(_Parameters):
                                  f"{self.groups}, got {value}")
         if min(self.kernel_size) < 1:
             raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = check_dtype(dtype, "dtype").newbyteorder("=")
         rng = np.random.default_rng(seed)
         shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         fan_in = math.prod(shape[1:])
@@ -283,8 +281,9 @@ class ConvTranspose2d(_ConvTransposeNd):
         Whether the layer adds a learnable bias.
     dilation : int or (int, int), default 1
         As for :func:`convtranspose.conv_transpose2d`.
-    dtype : {numpy.float32, numpy.float64}, default numpy.float32
-        Dtype of the parameters.
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+        Dtype of the parameters. Half precision runs as the functions run it (the
+        forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
     data_format : {"NCHW", "NHWC"}, default "NCHW"
@@ -304,7 +303,7 @@ class ConvTranspose2d(_ConvTransposeNd):
     ------
     TypeError
         Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
-        float32 or float64.
+        float16, bfloat16, float32 or float64.
     ValueError
         Channels that are not positive multiples of ``groups``, a kernel size below 1, and
         the hyper-parameters :func:`convtranspose.conv_transpose2d` rejects.
@@ -366,9 +365,7 @@ class _ConvNd(_Parameters):
             if value < 1 or value % self.groups:
                 raise ValueError(f"{name} must be a positive multiple of groups = "
                                  f"{self.groups}, got {value}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = check_dtype(dtype, "dtype").newbyteorder("=")
         rng = np.random.default_rng(seed)
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         bound = 1.0 / math.sqrt(math.prod(shape[1:]))
@@ -499,8 +496,9 @@ class Conv2d(_ConvNd):
         or ``"same"``).
     bias : bool, default True
         Whether the layer adds a learnable bias.
-    dtype : {numpy.float32, numpy.float64}, default numpy.float32
-        Dtype of the parameters.
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+        Dtype of the parameters. Half precision runs as the functions run it (the
+        forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
     data_format : {"NCHW", "NHWC"}, default "NCHW"
@@ -520,7 +518,7 @@ class Conv2d(_ConvNd):
     ------
     TypeError
         Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
-        float32 or float64.
+        float16, bfloat16, float32 or float64.
     ValueError
         Channels that are not positive multiples of ``groups``, a kernel size below 1,
         ``padding="same"`` with a stride, and the hyper-parameters
@@ -573,8 +571,9 @@ class ConvTranspose1d(_ConvTransposeNd):
         Whether the layer adds a learnable bias.
     dilation : int or (int,), default 1
         As for :func:`convtranspose.conv_transpose1d`.
-    dtype : {numpy.float32, numpy.float64}, default numpy.float32
-        Dtype of the parameters.
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+        Dtype of the parameters. Half precision runs as the functions run it (the
+        forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
     data_format : {"NCW", "NWC"}, default "NCW"
@@ -596,7 +595,7 @@ class ConvTranspose1d(_ConvTransposeNd):
     ------
     TypeError
         Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
-        float32 or float64.
+        float16, bfloat16, float32 or float64.
     ValueError
         Channels that are not positive multiples of ``groups``, a kernel size below 1, and
         the hyper-parameters :func:`convtranspose.conv_transpose1d` rejects (tuples of
@@ -651,8 +650,9 @@ class Conv1d(_ConvNd):
         ``((lo, hi),)``, ``"valid"`` or ``"same"``).
     bias : bool, default True
         Whether the layer adds a learnable bias.
-    dtype : {numpy.float32, numpy.float64}, default numpy.float32
-        Dtype of the parameters.
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+        Dtype of the parameters. Half precision runs as the functions run it (the
+        forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
     data_format : {"NCW", "NWC"}, default "NCW"
@@ -674,7 +674,7 @@ class Conv1d(_ConvNd):
     ------
     TypeError
         Non-integer channels, kernel size or hyper-parameters; a ``dtype`` other than
-        float32 or float64.
+        float16, bfloat16, float32 or float64.
     ValueError
         Channels that are not positive multiples of ``groups``, a kernel size below 1,
         ``padding="same"`` with a stride, and the hyper-parameters
@@ -727,8 +727,9 @@ class ConvTranspose3d(_ConvTransposeNd):
         Whether the layer adds a learnable bias.
     dilation : int or (int, int, int), default 1
         As for :func:`convtranspose.conv_transpose3d`.
-    dtype : {numpy.float32, numpy.float64}, default numpy.float32
-        Dtype of the parameters.
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+        Dtype of the parameters. Half precision runs as the functions run it (the
+        forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
     data_format : {"NCDHW", "NDHWC"}, default "NCDHW"
@@ -792,8 +793,9 @@ class Conv3d(_ConvNd):
         As for :func:`convtranspose.conv3d`.
     bias : bool, default True
         Whether the layer adds a learnable bias.
-    dtype : {numpy.float32, numpy.float64}, default numpy.float32
-        Dtype of the parameters.
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+        Dtype of the parameters. Half precision runs as the functions run it (the
+        forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
         Seeds the initialisation.
     data_format : {"NCDHW", "NDHWC"}, default "NCDHW"

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cuda, dispatch, nonfinite
+from . import cuda, dispatch, halfops, nonfinite
 from ._arrays import (batched, channels_first, channels_last, compute_into, host_array,
                       host_operands, in_layout, is_device_array, laid_out, new_result)
+from .cpu import direct
 from .cpu.workspace import get_workspace_limit
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
                      normalise_conv2d, normalise_conv2d_backward)
@@ -98,6 +99,10 @@ def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, 
                 _VALIDATED.clear()
             _VALIDATED[key] = hit
     params, shape, dtype, name = hit
+    if halfops.takes(x, weight, bias):     # the engine, whatever the CPU backend
+        fallback = dispatch.run_backend("direct" if name == "auto" else name)
+        return compute_into(x, weight, bias, params, shape, dtype, out,
+                            halfops.transposed(name, fallback), last, convert=False)
     if name != "auto":
         return compute_into(x, weight, bias, params, shape, dtype, out,
                             dispatch.run_backend(name), last)
@@ -227,6 +232,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         dtypes, stride=stride, padding=padding, dilation=dilation,
         groups=groups, last=last)
     method = dispatch.check_method(backend)
+    if halfops.takes(x, weight, bias):     # the engine, whatever the CPU backend
+        out = compute_into(x, weight, bias, params, shape, dtype, None,
+                           halfops.correlation(method), last, convert=False)
+        return channels_last(out, 2) if last else out
     x = in_layout(x, dtype, last, 2)
     weight = np.ascontiguousarray(weight, dtype)
     bias = None if bias is None else np.ascontiguousarray(bias, dtype)
@@ -235,9 +244,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         g = params.groups
         if method == "auto":
             method = dispatch.correlate_method(weight.shape[0] // g, weight.shape[1],
-                                               weight.shape[2:], out.size // out.shape[-3])
+                                               weight.shape[2:], out.size // out.shape[-3],
+                                               _engine_fits(x, weight, params, out, last))
         correlate(batched(x), weight, bias, batched(out), params, method)
     return channels_last(out, 2) if last else out
+
+
+def _engine_fits(x, weight, params, out, last):
+    """Whether one image of the correlation of ``x`` into ``out`` (indexed channels-first,
+    batched or not; ``last``: channels-last memory) fits the engine's buffers in the
+    workspace limit."""
+    x_shape, out_shape = (x.shape, out.shape) if x.ndim == 4 else ((1, *x.shape),
+                                                                   (1, *out.shape))
+    return direct.fits(direct.engine_image_bytes(
+        x_shape, weight.shape, params.stride, [lo for lo, _ in params.pads], params.dilation,
+        out_shape, out.dtype.itemsize, last, correlation=True))
 
 
 def _gradient_operands(data_format, grad_output, x):
@@ -323,7 +344,9 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
             name = method
             if name == "auto":
                 name = dispatch.correlate_method(weight.shape[0] // grp, weight.shape[1],
-                                                 weight.shape[2:], x4.size // x4.shape[1])
+                                                 weight.shape[2:], x4.size // x4.shape[1],
+                                                 _engine_fits(g4, weight, params,
+                                                              batched(grad_input), last))
             correlate(g4, weight, None, batched(grad_input), params, name)
     if needs_weight_grad:
         grad_weight = _weight_grad_by(method, x4, g4, weight, params, dtype)

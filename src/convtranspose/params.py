@@ -30,14 +30,19 @@ if TYPE_CHECKING:
 
 __all__ = ["ConvParams", "normalise", "normalise_backward", "normalise_conv",
            "normalise_conv_backward", "output_shape", "result_dtype", "SUPPORTED_DTYPES",
+           "ACCEPTED_DTYPES", "check_dtype", "is_half", "check_device_dtype",
            "DATA_FORMATS", "is_channels_last"]
 
 #: Largest stride, dilation or padding accepted: keeps every index product of the
 #: kernels' int64 arithmetic far from overflow.
 MAX_PARAM = 2**31 - 1
 
-#: Floating dtypes the kernels are compiled for.
+#: Floating dtypes the kernels are compiled for (half precision is converted to them).
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: Every dtype the host functions accept, as messages name them: float16 and bfloat16
+#: (``ml_dtypes.bfloat16``) are stored in half precision and computed in float32.
+ACCEPTED_DTYPES = "float16, bfloat16, float32 or float64"
 
 #: The names of the spatial dimensions of each rank, outermost first.
 _SPATIAL = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
@@ -701,11 +706,70 @@ def _output_padding_for_size(output_size, x_shape, w_shape, params, last=False):
 # arrays
 
 
+def is_half(dtype):
+    """Whether ``dtype`` is float16 or ``ml_dtypes.bfloat16`` (either byte order); never
+    imports ml_dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import is_half
+    >>> is_half(np.dtype(np.float16)), is_half(np.dtype(">f2")), is_half(np.dtype(np.float32))
+    (True, True, False)
+    """
+    return dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
+
+
+def check_device_dtype(dtype, name):
+    """``TypeError`` for a half-precision operand ``name`` bound for the GPU (the CUDA
+    kernels take float32 and float64); else ``dtype``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import check_device_dtype
+    >>> check_device_dtype(np.dtype(np.float16), "x")
+    Traceback (most recent call last):
+    ...
+    TypeError: x is float16: the cuda backend takes float32 or float64 only (half precision
+    runs on the CPU)
+    """
+    if isinstance(dtype, np.dtype) and is_half(dtype):
+        raise TypeError(f"{name} is {dtype.name}: the cuda backend takes float32 or float64 "
+                        "only (half precision runs on the CPU)")
+    return dtype
+
+
+def check_dtype(dtype, name):
+    """``dtype`` as a ``numpy.dtype`` if it is one of :data:`ACCEPTED_DTYPES` (either byte
+    order), else ``TypeError`` naming ``name``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.params import check_dtype
+    >>> check_dtype(np.float16, "dtype")
+    dtype('float16')
+    >>> check_dtype(np.int8, "dtype")
+    Traceback (most recent call last):
+    ...
+    TypeError: dtype must be float16, bfloat16, float32 or float64, got dtype int8
+    """
+    dt = np.dtype(dtype)
+    if not ((dt.kind == "f" and dt.itemsize in (2, 4, 8)) or dt.name == "bfloat16"):
+        raise TypeError(f"{name} must be {ACCEPTED_DTYPES}, got dtype {dt}")
+    return dt
+
+
 def result_dtype(*dtypes):
-    """The dtype of the result: ``np.result_type`` of the operands, float32 or float64.
+    """The dtype of the result: ``np.result_type`` of the operands, as PyTorch promotes.
 
     Each operand is a dtype or a ``(name, dtype)`` pair; ``TypeError`` naming the operand
-    (``"arrays"`` when it has no name) for integer, bool, complex, float16 or object ones.
+    (``"arrays"`` when it has no name) for any dtype but float16, bfloat16
+    (``ml_dtypes.bfloat16``), float32 and float64: integer, bool, complex, longdouble or
+    object ones. Half precision promotes as in PyTorch: float16 with float16 gives
+    float16, bfloat16 with bfloat16 gives bfloat16, float16 with bfloat16 gives float32,
+    and either with float32 or float64 gives that.
 
     Examples
     --------
@@ -713,15 +777,16 @@ def result_dtype(*dtypes):
     >>> from convtranspose.params import result_dtype
     >>> result_dtype(np.dtype(np.float32), ("weight", np.dtype(">f8")))
     dtype('float64')
+    >>> result_dtype(np.dtype(np.float16), np.dtype(np.float16))
+    dtype('float16')
     >>> result_dtype(("x", np.dtype(np.int64)))
     Traceback (most recent call last):
     ...
-    TypeError: x must be float32 or float64, got dtype int64
+    TypeError: x must be float16, bfloat16, float32 or float64, got dtype int64
     """
     named = [d if isinstance(d, tuple) else ("arrays", d) for d in dtypes]
     for name, dt in named:
-        if dt.kind != "f" or dt.itemsize not in (4, 8):
-            raise TypeError(f"{name} must be float32 or float64, got dtype {dt}")
+        check_dtype(dt, name)
     return np.result_type(*(dt for _, dt in named)).newbyteorder("=")
 
 

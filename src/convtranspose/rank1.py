@@ -135,8 +135,8 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, L) or (C_in, L)
-        Input, float32 or float64. A Dask array gives a lazy Dask array; a CUDA array runs
-        on its GPU.
+        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        array; a CUDA array runs on its GPU.
     weight : array_like, shape (C_in, C_out // groups, k)
         Kernel, laid out as in ``torch.nn.ConvTranspose1d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -198,6 +198,9 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     2016). Inputs are never copied when they are C-contiguous native arrays of the result
     dtype: the 2-D call gets views of them.
 
+    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
+    engine whatever CPU ``backend`` is named, summed in float32 and rounded once.
+
     Examples
     --------
     >>> import numpy as np
@@ -231,8 +234,8 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, L) or (C_in, L)
-        Input, float32 or float64. A Dask array gives a lazy Dask array; a CUDA array runs
-        on its GPU.
+        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        array; a CUDA array runs on its GPU.
     weight : array_like, shape (C_out, C_in // groups, k)
         Kernel, laid out as in ``torch.nn.Conv1d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -284,6 +287,10 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     ``out[n, co, i] = bias[co] + sum x[n, ci, i*stride + j*dilation - lo] * weight[co, c, j]``
     over the input channels of ``co``'s group and the taps ``j``, reading zero outside the
     input (Dumoulin & Visin, 2016).
+
+    float16 and bfloat16 operands run as in :func:`conv_transpose1d` (Notes there): on the
+    engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
+    engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
 
     Examples
     --------
@@ -362,6 +369,10 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     g*C_out_g + j, i*stride + t*dilation - lo]``; ``grad_bias`` sums ``grad_output`` over
     all but the channels.
 
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
+
     Examples
     --------
     >>> import numpy as np
@@ -439,6 +450,10 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     sized to give back ``x``'s length; ``grad_weight[co, c, j] = sum grad_output[n, co, i]
     * x[n, g*C_in_g + c, i*stride + j*dilation - lo]``; ``grad_bias`` sums
     ``grad_output`` over all but the channels.
+
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
 
     Examples
     --------

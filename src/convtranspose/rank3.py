@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import cuda, dispatch, nonfinite, ops
+from . import cuda, dispatch, halfops, nonfinite, ops
 from .cpu import direct, nd_engine
 from ._alloc import allocate
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
@@ -154,9 +154,13 @@ def scatter(x, weight, bias, params, out, method, last=False):
     channels-first views of channels-last memory. Returns ``out``. Layers that ``direct``
     runs on the channels-last engine go to it whole, with no loop over depth taps (``auto``
     too, but for large channels-first results: :func:`~convtranspose.cpu.direct.volume_uses_engine`)."""
+    last_out = out.strides[1] == out.dtype.itemsize
     if method in ("auto", "direct") and direct.volume_uses_engine(
-            weight.shape, params, out.shape, out.dtype.itemsize,
-            out.strides[1] == out.dtype.itemsize, method) and nd_engine.supported(weight):
+            weight.shape, params, out.shape, out.dtype.itemsize, last_out, method) \
+            and nd_engine.supported(weight) and (method == "direct" or direct.fits(
+                direct.engine_image_bytes(x.shape, weight.shape, params.stride,
+                                          [lo for lo, _ in params.pads], params.dilation,
+                                          out.shape, out.dtype.itemsize, last_out))):
         return direct.run_volume(x, weight, bias, params, out)
     _start(out, bias)
     n, plane = x.shape[0], params.plane
@@ -187,9 +191,13 @@ def correlate(x, weight, bias, out, params, method, last=False):
     where a padding zero meets a non-finite weight; ``last`` as for :func:`scatter`.
     Returns ``out``. Layers with many channels run on the channels-last engine whole
     (``auto``: unless the result is channels-first and large, as for :func:`scatter`)."""
+    last_out = out.strides[1] == out.dtype.itemsize
+    before = [lo for lo, _ in params.pads]
     if method in ("auto", "direct") and direct.volume_correlation_uses_engine(
-            weight.shape, params.groups, out.shape, out.dtype.itemsize,
-            out.strides[1] == out.dtype.itemsize, method):
+            weight.shape, params.groups, out.shape, out.dtype.itemsize, last_out, method) \
+            and (method == "direct" or direct.fits(direct.engine_image_bytes(
+                x.shape, weight.shape, params.stride, before, params.dilation, out.shape,
+                out.dtype.itemsize, last_out, correlation=True))):
         direct.run_correlation(x, weight, bias, out, params.stride, params.dilation,
                                [lo for lo, _ in params.pads], params.groups)
     else:
@@ -400,8 +408,9 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input, float32 or float64. A Dask array gives a lazy Dask array chunked by batch;
-        a CUDA array runs on its GPU (channels-first only) and gives one of its kind.
+        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
+        gives one of its kind.
     weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -462,6 +471,9 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     backends (see the module's notes): the input's depth slices folded into the batch,
     at most one copy of the input at a time.
 
+    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
+    engine whatever CPU ``backend`` is named, summed in float32 and rounded once.
+
     Examples
     --------
     >>> import numpy as np
@@ -495,8 +507,13 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
         out = _host(out, "out", last=True)
+
+    def run(x5, w, b, p, r5):
+        return scatter(x5, w, b, p, r5, method, last)
+
+    half = halfops.takes(x, weight, bias)       # the engine, whatever the CPU backend
     y = compute_into(x, weight, bias, params, shape, dtype, out,
-                     lambda x5, w, b, p, r5: scatter(x5, w, b, p, r5, method, last), last)
+                     halfops.transposed(method, run) if half else run, last, convert=not half)
     return given if given is not None else (channels_last(y, 3) if last else y)
 
 
@@ -509,8 +526,9 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input, float32 or float64. A Dask array gives a lazy Dask array chunked by batch;
-        a CUDA array runs on its GPU (channels-first only) and gives one of its kind.
+        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
+        gives one of its kind.
     weight : array_like, shape (C_out, C_in // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -559,6 +577,10 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Padding zeros take part in the products, as in PyTorch: where one meets an Inf or NaN
     weight the output is NaN.
 
+    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
+    engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
+    engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
+
     Examples
     --------
     >>> import numpy as np
@@ -581,11 +603,15 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
         padding=padding, dilation=dilation, groups=groups, rank=3, last=last)
     method = _method(backend)
+    half = halfops.takes(x, weight, bias)       # the engine, whatever the CPU backend
     y = compute_into(x, weight, bias, params, shape, dtype, None,
-                     lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last)
+                     halfops.correlation(method) if half else
+                     lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last,
+                     convert=not half)
     return channels_last(y, 3) if last else y
 
 
+@halfops.float32_gradients
 def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntTuple = 1, padding: AutoPadding = 0,
                               output_padding: IntTuple = 0, groups: int = 1,
@@ -644,6 +670,10 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     grad_output[n, g*C_out_g + j, i*sD + t*dD - front, h*sH + kh*dH - top, w*sW + kw*dW -
     left]``; ``grad_bias`` sums ``grad_output`` over all but the channels.
 
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
+
     Examples
     --------
     >>> import numpy as np
@@ -679,6 +709,7 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
                       lambda g5, x5, gw: weight_grad(x5, g5, gw, params, method, last))
 
 
+@halfops.float32_gradients
 def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
@@ -731,6 +762,10 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     ``grad_input`` is the transposed convolution of ``grad_output`` with the same weight,
     sized to give back ``x``'s shape; ``grad_weight[co, c, t, kh, kw] = sum
     grad_output[n, co, i, h, w] * x[n, g*C_in_g + c, i*sD + t*dD - front, ...]``.
+
+    Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
+    the gradients computed in float32 and returned in the operands' promoted dtype
+    (rounded once); ``backend="cuda"`` refuses them.
 
     Examples
     --------

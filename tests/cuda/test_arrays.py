@@ -267,3 +267,17 @@ def test_explain_names_the_gpu_and_kernel(monkeypatch):
     choice = ct.explain(x, np.empty((8, 1, 3, 3), np.float32), groups=8)
     assert choice.backend == "cuda" and "gather kernel" in choice.reason
     assert choice.flops == 2 * 2 * 8 * 1 * 9 * 16
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, w: ct.conv_transpose2d(x, w),
+    lambda x, w: ct.conv2d(x, w),
+    lambda x, w: ct.conv_transpose2d_backward(x, x, w),
+], ids=["conv_transpose2d", "conv2d", "backward"])
+def test_half_precision_device_arrays_are_refused(call):
+    """float16 on the GPU: a TypeError naming the operand, before any launch."""
+    x = cuda.to_device(np.zeros((1, 2, 3, 3), np.float16))
+    w = cuda.to_device(np.zeros((2, 2, 1, 1), np.float16))
+    with pytest.raises(TypeError, match=r"(x|grad_output) is float16: the cuda backend "
+                                        r"takes float32 or float64 only"):
+        call(x, w)

@@ -33,7 +33,7 @@ from .taps import tap_tables
 from .workspace import get_workspace_limit
 
 __all__ = ["run", "run_engine", "run_volume", "volume_uses_engine", "volume_correlation_uses_engine",
-           "run_correlation", "gather", "uses_engine", "correlation_uses_engine",
+           "run_correlation", "engine_image_bytes", "fits", "gather", "uses_engine", "correlation_uses_engine",
            "weight_grad_uses_engine", "phase_taps", "SERIAL_FLOPS", "ENGINE_MIN_ROWS",
            "ENGINE_MIN_DEPTH"]
 
@@ -189,6 +189,13 @@ def _volume_result_ok(out_shape, itemsize, channels_last, method):
             or itemsize * math.prod(out_shape[1:]) < VOLUME_TRANSPOSE_BYTES)
 
 
+def fits(image_bytes):
+    """Whether the engine's buffers for one image (:func:`engine_image_bytes`) fit in the
+    workspace limit: ``auto`` runs the engine only then (``direct`` takes one image at
+    least, whatever the limit)."""
+    return image_bytes <= get_workspace_limit()
+
+
 def run_volume(x, weight, bias, params, out):
     """The engine into ``out`` for 3-D ``params``, all arrays 5-D in any dense layouts;
     finite weights only (:func:`convtranspose.cpu.nd_engine.supported`). Batch chunks
@@ -196,6 +203,31 @@ def run_volume(x, weight, bias, params, out):
     return nd_engine.conv_transpose(x, weight, bias, params.stride, params.pads,
                                     params.dilation, params.groups, out, False,
                                     limit=get_workspace_limit())
+
+
+def engine_image_bytes(x_shape, w_shape, stride, before, dilation, out_shape, itemsize,
+                       channels_last, correlation=False):
+    """Bytes the engine holds for one image (shapes channels-first, 4-D or 5-D; ``before``
+    the padding before each spatial axis): its zero-bordered input copy, and for a
+    channels-first result that result's channels-last form. The engine takes at least one
+    image whatever the workspace limit, so ``auto`` runs it only where this fits.
+
+    Examples
+    --------
+    >>> from convtranspose.cpu.direct import engine_image_bytes
+    >>> engine_image_bytes((1, 8, 4, 4), (8, 8, 3, 3), (1, 1), (1, 1), (1, 1),
+    ...                    (1, 8, 4, 4), 4, True)   # a 6 x 11 x 8 float32 copy
+    2112
+    """
+    lift = 5 - len(x_shape)
+    one = (1,) * lift
+    x5 = (1, x_shape[1], *one, *x_shape[2:])
+    o5 = (1, out_shape[1], *one, *out_shape[2:])
+    w5 = (*w_shape[:2], *one, *w_shape[2:])
+    copy = nd_engine.image_bytes(x5, w5, (*one, *stride), tuple((b, 0) for b in
+                                                                 (*(0,) * lift, *before)),
+                                 (*one, *dilation), o5, itemsize, correlation)
+    return int(copy) + (0 if channels_last else itemsize * math.prod(o5[1:]))
 
 
 def run_correlation(x, weight, bias, out, stride, dilation, before, groups):

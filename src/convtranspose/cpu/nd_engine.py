@@ -1,6 +1,7 @@
 """The channels-last N-d transposed convolution: the input laid out once, read in place.
 
-Experimental (not yet dispatched; issue 21's engine): ``python scripts/bench_nd_engine.py``
+``direct`` runs channel-heavy transposed convolutions on it, and every half-precision
+forward call runs here (:mod:`convtranspose.halfops`); ``python scripts/bench_nd_engine.py``
 times it against the packing engine and PyTorch. Every rank runs as 3-D (a 1-D or 2-D
 problem has unit depth and height), so ranks differ only in the tables below.
 
@@ -8,9 +9,12 @@ The form (XNNPACK's indirect deconvolution, Zhang, Franchetti & Low, ICML 2018):
 
 * **One relayout** (:func:`relayout`): the input, channels-first or channels-last, is
   copied once into a zero-bordered channels-last buffer ``xp[N, Dp, Hp, Wp, C_in]`` with
-  the border the taps need. Nothing is packed per tap.
+  the border the taps need. Nothing is packed per tap. Half-precision input (float16,
+  bfloat16, read as ``uint16`` bits: :mod:`~convtranspose.cpu.half`) is widened to
+  float32 in this pass, one batch chunk at a time.
 * **Weights packed once** (:func:`pack_weights`): per group and block of ``NR`` output
-  channels (two vectors), ``wp[g, b, kd, kh, kw, c, NR]``, the block zero-padded.
+  channels (two vectors), ``wp[g, b, kd, kh, kw, c, NR]``, the block zero-padded (and
+  widened to the compute dtype: float32 for half-precision results).
 * **Per stride phase** (sub-pixel decomposition): along each axis an output index
   ``o = q*s + r - pad`` of residue ``r`` receives exactly the taps ``k`` with ``k*d = r``
   modulo ``s``, from input ``i = q - m_k`` with ``m_k = (k*d - r) / s``. So ``MR = 6``
@@ -20,7 +24,9 @@ The form (XNNPACK's indirect deconvolution, Zhang, Franchetti & Low, ICML 2018):
   channels in 12 vector registers; the ``k`` loop runs over the phase's taps and the
   group's input channels, broadcasting ``xp`` read in place and loading two packed weight
   vectors. The store adds the bias and writes through the output's element strides, so
-  channels-last and channels-first results are written directly.
+  channels-last and channels-first results are written directly. A half-precision
+  result is computed per batch chunk into a float32 buffer and rounded once (to nearest,
+  ties to even) as the chunk is stored (:func:`_store`).
 
 The correlation (``conv{1,2,3}d``'s forward, :func:`correlate`) is the same kernel with one
 phase and the stride on the input side: output ``o`` reads input ``o*s + k*d - pad``, so a
@@ -50,6 +56,7 @@ from numba import prange
 from .._alloc import allocate
 from .._jit import njit
 from .._threading import launch
+from .half import bits, compute_dtype, get, is_half, kind_of, put
 from .taps import byte_bounded_cache
 from .workspace import workspace
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
@@ -142,26 +149,37 @@ def _plan(x_sizes, k_sizes, stride, pads, dilation, out_sizes, correlation):
             (x_sizes, k_sizes, stride, pads, dilation, out_sizes, correlation))
 
 
-def relayout(x, front, back, channels_last, into=None):
-    """``x`` (5-D, channels-first or channels-last, any strides) as a zero-bordered
-    channels-last copy ``(N, D + fd + bd, H + fh + bh, W + fw + bw, C)``, one pass in
-    parallel over the input's rows; written into the flat buffer ``into`` when given (its
-    first elements; the border is zeroed), else into a new array."""
-    xl = x if channels_last else np.moveaxis(x, 1, -1)
+def relayout(x, front, back, channels_last, dtype=None, into=None):
+    """``x`` (5-D, channels-first or channels-last, any strides and byte order) as a
+    zero-bordered channels-last copy ``(N, D + fd + bd, H + fh + bh, W + fw + bw, C)`` of
+    ``dtype`` (default ``x``'s), one pass in parallel over the input's rows; written into
+    the flat buffer ``into`` when given (its first elements; the border is zeroed), else
+    into a new array. Half-precision input (float16, bfloat16) is widened in that pass
+    (:mod:`~convtranspose.cpu.half`)."""
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
+    xl = _readable(x if channels_last else np.moveaxis(x, 1, -1))
     n, *sizes, c = xl.shape
     shape = (n, *(s + f + b for s, f, b in zip(sizes, front, back)), c)
     if into is None:
-        xp = allocate(shape, x.dtype, "the engine's input copy", zero=True)
+        xp = allocate(shape, dtype, "the engine's input copy", zero=True)
     else:
         xp = into[:math.prod(shape)].reshape(shape)
         for axis, (f, b, size) in enumerate(zip(front, back, sizes), 1):
             xp[(slice(None),) * axis + (slice(0, f),)] = 0
             xp[(slice(None),) * axis + (slice(f + size, None),)] = 0
     if xl.size:
-        strides = np.array([s // x.itemsize for s in xl.strides], np.int64)
-        base = _base_view(xl)
-        launch(_relayout_kernel, base, strides, xp, front, np.array(xl.shape, np.int64))
+        strides = np.array([s // xl.itemsize for s in xl.strides], np.int64)
+        launch(_relayout_kernel, _base_view(bits(xl)), strides, xp, front,
+               np.array(xl.shape, np.int64), kind_of(xl.dtype))
     return xp
+
+
+def _readable(a):
+    """``a`` itself when kernels can read it through its strides (native byte order, no
+    negative stride), else a C-contiguous native copy of the same precision."""
+    if a.dtype.isnative and min(a.strides, default=0) >= 0:
+        return a
+    return np.ascontiguousarray(a, a.dtype.newbyteorder("="))
 
 
 def _base_view(a):
@@ -176,11 +194,12 @@ _RELAYOUT_ROWS = 16
 
 
 @njit(cache=True, parallel=True)
-def _relayout_kernel(src, strides, xp, front, shape):
-    """``xp[n, fd + d, fh + h, fw + w, c] = src.flat[n*sn + d*sd + h*sh + w*sw + c*sc]``,
-    one task per run of up to :data:`_RELAYOUT_ROWS` input rows of one ``(n, d)``; the loop
-    order follows the source's faster axis (a channels-first source is read eight planes
-    at a time: one read stream per plane, and more streams than that thrash the cache)."""
+def _relayout_kernel(src, strides, xp, front, shape, kind):
+    """``xp[n, fd + d, fh + h, fw + w, c] = src.flat[n*sn + d*sd + h*sh + w*sw + c*sc]``
+    (widened from half precision by ``kind``), one task per run of up to
+    :data:`_RELAYOUT_ROWS` input rows of one ``(n, d)``; the loop order follows the
+    source's faster axis (a channels-first source is read eight planes at a time: one read
+    stream per plane, and more streams than that thrash the cache)."""
     n_, d_, h_, w_, c_ = shape[0], shape[1], shape[2], shape[3], shape[4]
     sn, sd, sh, sw, sc = strides[0], strides[1], strides[2], strides[3], strides[4]
     fd, fh, fw = front[0], front[1], front[2]
@@ -196,7 +215,7 @@ def _relayout_kernel(src, strides, xp, front, shape):
                 dst = xp[n, fd + d, fh + h]
                 for w in range(w_):
                     for c in range(c_):
-                        dst[fw + w, c] = src[src0 + w * sw + c * sc]
+                        dst[fw + w, c] = get(src, src0 + w * sw + c * sc, kind)
         else:
             for c0 in range(0, c_ - 7, 8):
                 for h in range(h0, h1):
@@ -204,13 +223,13 @@ def _relayout_kernel(src, strides, xp, front, shape):
                     dst = xp[n, fd + d, fh + h]
                     for w in range(w_):
                         for k in range(8):
-                            dst[fw + w, c0 + k] = src[src0 + w * sw + k * sc]
+                            dst[fw + w, c0 + k] = get(src, src0 + w * sw + k * sc, kind)
             for c in range(c_ - c_ % 8, c_):
                 for h in range(h0, h1):
                     src0 = n * sn + d * sd + h * sh + c * sc
                     dst = xp[n, fd + d, fh + h]
                     for w in range(w_):
-                        dst[fw + w, c] = src[src0 + w * sw]
+                        dst[fw + w, c] = get(src, src0 + w * sw, kind)
 
 
 def pack_weights(weight, groups, nr, correlation=False):
@@ -411,7 +430,9 @@ def conv_transpose(x, weight, bias, stride, pads, dilation, groups, out, channel
     """``out`` = the transposed convolution of ``x`` (5-D; rank 1 and 2 as unit depth and
     height), written through ``out``'s strides; ``channels_last`` says the layout of ``x``
     and ``out`` (``out`` dense in its layout). Validated arguments and finite weights
-    (:func:`supported`); the batch runs in chunks whose copies fit in ``limit`` bytes (one
+    (:func:`supported`); the operands of any float dtype (float16 and bfloat16 included),
+    ``out`` of native byte order and of the result dtype, computed in float32 when that is
+    half precision; the batch runs in chunks whose copies fit in ``limit`` bytes (one
     image at least); returns ``out``.
 
     Examples
@@ -451,7 +472,7 @@ def correlate(x, weight, bias, stride, pads, dilation, groups, out, channels_las
 
 def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, limit,
          correlation):
-    dtype = out.dtype
+    dtype = compute_dtype(out.dtype)
     first = (lambda a: np.moveaxis(a, -1, 1)) if channels_last else (lambda a: a)
     xf, view = first(x), first(out)
     x_shape, out_shape = xf.shape, view.shape
@@ -466,8 +487,9 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
             groups, c_out_g)
     n = x_shape[0]
     # channels-first results are computed channels-last, then stored transposed (a
-    # scattered store per tile costs more than one pass over the output)
-    direct = view.strides[1] == dtype.itemsize
+    # scattered store per tile costs more than one pass over the output); half-precision
+    # ones are computed in float32, then rounded as they are stored
+    direct = view.strides[1] == dtype.itemsize and not is_half(out.dtype)
     per_image = image_bytes(x_shape, weight.shape, stride, pads, dilation, out_shape,
                             dtype.itemsize, correlation)
     if not direct:
@@ -491,8 +513,8 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
                 target[...] = 0 if bias is None else \
                     np.asarray(bias, dtype).reshape((-1, 1, 1, 1))
             if len(tasks):
-                xp = relayout(np.asarray(xf[n0:n0 + part], dtype), p["front"], p["back"],
-                              False, into=xbuf)
+                xp = relayout(xf[n0:n0 + part], p["front"], p["back"], False, dtype,
+                              into=xbuf)
                 geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks,
                                 *weight.shape[2:]], np.int64)
                 sn, sc, sd, sh, sw = (s // dtype.itemsize for s in target.strides)
@@ -500,32 +522,33 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
                        p["tap_k"], p["tap_o"], p["steps"], geo,
                        np.array([sn, sd, sh, sw, sc], np.int64))
             if not direct:
-                _store_transposed(np.moveaxis(target, 1, -1), view[n0:n0 + part])
+                _store(np.moveaxis(target, 1, -1), view[n0:n0 + part])
     return out
 
 
-def _store_transposed(src, dst):
-    """``dst[...] = src`` for a channels-last ``src`` (C-contiguous ``(N, D, H, W, C)``) and
-    a channels-first ``dst`` ``(N, C, D, H, W)`` of any strides, one pass in parallel."""
+def _store(src, dst):
+    """``dst[...] = src`` for a channels-last ``src`` (C-contiguous float ``(N, D, H, W,
+    C)``) and a channels-first indexed ``dst`` ``(N, C, D, H, W)`` of any strides (native
+    byte order) and dtype, rounded to it when it is half precision; one pass in parallel."""
     strides = np.array([s // dst.itemsize for s in dst.strides], np.int64)
     n, c, d, h, w = dst.shape
     if (strides[4] == 1 or w == 1) and (strides[3] == w or h == 1) and \
             (strides[2] == h * w or d == 1):     # each plane's pixels contiguous
-        launch(_transpose_planes_kernel, src.reshape(n, d * h * w, c), strides[0],
-               strides[1], _base_view(dst))
+        launch(_store_planes_kernel, src.reshape(n, d * h * w, c), strides[0], strides[1],
+               _base_view(bits(dst)), kind_of(dst.dtype))
     else:
-        launch(_transpose_kernel, src, strides, _base_view(dst))
+        launch(_store_kernel, src, strides, _base_view(bits(dst)), kind_of(dst.dtype))
 
 
-#: Pixels per task of :func:`_transpose_planes_kernel`: its source block (pixels x
+#: Pixels per task of :func:`_store_planes_kernel`: its source block (pixels x
 #: channels) stays in L1/L2 while eight planes are written contiguously from it.
 _PLANE_BLOCK = 512
 
 
 @njit(cache=True, parallel=True)
-def _transpose_planes_kernel(src, sn, sc, dst):
-    """``dst.flat[n*sn + c*sc + s] = src[n, s, c]``: a channels-last ``src`` ``(N, S, C)``
-    into planes of contiguous pixels; a task is a block of pixels, written eight planes at
+def _store_planes_kernel(src, sn, sc, dst, kind):
+    """``dst.flat[n*sn + c*sc + s] = src[n, s, c]`` (rounded by ``kind``): a channels-last
+    ``src`` ``(N, S, C)`` into planes of contiguous pixels; a task is a block of pixels, written eight planes at
     a time (one write stream per plane: more streams thrash the cache's sets, since the
     planes often lie a power of two apart)."""
     n_, s_, c_ = src.shape
@@ -538,17 +561,18 @@ def _transpose_planes_kernel(src, sn, sc, dst):
             base = n * sn + c * sc
             for s in range(s0, s1):
                 for k in range(8):
-                    dst[base + k * sc + s] = src[n, s, c + k]
+                    put(dst, base + k * sc + s, src[n, s, c + k], kind)
         for c in range(c_ - c_ % 8, c_):
             base = n * sn + c * sc
             for s in range(s0, s1):
-                dst[base + s] = src[n, s, c]
+                put(dst, base + s, src[n, s, c], kind)
 
 
 @njit(cache=True, parallel=True)
-def _transpose_kernel(src, strides, dst):
-    """``dst.flat[n*sn + c*sc + d*sd + h*sh + w*sw] = src[n, d, h, w, c]``, one task per
-    row ``(n, d, h)``, each plane's row written contiguously."""
+def _store_kernel(src, strides, dst, kind):
+    """``dst.flat[n*sn + c*sc + d*sd + h*sh + w*sw] = src[n, d, h, w, c]`` (rounded by
+    ``kind``), one task per row ``(n, d, h)``; the loop order follows the destination's
+    faster axis (a channels-first plane's row is written contiguously)."""
     n_, d_, h_, w_, c_ = src.shape
     sn, sc, sd, sh, sw = strides[0], strides[1], strides[2], strides[3], strides[4]
     for row in prange(n_ * d_ * h_):
@@ -557,9 +581,14 @@ def _transpose_kernel(src, strides, dst):
         h = row % h_
         line = src[n, d, h]
         base = n * sn + d * sd + h * sh
-        for c in range(c_):
+        if sc <= sw:
             for w in range(w_):
-                dst[base + c * sc + w * sw] = line[w, c]
+                for c in range(c_):
+                    put(dst, base + c * sc + w * sw, line[w, c], kind)
+        else:
+            for c in range(c_):
+                for w in range(w_):
+                    put(dst, base + c * sc + w * sw, line[w, c], kind)
 
 
 #: Tiles per task, at most: enough tasks to balance the threads, each long enough that

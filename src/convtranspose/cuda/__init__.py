@@ -23,7 +23,10 @@ import importlib.metadata
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .._arrays import is_device_array
+from ..params import check_device_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -194,6 +197,7 @@ def conv_transpose2d(x: Array, weight: ArrayLike, bias: ArrayLike | None = None,
     >>> y[0, 0, 2]
     array([2., 2., 4., 2., 2.], dtype=float32)
     """
+    _refuse_half(x=x, weight=weight, bias=bias, out=out)
     if not is_available():
         raise _no_gpu_for_cuda_arrays()
     from .arrays import conv_transpose2d as impl
@@ -206,9 +210,17 @@ def _no_gpu_for_cuda_arrays():
                      f"{info().get('reason')}; copy them to NumPy arrays")
 
 
+def _refuse_half(**arrays):
+    """``TypeError`` for a half-precision operand: the kernels take float32 and float64."""
+    for name, a in arrays.items():
+        if isinstance(getattr(a, "dtype", None), np.dtype):
+            check_device_dtype(a.dtype, name)
+
+
 def _check_usable(**arrays):
-    """``TypeError`` for CUDA arrays, ``RuntimeError`` (:func:`require`) for host arrays,
-    unless a GPU can be used."""
+    """``TypeError`` for half-precision operands, and for CUDA arrays unless a GPU can be
+    used; ``RuntimeError`` (:func:`require`) for host arrays unless a GPU can be used."""
+    _refuse_half(**arrays)
     if is_available():
         return
     if any(is_device_array(a, n) for n, a in arrays.items() if a is not None):

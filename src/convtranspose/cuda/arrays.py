@@ -18,7 +18,7 @@ import numpy as np
 from numba import config, cuda
 
 from .._arrays import compute_into, host_operands, is_device_array
-from ..params import normalise
+from ..params import check_device_dtype, normalise
 from . import kernels
 
 __all__ = ["conv_transpose2d", "run_host", "array_kind", "caller_stream", "dtype_of",
@@ -181,6 +181,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     kx, kinds = operand_kinds("x", x, {"weight": weight, "bias": bias, "out": out})
     if kx == "numpy":       # validated as the CPU call is; copied in, the result copied back
         x, weight, bias, dtypes = host_operands(x, weight, bias)
+        for name, dt in zip(("x", "weight", "bias"), dtypes):
+            check_device_dtype(dt, name)
         params, shape, dtype = normalise(
             x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
             padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
@@ -237,7 +239,7 @@ def dtype_of(a, name):
         if str(dt) not in names:
             raise TypeError(f"{name} must be float32 or float64, got dtype {dt}")
         return names[str(dt)]
-    return dt
+    return check_device_dtype(np.dtype(dt), name)
 
 
 def _is_c_contiguous(d):
