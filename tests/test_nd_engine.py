@@ -190,15 +190,17 @@ def test_narrower_builds_in_a_subprocess(build, tmp_path):
     if build == "avx2" and not (simd.FMA and simd.ISA in ("avx2", "avx512")):
         pytest.skip("needs a CPU that runs AVX2 code")
     script = """
+        import itertools
         import numpy as np
         from convtranspose.cpu import nd_engine, simd
         from convtranspose.reference import conv_reference, conv_transpose_scatter
         print(simd.ISA)
         rng = np.random.default_rng(0)
-        for dtype, tol in ((np.float32, 2e-5), (np.float64, 1e-12)):
+        for (dtype, tol), c_out in itertools.product(
+                ((np.float32, 2e-5), (np.float64, 1e-12)), (11, 3)):   # wide and narrow tiles
             x = rng.standard_normal((2, 5, 3, 4, 7)).astype(dtype)
-            w = rng.standard_normal((5, 11, 2, 3, 4)).astype(dtype)
-            b = rng.standard_normal(11).astype(dtype)
+            w = rng.standard_normal((5, c_out, 2, 3, 4)).astype(dtype)
+            b = rng.standard_normal(c_out).astype(dtype)
             kw = dict(stride=(2, 1, 3), padding=((1, 0), (1, 1), (0, 2)), dilation=(1, 2, 1))
             ref = conv_transpose_scatter(x, w, b, rank=3, **kw)
             out = np.empty((ref.shape[0], *ref.shape[2:], ref.shape[1]), dtype)
@@ -206,7 +208,7 @@ def test_narrower_builds_in_a_subprocess(build, tmp_path):
                                      kw["stride"], kw["padding"], kw["dilation"], 1, out, True)
             err = np.abs(np.moveaxis(out, -1, 1) - ref).max() / np.abs(ref).max()
             assert err <= tol, (dtype, err)
-            wc = rng.standard_normal((11, 5, 2, 3, 4)).astype(dtype)
+            wc = rng.standard_normal((c_out, 5, 2, 3, 4)).astype(dtype)
             ref = conv_reference(x, wc, b, rank=3, **kw)
             out = np.empty(ref.shape, dtype)
             nd_engine.correlate(x, wc, b, kw["stride"], kw["padding"], kw["dilation"], 1,

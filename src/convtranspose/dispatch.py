@@ -153,7 +153,9 @@ def engine_terms(x_shape, w_shape, params, out_hw, dtype, channels_last=False):
     channels-first result, tasks]`` (from :func:`convtranspose.cpu.nd_engine.plan`)."""
     n, c_in, h, w = x_shape
     c_out_g, groups = w_shape[1], params.groups
-    nrt = 2 * lanes(np.dtype(dtype))
+    narrow = c_out_g <= lanes(np.dtype(dtype))      # nd_engine's one-vector tiles
+    nrt = lanes(np.dtype(dtype)) * (1 if narrow else 2)
+    mr = nd_engine.NARROW_MR if narrow else MR
     blocks = -(-c_out_g // nrt)
     p = nd_engine.plan((n, c_in, 1, h, w), (w_shape[0], c_out_g, 1, *w_shape[2:]),
                        (1, *params.stride), ((0, 0), *params.pads), (1, *params.dilation),
@@ -162,15 +164,16 @@ def engine_terms(x_shape, w_shape, params, out_hw, dtype, channels_last=False):
     tiles = macs = 0
     for i_h in range(p["phases"][1]):
         for i_w in range(p["phases"][2]):
-            t = -(-int(n * phase[0, 0, 1] * phase[1, i_h, 1] * phase[2, i_w, 1]) // MR)
+            t = -(-int(n * phase[0, 0, 1] * phase[1, i_h, 1] * phase[2, i_w, 1]) // mr)
             tiles += t
-            macs += t * MR * int(phase[0, 0, 4] * phase[1, i_h, 4] * phase[2, i_w, 4])
+            macs += t * mr * int(phase[0, 0, 4] * phase[1, i_h, 4] * phase[2, i_w, 4])
     tiles *= groups * blocks
     macs *= groups * blocks * nrt * (c_in // groups)
     padded = [size + f + b for size, f, b in zip((1, h, w), p["front"], p["back"])]
     copy = n * math.prod(padded) * c_in
     result = 0 if channels_last else n * c_out_g * groups * math.prod(out_hw)
-    tasks = len(nd_engine._tasks(p, n, groups, blocks, max(1, numba.config.NUMBA_NUM_THREADS)))
+    tasks = len(nd_engine._tasks(p, n, groups, blocks, max(1, numba.config.NUMBA_NUM_THREADS),
+                                 mr))
     return [float(macs), float(tiles), float(copy), float(result), float(tasks)]
 
 

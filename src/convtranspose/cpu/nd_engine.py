@@ -361,36 +361,48 @@ def _pixel(n, qd, qh, qw, i, last, nq, q0, steps, ob, geo, o_strides):
     return x_off, o_off, n, qd, qh, qw
 
 
+@njit(inline="always")
+def _task(task, tasks, phase, tap_k, tap_o, geo, nrt):
+    """What a task of :func:`_kernel` or :func:`_narrow_kernel` needs: its taps' input
+    offsets and packed-weight offsets, and ``info``: the phase's pixel counts, first ``q``
+    and output bases per axis, its last pixel, first and end tile, group and block (one
+    array: Numba's parallel analysis fails on nested tuples returned here)."""
+    hp, wpix, c_in = geo[2], geo[3], geo[4]
+    cg, blocks = geo[5], geo[7]
+    k_d, k_h, k_w = geo[8], geo[9], geo[10]
+    pd, ph, pw = phase[0, tasks[task, 0]], phase[1, tasks[task, 1]], phase[2, tasks[task, 2]]
+    t0, t1, g, b = tasks[task, 3], tasks[task, 4], tasks[task, 5], tasks[task, 6]
+    nq = (pd[1], ph[1], pw[1])
+    nd, nh, nw = pd[4], ph[4], pw[4]
+    tin = np.empty(nd * nh * nw, np.int64)
+    twt = np.empty(nd * nh * nw, np.int64)
+    i = 0
+    for jd in range(pd[3], pd[3] + nd):
+        for jh in range(ph[3], ph[3] + nh):
+            for jw in range(pw[3], pw[3] + nw):
+                tin[i] = ((tap_o[jd] * hp + tap_o[jh]) * wpix + tap_o[jw]) * c_in + g * cg
+                twt[i] = (((((g * blocks + b) * k_d + tap_k[jd]) * k_h + tap_k[jh]) * k_w
+                           + tap_k[jw]) * cg * nrt)
+                i += 1
+    info = np.array([nq[0], nq[1], nq[2], pd[0], ph[0], pw[0], pd[2], ph[2], pw[2],
+                     geo[0] * nq[0] * nq[1] * nq[2] - 1, t0, t1, g, b], np.int64)
+    return tin, twt, info
+
+
 @njit(cache=True, parallel=True)
 def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
     """Every task: tiles ``t0 <= t < t1`` of one phase's pixels (6 per tile, numbered over
-    images and rows), one group and one block of output channels. ``phase[a, i]`` is
-    ``(first q, count, output base, first tap, taps)`` (:func:`plan`)."""
-    hp, wpix, c_in = geo[2], geo[3], geo[4]
-    cg, c_out_g, blocks = geo[5], geo[6], geo[7]
-    k_d, k_h, k_w = geo[8], geo[9], geo[10]
-    n_img = geo[0]
+    images and rows), one group and one block of output channels (two vectors).
+    ``phase[a, i]`` is ``(first q, count, output base, first tap, taps)`` (:func:`plan`)."""
+    cg, c_out_g = geo[5], geo[6]
+    blocks = geo[7]
     sc = o_strides[4]
     nrt = 2 * width(xp)
-    cw_k = cg * nrt                                   # packed weight elements per tap
     for task in prange(tasks.shape[0]):
-        pd, ph, pw = phase[0, tasks[task, 0]], phase[1, tasks[task, 1]], phase[2, tasks[task, 2]]
-        t0, t1, g, b = tasks[task, 3], tasks[task, 4], tasks[task, 5], tasks[task, 6]
-        nq = (pd[1], ph[1], pw[1])
-        q0 = (pd[0], ph[0], pw[0])
-        ob = (pd[2], ph[2], pw[2])
-        last = n_img * nq[0] * nq[1] * nq[2] - 1
-        nd, nh, nw = pd[4], ph[4], pw[4]
-        tin = np.empty(nd * nh * nw, np.int64)
-        twt = np.empty(nd * nh * nw, np.int64)
-        i = 0
-        for jd in range(pd[3], pd[3] + nd):
-            for jh in range(ph[3], ph[3] + nh):
-                for jw in range(pw[3], pw[3] + nw):
-                    tin[i] = ((tap_o[jd] * hp + tap_o[jh]) * wpix + tap_o[jw]) * c_in + g * cg
-                    twt[i] = (((((g * blocks + b) * k_d + tap_k[jd]) * k_h + tap_k[jh]) * k_w
-                               + tap_k[jw]) * cw_k)
-                    i += 1
+        tin, twt, info = _task(task, tasks, phase, tap_k, tap_o, geo, nrt)
+        nq, q0, ob = (info[0], info[1], info[2]), (info[3], info[4], info[5]), \
+            (info[6], info[7], info[8])
+        last, t0, t1, g, b = info[9], info[10], info[11], info[12], info[13]
         nr = min(nrt, c_out_g - b * nrt)
         edge = np.empty(nrt, out.dtype)
         b0 = load(bp, (g * blocks + b) * nrt)
@@ -400,20 +412,113 @@ def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
         for tile in range(t0, t1):
             first = tile * MR
             p0, o0, n, qd, qh, qw = _pixel(n, qd, qh, qw, first, last, nq, q0,
-                                               steps, ob, geo, o_strides)
+                                           steps, ob, geo, o_strides)
             p1, o1, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 1, last, nq, q0,
-                                               steps, ob, geo, o_strides)
+                                           steps, ob, geo, o_strides)
             p2, o2, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 2, last, nq, q0,
-                                               steps, ob, geo, o_strides)
+                                           steps, ob, geo, o_strides)
             p3, o3, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 3, last, nq, q0,
-                                               steps, ob, geo, o_strides)
+                                           steps, ob, geo, o_strides)
             p4, o4, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 4, last, nq, q0,
-                                               steps, ob, geo, o_strides)
+                                           steps, ob, geo, o_strides)
             p5, o5, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 5, last, nq, q0,
-                                               steps, ob, geo, o_strides)
+                                           steps, ob, geo, o_strides)
             _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0 + channel,
                   o1 + channel, o2 + channel, o3 + channel, o4 + channel, o5 + channel,
                   min(MR, last + 1 - first), cg, nrt, sc, b0, b1, nr, edge)
+
+
+#: Pixels per tile of :func:`_narrow_kernel`: one vector of output channels leaves the
+#: registers for eight pixels' sums.
+NARROW_MR = 8
+
+
+@njit(inline="always")
+def _put1(out, o, sc, acc, b0, w, nr, edge):
+    """Store one pixel's ``nr`` channels (one vector plus bias) at ``out.flat[o]``."""
+    v = add(acc, b0)
+    if sc == 1 and nr == w:
+        store(out, o, v)
+    else:
+        store(edge, 0, v)
+        for j in range(nr):
+            out[o + j * sc] = edge[j]
+
+
+@njit(cache=True, parallel=True)
+def _narrow_kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
+    """:func:`_kernel` for at most one vector of output channels per group: tiles of
+    :data:`NARROW_MR` pixels x one vector, so no lane is wasted on a second vector."""
+    cg, c_out_g = geo[5], geo[6]
+    blocks = geo[7]
+    sc = o_strides[4]
+    w = width(xp)
+    for task in prange(tasks.shape[0]):
+        tin, twt, info = _task(task, tasks, phase, tap_k, tap_o, geo, w)
+        nq, q0, ob = (info[0], info[1], info[2]), (info[3], info[4], info[5]), \
+            (info[6], info[7], info[8])
+        last, t0, t1, g, b = info[9], info[10], info[11], info[12], info[13]
+        nr = min(w, c_out_g - b * w)
+        edge = np.empty(w, out.dtype)
+        b0 = load(bp, (g * blocks + b) * w)
+        channel = (g * c_out_g + b * w) * sc
+        n, qd, qh, qw = _start_pixel(t0 * NARROW_MR, nq)
+        for tile in range(t0, t1):
+            first = tile * NARROW_MR
+            p0, o0, n, qd, qh, qw = _pixel(n, qd, qh, qw, first, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            p1, o1, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 1, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            p2, o2, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 2, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            p3, o3, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 3, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            p4, o4, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 4, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            p5, o5, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 5, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            p6, o6, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 6, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            p7, o7, n, qd, qh, qw = _pixel(n, qd, qh, qw, first + 7, last, nq, q0,
+                                           steps, ob, geo, o_strides)
+            c0 = zero(xp)
+            c1 = zero(xp)
+            c2 = zero(xp)
+            c3 = zero(xp)
+            c4 = zero(xp)
+            c5 = zero(xp)
+            c6 = zero(xp)
+            c7 = zero(xp)
+            for t in range(tin.shape[0]):
+                off = tin[t]
+                pb = twt[t]
+                for c in range(off, off + cg):
+                    v = load(wp, pb)
+                    c0 = fmadd(c0, broadcast(xp, p0 + c), v)
+                    c1 = fmadd(c1, broadcast(xp, p1 + c), v)
+                    c2 = fmadd(c2, broadcast(xp, p2 + c), v)
+                    c3 = fmadd(c3, broadcast(xp, p3 + c), v)
+                    c4 = fmadd(c4, broadcast(xp, p4 + c), v)
+                    c5 = fmadd(c5, broadcast(xp, p5 + c), v)
+                    c6 = fmadd(c6, broadcast(xp, p6 + c), v)
+                    c7 = fmadd(c7, broadcast(xp, p7 + c), v)
+                    pb += w
+            valid = min(NARROW_MR, last + 1 - first)
+            _put1(out, o0 + channel, sc, c0, b0, w, nr, edge)
+            if valid > 1:
+                _put1(out, o1 + channel, sc, c1, b0, w, nr, edge)
+            if valid > 2:
+                _put1(out, o2 + channel, sc, c2, b0, w, nr, edge)
+            if valid > 3:
+                _put1(out, o3 + channel, sc, c3, b0, w, nr, edge)
+            if valid > 4:
+                _put1(out, o4 + channel, sc, c4, b0, w, nr, edge)
+            if valid > 5:
+                _put1(out, o5 + channel, sc, c5, b0, w, nr, edge)
+            if valid > 6:
+                _put1(out, o6 + channel, sc, c6, b0, w, nr, edge)
+            if valid > 7:
+                _put1(out, o7 + channel, sc, c7, b0, w, nr, edge)
 
 
 def image_bytes(x_shape, w_shape, stride, pads, dilation, out_shape, itemsize,
@@ -477,10 +582,12 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     xf, view = first(x), first(out)
     x_shape, out_shape = xf.shape, view.shape
     p = plan(x_shape, weight.shape, stride, pads, dilation, out_shape, correlation)
-    nrt = 2 * lanes(dtype)
-    wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt, correlation)
     c_in_g = weight.shape[1] if correlation else weight.shape[0] // groups
     c_out_g = weight.shape[0] // groups if correlation else weight.shape[1]
+    narrow = c_out_g <= lanes(dtype)     # one vector holds a group's output channels
+    nrt = lanes(dtype) * (1 if narrow else 2)
+    kernel, mr = (_narrow_kernel, NARROW_MR) if narrow else (_kernel, MR)
+    wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt, correlation)
     bp = np.zeros(groups * blocks * nrt, dtype)
     if bias is not None:
         bp.reshape(groups, blocks * nrt)[:, :c_out_g] = np.asarray(bias, dtype).reshape(
@@ -504,7 +611,7 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
         for n0 in range(0, n, chunk):
             part = min(chunk, n - n0)
             if tasks is None or part != chunk:
-                tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS)
+                tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS, mr)
             target = view[n0:n0 + part]
             if not direct:
                 target = np.moveaxis(tbuf[:part * math.prod(out_shape[1:])].reshape(
@@ -518,7 +625,7 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
                 geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks,
                                 *weight.shape[2:]], np.int64)
                 sn, sc, sd, sh, sw = (s // dtype.itemsize for s in target.strides)
-                launch(_kernel, xp.ravel(), wp, bp, _base_view(target), tasks, p["phase"],
+                launch(kernel, xp.ravel(), wp, bp, _base_view(target), tasks, p["phase"],
                        p["tap_k"], p["tap_o"], p["steps"], geo,
                        np.array([sn, sd, sh, sw, sc], np.int64))
             if not direct:
@@ -596,15 +703,15 @@ def _store_kernel(src, strides, dst, kind):
 _TILES_PER_TASK = 32
 
 
-def _tasks(p, n, groups, blocks, threads):
-    """``(i_d, i_h, i_w, t0, t1, g, b)``: the 6-pixel tiles of every phase (phases indexed
+def _tasks(p, n, groups, blocks, threads, mr=MR):
+    """``(i_d, i_h, i_w, t0, t1, g, b)``: the ``mr``-pixel tiles of every phase (phases indexed
     per axis as in ``p["phase"]``), in runs of at most :data:`_TILES_PER_TASK`, cut into at
     least ``4 * threads`` tasks; cached per problem."""
-    return _cached_tasks(p["key"], n, groups, blocks, threads)
+    return _cached_tasks(p["key"], n, groups, blocks, threads, mr)
 
 
 @byte_bounded_cache()
-def _cached_tasks(key, n, groups, blocks, threads):
+def _cached_tasks(key, n, groups, blocks, threads, mr):
     p = plan((0, 0, *key[0]), (0, 0, *key[1]), *key[2:5], (0, 0, *key[5]), key[6])
     phases = []
     for i_d in range(p["phases"][0]):
@@ -612,7 +719,7 @@ def _cached_tasks(key, n, groups, blocks, threads):
             for i_w in range(p["phases"][2]):
                 pixels = n * p["phase"][0, i_d, 1] * p["phase"][1, i_h, 1] * \
                     p["phase"][2, i_w, 1]
-                phases.append((i_d, i_h, i_w, -(-int(pixels) // MR)))
+                phases.append((i_d, i_h, i_w, -(-int(pixels) // mr)))
     total = sum(t for *_, t in phases) * groups * blocks
     per_task = max(1, min(_TILES_PER_TASK, total // max(1, 4 * threads)))
     rows = [(i_d, i_h, i_w, t0, min(t0 + per_task, tiles), g, b)
