@@ -231,30 +231,29 @@ def _per_image(x, w, out, stride, pads, dilation, correlation=False):
                                  correlation) + out[0].nbytes
 
 
-def _with_limits(run, per_image):
-    """``run()`` under workspace limits that cut the batch into chunks of one image, and
-    of two images then the rest."""
-    results = []
-    for limit in (1, 2 * per_image):
+def _assert_bits_fixed(run, x, w, b, kwargs, per_image):
+    """``run`` (:func:`_engine` or :func:`_correlation`) gives the same bits for each image
+    alone, in channels-last memory, under workspace limits that cut the batch into chunks
+    of one image and of two then the rest (``per_image(result)``: the engine's bytes per
+    image), and with ``numba.set_num_threads`` 1 and 2; return the result."""
+    ref = run(x, w, b, kwargs)
+    for i in range(x.shape[0]):
+        assert run(x[i:i + 1], w, b, kwargs).tobytes() == ref[i:i + 1].tobytes(), i
+    assert run(x, w, b, kwargs, last=True).tobytes() == ref.tobytes()
+    for limit in (1, 2 * per_image(ref)):
         old = ct.set_workspace_limit(limit)
         try:
-            results.append(run())
+            assert run(x, w, b, kwargs).tobytes() == ref.tobytes(), limit
         finally:
             ct.set_workspace_limit(old)
-    return results
-
-
-def _with_thread_counts(run):
-    """``run()`` with ``numba.set_num_threads`` 1 and 2 (as many as the process has)."""
-    results = []
     old = numba.get_num_threads()
     try:
         for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
             numba.set_num_threads(threads)
-            results.append(run())
+            assert run(x, w, b, kwargs).tobytes() == ref.tobytes(), threads
     finally:
         numba.set_num_threads(old)
-    return results
+    return ref
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -309,16 +308,10 @@ def test_run_engine_bits_depend_on_neither_threads_batch_limit_nor_layout(dtype)
     w = rng.standard_normal((45, nr + 3, 4, 4)).astype(dtype)
     b = rng.standard_normal(nr + 3).astype(dtype)
     kwargs = dict(stride=2, padding=1)
-    ref = _engine(x, w, b, kwargs)
-    assert_close(ref, conv_transpose2d_scatter(x, w, b, **kwargs), dtype)
-    for i in range(x.shape[0]):                                 # each image in a batch of one
-        assert _engine(x[i:i + 1], w, b, kwargs).tobytes() == ref[i:i + 1].tobytes()
-    assert _engine(x, w, b, kwargs, last=True).tobytes() == ref.tobytes()
     params = normalise(x.shape, w.shape, b.shape, [x.dtype] * 3, **kwargs)[0]
-    per_image = _per_image(x, w, ref, params.stride, params.pads, params.dilation)
-    for got in (_with_limits(lambda: _engine(x, w, b, kwargs), per_image)
-                + _with_thread_counts(lambda: _engine(x, w, b, kwargs))):
-        assert got.tobytes() == ref.tobytes()
+    ref = _assert_bits_fixed(_engine, x, w, b, kwargs, lambda out: _per_image(
+        x, w, out, params.stride, params.pads, params.dilation))
+    assert_close(ref, conv_transpose2d_scatter(x, w, b, **kwargs), dtype)
 
 
 def test_plan_does_not_grow_with_the_image():
@@ -416,15 +409,9 @@ def test_run_correlation_bits_depend_on_neither_threads_batch_limit_nor_layout(d
     w = rng.standard_normal((nr + 3, 35, 3, 3)).astype(dtype)
     b = rng.standard_normal(nr + 3).astype(dtype)
     kwargs = dict(stride=(2, 3), padding=1)
-    ref = _correlation(x, w, b, kwargs)
+    ref = _assert_bits_fixed(_correlation, x, w, b, kwargs, lambda out: _per_image(
+        x, w, out, (2, 3), ((1, 0), (1, 0)), (1, 1), correlation=True))
     assert_close(ref, conv2d_reference(x, w, b, **kwargs), dtype)
-    for i in range(x.shape[0]):
-        assert _correlation(x[i:i + 1], w, b, kwargs).tobytes() == ref[i:i + 1].tobytes()
-    assert _correlation(x, w, b, kwargs, last=True).tobytes() == ref.tobytes()
-    per_image = _per_image(x, w, ref, (2, 3), ((1, 0), (1, 0)), (1, 1), correlation=True)
-    for got in (_with_limits(lambda: _correlation(x, w, b, kwargs), per_image)
-                + _with_thread_counts(lambda: _correlation(x, w, b, kwargs))):
-        assert got.tobytes() == ref.tobytes()
 
 
 def test_direct_conv2d_runs_the_engine_on_channel_heavy_layers(monkeypatch):
