@@ -1,6 +1,6 @@
-"""GFLOP/s of the engine's transposed convolution (cpu/deconv.py) against the im2col backend
-and the gather kernel on the benchmark suite (and the held-out layers), with one and with
-two threads.
+"""GFLOP/s of direct's engine form (``direct.run_engine``: the channels-last engine of
+cpu/nd_engine.py) against the im2col backend and the gather kernel on the benchmark suite
+(and the held-out layers), with one and with two threads.
 
 Usage::
 
@@ -15,7 +15,8 @@ the same machine load. With one thread (``numba.set_num_threads(1)``) the clock 
 calling thread's CPU time (``time.thread_time``), which leaves out the time other
 processes hold the core; with two, wall-clock time. The table gives medians; GFLOP/s is
 ``convtranspose.dispatch.flops`` over the time. The GEMM rate of the same run is
-``np.matmul`` on 2048 x 2048 matrices (one BLAS thread) and the engine's own GEMM.
+``np.matmul`` on 2048 x 2048 matrices (one BLAS thread) and the register-blocked GEMM of
+cpu/engine.py (the weight gradient's).
 """
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def _median_seconds(fns, reps, now):
 
 
 def gemm_rates(dtype, reps, n=2048):
-    """GFLOP/s of ``np.matmul`` (one BLAS thread) and of the engine's GEMM on ``n^3``,
-    one thread, CPU time."""
+    """GFLOP/s of ``np.matmul`` (one BLAS thread) and of the register-blocked GEMM on
+    ``n^3``, one thread, CPU time."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)

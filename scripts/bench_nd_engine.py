@@ -1,5 +1,6 @@
-"""The channels-last N-d engine (cpu/nd_engine.py) against the packing engine, the backend
-``auto`` picks, and PyTorch, in one run (2 threads, wall-clock medians, calls alternating).
+"""The channels-last N-d engine (cpu/nd_engine.py) called directly against the backends
+``direct`` (which runs it, with validation and dispatch) and ``auto``, and PyTorch, in one
+run (2 threads, wall-clock medians, calls alternating).
 
 Usage::
 

@@ -262,26 +262,28 @@ def test_avx512_build_uses_zmm_fmas(dtype, tmp_path):
 @pytest.mark.skipif(not (simd.FMA and simd.ISA in ("avx2", "avx512")),
                     reason="needs a CPU that runs AVX2 code")
 def test_avx2_build_in_a_subprocess(tmp_path):
-    """The AVX2 (haswell) build computes the transposed convolution correctly, also on
-    an AVX-512 machine where the default build is the wider one."""
+    """The AVX2 (haswell) build computes the GEMM and the weight gradient on it correctly,
+    also on an AVX-512 machine where the default build is the wider one."""
     script = """
         import numpy as np
         from convtranspose.cpu import simd, deconv
-        from convtranspose.params import normalise
-        from convtranspose.reference import conv_transpose2d_scatter
+        from convtranspose.cpu.engine import gemm
+        from convtranspose.reference import conv_transpose2d_backward_reference
         assert simd.ISA == "avx2" and simd.VECTOR_BITS == 256, simd.ISA
         rng = np.random.default_rng(0)
         for dtype in (np.float32, np.float64):
-            x = rng.standard_normal((2, 7, 5, 6)).astype(dtype)
-            w = rng.standard_normal((7, 9, 3, 4)).astype(dtype)
-            params, shape, _ = normalise(x.shape, w.shape, None, [x.dtype, w.dtype],
-                                         stride=2, padding=1)
-            out = np.empty(shape, dtype)
-            assert deconv.compute(x, w, None, params, out)
-            ref = conv_transpose2d_scatter(x.astype(float), w.astype(float), stride=2,
-                                             padding=1)
             tol = 1e-5 if dtype == np.float32 else 1e-12
-            assert np.max(np.abs(out - ref)) <= tol * np.max(np.abs(ref)), dtype
+            a = rng.standard_normal((9, 13)).astype(dtype)
+            b = rng.standard_normal((13, 37)).astype(dtype)
+            ref = a.astype(float) @ b.astype(float)
+            assert np.max(np.abs(gemm(a, b) - ref)) <= tol * np.max(np.abs(ref)), dtype
+            x = rng.standard_normal((2, 7, 5, 6)).astype(dtype)
+            g = rng.standard_normal((2, 9, 9, 12)).astype(dtype)
+            gw = deconv.weight_grad(x, g, np.empty((7, 9, 3, 4), dtype), (2, 2), (1, 1),
+                                    (1, 1), 1)
+            _, ref, _ = conv_transpose2d_backward_reference(
+                g.astype(float), x.astype(float), np.zeros((7, 9, 3, 4)), stride=2, padding=1)
+            assert np.max(np.abs(gw - ref)) <= tol * np.max(np.abs(ref)), dtype
         print("ok")
     """
     assert _in_subprocess(script, "avx2", tmp_path).strip() == "ok"

@@ -217,8 +217,9 @@ _SMALL_WORK = 2 ** 20
 
 
 #: Output pixels (times the process's threads) from which a correlation that ``direct``
-#: runs on the engine is cut into enough tasks to keep every thread busy (two tasks of
-#: ``cpu.deconv``'s smallest size per thread).
+#: runs on the engine is cut into enough tasks to keep every thread busy (set for the
+#: packing engine that ran correlations before the channels-last one: two of its smallest
+#: tasks, 256 pixels, per thread).
 _ENGINE_PIXELS_PER_THREAD = 512
 
 
@@ -238,9 +239,10 @@ def correlate_method(c_out_g, c_in_g, k_hw, pixels, fits=True):
     the GEMM (``C_out_g`` rows, ``C_in_g*kH*kW`` deep, ``pixels`` columns) is large enough
     to beat the gather kernel, and ``"direct"`` (the gather kernel) below that.
 
-    The engine was 1.1-2.4x faster than ``im2col`` on the input gradients of the
-    benchmark suite's channel-heavy layers (AVX-512, 2 threads), and slower only where
-    the output has too few pixels to be cut into a task per thread (``dcgan_g1``).
+    The packing GEMM engine that ran these correlations before the channels-last one was
+    1.1-2.4x faster than ``im2col`` on the input gradients of the benchmark suite's
+    channel-heavy layers (AVX-512, 2 threads), and slower only where the output has too
+    few pixels to be cut into a task per thread (``dcgan_g1``); the rule was kept.
 
     Examples
     --------

@@ -8,9 +8,9 @@ multiplication", ACM TOMS 2008), as BLIS names it: three parts, each its own fun
   ``MR`` rows stored ``k``-major (``ap[p*MR*kb + k*MR + r]``); ``B[pc:pc+kb, jc:jc+nb]``
   becomes micro-panels of ``NR`` columns (``bp[q*NR*kb + k*NR + j]``). Edges are
   zero-padded to whole panels, so the micro-kernel never branches on them. *The packing
-  routines are the only code that knows the operands' layout*: a transposed convolution
-  feeds the same macro-kernel by packing its weight as ``A`` and, per stride phase, its
-  input as ``B`` (a ``pack_b_from_input_phase`` beside :func:`pack_b`).
+  routines are the only code that knows the operands' layout*: the weight gradient feeds
+  the same macro-kernel by packing its operands straight from its arrays
+  (:func:`pack_a_pixels`, :func:`pack_b_sampled`).
 * **Micro-kernel** (:func:`_micro_kernel`): an ``MR x NR`` tile of ``C`` in 12 vector
   registers (:mod:`convtranspose.cpu.simd`: 6 rows x 2 vectors, 6x16 float32 on AVX2);
   per ``k`` step 2 vector loads of ``B``, 6 broadcasts of ``A`` and 12 FMAs; then one
@@ -44,19 +44,18 @@ or which thread computes it: a sub-matrix of ``C`` computed on its own is bitwis
 to the same rows and columns of the whole, and :func:`gemm` with ``threads=2`` is
 bitwise equal to ``threads=1``.
 
-The same macro-kernel computes a transposed convolution (:func:`deconv_kernel`, planned
-and called by :mod:`convtranspose.cpu.deconv`): per stride phase and group, ``A`` is the
-phase's taps of the weight (:func:`pack_a_phases`, packed once per call), ``B`` is packed
-straight from the input (:func:`pack_b_from_input_phase`), and a store step places each
-phase's pixels, plus the bias, in the output. The correlation runs on
-:func:`deconv_kernel` too (one phase, the input read at the stride), the weight gradient
-on :func:`weight_grad_kernel`.
+The same macro-kernel computes the weight gradient (:func:`weight_grad_kernel`, planned
+and called by :mod:`convtranspose.cpu.deconv`): per group one GEMM whose depth is the
+pixels, ``A`` packed from the array on the strided grid (:func:`pack_a_pixels`), ``B``
+sampled from the other (:func:`pack_b_sampled`), the result written in the gradient's
+own layout.
 
 Kernels take C-contiguous arrays and plain ints and never validate; :func:`gemm` is the
 validating entry. The backends reach the engine through :mod:`convtranspose.cpu.deconv`:
-``direct`` runs on it the layers with enough channels per group
-(``convtranspose.cpu.direct.ENGINE_MIN_ROWS`` and ``ENGINE_MIN_DEPTH``), and ``auto``
-weighs it against ``im2col`` on the forward and picks it for the gradients there.
+``direct`` computes on it the weight gradients of layers with enough channels per group
+(:func:`convtranspose.cpu.direct.weight_grad_uses_engine`), and ``auto`` picks it for
+them there; ``direct``'s transposed convolution and correlations run on
+:mod:`convtranspose.cpu.nd_engine`.
 """
 from __future__ import annotations
 
@@ -67,8 +66,8 @@ from .._jit import njit
 from . import simd
 from .simd import add, broadcast, fmadd, load, prefetch, store, width, zero
 
-__all__ = ["gemm", "blocking", "pack_a", "pack_b", "pack_a_phases", "pack_b_from_input_phase",
-           "deconv_kernel", "pack_a_pixels", "pack_b_sampled", "weight_grad_kernel"]
+__all__ = ["gemm", "blocking", "pack_a", "pack_b", "pack_a_pixels", "pack_b_sampled",
+           "weight_grad_kernel"]
 
 # The micro-kernel below is written out for this shape (12 named accumulators).
 assert (simd.MR, simd.NR_VECTORS) == (6, 2)
@@ -77,8 +76,6 @@ MR = simd.MR
 _KC = 256
 _B_CHUNK = 16        # B micro-panels packed at a time while the first row block runs
 _PACK_ROWS = 8       # rows of B copied per sweep across the panels: 8 sequential read streams
-_A_CHANNELS = 16          # input channels per weight-packing task
-_SWEEP_ALL_BYTES = 1024   # images this small are packed a whole panel at a time (see below)
 _MC = {np.dtype(np.float32): 144, np.dtype(np.float64): 72}
 _NC = {np.dtype(np.float32): 3072, np.dtype(np.float64): 1536}
 
@@ -400,309 +397,6 @@ def gemm(a, b, c=None, *, accumulate=False, threads=1, blocks=None):
     else:
         _gemm_parallel(a, b, c, bool(accumulate), int(kc), int(mc), int(nc), int(threads))
     return c
-
-
-# ----------------------------------------------------------------------------
-# the transposed convolution on the engine: packing straight from the operands, one
-# GEMM per (stride phase, group), stores that place each phase's pixels (issue 11)
-
-
-@njit(cache=True, parallel=True)
-def pack_a_phases(weight, ap, meta, k_rows, k_cols, groups, kc):
-    """Pack every (phase, group)'s ``A`` into ``ap``; return how many packed weights are
-    not finite (the caller falls back when any is).
-
-    ``weight`` (C_in, C_out_g, kH, kW); ``meta`` as :func:`deconv_kernel` takes it. The
-    ``A = (C_out_g, C_in_g*taps)`` of phase ``p`` and group ``g`` is ``A[co, k] =
-    weight[g*C_in_g + k // taps, co, k_rows[r0 + tp // T_w], k_cols[c0 + tp % T_w]]``
-    with ``tp = k % taps``: channels outer, the phase's taps row-major inner. Every ``KC``
-    block of its depth is packed as :func:`pack_a` packs it, one after the other from
-    ``off = a_off + g * Mp * C_in_g * taps``: block ``pc`` starts at ``off + pc * Mp``
-    (``Mp``: ``C_out_g`` rounded up to whole ``MR``-row panels, the padding rows zero),
-    so the micro-panel of its rows ``ic ..`` is at ``off + pc * Mp + ic * kb``. Tasks
-    take ``_A_CHANNELS`` input channels each: their weights (read from cache for every
-    phase) and a panel's rows for them (``_A_CHANNELS * MR`` consecutive values) are
-    both at hand (one phase at a time over all channels read the whole weight from
-    memory once per phase, 4x slower on a 1x1-image problem with 16 phases).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convtranspose.cpu.engine import pack_a_phases, MR
-    >>> w = np.arange(4.0).reshape(1, 1, 2, 2)          # one phase with all four taps
-    >>> meta = np.array([[0, 0, 1, 1, 2, 2, 0, 0, 0]])
-    >>> ap = np.full(MR * 4, np.nan)
-    >>> int(pack_a_phases(w, ap, meta, np.arange(2), np.arange(2), 1, 256))
-    0
-    >>> ap.reshape(4, MR)[:, 0].tolist()               # k-major, rows padded with zeros
-    [0.0, 1.0, 2.0, 3.0]
-    """
-    c_in_g = weight.shape[0] // groups
-    blocks = (c_in_g + _A_CHANNELS - 1) // _A_CHANNELS
-    bad = 0
-    for u in numba.prange(groups * blocks):
-        c_lo = (u % blocks) * _A_CHANNELS
-        bad += _pack_a_channels(weight, ap, meta, k_rows, k_cols, groups, kc, u // blocks, c_lo,
-                                min(c_in_g, c_lo + _A_CHANNELS))
-    return bad
-
-
-@njit(cache=True)
-def _pack_a_channels(weight, ap, meta, k_rows, k_cols, groups, kc, g, c_lo, c_hi):
-    """The part of :func:`pack_a_phases` for channels ``c_lo .. c_hi`` of group ``g``;
-    return how many of them are not finite."""
-    c_in, m = weight.shape[0], weight.shape[1]
-    c_in_g = c_in // groups
-    mp = (m + MR - 1) // MR * MR
-    bad = 0
-    for p in range(meta.shape[0]):
-        t_h, t_w, r0, c0, a_off = meta[p, 4], meta[p, 5], meta[p, 6], meta[p, 7], meta[p, 8]
-        taps = t_h * t_w
-        k_total = c_in_g * taps
-        off = a_off + g * mp * k_total
-        for tp in range(taps):
-            kh, kw = k_rows[r0 + tp // t_w], k_cols[c0 + tp % t_w]
-            for q in range(0, mp, MR):
-                for c in range(c_lo, c_hi):
-                    kk = c * taps + tp
-                    pc = kk // kc * kc
-                    dst = off + pc * mp + q * min(kc, k_total - pc) + (kk - pc) * MR
-                    ci = g * c_in_g + c
-                    for r in range(MR):
-                        if q + r < m:
-                            v = weight[ci, q + r, kh, kw]
-                            ap[dst + r] = v
-                            if not np.isfinite(v):
-                                bad += 1
-                        else:
-                            ap[dst + r] = 0
-    return bad
-
-
-@njit(inline="always")
-def _describe_panel(desc, sn, sh, sw, mi, a, b, n_a, n_b, cols, s_r, s_c):
-    """Columns of one micro-panel from phase pixel ``(a, b)`` of image ``mi`` on, the
-    pixels ``s_r`` rows and ``s_c`` columns of the input apart (which is ``sn``, ``sh``,
-    ``sw`` elements between images, rows and columns): ``desc[0, j]`` the flat offset
-    ``mi*sn + s_r*a*sh + s_c*b*sw``, ``desc[1, j]`` and ``desc[2, j]`` the pixel's row
-    ``s_r*a`` and column ``s_c*b``. Return the next panel's ``(mi, a, b)`` and the
-    bounds ``r_min, r_max, c_min, c_max`` of the panel's rows and columns."""
-    r_min, r_max, c_min, c_max = s_r * a, s_r * a, s_c * b, s_c * b
-    for j in range(cols):
-        desc[0, j] = mi * sn + s_r * a * sh + s_c * b * sw
-        desc[1, j] = s_r * a
-        desc[2, j] = s_c * b
-        r_max = max(r_max, s_r * a)
-        c_min = min(c_min, s_c * b)
-        c_max = max(c_max, s_c * b)
-        b += 1
-        if b == n_b:
-            b = 0
-            a += 1
-            if a == n_a:
-                a = 0
-                mi += 1
-                r_min = 0
-    return mi, a, b, r_min, r_max, c_min, c_max
-
-
-@njit(cache=True)
-def pack_b_from_input_phase(xf, xg, n0, ci0, taps, off_r, off_c, a0, n_a, b0, n_b, pc, kb, jr,
-                            cols, bp, s_r=1, s_c=1):
-    """Pack ``B[pc:pc+kb, jr:jr+cols]`` of one phase task straight from the input ``x``.
-
-    ``x`` (N, C_in, H, W) is read in place in any dense layout: ``xf`` holds its elements
-    (NCHW or NHWC order, or any other), ``xg`` is ``(C_in, H, W, sN, sC, sH, sW)``, its
-    sizes and its strides in elements (:func:`convtranspose.cpu.layout.geometry`).
-
-    The task's ``B`` has a row per (channel, tap), ``k = c*taps + th*T_w + tw``, and a
-    column per phase pixel ``(a, b)`` of images ``n0 + mi``, ``n = (mi*n_a + a)*n_b + b``::
-
-        B[k, n] = x[n0 + mi, ci0 + c, off_r[th] + s_r*(a0 + a), off_c[tw] + s_c*(b0 + b)]
-
-    zero where that pixel lies outside the input. The transposed convolution's phases read
-    the input with unit steps ``s_r = s_c = 1``; a strided correlation (``conv2d``, the
-    input gradient) reads it with its stride. The layout is :func:`pack_b`'s
-    (``bp[q*NR*kb + k*NR + j]``, the last micro-panel zero-padded). As :func:`pack_b`
-    does, it sweeps ``_PACK_ROWS`` rows across the micro-panels (a sweep writes whole
-    cache lines one after the other, not one line per panel ``KC*NR`` values apart);
-    for images of at most ``_SWEEP_ALL_BYTES`` a sweep is all ``kb`` rows, one panel after
-    the other, so that it reads ``x`` along its channels, which are then consecutive in
-    memory (5x faster on 4x4 images than 8-row sweeps, which read one cache line of each
-    image in turn). Per micro-panel it lists its columns' pixels once per sweep; a row of the panel
-    whose pixels all lie inside the input is then a copy (two vector copies where they
-    are contiguous in ``x``), any other a copy that selects zero outside the input.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convtranspose.cpu import simd
-    >>> from convtranspose.cpu.engine import pack_b_from_input_phase
-    >>> x = np.arange(6.0).reshape(1, 1, 2, 3)
-    >>> xg = np.array([1, 2, 3, 6, 6, 3, 1])          # C, H, W and the strides of NCHW
-    >>> nr = simd.tile(np.float64)[1]
-    >>> bp = np.full(2 * nr, np.nan)                   # taps at column offsets 0 and -1
-    >>> pack_b_from_input_phase(x.ravel(), xg, 0, 0, 2, np.zeros(1, np.int64),
-    ...                         np.array([0, -1]), 0, 2, 0, 3, 0, 2, 0, 6, bp)
-    >>> bp.reshape(2, nr)[:, :6].tolist()
-    [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 1.0, 0.0, 3.0, 4.0]]
-    """
-    h, w = xg[1], xg[2]
-    sn, sc, sh, sw = xg[3], xg[4], xg[5], xg[6]
-    vw = width(bp)
-    nr = 2 * vw
-    t_w = off_c.shape[0]
-    t0 = jr // n_b
-    b_first, a_first, mi_first = jr - t0 * n_b, t0 % n_a, t0 // n_a
-    # channels-last: a pixel's channels are consecutive, so whole panels, read along k
-    sweep = kb if h * w * xf.itemsize <= _SWEEP_ALL_BYTES or sc == 1 else _PACK_ROWS
-    rows = np.empty((sweep, 3), np.int64)           # per row of a sweep: offset, dr, dc
-    desc = np.empty((3, nr), np.int64)              # per column of a panel (_describe_panel)
-    for k0 in range(0, kb, sweep):
-        k1 = min(kb, k0 + sweep)
-        for k in range(k0, k1):
-            ci = ci0 + (pc + k) // taps
-            tp = (pc + k) % taps
-            dr = off_r[tp // t_w] + s_r * a0
-            dc = off_c[tp % t_w] + s_c * b0
-            rows[k - k0, 0] = n0 * sn + ci * sc + dr * sh + dc * sw
-            rows[k - k0, 1] = dr
-            rows[k - k0, 2] = dc
-        mi, a, b = mi_first, a_first, b_first
-        for p in range(0, cols, nr):
-            pcols = min(nr, cols - p)
-            first = mi * sn + s_r * a * sh + s_c * b * sw
-            mi, a, b, r_min, r_max, c_min, c_max = _describe_panel(desc, sn, sh, sw, mi, a, b,
-                                                                   n_a, n_b, pcols, s_r, s_c)
-            contiguous = s_c * sw == 1 and pcols == nr and desc[0, nr - 1] - first == nr - 1
-            for k in range(k0, k1):
-                src, dr, dc = rows[k - k0, 0], rows[k - k0, 1], rows[k - k0, 2]
-                dst = p * kb + k * nr
-                if dr + r_min >= 0 and dr + r_max < h and dc + c_min >= 0 and dc + c_max < w:
-                    if contiguous:
-                        store(bp, dst, load(xf, src + first))
-                        store(bp, dst + vw, load(xf, src + first + vw))
-                    else:
-                        for j in range(pcols):
-                            bp[dst + j] = xf[src + desc[0, j]]
-                else:
-                    for j in range(pcols):
-                        ih = dr + desc[1, j]
-                        iw = dc + desc[2, j]
-                        inside = (ih >= 0) & (ih < h) & (iw >= 0) & (iw < w)
-                        v = xf[src + desc[0, j] if inside else 0]
-                        bp[dst + j] = v if inside else 0
-                for j in range(pcols, nr):
-                    bp[dst + j] = 0
-
-
-@njit(cache=True)
-def _store_phase_block(c, m_rows, of, og, bias, n0, co0, m, n_a, n_b, o_r, o_c, s_h, s_w):
-    """``out[n0 + mi, co0 + co, o_r + s_h*a, o_c + s_w*b] = c[co, (mi*n_a + a)*n_b + b]``
-    (``co < m_rows``) plus ``bias[co0 + co]`` when ``bias`` is not empty: a task's pixels
-    in their places. ``out`` is written in place in any dense layout: ``of`` holds its
-    elements, ``og`` is ``(C_out, H_out, W_out, sN, sC, sH, sW)`` (flat offsets, no view
-    per output row). Channels-last outputs are written a pixel's channels at a time."""
-    sn, sc, sh, sw = og[3], og[4], og[5], og[6]
-    has_bias = bias.shape[0] > 0
-    nb = m * n_a * n_b
-    if sc == 1 and m_rows > 1:
-        for mi in range(m):
-            for a in range(n_a):
-                dst = (n0 + mi) * sn + co0 + (o_r + s_h * a) * sh + o_c * sw
-                src = mi * n_a * n_b + a * n_b
-                for b in range(n_b):
-                    for co in range(m_rows):
-                        v = c[co * nb + src + b]
-                        of[dst + co] = v + bias[co0 + co] if has_bias else v
-                    dst += s_w * sw
-        return
-    for co in range(m_rows):
-        bv = bias[co0 + co] if has_bias else of[0] * 0
-        for mi in range(m):
-            dst = (n0 + mi) * sn + (co0 + co) * sc + o_r * sh + o_c * sw
-            src = co * nb + mi * n_a * n_b
-            for a in range(n_a):
-                if has_bias:
-                    for b in range(n_b):
-                        of[dst + s_w * sw * b] = c[src + b] + bv
-                else:
-                    for b in range(n_b):
-                        of[dst + s_w * sw * b] = c[src + b]
-                dst += s_h * sh
-                src += n_b
-
-
-@njit(cache=True)
-def _deconv_task(t, xf, xg, ap, bias, of, og, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
-                 kc, mc, ws, slot, b_size, in_h, in_w):
-    """Task ``t`` of :func:`deconv_kernel`: pack ``B`` from ``x``, multiply, store."""
-    c_in_g = xg[0] // groups
-    m_rows = og[0] // groups
-    mp = (m_rows + MR - 1) // MR * MR
-    p, g, n0, m, a0, n_a, b0, n_b = (tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3],
-                                     tasks[t, 4], tasks[t, 5], tasks[t, 6], tasks[t, 7])
-    o0r, o0c, t_h, t_w = meta[p, 0], meta[p, 1], meta[p, 4], meta[p, 5]
-    r0, c0, a_off = meta[p, 6], meta[p, 7], meta[p, 8]
-    taps = t_h * t_w
-    k_total = c_in_g * taps
-    a_base = a_off + g * mp * k_total
-    off_r = off_rows[r0:r0 + t_h]
-    off_c = off_cols[c0:c0 + t_w]
-    nb = m * n_a * n_b
-    nr = 2 * width(ws)
-    base = numba.get_thread_id() * slot
-    bp = ws[base:base + b_size]
-    c = ws[base + b_size:base + b_size + m_rows * nb]
-    edge = ws[base + slot - MR * nr:base + slot]
-    for pc in range(0, k_total, kc):
-        kb = min(kc, k_total - pc)
-        for ic in range(0, m_rows, mc):
-            mb = min(mc, m_rows - ic)
-            # as in _gemm_range: the first row block packs B a chunk at a time just
-            # before its use; later row blocks reuse the packed block
-            step = _B_CHUNK * nr if ic == 0 else nb
-            for jr in range(0, nb, step):
-                cols = min(step, nb - jr)
-                if ic == 0:
-                    pack_b_from_input_phase(xf, xg, n0, g * c_in_g, taps, off_r, off_c, a0, n_a,
-                                            b0, n_b, pc, kb, jr, cols, bp[jr * kb:], in_h, in_w)
-                _macro_kernel(ap[a_base + pc * mp + ic * kb:], bp[jr * kb:], mb, cols, kb, c,
-                              ic * nb + jr, nb, pc > 0, edge)
-    _store_phase_block(c, m_rows, of, og, bias, n0, g * m_rows, m, n_a, n_b, o0r + s_h * a0,
-                       o0c + s_w * b0, s_h, s_w)
-
-
-@njit(cache=True, parallel=True)
-def deconv_kernel(xf, xg, ap, bias, of, og, meta, off_rows, off_cols, tasks, s_h, s_w, groups,
-                  kc, mc, ws, slot, b_size, in_h, in_w):
-    """A transposed convolution as one packed GEMM per (stride phase, group), in tasks.
-
-    ``x`` (N, C_in, H, W) and ``out`` (N, C_out, H_out, W_out) in any dense layouts, each
-    given as its elements and its geometry (``xf, xg`` and ``of, og``, see
-    :func:`pack_b_from_input_phase`); ``bias`` (C_out,) or empty;
-    ``ap`` the weights packed by :func:`pack_a_phases`. Phase ``p`` owns the output pixels
-    ``(o0r + s_h*a, o0c + s_w*b)``, ``a < rows``, ``b < cols``; ``meta[p]`` is ``o0r, o0c,
-    rows, cols, T_h, T_w, r0, c0, a_off``: its taps read input pixel ``(off_rows[r0 + th]
-    + in_h*a, off_cols[c0 + tw] + in_w*b)`` (``in_h = in_w = 1`` for a transposed
-    convolution's phases; for a correlation, whose one phase is the whole output with
-    ``s_h = s_w = 1``, its stride) and its packed ``A`` starts at ``ap[a_off]`` (group
-    ``g`` at ``a_off + g * Mp * C_in_g * T_h * T_w``).
-
-    Task ``t`` is ``tasks[t] = (p, g, n0, m, a0, n_a, b0, n_b)``: the output channels of
-    group ``g`` at phase pixels ``a0 <= a < a0 + n_a``, ``b0 <= b < b0 + n_b`` of images
-    ``n0 .. n0+m``. It computes them as ``C = A @ B`` with ``B`` packed from ``x`` block
-    by block (:func:`pack_b_from_input_phase`), ``C`` accumulated in its thread's slot
-    ``ws[i*slot:(i+1)*slot]`` (``b_size`` elements of packed ``B``, then ``C``, then an
-    edge tile), and stores ``C`` plus the bias into its pixels (:func:`_store_phase_block`).
-    Tasks own disjoint outputs and every element's sum runs in ascending ``k`` per ``KC``
-    block, blocks in order, then plus the bias: results do not depend on the thread
-    count, the batch size or the cut into tasks. The zeros packed for taps that read
-    outside the input are multiplied, so the weights must be finite.
-    """
-    for t in numba.prange(tasks.shape[0]):
-        _deconv_task(t, xf, xg, ap, bias, of, og, meta, off_rows, off_cols, tasks, s_h, s_w,
-                     groups, kc, mc, ws, slot, b_size, in_h, in_w)
 
 
 # ----------------------------------------------------------------------------

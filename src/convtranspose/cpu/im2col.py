@@ -154,7 +154,7 @@ class _Phase(NamedTuple):
     offsets: tuple
 
 
-def _dim_phases(in_len, out_len, k, s, d, before, keep_all=False):
+def _dim_phases(in_len, out_len, k, s, d, before):
     """One dimension's phases that receive taps; return ``(stride, phases, n_phases)``.
 
     Output ``o`` receives tap ``kk`` from input ``i = (o + before - kk*d) / s`` when that is
@@ -165,14 +165,8 @@ def _dim_phases(in_len, out_len, k, s, d, before, keep_all=False):
     the stride does not change the result, so a larger one is used, which leaves at most
     one tap per phase and no multiplication by padding. ``O(k)``: only the phases some
     tap reaches are visited, in increasing ``o0``.
-
-    With ``keep_all`` neither happens: every phase with outputs keeps every tap of its
-    residue class, whether its inputs lie inside or not. Then each output pixel's taps,
-    and their order, depend on the kernel, the stride, the dilation and the pixel's
-    position modulo the stride alone, not on the image's size (the engine's fixed
-    summation order, whatever the tiling, rests on this).
     """
-    if in_len == 1 and not keep_all:
+    if in_len == 1:
         s = max(s, out_len + before + d * (k - 1) + 1)
     found = {}
     for kk in range(k):
@@ -181,7 +175,7 @@ def _dim_phases(in_len, out_len, k, s, d, before, keep_all=False):
             continue
         count = (out_len - o0 + s - 1) // s
         first = (o0 + before - kk * d) // s
-        if keep_all or (first <= in_len - 1 and first + count - 1 >= 0):
+        if first <= in_len - 1 and first + count - 1 >= 0:
             found.setdefault(o0, (count, [], []))
             found[o0][1].append(kk)
             found[o0][2].append(first)
@@ -190,13 +184,13 @@ def _dim_phases(in_len, out_len, k, s, d, before, keep_all=False):
     return s, phases, min(s, out_len)
 
 
-def phase_plan(in_hw, k_hw, out_hw, params, keep_all=False):
+def phase_plan(in_hw, k_hw, out_hw, params):
     """Row and column phases of one problem: ``((s_h, rows, n_rows), (s_w, cols, n_cols))``
     (see :func:`_dim_phases`)."""
     return (_dim_phases(in_hw[0], out_hw[0], k_hw[0], params.stride[0], params.dilation[0],
-                        params.pad_h[0], keep_all),
+                        params.pad_h[0]),
             _dim_phases(in_hw[1], out_hw[1], k_hw[1], params.stride[1], params.dilation[1],
-                        params.pad_w[0], keep_all))
+                        params.pad_w[0]))
 
 
 def _dense_1x1(x, weight, bias, params, out):

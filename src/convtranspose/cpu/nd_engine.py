@@ -1,8 +1,9 @@
 """The channels-last N-d transposed convolution: the input laid out once, read in place.
 
-``direct`` runs channel-heavy transposed convolutions on it, and every half-precision
-forward call runs here (:mod:`convtranspose.halfops`); ``python scripts/bench_nd_engine.py``
-times it against the packing engine and PyTorch. Every rank runs as 3-D (a 1-D or 2-D
+``direct`` runs on it the transposed convolutions and the correlations of layers with
+many channels (:mod:`convtranspose.cpu.direct`), and every half-precision forward call
+(:mod:`convtranspose.halfops`); ``python scripts/bench_nd_engine.py`` times it against
+``direct``, ``auto`` and PyTorch. Every rank runs as 3-D (a 1-D or 2-D
 problem has unit depth and height), so ranks differ only in the tables below.
 
 The form (XNNPACK's indirect deconvolution, Zhang, Franchetti & Low, ICML 2018):
