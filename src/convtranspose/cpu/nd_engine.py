@@ -237,19 +237,62 @@ def pack_weights(weight, groups, nr, correlation=False):
     """The weight as ``wp[g, b, kD, kH, kW, C_in_g, nr]``: each group's output channels in
     blocks of ``nr``, the last block zero-padded. ``weight`` is a transposed
     convolution's ``(C_in, C_out_g, kD, kH, kW)``, or with ``correlation`` a convolution's
-    ``(C_out, C_in_g, kD, kH, kW)``. Returns ``(wp, blocks)``."""
+    ``(C_out, C_in_g, kD, kH, kW)``, of the engine's dtype (any strides). One parallel
+    pass (a 512 x 256 x 16 float32 weight: 4 ms through NumPy's copies, a third of a
+    HiFi-GAN layer's call). Returns ``(wp, blocks)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.nd_engine import pack_weights
+    >>> w = np.arange(6.0).reshape(1, 3, 1, 1, 2)       # C_in 1, C_out 3, two taps
+    >>> wp, blocks = pack_weights(w, 1, 2)
+    >>> blocks, wp.reshape(2, 2, 2).tolist()    # [block][tap][channel of the block]
+    (2, [[[0.0, 2.0], [1.0, 3.0]], [[4.0, 0.0], [5.0, 0.0]]])
+    """
     kernel = weight.shape[2:]
+    taps = math.prod(kernel)
     if correlation:
         c_out_g, c_in_g = weight.shape[0] // groups, weight.shape[1]
-        w = weight.reshape(groups, c_out_g, c_in_g, *kernel).swapaxes(1, 2)
+        src = weight.reshape(groups, c_out_g, c_in_g, taps).transpose(0, 2, 1, 3)
     else:
         c_in_g, c_out_g = weight.shape[0] // groups, weight.shape[1]
-        w = weight.reshape(groups, c_in_g, c_out_g, *kernel)
+        src = weight.reshape(groups, c_in_g, c_out_g, taps)
     blocks = -(-c_out_g // nr)
-    padded = np.zeros((groups, c_in_g, blocks * nr, *kernel), weight.dtype)
-    padded[:, :, :c_out_g] = w
-    padded = padded.reshape(groups, c_in_g, blocks, nr, *kernel)
-    return np.ascontiguousarray(padded.transpose(0, 2, 4, 5, 6, 1, 3)).ravel(), blocks
+    wp = allocate(groups * blocks * taps * c_in_g * nr, weight.dtype, "the packed weight")
+    if wp.size:
+        launch(_pack_kernel, src, wp, nr)
+    return wp, blocks
+
+
+#: Input channels per task of :func:`_pack_kernel`: each tap's part of the task is one
+#: contiguous run of ``16 * nr`` packed elements.
+_PACK_CHANNELS = 16
+
+
+@njit(cache=True, parallel=True)
+def _pack_kernel(src, wp, nr):
+    """``wp[g, b, t, ci, j] = src[g, ci, b * nr + j, t]`` (zero past the last channel), one
+    task per group, block and run of :data:`_PACK_CHANNELS` input channels; each input
+    channel's block is turned in a small buffer, so both sides are read and written in
+    runs."""
+    groups, c_in_g, c_out_g, taps = src.shape
+    blocks = (c_out_g + nr - 1) // nr
+    runs = (c_in_g + _PACK_CHANNELS - 1) // _PACK_CHANNELS
+    for job in prange(groups * blocks * runs):
+        g = job // (blocks * runs)
+        b = (job // runs) % blocks
+        c0 = (job % runs) * _PACK_CHANNELS
+        valid = min(nr, c_out_g - b * nr)
+        buf = np.zeros((taps, nr), wp.dtype)
+        for ci in range(c0, min(c0 + _PACK_CHANNELS, c_in_g)):
+            for j in range(valid):           # one channel's taps: one run of the source
+                for t in range(taps):
+                    buf[t, j] = src[g, ci, b * nr + j, t]
+            for t in range(taps):            # one run of the packed weight per tap
+                at = (((g * blocks + b) * taps + t) * c_in_g + ci) * nr
+                for j in range(nr):
+                    wp[at + j] = buf[t, j]
 
 
 @njit(inline="always")

@@ -84,7 +84,8 @@ STEPS = (
          "phase_gemm_kernel)", _form("phases")),
     Step("im2col-col2im", "im2col's col2im form (col2im_gemm_kernel)", _form("col2im")),
     Step("engine", "the channels-last engine, which also runs the correlations (nd_engine: "
-         "_relayout_kernel, _kernel, _store_kernel)", _forward(*_ENGINE, "direct")),
+         "_pack_kernel, _relayout_kernel, _kernel, _store_planes_kernel)",
+         _forward(*_ENGINE, "direct")),
     Step("engine-weight-grad", "the engine's weight gradient (weight_grad_kernel)",
          _weight_grad(*_ENGINE, "direct")),
     Step("correlate", "the gather correlation (correlate_kernel)",
