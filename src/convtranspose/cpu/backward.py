@@ -74,9 +74,16 @@ def _write_row(row, src, bias, co):
             row[ow] = src[ow]
 
 
+#: Output columns per task of :func:`correlate_kernel`, at most: a long row (a 1-D
+#: signal) is cut into bands, so its sums stay in L1 and the bands run in parallel
+#: (each element's terms are added in the same order either way).
+_BAND = 1024
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def correlate_kernel(x, weight, bias, out, sh, sw, dh, dw, top, left, groups):
-    """Gather-form strided, dilated, grouped correlation, one output row per iteration.
+    """Gather-form strided, dilated, grouped correlation, one band of at most
+    :data:`_BAND` columns of an output row per iteration.
 
     ``x`` (N, C_in, H, W), ``weight`` (C_out, C_in // groups, kH, kW), ``bias`` (C_out,)
     or empty, ``out`` (N, C_out, H_out, W_out): C-contiguous, one dtype. Taps that fall
@@ -86,12 +93,16 @@ def correlate_kernel(x, weight, bias, out, sh, sw, dh, dw, top, left, groups):
     c_out, c_in_g, k_h, k_w = weight.shape
     h_out, w_out = out.shape[2], out.shape[3]
     c_out_g = c_out // groups
-    for r in prange(n_img * c_out * h_out):
+    bands = (w_out + _BAND - 1) // _BAND
+    for task in prange(n_img * c_out * h_out * bands):
+        r = task // bands
+        b0 = (task % bands) * _BAND
+        b1 = min(b0 + _BAND, w_out)
         oh = r % h_out
         co = (r // h_out) % c_out
         n = r // (h_out * c_out)
         g = co // c_out_g
-        acc = np.zeros(w_out, out.dtype)
+        acc = np.zeros(b1 - b0, out.dtype)
         for kh in range(k_h):
             ih = oh * sh + kh * dh - top
             if ih < 0 or ih >= h:
@@ -102,13 +113,21 @@ def correlate_kernel(x, weight, bias, out, sh, sw, dh, dw, top, left, groups):
                     wv = weight[co, c, kh, kw]
                     off = kw * dw - left
                     lo, hi = _span(off, sw, w, w_out)
+                    lo, hi = max(lo, b0), min(hi, b1)
+                    if hi <= lo:
+                        continue
+                    # slices indexed from 0: Numba's negative-index handling of
+                    # ``xrow[ow + off]`` kept LLVM from vectorising (16x slower)
+                    dst = acc[lo - b0:hi - b0]
                     if sw == 1:
-                        for ow in range(lo, hi):
-                            acc[ow] += wv * xrow[ow + off]
+                        src = xrow[lo + off:hi + off]
+                        for i in range(hi - lo):
+                            dst[i] += wv * src[i]
                     else:
-                        for ow in range(lo, hi):
-                            acc[ow] += wv * xrow[ow * sw + off]
-        _write_row(out[n, co, oh], acc, bias, co)
+                        src = xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
+                        for i in range(hi - lo):
+                            dst[i] += wv * src[i]
+        _write_row(out[n, co, oh, b0:b1], acc, bias, co)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
