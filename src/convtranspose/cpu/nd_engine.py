@@ -158,7 +158,7 @@ def relayout(x, front, back, channels_last, dtype=None, into=None):
     into a new array. Half-precision input (float16, bfloat16) is widened in that pass
     (:mod:`~convtranspose.cpu.half`)."""
     dtype = x.dtype if dtype is None else np.dtype(dtype)
-    xl = _readable(x if channels_last else np.moveaxis(x, 1, -1))
+    xl = _readable(x if channels_last else x.transpose(0, 2, 3, 4, 1))
     n, *sizes, c = xl.shape
     shape = (n, *(s + f + b for s, f, b in zip(sizes, front, back)), c)
     if into is None:
@@ -166,8 +166,10 @@ def relayout(x, front, back, channels_last, dtype=None, into=None):
     else:
         xp = into[:math.prod(shape)].reshape(shape)
         for axis, (f, b, size) in enumerate(zip(front, back, sizes), 1):
-            xp[(slice(None),) * axis + (slice(0, f),)] = 0
-            xp[(slice(None),) * axis + (slice(f + size, None),)] = 0
+            if f:
+                xp[(slice(None),) * axis + (slice(0, f),)] = 0
+            if b:
+                xp[(slice(None),) * axis + (slice(f + size, None),)] = 0
     if xl.size:
         strides = np.array([s // xl.itemsize for s in xl.strides], np.int64)
         launch(_relayout_kernel, _base_view(bits(xl)), strides, xp, front,
@@ -186,6 +188,8 @@ def _readable(a):
 def _base_view(a):
     """A 1-D view of ``a``'s memory from its first element (non-negative strides)."""
     span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize
+    if span == a.size:                  # dense in some axis order: a view, 50x cheaper
+        return a.ravel(order="K")
     return np.lib.stride_tricks.as_strided(a, (span,), (a.itemsize,))
 
 
@@ -622,7 +626,7 @@ def correlate(x, weight, bias, stride, pads, dilation, groups, out, channels_las
 def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, limit,
          correlation):
     dtype = compute_dtype(out.dtype)
-    first = (lambda a: np.moveaxis(a, -1, 1)) if channels_last else (lambda a: a)
+    first = (lambda a: a.transpose(0, 4, 1, 2, 3)) if channels_last else (lambda a: a)
     xf, view = first(x), first(out)
     x_shape, out_shape = xf.shape, view.shape
     p = plan(x_shape, weight.shape, stride, pads, dilation, out_shape, correlation)
@@ -641,12 +645,11 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     # scattered store per tile costs more than one pass over the output); half-precision
     # ones are computed in float32, then rounded as they are stored
     direct = view.strides[1] == dtype.itemsize and not is_half(out.dtype)
-    per_image = image_bytes(x_shape, weight.shape, stride, pads, dilation, out_shape,
-                            dtype.itemsize, correlation)
+    padded = [size + f + b for size, f, b in zip(x_shape[2:], p["front"], p["back"])]
+    per_image = math.prod(padded) * x_shape[1] * dtype.itemsize     # as image_bytes
     if not direct:
         per_image += math.prod(out_shape[1:]) * dtype.itemsize
     chunk = n if limit is None else max(1, min(n, limit // max(per_image, 1)))
-    padded = [size + f + b for size, f, b in zip(x_shape[2:], p["front"], p["back"])]
     temp = 0 if direct else chunk * math.prod(out_shape[1:])
     tasks = None
     # the copy and the channels-first result's channels-last form come from the thread's
@@ -658,8 +661,8 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
                 tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS, mr)
             target = view[n0:n0 + part]
             if not direct:
-                target = np.moveaxis(tbuf[:part * math.prod(out_shape[1:])].reshape(
-                    (part, *out_shape[2:], out_shape[1])), -1, 1)
+                target = tbuf[:part * math.prod(out_shape[1:])].reshape(
+                    (part, *out_shape[2:], out_shape[1])).transpose(0, 4, 1, 2, 3)
             if p["dead"]:           # outputs no tap reaches: the bias alone (zeros without)
                 target[...] = 0 if bias is None else \
                     np.asarray(bias, dtype).reshape((-1, 1, 1, 1))
@@ -673,7 +676,7 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
                        p["tap_k"], p["tap_o"], p["steps"], geo,
                        np.array([sn, sd, sh, sw, sc], np.int64))
             if not direct:
-                _store(np.moveaxis(target, 1, -1), view[n0:n0 + part])
+                _store(target.transpose(0, 2, 3, 4, 1), view[n0:n0 + part])
     return out
 
 
