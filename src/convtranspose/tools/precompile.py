@@ -71,6 +71,14 @@ def _weight_grad(x_shape, w_shape, backend):
     return run
 
 
+def _calls(*runs):
+    """One step of several calls (one kernel's signatures reached by several paths)."""
+    def run(dtype):
+        for one in runs:
+            one(dtype)
+    return run
+
+
 _SMALL = (2, 4, 5, 5), (4, 3, 3, 3)            # the gather and GEMM kernels' sizes
 _ENGINE = (2, 16, 6, 6), (16, 8, 4, 4)         # a layer the register-blocked engine runs
 
@@ -83,9 +91,11 @@ STEPS = (
     Step("im2col-phases", "im2col's sub-pixel phase form (pack_phase_weights, "
          "phase_gemm_kernel)", _form("phases")),
     Step("im2col-col2im", "im2col's col2im form (col2im_gemm_kernel)", _form("col2im")),
-    Step("engine", "the channels-last engine, which also runs the correlations (nd_engine: "
-         "_pack_kernel, _relayout_kernel, _kernel, _store_planes_kernel)",
-         _forward(*_ENGINE, "direct")),
+    Step("engine", "the channels-last engine: its one- and two-vector tiles and the "
+         "correlation's weight packing (nd_engine: _pack_kernel, _relayout_kernel, "
+         "_narrow_kernel, _kernel, _store_planes_kernel)",
+         _calls(_forward(*_ENGINE, "direct"), _forward(_ENGINE[0], (16, 40, 4, 4), "direct"),
+                _correlation(_ENGINE[0], (40, 16, 4, 4), "direct"))),
     Step("engine-weight-grad", "the engine's weight gradient (weight_grad_kernel)",
          _weight_grad(*_ENGINE, "direct")),
     Step("correlate", "the gather correlation (correlate_kernel)",
