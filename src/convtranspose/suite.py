@@ -154,6 +154,19 @@ RANKS_LAYOUTS = (
           note="dcgan_g3, channels-last"),
     Shape("unet_up4_nhwc", 1, 128, 64, 128, 128, 2, 2, 0, data_format="NHWC",
           note="unet_up4, channels-last"),
+    # added 7 December 2026 (issue 21: at least 12 layers), before any tuning on them
+    Shape("melgan_1d", 4, 256, 128, 1, 128, 16, 8, 4, rank=1, data_format="NCW",
+          note="MelGAN upsampler, length 128 -> 1024"),
+    Shape("hifigan_1d_nwc", 16, 512, 256, 1, 32, 16, 8, 4, rank=1, data_format="NWC",
+          note="hifigan_1d_b16, channels-last"),
+    Shape("vnet_up", 1, 128, 64, 16, 16, 2, 2, 0, rank=3, d=16, data_format="NCDHW",
+          note="V-Net up-convolution, 16^3 -> 32^3"),
+    Shape("video_up", 2, 64, 32, 32, 32, (3, 4, 4), (1, 2, 2), 1, rank=3, d=8,
+          data_format="NDHWC", note="video decoder, 8 frames, 32x32 -> 64x64"),
+    Shape("vae_dec_nhwc", 128, 64, 32, 7, 7, 4, 2, 1, data_format="NHWC",
+          note="vae_dec, channels-last"),
+    Shape("srgan_up_nhwc", 1, 64, 64, 96, 96, 3, 2, 1, output_padding=1, data_format="NHWC",
+          note="srgan_up, channels-last"),
 )
 
 _BY_NAME = {s.name: s for s in SUITE + HELD_OUT + RANKS_LAYOUTS}
