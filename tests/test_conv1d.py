@@ -413,3 +413,25 @@ def test_layer_errors_name_the_1d_arguments():
         ct.Conv1d(1, 1, 2).backward(np.zeros((1, 1, 3)))
     assert repr(ct.Conv1d(1, 2, 3)).startswith("Conv1d(1, 2, kernel_size=(3,)")
     assert repr(ct.ConvTranspose1d(1, 2, 3)).startswith("ConvTranspose1d(1, 2, kernel_size=(3,)")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_long_rows_in_bands_match_the_reference_and_one_band(stride):
+    """The gather correlation cuts a row longer than 1024 columns into bands that run in
+    parallel: the same values as the reference, and the same bits as a shorter signal
+    whose output is one band (columns away from its cut end), and as each image alone."""
+    from convtranspose.cpu import backward
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 4 * 700 + 9))
+    w = rng.standard_normal((2, 3, 7))
+    b = rng.standard_normal(2)
+    got = ct.conv1d(x, w, b, stride=stride, padding=3, backend="direct")
+    assert got.shape[-1] > backward._BAND
+    want = conv_reference(x, w, b, stride=stride, padding=3, rank=1)
+    np.testing.assert_allclose(got, want, **TOL[np.float64])
+    # each output column's terms are added in the same order whatever the band
+    short = ct.conv1d(x[..., :900 * stride], w, b, stride=stride, padding=3, backend="direct")
+    np.testing.assert_array_equal(got[..., 200:880], short[..., 200:880])
+    single = np.stack([ct.conv1d(x[i:i + 1, :, :], w, b, stride=stride, padding=3,
+                                 backend="direct")[0] for i in range(2)])
+    np.testing.assert_array_equal(got, single)
