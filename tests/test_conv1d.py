@@ -418,8 +418,8 @@ def test_layer_errors_name_the_1d_arguments():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_long_rows_in_bands_match_the_reference_and_one_band(stride):
     """The gather correlation cuts a row longer than 1024 columns into bands that run in
-    parallel: the same values as the reference, and the same bits as a shorter signal
-    whose output is one band (columns away from its cut end), and as each image alone."""
+    parallel: the same values as the reference, and the same bits as the same columns in
+    another band (the signal shifted) and as each image alone."""
     from convtranspose.cpu import backward
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 4 * 700 + 9))
@@ -430,8 +430,10 @@ def test_long_rows_in_bands_match_the_reference_and_one_band(stride):
     want = conv_reference(x, w, b, stride=stride, padding=3, rank=1)
     np.testing.assert_allclose(got, want, **TOL[np.float64])
     # each output column's terms are added in the same order whatever the band
-    short = ct.conv1d(x[..., :900 * stride], w, b, stride=stride, padding=3, backend="direct")
-    np.testing.assert_array_equal(got[..., 200:880], short[..., 200:880])
+    # (columns 1100..1900 lie in the second band; shifted by 1000 they lie in the first)
+    shifted = ct.conv1d(x[..., 1000 * stride:], w, b, stride=stride, padding=3,
+                        backend="direct")
+    np.testing.assert_array_equal(got[..., 1100:1900], shifted[..., 100:900])
     single = np.stack([ct.conv1d(x[i:i + 1, :, :], w, b, stride=stride, padding=3,
                                  backend="direct")[0] for i in range(2)])
     np.testing.assert_array_equal(got, single)
