@@ -16,6 +16,7 @@ from .cpu.workspace import get_workspace_limit, set_workspace_limit
 from .grad import conv_transpose2d_backward
 from .layer import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .params import output_shape
+from . import jit  # noqa: E402  (registers the functions' overloads for @njit code)
 
 __version__ = "0.1.0"
 

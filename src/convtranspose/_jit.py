@@ -81,8 +81,11 @@ def disk_cache():
     return _cache_ok
 
 
-def njit(**options):
+def njit(notice=True, **options):
     """``numba.njit(**options)``, dropping ``cache=True`` where Numba cannot cache.
+
+    ``notice=False`` leaves the function out of the compile notice (planning helpers of
+    integers, which compile before the kernel the notice should name).
 
     Examples
     --------
@@ -98,7 +101,8 @@ def njit(**options):
         if options.get("cache") and _cache_ok:
             try:
                 kernel = numba.njit(**options)(func)
-                _kernels.add(kernel)
+                if notice:
+                    _kernels.add(kernel)
                 return kernel
             except RuntimeError as exc:
                 if "cannot cache" not in str(exc):
@@ -109,7 +113,7 @@ def njit(**options):
                     f"({exc}); kernels are compiled in every process. Set NUMBA_CACHE_DIR "
                     "to a writable directory to cache them.", RuntimeWarning, stacklevel=3)
         kernel = numba.njit(**{k: v for k, v in options.items() if k != "cache"})(func)
-        if options.get("cache"):
+        if options.get("cache") and notice:
             _kernels.add(kernel)
         return kernel
     return decorate

@@ -122,6 +122,9 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     whole input or output is made. A weight holding Inf or NaN runs the float32 code of the
     backend named instead, on float32 copies of one batch chunk at a time.
 
+    Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
+    ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.
+
     Examples
     --------
     >>> import numpy as np

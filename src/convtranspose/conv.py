@@ -94,6 +94,9 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
     engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
 
+    Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
+    ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.
+
     Examples
     --------
     >>> import numpy as np

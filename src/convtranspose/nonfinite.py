@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["all_finite", "outside", "correlate_nan", "weight_grad_nan"]
+from ._jit import njit
+
+__all__ = ["all_finite", "outside", "correlate_nan", "nan_mask", "weight_grad_nan"]
 
 
 def all_finite(a):
@@ -75,11 +77,6 @@ def _along(mask, i, rank):
     return mask.reshape(shape)
 
 
-def _other_axes(i, rank):
-    """The spatial axes of a ``(C, *spatial)`` array other than ``i``."""
-    return tuple(1 + j for j in range(rank) if j != i)
-
-
 def correlate_nan(out, weight, in_sizes, stride, dilation, before):
     """Set the correlation's NaN from padding zeros times non-finite weights.
 
@@ -110,15 +107,52 @@ def correlate_nan(out, weight, in_sizes, stride, dilation, before):
     """
     if all_finite(weight):
         return out
+    rank = weight.ndim - 2
+    lift = (1,) * (3 - rank)
     bad = ~np.isfinite(weight).all(axis=1)                          # (C_out, *kernel)
-    rank = bad.ndim - 1
-    mask = np.zeros(out.shape[1:], bool)                            # (C_out, *spatial)
-    for i in range(rank):
-        table = outside(out.shape[2 + i], in_sizes[i], weight.shape[2 + i], stride[i],
-                        dilation[i], before[i])
-        mask |= _along(_any_meets(bad.any(axis=_other_axes(i, rank)), table), i, rank)
-    out[:, mask] = np.nan
+    ints = lambda v: np.array((*lift, *v), np.int64)                # noqa: E731
+    mask = nan_mask(bad.reshape(bad.shape[0], *lift, *bad.shape[1:]), ints(in_sizes),
+                    ints(stride), ints(dilation), np.array((*(0,) * (3 - rank), *before)),
+                    ints(out.shape[2:]))
+    out[:, mask.reshape(out.shape[1:])] = np.nan
     return out
+
+
+@njit(cache=True, notice=False)
+def nan_mask(bad, in_sizes, stride, dilation, before, out_sizes):
+    """The positions ``(C_out, D, H, W)`` that :func:`correlate_nan` sets to NaN, from
+    ``bad`` ``(C_out, kD, kH, kW)`` (whether a tap of an output channel has a non-finite
+    weight) and ``int64`` arrays of 3 (lower ranks as unit depth and height); callable from
+    ``@njit`` code."""
+    c_out = bad.shape[0]
+    mask = np.zeros((c_out, out_sizes[0], out_sizes[1], out_sizes[2]), np.bool_)
+    for a in range(3):
+        k = bad.shape[1 + a]
+        meets = np.zeros((c_out, out_sizes[a]), np.bool_)
+        for co in range(c_out):
+            for t in range(k):
+                hit = False
+                for i in range(bad.shape[1]):
+                    for j in range(bad.shape[2]):
+                        for m in range(bad.shape[3]):
+                            if bad[co, i, j, m] and (i, j, m)[a] == t:
+                                hit = True
+                if not hit:
+                    continue
+                for o in range(out_sizes[a]):
+                    pos = o * stride[a] + t * dilation[a] - before[a]
+                    if pos < 0 or pos >= in_sizes[a]:
+                        meets[co, o] = True
+        for co in range(c_out):
+            for o in range(out_sizes[a]):
+                if meets[co, o]:
+                    if a == 0:
+                        mask[co, o] = True
+                    elif a == 1:
+                        mask[co, :, o] = True
+                    else:
+                        mask[co, :, :, o] = True
+    return mask
 
 
 def weight_grad_nan(gw, a, b_sizes, stride, dilation, before):

@@ -479,6 +479,8 @@ _conv2d_padding = _conv_padding
 
 
 def _spatial_out(size, k, s, pad, op, d):
+    """One spatial output size of a transposed convolution (``pad`` the pair before and
+    after); also compiled for ``@njit`` code (:mod:`convtranspose.jit`)."""
     return (size - 1) * s - pad[0] - pad[1] + d * (k - 1) + op + 1
 
 
@@ -883,8 +885,14 @@ def _transposed(x_shape, w_shape, b_shape, stride, padding, output_padding, dila
 
 
 def _conv_out(sizes, kernel, params):
-    return tuple((n + sum(pad) - d * (k - 1) - 1) // s + 1 for n, k, s, pad, d in
+    return tuple(_conv_size(n, k, s, pad, d) for n, k, s, pad, d in
                  zip(sizes, kernel, params.stride, params.pads, params.dilation))
+
+
+def _conv_size(size, k, s, pad, d):
+    """One spatial output size of a convolution (``pad`` the pair before and after); also
+    compiled for ``@njit`` code (:mod:`convtranspose.jit`), as :func:`_spatial_out`."""
+    return (size + pad[0] + pad[1] - d * (k - 1) - 1) // s + 1
 
 
 def normalise_conv(x_shape, w_shape, b_shape, dtypes, *, stride=1, padding=0, dilation=1,

@@ -201,6 +201,9 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
     engine whatever CPU ``backend`` is named, summed in float32 and rounded once.
 
+    Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
+    ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.
+
     Examples
     --------
     >>> import numpy as np
@@ -291,6 +294,9 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     float16 and bfloat16 operands run as in :func:`conv_transpose1d` (Notes there): on the
     engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
     engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
+
+    Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
+    ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.
 
     Examples
     --------

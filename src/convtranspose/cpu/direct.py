@@ -25,11 +25,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from .._jit import njit
 from .._threading import launch
 from . import nd_engine
 from .kernels import direct_kernel, direct_kernel_serial
 from .layout import c_contiguous
-from .taps import tap_tables
+from .taps import col_tables, tap_tables
 from .workspace import get_workspace_limit
 
 __all__ = ["run", "run_engine", "run_volume", "volume_uses_engine", "volume_correlation_uses_engine",
@@ -59,10 +60,25 @@ def phase_taps(k, s, d):
     >>> phase_taps(4, 2, 1), phase_taps(3, 1, 2), phase_taps(3, 2, 2)
     (2, 3, 3)
     """
-    counts = {}
-    for j in range(k):
-        counts[j * d % s] = counts.get(j * d % s, 0) + 1
-    return max(counts.values())
+    return int(_phase_taps(k, s, d))
+
+
+@njit(cache=True, notice=False)
+def _phase_taps(k, s, d):
+    res = np.sort(np.arange(k) * d % s)
+    most = run = 1
+    for j in range(1, k):
+        run = run + 1 if res[j] == res[j - 1] else 1
+        most = max(most, run)
+    return most
+
+
+@njit(cache=True, notice=False)
+def engine_rule(c_out_g, depth):
+    """The engine's thresholds (:func:`uses_engine`, :func:`correlation_uses_engine`):
+    ``c_out_g`` output channels per group, a GEMM ``depth`` (input channels per group
+    times the most taps of a phase); callable from ``@njit`` code."""
+    return c_out_g >= ENGINE_MIN_ROWS and depth >= ENGINE_MIN_DEPTH
 
 
 @lru_cache(maxsize=256)       # asked on every call: a few microseconds of a tiny one
@@ -84,7 +100,7 @@ def uses_engine(w_shape, params):
     c_in_g = w_shape[0] // params.groups
     taps = math.prod(phase_taps(k, s, d)
                      for k, s, d in zip(w_shape[2:], params.stride, params.dilation))
-    return w_shape[1] >= ENGINE_MIN_ROWS and c_in_g * taps >= ENGINE_MIN_DEPTH
+    return engine_rule(w_shape[1], c_in_g * taps)
 
 
 def correlation_uses_engine(w_shape, groups):
@@ -99,7 +115,7 @@ def correlation_uses_engine(w_shape, groups):
     (True, False)
     """
     c_out, c_in_g, *kernel = w_shape
-    return c_out // groups >= ENGINE_MIN_ROWS and c_in_g * math.prod(kernel) >= ENGINE_MIN_DEPTH
+    return engine_rule(c_out // groups, c_in_g * math.prod(kernel))
 
 
 def weight_grad_uses_engine(gw_shape, groups):
@@ -128,6 +144,23 @@ def gather(x, weight, bias, params, out):
     kernel = direct_kernel_serial if work < SERIAL_FLOPS else direct_kernel
     launch(kernel, x, weight, bias, out, *t, params.groups)
     return out
+
+
+@njit(cache=True, notice=False)
+def gather_jit(x, weight, bias, out, sh, sw, dh, dw, top, left, groups):
+    """:func:`gather` from ``@njit`` code: C-contiguous 4-D ``x``, ``weight``, ``out`` of
+    one float dtype, ``bias`` ``(C_out,)`` or empty; the column tables of
+    :func:`~convtranspose.cpu.taps.col_tables`, the kernel on the calling thread below
+    :data:`SERIAL_FLOPS` as :func:`gather` picks it (both give the same result)."""
+    lo, hi, phase, q0, phases, q_len = col_tables(out.shape[3], x.shape[3], weight.shape[3],
+                                                  sw, dw, left)
+    work = 2 * x.size * weight.shape[1] * weight.shape[2] * weight.shape[3]
+    if work < SERIAL_FLOPS:
+        direct_kernel_serial(x, weight, bias, out, sh, dh, top, lo, hi, phase, q0, phases,
+                             q_len, groups)
+    else:
+        direct_kernel(x, weight, bias, out, sh, dh, top, lo, hi, phase, q0, phases, q_len,
+                      groups)
 
 
 def run_engine(x, weight, bias, params, out):

@@ -57,7 +57,7 @@ from numba import prange
 from .._alloc import allocate
 from .._jit import njit
 from .._threading import launch
-from .half import bits, compute_dtype, get, is_half, kind_of, put
+from .half import PLAIN, bits, compute_dtype, get, is_half, kind_of, put
 from .taps import byte_bounded_cache
 from .workspace import workspace
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
@@ -69,35 +69,6 @@ __all__ = ["supported", "plan", "relayout", "pack_weights", "conv_transpose", "c
 def supported(weight):
     """Whether :func:`conv_transpose` gives PyTorch's result for ``weight``: all finite."""
     return bool(np.isfinite(weight).all())
-
-
-def _transposed_axis(n_out, k, s, d, pad):
-    """One axis of a transposed convolution: ``(phases, dead, step_in, step_out)`` with
-    ``phases`` the residues ``r`` that have outputs and taps, each ``(first q, count of q,
-    output base r - pad, [(k, -m_k)])``, and ``dead`` whether some output has no tap.
-    Residues are grouped from one pass over the taps, so a huge stride costs nothing."""
-    by_residue = {}
-    for t in range(k):
-        by_residue.setdefault(t * d % s, []).append(t)
-    residues = range(s) if s <= n_out else sorted({(o + pad) % s for o in range(n_out)})
-    phases, dead = [], False
-    for r in residues:
-        q0 = -((r - pad) // s)                       # ceil((pad - r) / s)
-        count = (n_out - 1 + pad - r) // s - q0 + 1
-        if count <= 0:
-            continue
-        taps = by_residue.get(r)
-        if not taps:
-            dead = True
-            continue
-        phases.append((q0, count, r - pad, [(t, -((t * d - r) // s)) for t in taps]))
-    return phases, dead, 1, s
-
-
-def _correlation_axis(n_out, k, s, d, pad):
-    """One axis of a correlation: one phase whose taps are ``(k, k*d - pad)``; the input
-    step of ``q`` is the stride, the output step 1."""
-    return [(0, n_out, 0, [(t, t * d - pad) for t in range(k)])], False, s, 1
 
 
 def plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation=False):
@@ -115,39 +86,127 @@ def _plan_key(x_shape, w_shape, stride, pads, dilation, out_shape, correlation):
 
 @byte_bounded_cache()
 def _plan(x_sizes, k_sizes, stride, pads, dilation, out_sizes, correlation):
-    """The tables of one problem, shapes channels-first 5-D ``(N, C, D, H, W)``, kernel
-    ``(.., .., kD, kH, kW)``. Per axis, the phases that have outputs and taps:
-    ``phase[a, i] = (first q, count, output base, first tap, taps)``, their taps in
-    ``tap_k`` (weight index) and ``tap_o`` (input offset at ``q = 0``, border included);
-    ``steps[0, a]``/``steps[1, a]``: how far the input and the output move per ``q``;
-    the zero border ``front``/``back`` the taps read (the width's also the last tile's
-    overrun); ``dead``: whether some output has no tap (it gets the bias alone)."""
-    axis = _correlation_axis if correlation else _transposed_axis
-    axes = [axis(out_sizes[a], k_sizes[a], stride[a], dilation[a], pads[a][0])
-            for a in range(3)]
-    width_ = max(1, max(len(ax[0]) for ax in axes))
-    phase = np.zeros((3, width_, 5), np.int64)
-    tap_k, tap_o = [], []
-    steps = np.zeros((2, 3), np.int64)
-    front, back = np.zeros(3, np.int64), np.zeros(3, np.int64)
-    for a, (phases, _, step_in, step_out) in enumerate(axes):
-        steps[:, a] = step_in, step_out
-        lo = min([0] + [q0 * step_in + o for q0, _, _, taps in phases for _, o in taps])
-        hi = max([0] + [(q0 + n - 1) * step_in + o for q0, n, _, taps in phases
-                        for _, o in taps])
-        front[a] = -lo
-        back[a] = max(0, hi - (x_sizes[a] - 1))
-        for i, (q0, n, base, taps) in enumerate(phases):
-            phase[a, i] = q0, n, base, len(tap_k), len(taps)
-            tap_k += [t for t, _ in taps]
-            tap_o += [o + front[a] for _, o in taps]
-    back[2] += (MR - 1) * steps[0, 2]      # the last width tile reads MR - 1 pixels more
-    tables = (phase, np.array(tap_k + [0], np.int64), np.array(tap_o + [0], np.int64),
-              steps, front, back)
+    """The tables of one problem (:func:`plan_tables`, read-only) with the phases per
+    axis, whether some output has no tap, and the problem's key."""
+    ints = lambda v: np.array(v, np.int64)      # noqa: E731
+    *tables, counts, dead = plan_tables(ints(x_sizes), ints(k_sizes), ints(stride),
+                                        ints(pads).reshape(3, 2), ints(dilation),
+                                        ints(out_sizes), correlation)
     for t in tables:
         t.flags.writeable = False       # shared by every call of the problem
-    return (*tables, tuple(len(ax[0]) for ax in axes), any(ax[1] for ax in axes),
+    return (*tables, tuple(int(c) for c in counts), bool(dead),
             (x_sizes, k_sizes, stride, pads, dilation, out_sizes, correlation))
+
+
+@njit(cache=True, notice=False)
+def plan_tables(x_sizes, k_sizes, stride, pads, dilation, out_sizes, correlation):
+    """The tables of one problem, from ``int64`` arrays of the spatial sizes of the input,
+    kernel and output (3 each: a rank-1 or rank-2 problem has unit depth and height),
+    stride, dilation and ``pads`` ``(3, 2)``; callable from ``@njit`` code, and what
+    :func:`plan` returns. Returns ``(phase, tap_k, tap_o, steps, front, back, counts,
+    dead)``.
+
+    Per axis, the phases that have outputs and taps: ``phase[a, i] = (first q, count,
+    output base, first tap, taps)``, their taps in ``tap_k`` (weight index) and
+    ``tap_o`` (input offset at ``q = 0``, border included), ``counts[a]`` of them;
+    ``steps[0, a]``/``steps[1, a]``: how far the input and the output move per ``q``;
+    the zero border ``front``/``back`` the taps read (the width's also the last tile's
+    overrun); ``dead``: whether some output has no tap (it gets the bias alone).
+
+    A transposed convolution's axis: an output ``o = q*s + r - pad`` of residue ``r``
+    receives the taps ``k`` with ``k*d = r`` modulo ``s`` (ascending ``k``), from input
+    ``q - m_k``, ``m_k = (k*d - r) / s``; the residues run over ``range(s)``, or, for a
+    stride longer than the output, over those the outputs have (sorted); taps are grouped
+    by residue with one sort, so a huge stride costs nothing. A correlation's axis: one
+    phase whose taps are ``(k, k*d - pad)``, input step the stride, output step 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.nd_engine import plan_tables
+    >>> one = np.ones(3, np.int64)
+    >>> t = plan_tables(np.array([1, 1, 2]), np.array([1, 1, 3]), np.array([1, 1, 2]),
+    ...                 np.zeros((3, 2), np.int64), one, np.array([1, 1, 5]), False)
+    >>> t[0][2].tolist(), t[1].tolist(), t[6].tolist(), t[7]
+    ([[0, 3, 0, 2, 2], [0, 2, 1, 4, 1]], [0, 0, 0, 2, 1, 0], [1, 1, 2], False)
+    """
+    total = k_sizes[0] + k_sizes[1] + k_sizes[2]
+    most = 1
+    if not correlation:
+        for a in range(3):
+            most = max(most, min(stride[a], out_sizes[a]))
+    phase = np.zeros((3, most, 5), np.int64)
+    counts = np.zeros(3, np.int64)
+    tap_k = np.zeros(total + 1, np.int64)
+    tap_o = np.zeros(total + 1, np.int64)
+    steps = np.zeros((2, 3), np.int64)
+    front = np.zeros(3, np.int64)
+    back = np.zeros(3, np.int64)
+    dead = False
+    nt = 0
+    for a in range(3):
+        n_out, k, s, d, pad = out_sizes[a], k_sizes[a], stride[a], dilation[a], pads[a, 0]
+        first = nt
+        if correlation:
+            steps[0, a], steps[1, a] = s, 1
+            phase[a, 0, 1], phase[a, 0, 3], phase[a, 0, 4] = n_out, nt, k
+            for t in range(k):
+                tap_k[nt] = t
+                tap_o[nt] = t * d - pad
+                nt += 1
+            counts[a] = 1
+        else:
+            steps[0, a], steps[1, a] = 1, s
+            res = np.empty(k, np.int64)
+            for t in range(k):
+                res[t] = t * d % s
+            order = np.argsort(res, kind="mergesort")       # stable: ascending k
+            if s <= n_out:
+                residues = np.arange(s)
+            else:
+                residues = np.empty(n_out, np.int64)
+                for o in range(n_out):
+                    residues[o] = (o + pad) % s
+                residues = np.sort(residues)     # distinct: fewer outputs than the stride
+            j = 0
+            i = 0
+            for r in residues:
+                q0 = -((r - pad) // s)                       # ceil((pad - r) / s)
+                count = (n_out - 1 + pad - r) // s - q0 + 1
+                while j < k and res[order[j]] < r:
+                    j += 1
+                j1 = j
+                while j1 < k and res[order[j1]] == r:
+                    j1 += 1
+                if count <= 0:
+                    continue
+                if j1 == j:
+                    dead = True
+                    continue
+                phase[a, i, 0], phase[a, i, 1], phase[a, i, 2] = q0, count, r - pad
+                phase[a, i, 3], phase[a, i, 4] = nt, j1 - j
+                for jj in range(j, j1):
+                    t = order[jj]
+                    tap_k[nt] = t
+                    tap_o[nt] = -((t * d - r) // s)
+                    nt += 1
+                i += 1
+            counts[a] = i
+        lo = 0
+        hi = 0
+        for i in range(counts[a]):
+            q0, n = phase[a, i, 0], phase[a, i, 1]
+            for tt in range(phase[a, i, 3], phase[a, i, 3] + phase[a, i, 4]):
+                lo = min(lo, q0 * steps[0, a] + tap_o[tt])
+                hi = max(hi, (q0 + n - 1) * steps[0, a] + tap_o[tt])
+        front[a] = -lo
+        back[a] = max(0, hi - (x_sizes[a] - 1))
+        for tt in range(first, nt):
+            tap_o[tt] += front[a]
+    back[2] += (MR - 1) * steps[0, 2]      # the last width tile reads MR - 1 pixels more
+    wide = max(1, counts.max())
+    return (phase[:, :wide].copy(), tap_k[:nt + 1].copy(), tap_o[:nt + 1].copy(), steps,
+            front, back, counts, dead)
 
 
 def relayout(x, front, back, channels_last, dtype=None, into=None):
@@ -266,6 +325,23 @@ def pack_weights(weight, groups, nr, correlation=False):
     wp = allocate(groups * blocks * taps * c_in_g * nr, weight.dtype, "the packed weight")
     if wp.size:
         launch(_pack_kernel, src, wp, nr)
+    return wp, blocks
+
+
+@njit(cache=True, notice=False)
+def pack(weight, groups, nr, correlation):
+    """:func:`pack_weights` of a C-contiguous 5-D weight, from ``@njit`` code (the same
+    kernel)."""
+    taps = weight.shape[2] * weight.shape[3] * weight.shape[4]
+    if correlation:
+        c_out_g, c_in_g = weight.shape[0] // groups, weight.shape[1]
+        src = weight.reshape((groups, c_out_g, c_in_g, taps)).transpose((0, 2, 1, 3))
+    else:
+        c_in_g, c_out_g = weight.shape[0] // groups, weight.shape[1]
+        src = weight.reshape((groups, c_in_g, c_out_g, taps)).transpose((0, 1, 2, 3))
+    blocks = (c_out_g + nr - 1) // nr
+    wp = np.empty(groups * blocks * taps * c_in_g * nr, weight.dtype)
+    _pack_kernel(src, wp, nr)
     return wp, blocks
 
 
@@ -569,6 +645,65 @@ def _narrow_kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_st
                 _put1(out, o7 + channel, sc, c7, b0, w, nr, edge)
 
 
+@njit(cache=True, notice=False)
+def run_jit(xflat, x_shape, x_strides, weight, bias, out, o_shape, o_strides, stride, pads,
+            dilation, groups, correlation):
+    """:func:`conv_transpose` (or with ``correlation`` :func:`correlate`) from ``@njit``
+    code, on the tables of :func:`plan_tables`, :func:`pack` and :func:`task_table`.
+
+    ``xflat`` and ``out`` are the flat memory of the input and the result, both of one
+    float dtype, indexed ``(N, C, D, H, W)`` by ``x_shape``/``o_shape`` and the element
+    strides ``x_strides``/``o_strides`` (in that order; channels-first or channels-last
+    memory); ``weight`` 5-D of that dtype, ``bias`` ``(C_out,)`` or empty; ``stride`` and
+    ``dilation`` ``int64`` arrays of 3, ``pads`` ``(3, 2)``. Validated arguments and, for
+    the transposed convolution, finite weights (:func:`supported`). The whole batch runs
+    as one chunk (no workspace limit: the zero-bordered copy holds all ``N`` images), and
+    the result is written through its strides (no channels-last buffer for a
+    channels-first result): the same sums as :func:`conv_transpose`, bitwise.
+    """
+    n, c_in = x_shape[0], x_shape[1]
+    k_sizes = np.array((weight.shape[2], weight.shape[3], weight.shape[4]), np.int64)
+    phase, tap_k, tap_o, steps, front, back, counts, dead = plan_tables(
+        x_shape[2:], k_sizes, stride, pads, dilation, o_shape[2:], correlation)
+    if correlation:
+        c_in_g, c_out_g = weight.shape[1], weight.shape[0] // groups
+    else:
+        c_in_g, c_out_g = weight.shape[0] // groups, weight.shape[1]
+    xp = np.zeros((n, x_shape[2] + front[0] + back[0], x_shape[3] + front[1] + back[1],
+                   x_shape[4] + front[2] + back[2], c_in), xflat.dtype)
+    nrt = 2 * width(xp)
+    wp, blocks = pack(weight, groups, nrt, correlation)
+    bp = np.zeros(groups * blocks * nrt, xflat.dtype)
+    for g in range(groups):
+        for j in range(bias.shape[0] // groups):
+            bp[g * blocks * nrt + j] = bias[g * c_out_g + j]
+    if dead:            # outputs no tap reaches: the bias alone (zeros without)
+        for i_n in range(o_shape[0]):
+            for c in range(o_shape[1]):
+                v = bias[c] if bias.shape[0] else 0.0
+                for d in range(o_shape[2]):
+                    for h in range(o_shape[3]):
+                        base = (i_n * o_strides[0] + c * o_strides[1] + d * o_strides[2]
+                                + h * o_strides[3])
+                        for w in range(o_shape[4]):
+                            out[base + w * o_strides[4]] = v
+    tasks = task_table(phase, counts, n, groups, blocks, _THREADS)
+    if tasks.shape[0]:
+        _relayout_kernel(xflat, np.array((x_strides[0], x_strides[2], x_strides[3],
+                                          x_strides[4], x_strides[1])),
+                         xp, front, np.array((n, x_shape[2], x_shape[3], x_shape[4], c_in)),
+                         PLAIN)
+        geo = np.array((n, xp.shape[1], xp.shape[2], xp.shape[3], c_in, c_in_g, c_out_g,
+                        blocks, k_sizes[0], k_sizes[1], k_sizes[2]), np.int64)
+        _kernel(xp.ravel(), wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo,
+                np.array((o_strides[0], o_strides[2], o_strides[3], o_strides[4],
+                          o_strides[1])))
+
+
+#: The task count :func:`run_jit` plans for (the tasks never change a result).
+_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
 def image_bytes(x_shape, w_shape, stride, pads, dilation, out_shape, itemsize,
                 correlation=False):
     """Bytes of one image's zero-bordered copy (:func:`relayout`): the engine's buffer per
@@ -760,18 +895,44 @@ def _tasks(p, n, groups, blocks, threads, mr=MR):
 @byte_bounded_cache()
 def _cached_tasks(key, n, groups, blocks, threads, mr):
     p = plan((0, 0, *key[0]), (0, 0, *key[1]), *key[2:5], (0, 0, *key[5]), key[6])
-    phases = []
-    for i_d in range(p["phases"][0]):
-        for i_h in range(p["phases"][1]):
-            for i_w in range(p["phases"][2]):
-                pixels = n * p["phase"][0, i_d, 1] * p["phase"][1, i_h, 1] * \
-                    p["phase"][2, i_w, 1]
-                phases.append((i_d, i_h, i_w, -(-int(pixels) // mr)))
-    total = sum(t for *_, t in phases) * groups * blocks
-    per_task = max(1, min(_TILES_PER_TASK, total // max(1, 4 * threads)))
-    rows = [(i_d, i_h, i_w, t0, min(t0 + per_task, tiles), g, b)
-            for i_d, i_h, i_w, tiles in phases for g in range(groups) for b in range(blocks)
-            for t0 in range(0, tiles, per_task)]
-    tasks = np.array(rows, np.int64).reshape(-1, 7)
+    tasks = task_table(p["phase"], np.array(p["phases"], np.int64), n, groups, blocks,
+                       threads, mr)
     tasks.flags.writeable = False
+    return tasks
+
+
+@njit(cache=True, notice=False)
+def task_table(phase, counts, n, groups, blocks, threads, mr=MR):
+    """The rows of :func:`_tasks` for the tables of :func:`plan_tables` (``counts``
+    phases per axis) and ``n`` images; callable from ``@njit`` code."""
+    phases = counts[0] * counts[1] * counts[2]
+    tiles = np.empty(phases, np.int64)
+    total = 0
+    i = 0
+    for i_d in range(counts[0]):
+        for i_h in range(counts[1]):
+            for i_w in range(counts[2]):
+                pixels = n * phase[0, i_d, 1] * phase[1, i_h, 1] * phase[2, i_w, 1]
+                tiles[i] = (pixels + mr - 1) // mr
+                total += tiles[i]
+                i += 1
+    total *= groups * blocks
+    per_task = max(1, min(_TILES_PER_TASK, total // max(1, 4 * threads)))
+    rows = 0
+    for i in range(phases):
+        rows += groups * blocks * ((tiles[i] + per_task - 1) // per_task)
+    tasks = np.empty((rows, 7), np.int64)
+    r = 0
+    i = 0
+    for i_d in range(counts[0]):
+        for i_h in range(counts[1]):
+            for i_w in range(counts[2]):
+                for g in range(groups):
+                    for b in range(blocks):
+                        for t0 in range(0, tiles[i], per_task):
+                            tasks[r, 0], tasks[r, 1], tasks[r, 2] = i_d, i_h, i_w
+                            tasks[r, 3], tasks[r, 4] = t0, min(t0 + per_task, tiles[i])
+                            tasks[r, 5], tasks[r, 6] = g, b
+                            r += 1
+                i += 1
     return tasks

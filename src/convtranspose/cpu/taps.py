@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._jit import njit
+
 __all__ = ["Taps", "tap_tables", "tap_inputs", "input_span", "byte_bounded_cache"]
 
 #: Bytes each cache of index tables and plans may keep, and the bytes an entry is
@@ -125,7 +127,12 @@ def tap_inputs(out_len, in_len, k, s, d, before):
     >>> lo.tolist(), hi.tolist()
     ([1, 0], [2, 2])
     """
-    base = np.arange(k, dtype=np.int64) * d - before      # output of input 0
+    return _tap_inputs(out_len, in_len, k, s, d, before)
+
+
+@njit(cache=True, notice=False)
+def _tap_inputs(out_len, in_len, k, s, d, before):
+    base = np.arange(k) * d - before                       # output of input 0
     lo = np.minimum(in_len, np.maximum(0, -(base // s)))   # ceil(-base / s)
     hi = np.minimum(in_len, (out_len - 1 - base) // s + 1)
     return lo, np.maximum(hi, lo)
@@ -164,11 +171,6 @@ def _row_table(out_len, in_len, k, s, d, before):
     return count, k_idx, i_idx
 
 
-def _col_table(out_len, in_len, k, s, d, before):
-    base = np.arange(k, dtype=np.int64) * d - before      # output column of input column 0
-    return (*tap_inputs(out_len, in_len, k, s, d, before), base % s, base // s)
-
-
 @byte_bounded_cache()
 def tap_tables(in_hw, k_hw, out_hw, params):
     """Build the :class:`Taps` of one problem from validated ``ConvParams``.
@@ -177,16 +179,26 @@ def tap_tables(in_hw, k_hw, out_hw, params):
     one layer reuse them; the cache is bounded by bytes) and their arrays are read-only.
     """
     (sh, sw), (dh, dw) = params.stride, params.dilation
-    lo, hi, phase, q0 = _col_table(out_hw[1], in_hw[1], k_hw[1], sw, dw, params.pad_w[0])
-    if sw > out_hw[1]:
+    lo, hi, phase, q0, phases, q_len = col_tables(out_hw[1], in_hw[1], k_hw[1], sw, dw,
+                                                  params.pad_w[0])
+    for a in (lo, hi, phase, q0):
+        a.flags.writeable = False
+    return Taps(sh, dh, params.pad_h[0], lo, hi, phase, q0, phases=int(phases),
+                q_len=int(q_len))
+
+
+@njit(cache=True, notice=False)
+def col_tables(w_out, w_in, k_w, sw, dw, left):
+    """The column tables of :class:`Taps` and its ``phases`` and ``q_len`` for one row of
+    ``w_in`` inputs and ``w_out`` outputs; callable from ``@njit`` code."""
+    lo, hi = _tap_inputs(w_out, w_in, k_w, sw, dw, left)
+    base = np.arange(k_w) * dw - left                     # output column of input column 0
+    phase, q0 = base % sw, base // sw
+    if sw > w_out:
         # A stride wider than the output row: each kernel column hits at most one output
         # column, so a (W_out, 1) accumulator replaces a (stride, 1) one that could be huge.
         hit = hi > lo
         phase = np.where(hit, phase + q0 * sw + lo * sw, 0)   # the output column it hits
         q0 = np.where(hit, -lo, 0)
-        phases, q_len = out_hw[1], 1
-    else:
-        phases, q_len = sw, -(-out_hw[1] // sw)
-    for a in (lo, hi, phase, q0):
-        a.flags.writeable = False
-    return Taps(sh, dh, params.pad_h[0], lo, hi, phase, q0, phases=phases, q_len=q_len)
+        return lo, hi, phase, q0, w_out, 1
+    return lo, hi, phase, q0, sw, (w_out + sw - 1) // sw

@@ -1,0 +1,636 @@
+"""The forward functions callable from the user's own ``@njit`` code.
+
+Importing :mod:`convtranspose` registers :func:`numba.extending.overload` implementations
+of :func:`convtranspose.conv_transpose1d`, :func:`~convtranspose.conv_transpose2d`,
+:func:`~convtranspose.conv1d` and :func:`~convtranspose.conv2d` (the 3-D functions and
+the gradients are not callable from jitted code yet: a typing error says so). Inside a
+jitted function they take the public functions' arguments, names and defaults:
+
+* ``x``, ``weight``, ``bias`` (or ``None``): float32 or float64 arrays, any strides; the
+  result's dtype is float64 when one of them is, else float32; half precision stays out
+  (Numba cannot type float16 or bfloat16 arrays; their ``uint16`` bits are refused with a
+  typing error);
+* ``stride``, ``output_padding``, ``dilation``: an int or a tuple of one int per spatial
+  dimension; ``padding``: an int, a tuple of ints, or a tuple of ``(before, after)``
+  pairs; ``groups`` an int (``"same"``/``"valid"`` and ``output_size`` not yet);
+* ``data_format`` and ``backend``: string constants. ``backend`` is ``"direct"`` or
+  ``"auto"``, and ``"auto"`` means ``"direct"`` here (``auto``'s calibrated choice reads
+  the workspace limit and timing tables that jitted code cannot see); ``"im2col"`` and
+  ``"cuda"`` are refused with a typing error;
+* ``out=`` (the transposed convolutions): an array of the result's shape and dtype,
+  filled and returned.
+
+The result is bitwise equal to the same call from Python with ``backend="direct"``, of
+the same dtype and layout: the same kernels (the channels-last engine or the gather
+kernels, picked by the same rules from the same tables: :func:`~convtranspose.cpu.
+nd_engine.plan_tables`, :func:`~convtranspose.cpu.nd_engine.pack`,
+:func:`~convtranspose.cpu.nd_engine.task_table`, :func:`~convtranspose.cpu.taps.
+col_tables`, :func:`~convtranspose.nonfinite.nan_mask`), which sum every output element in
+an order that depends on neither the batch nor the threads. Two differences in how, not
+what: the whole batch is one chunk (the workspace limit, a Python-level setting, does not
+apply: the engine's zero-bordered input copy holds every image), and a channels-first
+engine result is written in place through its strides.
+
+The user's function checks the arguments and allocates the result itself, then calls a
+compiled entry per operation and dtype (a ``numba.cfunc`` with a disk cache,
+:func:`entry`) through its address, so the kernels are not linked into every function
+that calls them: compiling such a function costs about a second more than without the
+call once the entries are in Numba's cache (linked in, it took about ten). Numba does not
+disk-cache a function that holds such an address, so ``cache=True`` on the user's function
+warns and compiles it in every process.
+
+Bad values raise ``ValueError`` naming the argument when the call runs (the subset of
+:mod:`convtranspose.params`'s rules that numbers need: ranges of the hyper-parameters,
+channels, groups, bias, output sizes, ``out``'s shape); bad types and constants are typing
+errors naming the argument when the function compiles.
+
+Examples
+--------
+>>> import numba
+>>> import numpy as np
+>>> import convtranspose as ct
+>>> @numba.njit
+... def up(x, w):
+...     return ct.conv_transpose2d(x, w, stride=2, padding=1)
+>>> x = np.ones((1, 2, 3, 3), np.float32)
+>>> w = np.ones((2, 1, 4, 4), np.float32)
+>>> np.array_equal(up(x, w), ct.conv_transpose2d(x, w, stride=2, padding=1,
+...                                              backend="direct"))
+True
+"""
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+from numba import carray, types
+from numba.core.errors import TypingError
+from numba.extending import overload
+from numba.np.ufunc.parallel import _launch_threads
+
+from ._jit import disk_cache, njit
+from .api import conv_transpose2d
+from .conv import conv2d
+from .cpu import backward, direct, nd_engine
+from .nonfinite import nan_mask
+from .params import DATA_FORMATS, MAX_PARAM, _conv_size, _spatial_out
+from .rank1 import conv1d, conv_transpose1d
+
+__all__ = ["BACKENDS", "entry", "transposed_shape", "conv_shape", "conv_transpose_into",
+           "conv_into"]
+
+#: The ``backend`` values jitted code takes (``"auto"`` means ``"direct"`` there).
+BACKENDS = ("direct", "auto")
+
+_out_size = njit(cache=True, notice=False)(_spatial_out)
+_in_size = njit(cache=True, notice=False)(_conv_size)
+
+
+# ----------------------------------------------------------------------------
+# the checks of numbers, when the call runs
+
+@njit(cache=True, notice=False)
+def _check_params(stride, pads, output_padding, dilation, groups):
+    for a in range(3):
+        if stride[a] < 1:
+            raise ValueError("stride must be >= 1 in each dimension, got "
+                             + str(stride[a]))
+        if dilation[a] < 1:
+            raise ValueError("dilation must be >= 1 in each dimension, got "
+                             + str(dilation[a]))
+        if pads[a, 0] < 0 or pads[a, 1] < 0:
+            raise ValueError("padding must be >= 0, got " + str(min(pads[a, 0], pads[a, 1])))
+        if output_padding[a] < 0:
+            raise ValueError("output_padding must be >= 0, got " + str(output_padding[a]))
+        if max(stride[a], dilation[a], pads[a, 0], pads[a, 1]) > MAX_PARAM:
+            raise ValueError("stride, dilation and padding must be at most 2**31 - 1 in "
+                             "each dimension")
+        if output_padding[a] >= max(stride[a], dilation[a]):
+            raise ValueError("output_padding " + str(output_padding[a]) + " must be smaller "
+                             "than stride (" + str(stride[a]) + ") or dilation ("
+                             + str(dilation[a]) + ") in each dimension")
+    if groups < 1:
+        raise ValueError("groups must be >= 1, got " + str(groups))
+
+
+@njit(cache=True, notice=False)
+def _check_sizes(x_shape, w_shape):
+    for a in range(5):
+        if w_shape[a] < 1:
+            raise ValueError("weight must have a non-zero size in every dimension")
+    for a in range(2, 5):
+        if x_shape[a] < 1:
+            raise ValueError("x must have a non-zero size in every spatial dimension")
+
+
+@njit(cache=True, notice=False)
+def _check_bias(bias_len, c_out):
+    if bias_len >= 0 and bias_len != c_out:
+        raise ValueError("bias must have shape (C_out,) = (" + str(c_out) + ",), got ("
+                         + str(bias_len) + ",)")
+
+
+@njit(cache=True, notice=False)
+def _shape(a):
+    """``a.shape`` as an ``int64`` array."""
+    return np.array(a.shape, np.int64)
+
+
+@njit(cache=True, notice=False)
+def _layout_shape(a, last):
+    """``a``'s 5-D shape in the order ``(N, C, D, H, W)``."""
+    s = np.array(a.shape, np.int64)
+    if last:
+        return np.array((s[0], s[4], s[1], s[2], s[3]), np.int64)
+    return s
+
+
+@njit(cache=True, notice=False)
+def _strides(shape, last):
+    """Element strides, in the order ``(N, C, D, H, W)``, of C-contiguous memory of
+    ``shape`` (``(N, C, D, H, W)``): channels-first, or with ``last`` channels-last."""
+    n, c, d, h, w = shape[0], shape[1], shape[2], shape[3], shape[4]
+    if last:
+        return np.array((d * h * w * c, 1, h * w * c, w * c, c), np.int64)
+    return np.array((c * d * h * w, d * h * w, h * w, w, 1), np.int64)
+
+
+@njit(cache=True, notice=False)
+def _new_result(shape, dtype_of, last):
+    if last:
+        return np.empty((shape[0], shape[2], shape[3], shape[4], shape[1]), dtype_of.dtype)
+    return np.empty((shape[0], shape[1], shape[2], shape[3], shape[4]), dtype_of.dtype)
+
+
+@njit(cache=True, notice=False)
+def _channels_first4(x5, last):
+    """A C-contiguous channels-first 4-D copy or view ``(N, C, H, W)`` of a unit-depth
+    5-D array."""
+    if last:
+        return np.ascontiguousarray(x5[:, 0].transpose(0, 3, 1, 2))
+    return x5.reshape((x5.shape[0], x5.shape[1], x5.shape[3], x5.shape[4]))
+
+
+@njit(cache=True, notice=False)
+def _place(out5, o4, last):
+    """``out5`` (5-D, unit depth, in its layout) = the channels-first 4-D ``o4``."""
+    n, c, h, w = o4.shape
+    for i in range(n):
+        for j in range(c):
+            for y in range(h):
+                for x in range(w):
+                    if last:
+                        out5[i, 0, y, x, j] = o4[i, j, y, x]
+                    else:
+                        out5[i, j, 0, y, x] = o4[i, j, y, x]
+
+
+# ----------------------------------------------------------------------------
+# the operations on canonical operands
+
+@njit(cache=True, notice=False)
+def transposed_shape(x_shape, w_shape, bias_len, stride, pads, output_padding, dilation,
+                     groups):
+    """The result's shape ``(N, C_out, D, H, W)`` of the transposed convolution of an
+    input of shape ``x_shape`` ``(N, C_in, D, H, W)`` with a weight of shape ``w_shape``
+    ``(C_in, C_out // groups, kD, kH, kW)`` (rank 1 and 2 as unit depth and height), a
+    bias of ``bias_len`` (-1 for none); ``stride``, ``output_padding``, ``dilation``
+    ``int64`` arrays of 3, ``pads`` ``(3, 2)``. ``ValueError`` naming the argument for a
+    bad number."""
+    _check_params(stride, pads, output_padding, dilation, groups)
+    _check_sizes(x_shape, w_shape)
+    c_in = x_shape[1]
+    if c_in != w_shape[0]:
+        raise ValueError("x has " + str(c_in) + " input channels but weight expects C_in = "
+                         + str(w_shape[0]))
+    if c_in % groups:
+        raise ValueError("input channels C_in = " + str(c_in)
+                         + " must be divisible by groups = " + str(groups))
+    c_out = w_shape[1] * groups
+    _check_bias(bias_len, c_out)
+    o_shape = np.empty(5, np.int64)
+    o_shape[0], o_shape[1] = x_shape[0], c_out
+    for a in range(3):
+        o_shape[2 + a] = _out_size(x_shape[2 + a], w_shape[2 + a], stride[a],
+                                   (pads[a, 0], pads[a, 1]), output_padding[a], dilation[a])
+        if o_shape[2 + a] < 1:
+            raise ValueError("the output size must be >= 1 in each dimension, got "
+                             + str(o_shape[2 + a]))
+    return o_shape
+
+
+@njit(cache=True, notice=False)
+def conv_shape(x_shape, w_shape, bias_len, stride, pads, dilation, groups):
+    """:func:`transposed_shape` for the convolution, ``w_shape`` ``(C_out, C_in //
+    groups, kD, kH, kW)``."""
+    _check_params(stride, pads, np.zeros(3, np.int64), dilation, groups)
+    _check_sizes(x_shape, w_shape)
+    c_out = w_shape[0]
+    if c_out % groups:
+        raise ValueError("output channels C_out = " + str(c_out)
+                         + " must be divisible by groups = " + str(groups))
+    if x_shape[1] != w_shape[1] * groups:
+        raise ValueError("x has " + str(x_shape[1]) + " input channels but weight with groups"
+                         " = " + str(groups) + " expects C_in = " + str(w_shape[1] * groups))
+    _check_bias(bias_len, c_out)
+    o_shape = np.empty(5, np.int64)
+    o_shape[0], o_shape[1] = x_shape[0], c_out
+    for a in range(3):
+        o_shape[2 + a] = _in_size(x_shape[2 + a], w_shape[2 + a], stride[a],
+                                  (pads[a, 0], pads[a, 1]), dilation[a])
+        if o_shape[2 + a] < 1:
+            raise ValueError("the output size must be >= 1 in each dimension: the padded "
+                             "input is smaller than the dilated kernel")
+    return o_shape
+
+
+@njit(cache=True, notice=False)
+def conv_transpose_into(x5, w5, b, out, stride, pads, dilation, groups, last):
+    """``out`` = the transposed convolution of ``x5`` with ``w5`` (checked by
+    :func:`transposed_shape`): 5-D C-contiguous arrays of one float dtype, ``x5`` and
+    ``out`` channels-first or with ``last`` channels-last in memory, ``b`` ``(C_out,)`` or
+    empty; ``backend="direct"``'s choice between the engine and the gather kernel."""
+    if out.size == 0:
+        return
+    x_shape = _layout_shape(x5, last)
+    o_shape = _layout_shape(out, last)
+    w_shape = _shape(w5)
+    taps = 1
+    for a in range(3):
+        taps *= direct._phase_taps(w_shape[2 + a], stride[a], dilation[a])
+    if direct.engine_rule(w_shape[1], (x_shape[1] // groups) * taps) and \
+            np.isfinite(w5).all():
+        nd_engine.run_jit(x5.ravel(), x_shape, _strides(x_shape, last), w5, b, out.ravel(),
+                          o_shape, _strides(o_shape, last), stride, pads, dilation, groups,
+                          False)
+        return
+    o4 = np.empty((o_shape[0], o_shape[1], o_shape[3], o_shape[4]), x5.dtype)
+    w4 = w5.reshape((w_shape[0], w_shape[1], w_shape[3], w_shape[4]))
+    direct.gather_jit(_channels_first4(x5, last), w4, b, o4, stride[1], stride[2],
+                      dilation[1], dilation[2], pads[1, 0], pads[2, 0], groups)
+    _place(out, o4, last)
+
+
+@njit(cache=True, notice=False)
+def conv_into(x5, w5, b, out, stride, pads, dilation, groups, last):
+    """:func:`conv_transpose_into` for the convolution (checked by :func:`conv_shape`),
+    with PyTorch's NaN where a padding zero meets a non-finite weight."""
+    if out.size == 0:
+        return
+    x_shape = _layout_shape(x5, last)
+    o_shape = _layout_shape(out, last)
+    w_shape = _shape(w5)
+    c_out = w_shape[0]
+    if direct.engine_rule(c_out // groups, w_shape[1] * w_shape[2] * w_shape[3] * w_shape[4]):
+        nd_engine.run_jit(x5.ravel(), x_shape, _strides(x_shape, last), w5, b, out.ravel(),
+                          o_shape, _strides(o_shape, last), stride, pads, dilation, groups,
+                          True)
+    else:
+        o4 = np.empty((o_shape[0], o_shape[1], o_shape[3], o_shape[4]), x5.dtype)
+        w4 = w5.reshape((w_shape[0], w_shape[1], w_shape[3], w_shape[4]))
+        backward.correlate_kernel(_channels_first4(x5, last), w4, b, o4, stride[1],
+                                  stride[2], dilation[1], dilation[2], pads[1, 0],
+                                  pads[2, 0], groups)
+        _place(out, o4, last)
+    if not np.isfinite(w5).all():
+        bad = np.zeros((c_out, w_shape[2], w_shape[3], w_shape[4]), np.bool_)
+        for co in range(c_out):
+            for c in range(w_shape[1]):
+                for i in range(w_shape[2]):
+                    for j in range(w_shape[3]):
+                        for k in range(w_shape[4]):
+                            if not np.isfinite(w5[co, c, i, j, k]):
+                                bad[co, i, j, k] = True
+        mask = nan_mask(bad, x_shape[2:], stride, dilation, pads[:, 0].copy(), o_shape[2:])
+        for n in range(o_shape[0]):
+            for co in range(c_out):
+                for i in range(o_shape[2]):
+                    for j in range(o_shape[3]):
+                        for k in range(o_shape[4]):
+                            if mask[co, i, j, k]:
+                                if last:
+                                    out[n, i, j, k, co] = np.nan
+                                else:
+                                    out[n, co, i, j, k] = np.nan
+
+
+# ----------------------------------------------------------------------------
+# the compiled entries: C callbacks the user's function calls through a pointer
+
+#: ``meta``: ``[last, groups, *x5.shape, *w5.shape, *out.shape, len(bias), *stride,
+#: *pads (before, after per axis), *dilation]``, 30 ``int64``.
+_META = 30
+_SIG = types.int64(types.voidptr, types.voidptr, types.voidptr, types.voidptr,
+                   types.voidptr)
+
+
+@njit(cache=True, notice=False)
+def _views(xp, wp, bp, op, mp, dtype):
+    """The operands at the addresses ``xp``, ``wp``, ``bp``, ``op`` (arrays of ``dtype``)
+    and the hyper-parameters, as ``meta`` at ``mp`` describes them."""
+    m = carray(mp, (_META,), np.int64)
+    return (carray(xp, (m[2], m[3], m[4], m[5], m[6]), dtype),
+            carray(wp, (m[7], m[8], m[9], m[10], m[11]), dtype),
+            carray(bp, (m[17],), dtype),
+            carray(op, (m[12], m[13], m[14], m[15], m[16]), dtype),
+            m[18:21].copy(), m[21:27].copy().reshape((3, 2)), m[27:30].copy(), m[1],
+            m[0] != 0)
+
+
+# One entry per operation and dtype, each a plain call: a dispatcher passed as an
+# argument would be a dynamic global, which Numba's cache refuses.
+def _transposed_f32(xp, wp, bp, op, mp):
+    conv_transpose_into(*_views(xp, wp, bp, op, mp, np.float32))
+    return 0
+
+
+def _transposed_f64(xp, wp, bp, op, mp):
+    conv_transpose_into(*_views(xp, wp, bp, op, mp, np.float64))
+    return 0
+
+
+def _conv_f32(xp, wp, bp, op, mp):
+    conv_into(*_views(xp, wp, bp, op, mp, np.float32))
+    return 0
+
+
+def _conv_f64(xp, wp, bp, op, mp):
+    conv_into(*_views(xp, wp, bp, op, mp, np.float64))
+    return 0
+
+
+_ENTRIES = {(True, "float32"): _transposed_f32, (True, "float64"): _transposed_f64,
+            (False, "float32"): _conv_f32, (False, "float64"): _conv_f64}
+_compiled = {}
+_compiled_lock = threading.Lock()
+
+
+def entry(transposed, dtype):
+    """The ctypes function of the compiled entry for the transposed convolution (or the
+    convolution) of ``dtype``: a ``numba.cfunc`` with a disk cache, compiled (or loaded)
+    the first time a user's function that needs it compiles. The user's function calls it
+    through its address, so the library's kernels are not linked into (and compiled again
+    with) every such function: a few hundred milliseconds instead of seconds. (Numba does
+    not disk-cache a function that holds such an address: ``cache=True`` on the user's
+    function warns and compiles it in each process.)"""
+    key = (bool(transposed), str(dtype))
+    with _compiled_lock:
+        if key not in _compiled:
+            _launch_threads()
+            _compiled[key] = numba.cfunc(_SIG, cache=disk_cache())(_ENTRIES[key]).ctypes
+        return _compiled[key]
+
+
+@njit(cache=True, notice=False)
+def _meta(last, groups, x5, w5, out, bias_len, stride, pads, dilation):
+    m = np.empty(_META, np.int64)
+    m[0], m[1] = last, groups
+    for i in range(5):
+        m[2 + i], m[7 + i], m[12 + i] = x5.shape[i], w5.shape[i], out.shape[i]
+    m[17] = bias_len
+    for a in range(3):
+        m[18 + a], m[21 + 2 * a], m[22 + 2 * a], m[27 + a] = (stride[a], pads[a, 0],
+                                                              pads[a, 1], dilation[a])
+    return m
+
+
+@njit(cache=True, notice=False)
+def _keep(*arrays):
+    """A use of ``arrays`` after the call that reads them through pointers: Numba frees an
+    array after its last use."""
+    return len(arrays)
+
+
+# ----------------------------------------------------------------------------
+# typing: the arguments' types and constants, when the caller compiles
+
+_FLOATS = (types.float32, types.float64)
+
+
+def _given(ty):
+    """Whether an argument was passed (else the typing function sees its default)."""
+    return isinstance(ty, types.Type) and not isinstance(ty, types.Omitted)
+
+
+def _is_none(ty):
+    return ty is None or isinstance(ty, (types.NoneType, types.Omitted)) and \
+        getattr(ty, "value", None) is None
+
+
+def _float_array(ty, name, ndims, func):
+    if not isinstance(ty, types.Array):
+        raise TypingError(f"{func}: {name} must be a NumPy array inside jitted code, got {ty}")
+    if ty.dtype not in _FLOATS:
+        raise TypingError(f"{func}: {name} must be float32 or float64 inside jitted code, got "
+                          f"{ty.dtype} (float16 and bfloat16 stay out of jitted code: Numba "
+                          "cannot type them; call the function from Python for them)")
+    if ty.ndim not in ndims:
+        raise TypingError(f"{func}: {name} must have {' or '.join(map(str, ndims))} "
+                          f"dimensions, got {ty.ndim}")
+
+
+def _constant(ty, name, func):
+    """The value of a string constant (or of the omitted default)."""
+    if not isinstance(ty, types.Type):
+        return ty
+    if isinstance(ty, types.Omitted):
+        return ty.value
+    if isinstance(ty, types.StringLiteral):
+        return ty.literal_value
+    raise TypingError(f"{func}: {name} must be a string constant inside jitted code (a "
+                      f"literal or a global), got {ty}")
+
+
+def _is_int(ty):
+    return isinstance(ty, types.Integer) or (not isinstance(ty, types.Type)
+                                             and isinstance(ty, int))
+
+
+def _ints(ty, name, rank, fill, func):
+    """Source of a 3-tuple of ``np.int64`` from the argument ``name`` (an int or a tuple of
+    ``rank`` ints), lower ranks led by ``fill``."""
+    lead = [str(fill)] * (3 - rank)
+    if _is_int(ty):
+        return "(" + ", ".join(lead + [f"np.int64({name})"] * rank) + ")"
+    if isinstance(ty, types.BaseTuple) and len(ty) == rank and all(
+            isinstance(t, types.Integer) for t in ty):
+        return "(" + ", ".join(lead + [f"np.int64({name}[{i}])" for i in range(rank)]) + ")"
+    raise TypingError(f"{func}: {name} must be an int or a tuple of {rank} int"
+                      f"{'s' * (rank > 1)} inside jitted code, got {ty}")
+
+
+def _padding(ty, rank, func):
+    """Source of 6 ``np.int64``: ``(before, after)`` per axis, depth first."""
+    lead = ["np.int64(0)", "np.int64(0)"] * (3 - rank)
+    if _is_int(ty):
+        return "(" + ", ".join(lead + ["np.int64(padding)"] * (2 * rank)) + ")"
+    if isinstance(ty, types.BaseTuple) and len(ty) == rank:
+        if all(isinstance(t, types.Integer) for t in ty):
+            return "(" + ", ".join(lead + [f"np.int64(padding[{i}])" for i in range(rank)
+                                           for _ in range(2)]) + ")"
+        if all(isinstance(t, types.BaseTuple) and len(t) == 2 and
+               all(isinstance(e, types.Integer) for e in t) for t in ty):
+            return "(" + ", ".join(lead + [f"np.int64(padding[{i}][{j}])" for i in range(rank)
+                                           for j in range(2)]) + ")"
+    if isinstance(ty, (types.StringLiteral, types.UnicodeType)):
+        raise TypingError(f"{func}: padding='same' and 'valid' are not supported inside "
+                          "jitted code yet; give the padding as numbers")
+    raise TypingError(f"{func}: padding must be an int, a tuple of {rank} ints or a tuple of "
+                      f"{rank} (before, after) pairs inside jitted code, got {ty}")
+
+
+def _to5(rank, last, batched, name):
+    """Source of ``name``'s shape as 5-D, ``(N, C, D, H, W)`` or ``(N, D, H, W, C)``."""
+    dims = [f"{name}.shape[{i}]" for i in range(rank + 1 + batched)]
+    n = [dims.pop(0)] if batched else ["1"]
+    if last:
+        return "(" + ", ".join(n + ["1"] * (3 - rank) + dims) + ")"
+    return "(" + ", ".join(n + [dims[0]] + ["1"] * (3 - rank) + dims[1:]) + ")"
+
+
+def _from5(rank, last, batched):
+    """Source of the result's shape in the caller's dimensions, from the 5-D ``r5``."""
+    if last:
+        dims = [f"r5.shape[{i}]" for i in range(4 - rank, 5)]
+    else:
+        dims = ["r5.shape[1]"] + [f"r5.shape[{i}]" for i in range(5 - rank, 5)]
+    return "(" + ", ".join((["r5.shape[0]"] if batched else []) + dims) + ",)"
+
+
+def _common(func, rank, x, weight, bias, backend, data_format):
+    """Checks shared by the operations; returns ``(last, batched, dtype)``. Starts Numba's
+    threads first: the library's parallel kernels, loaded from the disk cache into a
+    function compiled before any parallel region ran, fail to link otherwise ("LLVM
+    ERROR: Symbol not found: allocate_sched")."""
+    _launch_threads()
+    name = func.__name__
+    if _constant(backend, "backend", name) not in BACKENDS:
+        raise TypingError(f"{name}: backend must be 'direct' or 'auto' (meaning 'direct') "
+                          f"inside jitted code, got {_constant(backend, 'backend', name)!r}: "
+                          "'im2col' and 'cuda' run from Python only")
+    fmt = _constant(data_format, "data_format", name)
+    formats = DATA_FORMATS[rank]
+    if fmt not in formats:
+        raise TypingError(f"{name}: data_format must be {formats[0]!r} (channels first) or "
+                          f"{formats[1]!r} (channels last), got {fmt!r}")
+    _float_array(x, "x", (rank + 1, rank + 2), name)
+    _float_array(weight, "weight", (rank + 2,), name)
+    dtypes = [x.dtype, weight.dtype]
+    if not _is_none(bias):
+        _float_array(bias, "bias", (1,), name)
+        dtypes.append(bias.dtype)
+    dtype = types.float64 if types.float64 in dtypes else types.float32
+    return fmt == formats[1], x.ndim == rank + 2, dtype
+
+
+#: The call of a compiled entry, in the generated implementations.
+_CALL = """    r5 = _new_result(o, x5, {last})
+    if r5.size:
+        m = _meta({last}, g, x5, w5, r5, b.shape[0], s3, p3, d3)
+        fn(x5.ctypes.data, w5.ctypes.data, b.ctypes.data, r5.ctypes.data, m.ctypes.data)
+        _keep(x5, w5, b, r5, m)
+"""
+
+
+def _scope(transposed, dtype, shape_of):
+    return {"DT": np.dtype(str(dtype)), "fn": entry(transposed, dtype), "shape_of": shape_of,
+            "_layout_shape": _layout_shape, "_shape": _shape, "_new_result": _new_result,
+            "_meta": _meta, "_keep": _keep}
+
+
+def _compile(source, env):
+    scope = dict(env, np=np)
+    exec(source, scope)     # noqa: S102 (source built above from constants)
+    return scope["impl"]
+
+
+def _operand_source(rank, last, batched, x, weight, bias, dtype):
+    def conv(name, ty):
+        return f"{name}.astype(DT)" if ty.dtype != dtype else f"np.ascontiguousarray({name})"
+    has_bias = not _is_none(bias)
+    lines = [f"    xc = {conv('x', x)}",
+             f"    x5 = xc.reshape({_to5(rank, last, batched, 'xc')})",
+             f"    wc = {conv('weight', weight)}",
+             f"    w5 = wc.reshape({_to5(rank, False, True, 'wc')})",
+             f"    b = {conv('bias', bias)}" if has_bias else "    b = np.empty(0, DT)"]
+    return "\n".join(lines) + "\n", has_bias
+
+
+def _overload_transposed(func, rank):
+    name = func.__name__
+
+    @overload(func, prefer_literal=True)
+    def typer(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+              dilation=1, output_size=None, out=None, backend="auto",
+              data_format=DATA_FORMATS[rank][0]):
+        last, batched, dtype = _common(func, rank, x, weight, bias, backend, data_format)
+        if not _is_none(output_size):
+            raise TypingError(f"{name}: output_size is not supported inside jitted code yet; "
+                              "give output_padding")
+        if not _is_int(groups):
+            raise TypingError(f"{name}: groups must be an int, got {groups}")
+        given_out = not _is_none(out)
+        if given_out:
+            _float_array(out, "out", (x.ndim,), name)
+            if out.dtype != dtype:
+                raise TypingError(f"{name}: out must have dtype {dtype}, got {out.dtype}")
+        operands, has_bias = _operand_source(rank, last, batched, x, weight, bias, dtype)
+        source = (
+            "def impl(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,\n"
+            "         dilation=1, output_size=None, out=None, backend='auto',\n"
+            f"         data_format={DATA_FORMATS[rank][0]!r}):\n"
+            + operands +
+            f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
+            f"    op3 = np.array({_ints(output_padding, 'output_padding', rank, 0, name)})\n"
+            f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
+            f"    p3 = np.array({_padding(padding, rank, name)}).reshape((3, 2))\n"
+            f"    g = np.int64(groups)\n"
+            f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
+            f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, op3, d3, g)\n"
+            + _CALL.format(last=last))
+        source += (
+            f"    result = r5.reshape({_from5(rank, last, batched)})\n")
+        if given_out:
+            source += ("    if out.shape != result.shape:\n"
+                       "        raise ValueError('out must have the shape of the result')\n"
+                       "    out[...] = result\n"
+                       "    return out\n")
+        else:
+            source += "    return result\n"
+        return _compile(source, _scope(True, dtype, transposed_shape))
+
+    return typer
+
+
+def _overload_conv(func, rank):
+    name = func.__name__
+
+    @overload(func, prefer_literal=True)
+    def typer(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+              backend="auto", data_format=DATA_FORMATS[rank][0]):
+        last, batched, dtype = _common(func, rank, x, weight, bias, backend, data_format)
+        if not _is_int(groups):
+            raise TypingError(f"{name}: groups must be an int, got {groups}")
+        operands, has_bias = _operand_source(rank, last, batched, x, weight, bias, dtype)
+        source = (
+            "def impl(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,\n"
+            f"         backend='auto', data_format={DATA_FORMATS[rank][0]!r}):\n"
+            + operands +
+            f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
+            f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
+            f"    p3 = np.array({_padding(padding, rank, name)}).reshape((3, 2))\n"
+            f"    g = np.int64(groups)\n"
+            f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
+            f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, d3, g)\n"
+            + _CALL.format(last=last) +
+            f"    return r5.reshape({_from5(rank, last, batched)})\n")
+        return _compile(source, _scope(False, dtype, conv_shape))
+
+    return typer
+
+
+_overload_transposed(conv_transpose1d, 1)
+_overload_transposed(conv_transpose2d, 2)
+_overload_conv(conv1d, 1)
+_overload_conv(conv2d, 2)

@@ -1,0 +1,199 @@
+"""The forward functions called from the user's own ``@njit`` code (:mod:`convtranspose.jit`).
+
+Each jitted function below is compiled once per argument types (rank, layout, dtype), and
+then called over random valid hyper-parameters of those types: the result must be bitwise
+equal to the Python call with ``backend="direct"``, of the same dtype and layout. The
+shapes are drawn so that both the channels-last engine and the gather kernels run, and a
+few weights hold Inf or NaN.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from numba.core.errors import TypingError
+
+import convtranspose as ct
+from convtranspose.params import DATA_FORMATS
+
+TRANSPOSED = {1: ct.conv_transpose1d, 2: ct.conv_transpose2d}
+CONV = {1: ct.conv1d, 2: ct.conv2d}
+_JITTED = {}
+
+
+def jitted(rank, transposed, last):
+    """``f(x, w, b, stride, padding, output_padding, groups, dilation)`` (no
+    ``output_padding`` for a convolution) calling the library from ``@njit`` code, with
+    the layout a string constant; compiled once per types."""
+    key = rank, transposed, last
+    if key not in _JITTED:
+        name = ("conv_transpose" if transposed else "conv") + f"{rank}d"
+        fmt = DATA_FORMATS[rank][last]
+        args = "x, w, b, s, p, op, g, d" if transposed else "x, w, b, s, p, d, g"
+        scope = {"ct": ct}
+        exec(f"def f({args}):\n    return ct.{name}({args}, data_format={fmt!r})\n", scope)
+        _JITTED[key] = numba.njit(scope["f"])
+    return _JITTED[key]
+
+
+def _draw(rng, rank, transposed):
+    """Random valid hyper-parameters and channels: half the draws run the engine."""
+    groups = int(rng.choice([1, 1, 2]))
+    engine = rng.random() < 0.5
+    c_in_g, c_out_g = (int(rng.integers(8, 20)), int(rng.integers(8, 20))) if engine else \
+        (int(rng.integers(1, 4)), int(rng.integers(1, 6)))
+    k = tuple(int(v) for v in rng.integers(1, 5, rank))
+    s = tuple(int(v) for v in rng.integers(1, 4, rank))
+    d = tuple(int(v) for v in rng.integers(1, 3, rank))
+    p = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (rank, 2)))
+    op = tuple(int(rng.integers(0, max(si, di))) for si, di in zip(s, d))
+    size = tuple(int(v) for v in rng.integers(3, 8, rank))
+    if transposed:      # keep every output size >= 1
+        p = tuple(pads if (n - 1) * si - sum(pads) + di * (ki - 1) + oi + 1 >= 1 else (0, 0)
+                  for pads, n, si, di, ki, oi in zip(p, size, s, d, k, op))
+    else:
+        p = tuple((min(a, dk * (kk - 1)), min(b, dk * (kk - 1)))
+                  for (a, b), kk, dk in zip(p, k, d))
+        size = tuple(max(n, dk * (kk - 1) + 1) for n, kk, dk in zip(size, k, d))
+    return groups, c_in_g * groups, c_out_g * groups, k, s, d, p, op, size
+
+
+def _operands(rng, rank, transposed, last, dtype, batch, bad_weight):
+    groups, c_in, c_out, k, s, d, p, op, size = _draw(rng, rank, transposed)
+    w_shape = (c_in, c_out // groups, *k) if transposed else (c_out, c_in // groups, *k)
+    x_shape = (*size, c_in) if last else (c_in, *size)
+    if batch:
+        x_shape = (batch, *x_shape)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    if bad_weight:
+        w.flat[rng.integers(w.size)] = rng.choice([np.inf, -np.inf, np.nan])
+    b = rng.standard_normal(c_out).astype(dtype)
+    return x, w, b, s, p, op, groups, d
+
+
+#: Every layout and dtype in 2-D, two combinations in 1-D: each compiles a function (a
+#: second or two with the library's compiled entries in Numba's cache).
+COMBINATIONS = [(2, t, last, dt) for t in (True, False) for last in (False, True)
+                for dt in (np.float32, np.float64)] + [(1, True, False, np.float32),
+                                                      (1, False, True, np.float64)]
+
+
+@pytest.mark.parametrize("rank, transposed, last, dtype", COMBINATIONS)
+def test_bitwise_equal_to_the_python_call(rank, transposed, last, dtype):
+    rng = np.random.default_rng([rank, transposed, last, np.dtype(dtype).itemsize])
+    f = jitted(rank, transposed, last)
+    fmt = DATA_FORMATS[rank][last]
+    for case in range(8):
+        x, w, b, s, p, op, g, d = _operands(rng, rank, transposed, last, dtype,
+                                            batch=(0, 1, 2, 3)[case % 4] or None,
+                                            bad_weight=case % 3 == 2)
+        if transposed:
+            got = f(x, w, b, s, p, op, g, d)
+            want = TRANSPOSED[rank](x, w, b, s, p, op, g, d, backend="direct",
+                                    data_format=fmt)
+        else:
+            got = f(x, w, b, s, p, d, g)
+            want = CONV[rank](x, w, b, s, p, d, g, backend="direct", data_format=fmt)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.strides == want.strides, (got.strides, want.strides)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {case}: {s, p, op, g, d}")
+
+
+def test_defaults_ints_no_bias_mixed_dtypes_and_out():
+    @numba.njit
+    def f(x, w, out):
+        a = ct.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)
+        c = ct.conv2d(x, w.astype(np.float32).transpose(1, 0, 2, 3).copy(), None, 1, 1)
+        ct.conv_transpose2d(x, w, None, 2, 1, 1, out=out, backend="auto")
+        return a, c
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3))                       # float64: a float64 result
+    out = np.empty((2, 3, 10, 10))
+    a, c = f(x, w, out)
+    want = ct.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1, backend="direct")
+    assert a.dtype == np.float64
+    np.testing.assert_array_equal(a, want)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(c, ct.conv2d(x, w.astype(np.float32).transpose(1, 0, 2, 3),
+                                               None, 1, 1, backend="direct"))
+
+
+@numba.njit
+def _transposed_call(x, w, s, g):
+    return ct.conv_transpose2d(x, w, None, s, 0, 0, g)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((np.ones((1, 2, 3, 3)), np.ones((2, 1, 2, 2)), 0, 1), "stride must be >= 1"),
+    ((np.ones((1, 3, 3, 3)), np.ones((2, 1, 2, 2)), 1, 1), "input channels"),
+    ((np.ones((1, 3, 3, 3)), np.ones((3, 1, 2, 2)), 1, 2), "groups"),
+    ((np.ones((1, 2, 3, 3)), np.ones((2, 1, 2, 2)), 1, 0), "groups must be >= 1"),
+])
+def test_bad_values_raise_value_error(args, message):
+    with pytest.raises(ValueError, match=message):
+        _transposed_call(*args)
+
+
+def test_bad_bias_and_out_shape():
+    @numba.njit
+    def f(x, w, b, out):
+        return ct.conv_transpose2d(x, w, b, out=out)
+
+    x, w = np.ones((1, 2, 3, 3)), np.ones((2, 1, 2, 2))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        f(x, w, np.ones(2), np.empty((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="out must have the shape"):
+        f(x, w, np.ones(1), np.empty((1, 1, 4, 5)))
+
+
+@pytest.mark.parametrize("body, message", [
+    ("ct.conv_transpose2d(x, w, backend='cuda')", "backend must be 'direct' or 'auto'"),
+    ("ct.conv_transpose2d(x, w, backend='im2col')", "backend must be 'direct' or 'auto'"),
+    ("ct.conv2d(x, w, data_format='NWC')", "data_format must be 'NCHW'"),
+    ("ct.conv2d(x.astype(np.int64), w)", "x must be float32 or float64"),
+    ("ct.conv_transpose2d(x, w.view(np.uint16))", "weight must be float32 or float64"),
+    ("ct.conv_transpose2d(x[0, 0], w)", "x must have 3 or 4 dimensions"),
+    ("ct.conv_transpose2d(x, w, stride=(1, 2, 3))", "stride must be an int or a tuple of 2"),
+    ("ct.conv2d(x, w, padding='same')", "padding='same'"),
+])
+def test_bad_types_and_constants_are_typing_errors(body, message):
+    scope = {"ct": ct, "np": np}
+    exec(f"def f(x, w):\n    return {body}\n", scope)
+    with pytest.raises(TypingError, match=message):
+        numba.njit(scope["f"])(np.ones((1, 2, 3, 3)), np.ones((2, 2, 2, 2)))
+
+
+PRANGE = """
+import numba, numpy as np
+import convtranspose as ct
+
+@numba.njit(parallel=True)
+def per_image(x, w):
+    out = np.empty((x.shape[0], w.shape[1], 2 * x.shape[2], 2 * x.shape[3]), x.dtype)
+    for i in numba.prange(x.shape[0]):
+        out[i] = ct.conv_transpose2d(x[i], w, stride=2, padding=1)
+    return out
+
+rng = np.random.default_rng(0)
+for c in (2, 16):                          # the gather kernel, then the engine
+    x = rng.standard_normal((4, c, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((c, c, 4, 4)).astype(np.float32)
+    want = ct.conv_transpose2d(x, w, stride=2, padding=1, backend="direct")
+    np.testing.assert_array_equal(per_image(x, w), want)
+print("ok", numba.threading_layer())
+"""
+
+
+def test_a_call_inside_prange_does_not_deadlock():
+    """A nested parallel region (the library's kernels inside the user's ``prange``): in a
+    fresh process, with a time limit, so a deadlock fails instead of hanging."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(PRANGE)], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok")
