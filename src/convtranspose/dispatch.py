@@ -23,7 +23,6 @@ import numpy as np
 from ._arrays import is_device_array
 from .cpu import backward as cpu_backward
 from .cpu import direct, im2col, nd_engine
-from .cpu.simd import MR, lanes
 from .cpu.layout import c_contiguous
 from .params import _output_hw
 
@@ -153,9 +152,7 @@ def engine_terms(x_shape, w_shape, params, out_hw, dtype, channels_last=False):
     channels-first result, tasks]`` (from :func:`convtranspose.cpu.nd_engine.plan`)."""
     n, c_in, h, w = x_shape
     c_out_g, groups = w_shape[1], params.groups
-    narrow = c_out_g <= lanes(np.dtype(dtype))      # nd_engine's one-vector tiles
-    nrt = lanes(np.dtype(dtype)) * (1 if narrow else 2)
-    mr = nd_engine.NARROW_MR if narrow else MR
+    nrt, mr = nd_engine.tile_shape(c_out_g, np.dtype(dtype))
     blocks = -(-c_out_g // nrt)
     p = nd_engine.plan((n, c_in, 1, h, w), (w_shape[0], c_out_g, 1, *w_shape[2:]),
                        (1, *params.stride), ((0, 0), *params.pads), (1, *params.dilation),

@@ -180,9 +180,9 @@ def _depth_choice(xs, ws, params, shape, dtype, name, last):
     up per backend; ``backend`` is the one that runs the most taps. Layers that run on the
     channels-last engine as one problem say so instead."""
     from .cpu.direct import volume_uses_engine
-    if name in ("auto", "direct") and volume_uses_engine(ws, params, shape, dtype.itemsize,
-                                                         last, name):
-        x5 = xs if len(xs) == 5 else (1, *xs)
+    x5 = xs if len(xs) == 5 else (1, *xs)
+    if name in ("auto", "direct") and volume_uses_engine(x5, ws, params, shape,
+                                                         dtype.itemsize, last, name):
         return dispatch.Choice("direct", "3-D runs as one problem on the channels-last "
                                "engine of direct (a weight with Inf or NaN runs one 2-D "
                                "problem per depth tap instead)", {},

@@ -154,13 +154,9 @@ def scatter(x, weight, bias, params, out, method, last=False):
     channels-first views of channels-last memory. Returns ``out``. Layers that ``direct``
     runs on the channels-last engine go to it whole, with no loop over depth taps (``auto``
     too, but for large channels-first results: :func:`~convtranspose.cpu.direct.volume_uses_engine`)."""
-    last_out = out.strides[1] == out.dtype.itemsize
     if method in ("auto", "direct") and direct.volume_uses_engine(
-            weight.shape, params, out.shape, out.dtype.itemsize, last_out, method) \
-            and nd_engine.supported(weight) and (method == "direct" or direct.fits(
-                direct.engine_image_bytes(x.shape, weight.shape, params.stride,
-                                          [lo for lo, _ in params.pads], params.dilation,
-                                          out.shape, out.dtype.itemsize, last_out))):
+            x.shape, weight.shape, params, out.shape, out.dtype.itemsize,
+            out.strides[1] == out.dtype.itemsize, method) and nd_engine.supported(weight):
         return direct.run_volume(x, weight, bias, params, out)
     _start(out, bias)
     n, plane = x.shape[0], params.plane
@@ -191,13 +187,9 @@ def correlate(x, weight, bias, out, params, method, last=False):
     where a padding zero meets a non-finite weight; ``last`` as for :func:`scatter`.
     Returns ``out``. Layers with many channels run on the channels-last engine whole
     (``auto``: unless the result is channels-first and large, as for :func:`scatter`)."""
-    last_out = out.strides[1] == out.dtype.itemsize
-    before = [lo for lo, _ in params.pads]
     if method in ("auto", "direct") and direct.volume_correlation_uses_engine(
-            weight.shape, params.groups, out.shape, out.dtype.itemsize, last_out, method) \
-            and (method == "direct" or direct.fits(direct.engine_image_bytes(
-                x.shape, weight.shape, params.stride, before, params.dilation, out.shape,
-                out.dtype.itemsize, last_out, correlation=True))):
+            x.shape, weight.shape, params, out.shape, out.dtype.itemsize,
+            out.strides[1] == out.dtype.itemsize, method):
         direct.run_correlation(x, weight, bias, out, params.stride, params.dilation,
                                [lo for lo, _ in params.pads], params.groups)
     else:

@@ -184,14 +184,15 @@ def run_engine(x, weight, bias, params, out):
 VOLUME_TRANSPOSE_BYTES = 16 * 2**20
 
 
-def volume_uses_engine(w_shape, params, out_shape, itemsize, channels_last,
+def volume_uses_engine(x_shape, w_shape, params, out_shape, itemsize, channels_last,
                        method="direct"):
     """Whether the 3-D transposed convolution with a weight of shape ``w_shape`` into a
     result of ``out_shape`` (channels-first order) runs on the engine as one problem (else
     as 2-D problems per depth tap): :func:`uses_engine`, and for ``method="auto"`` also
     a channels-last result or one whose images are below
-    :data:`VOLUME_TRANSPOSE_BYTES`. Shapes only: an Inf or NaN weight still runs per
-    depth tap (:func:`convtranspose.cpu.nd_engine.supported`).
+    :data:`VOLUME_TRANSPOSE_BYTES`, and one image's buffers within the workspace limit
+    (:func:`fits`). Shapes only (``x_shape`` channels-first): an Inf or NaN weight still
+    runs per depth tap (:func:`convtranspose.cpu.nd_engine.supported`).
 
     Examples
     --------
@@ -200,26 +201,32 @@ def volume_uses_engine(w_shape, params, out_shape, itemsize, channels_last,
     >>> import numpy as np
     >>> params = normalise((1, 64, 32, 32, 32), (64, 32, 2, 2, 2), None,
     ...                    [np.dtype("f4")] * 2, stride=2, rank=3)[0]
-    >>> [volume_uses_engine((64, 32, 2, 2, 2), params, (1, 32, 64, 64, 64), 4, last, m)
+    >>> [volume_uses_engine((1, 64, 32, 32, 32), (64, 32, 2, 2, 2), params,
+    ...                     (1, 32, 64, 64, 64), 4, last, m)
     ...  for last, m in ((False, "direct"), (False, "auto"), (True, "auto"))]
     [True, False, True]
     """
-    return uses_engine(tuple(w_shape), params) and _volume_result_ok(
-        out_shape, itemsize, channels_last, method)
+    return uses_engine(tuple(w_shape), params) and _volume_auto_ok(
+        x_shape, w_shape, params, out_shape, itemsize, channels_last, method, False)
 
 
-def volume_correlation_uses_engine(w_shape, groups, out_shape, itemsize, channels_last,
-                                   method="direct"):
+def volume_correlation_uses_engine(x_shape, w_shape, params, out_shape, itemsize,
+                                   channels_last, method="direct"):
     """:func:`volume_uses_engine` for the 3-D correlation (``conv3d``'s forward) with a
     weight of shape ``w_shape`` ``(C_out, C_in // groups, kD, kH, kW)``:
-    :func:`correlation_uses_engine`, and for ``auto`` the same rule on the result."""
-    return correlation_uses_engine(tuple(w_shape), groups) and _volume_result_ok(
-        out_shape, itemsize, channels_last, method)
+    :func:`correlation_uses_engine`, and for ``auto`` the same rules."""
+    return correlation_uses_engine(tuple(w_shape), params.groups) and _volume_auto_ok(
+        x_shape, w_shape, params, out_shape, itemsize, channels_last, method, True)
 
 
-def _volume_result_ok(out_shape, itemsize, channels_last, method):
-    return (method == "direct" or channels_last
-            or itemsize * math.prod(out_shape[1:]) < VOLUME_TRANSPOSE_BYTES)
+def _volume_auto_ok(x_shape, w_shape, params, out_shape, itemsize, channels_last, method,
+                    correlation):
+    if method == "direct":
+        return True
+    small = channels_last or itemsize * math.prod(out_shape[1:]) < VOLUME_TRANSPOSE_BYTES
+    return small and fits(engine_image_bytes(
+        x_shape, w_shape, params.stride, [lo for lo, _ in params.pads], params.dilation,
+        out_shape, itemsize, channels_last, correlation))
 
 
 def fits(image_bytes):

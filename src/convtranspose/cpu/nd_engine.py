@@ -557,6 +557,22 @@ def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
 NARROW_MR = 8
 
 
+def tile_shape(c_out_g, dtype):
+    """``(output channels, pixels)`` of the engine's register tile for ``c_out_g`` output
+    channels per group: one vector by :data:`NARROW_MR` pixels where one vector holds
+    them, else two vectors by ``MR``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.nd_engine import tile_shape
+    >>> tile_shape(3, np.float64)[1], tile_shape(300, np.float64)[1]
+    (8, 6)
+    """
+    w = lanes(dtype)
+    return (w, NARROW_MR) if c_out_g <= w else (2 * w, MR)
+
+
 @njit(inline="always")
 def _put1(out, o, sc, acc, b0, w, nr, edge):
     """Store one pixel's ``nr`` channels (one vector plus bias) at ``out.flat[o]``."""
@@ -767,9 +783,8 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     p = plan(x_shape, weight.shape, stride, pads, dilation, out_shape, correlation)
     c_in_g = weight.shape[1] if correlation else weight.shape[0] // groups
     c_out_g = weight.shape[0] // groups if correlation else weight.shape[1]
-    narrow = c_out_g <= lanes(dtype)     # one vector holds a group's output channels
-    nrt = lanes(dtype) * (1 if narrow else 2)
-    kernel, mr = (_narrow_kernel, NARROW_MR) if narrow else (_kernel, MR)
+    nrt, mr = tile_shape(c_out_g, dtype)
+    kernel = _narrow_kernel if mr == NARROW_MR else _kernel
     wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt, correlation)
     bp = np.zeros(groups * blocks * nrt, dtype)
     if bias is not None:
