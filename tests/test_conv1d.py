@@ -299,7 +299,7 @@ def test_shape_errors_speak_of_1d_layouts():
         ct.conv_transpose1d(np.zeros((1, 2, 5)), np.zeros((2, 2, 1, 3)))
     with pytest.raises(ValueError, match=r"x must be 2-D \(C_in, W\) or 3-D \(N, C_in, W\)"):
         ct.conv1d(np.zeros((1, 2, 1, 5)), np.zeros((2, 2, 3)))
-    with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+    with pytest.raises(TypeError, match="x must be float16, bfloat16, float32, float64, complex64 or complex128"):
         ct.conv1d(np.zeros((1, 2, 5), np.int64), np.zeros((2, 2, 3)))
     with pytest.raises(ValueError, match=r"grad_output must have the forward result's shape"):
         ct.conv_transpose1d_backward(np.zeros((1, 2, 6)), np.zeros((1, 2, 5)),

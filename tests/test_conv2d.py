@@ -135,7 +135,7 @@ def test_central_finite_differences(seed):
     (dict(padding="full"), "padding"),
     (dict(padding=-1), "padding"),
     (dict(weight=np.ones((4, 4, 5, 5))), "output size"),
-    (dict(x=np.ones((1, 4, 3, 3), np.int32)), "float32 or float64"),
+    (dict(x=np.ones((1, 4, 3, 3), np.int32)), "float32, float64, complex64 or complex128"),
     (dict(backend="gpu"), "backend"),
 ])
 def test_errors_name_the_argument(kwargs, match):

@@ -11,6 +11,7 @@ import pytest
 import convtranspose as ct
 from convtranspose.cpu import half
 from convtranspose.params import DATA_FORMATS
+from convtranspose.testing import call_in_layout, operand_shapes
 from convtranspose.reference import conv_reference, conv_transpose_reference
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -170,10 +171,9 @@ _CONV_ONLY_DROPPED = ("output_padding",)
 def _arrays(case, rank, transposed, dtype, seed=0):
     """``(x channels-first, weight, bias)`` of ``case`` in ``dtype`` (x as the case lays it out)."""
     _, n, c_in, c_out, size, k, with_bias, kw, layout = case
-    groups = kw.get("groups", 1)
     rng = np.random.default_rng(seed)
-    x_shape = ((n,) if n is not None else ()) + (c_in,) + (size,) * rank
-    w_shape = ((c_in, c_out // groups) if transposed else (c_out, c_in // groups)) + (k,) * rank
+    x_shape, w_shape = operand_shapes(n, c_in, c_out, size, k, kw.get("groups", 1), rank,
+                                      transposed)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
@@ -221,12 +221,7 @@ def test_forward_within_the_float32_accumulation_bound(rank, last, op, dtype, ca
     x, w, b = _arrays(case, rank, transposed, dt)
     kw = _keywords(case, transposed)
     fn = FORWARD[rank] if transposed else CONV[rank]
-    xl = _to_layout(x, rank, last)
-    if last and case[8] == "c":
-        xl = np.ascontiguousarray(xl)           # channels-last memory, read in place
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        y = fn(xl, w, b, data_format=DATA_FORMATS[rank][last], **kw)
+    y = call_in_layout(fn, x, w, b, DATA_FORMATS[rank][last], rank, case[8] == "c", **kw)
     ref, abs_ref = _expected(x, w, b, kw, rank, transposed)
     assert y.dtype == dt
     assert y.shape == _to_layout(ref, rank, last).shape
@@ -397,9 +392,9 @@ def test_out_of_another_dtype_is_refused():
 
 def test_other_dtypes_name_every_accepted_one():
     x, w, _ = _arrays(CASES[0], 2, True, F32)
-    for bad in (np.int8, np.bool_, np.complex64, object):
-        with pytest.raises(TypeError, match=r"^x must be float16, bfloat16, float32 or "
-                                            r"float64, got dtype "):
+    for bad in (np.int8, np.bool_, np.clongdouble, object):
+        with pytest.raises(TypeError, match=r"^x must be float16, bfloat16, float32, float64, "
+                                            r"complex64 or complex128, got dtype "):
             ct.conv3d(x[:, :, None].astype(bad), w[:, :, None])
 
 

@@ -54,7 +54,7 @@ def test_seed_is_reproducible():
      "in_channels must be a positive multiple of groups = 1, got 0"),
     (dict(in_channels=4, out_channels=3, kernel_size=0), ValueError, "kernel_size must be >= 1"),
     (dict(in_channels=4, out_channels=3, kernel_size=3, dtype=np.int32), TypeError,
-     "dtype must be float16, bfloat16, float32 or float64"),
+     "dtype must be float16, bfloat16, float32, float64, complex64 or complex128"),
     (dict(in_channels=4, out_channels=3, kernel_size=3, stride=2, output_padding=2), ValueError,
      "output_padding"),
 ])

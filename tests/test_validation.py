@@ -45,12 +45,12 @@ VALUE_ERRORS = [
 ]
 
 TYPE_ERRORS = [
-    (dict(x=X.astype(np.int64)), r"^x must be float16, bfloat16, float32 or float64, got dtype int64$"),
-    (dict(x=X.astype(bool)), r"^x must be float16, bfloat16, float32 or float64, got dtype bool$"),
-    (dict(weight=W.astype(np.complex64)), r"^weight must be float16, bfloat16, float32 or float64, got dtype complex64$"),
-    (dict(bias=np.zeros(3, np.int32)), r"^bias must be float16, bfloat16, float32 or float64, got dtype int32$"),
-    (dict(x=X.astype(np.complex128)), r"^x must be float16, bfloat16, float32 or float64, got dtype complex128$"),
-    (dict(x=np.array([[["a"]]], dtype=object)), r"^x must be float16, bfloat16, float32 or float64, got dtype object$"),
+    (dict(x=X.astype(np.int64)), r"^x must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype int64$"),
+    (dict(x=X.astype(bool)), r"^x must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype bool$"),
+    (dict(weight=W.astype(np.clongdouble)), r"^weight must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype complex(256|192|128)$"),
+    (dict(bias=np.zeros(3, np.int32)), r"^bias must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype int32$"),
+    (dict(x=X.astype(np.float16).view(np.uint16)), r"^x must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype uint16$"),
+    (dict(x=np.array([[["a"]]], dtype=object)), r"^x must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype object$"),
     (dict(stride=np.array(2.0)), r"stride must be an int or a pair of ints, got array\(2\.\)"),
     (dict(groups=np.array([1])), r"groups must be an int, got array\(\[1\]\)"),
     (dict(stride=2.0), r"stride must be an int or a pair of ints, got 2.0"),
@@ -149,7 +149,7 @@ def test_gradient_dtype_errors_name_the_argument(name, dtypes, message):
     else:
         w = np.zeros((2, 3, 3, 3), dtypes[2])
         g = np.zeros((1, 3, 6, 6), dtypes[0])
-    with pytest.raises(TypeError, match=f"^{message} must be float16, bfloat16, float32 or float64, got dtype "):
+    with pytest.raises(TypeError, match=f"^{message} must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype "):
         getattr(ct, name)(g, x, w)
 
 
@@ -170,11 +170,11 @@ def test_output_shape_gives_python_ints():
 
 
 @pytest.mark.parametrize("args, message", [
-    ((None, W), r"^x must be an array of float16, bfloat16, float32 or float64, got None$"),
-    ((X, None), r"^weight must be an array of float16, bfloat16, float32 or float64, got None$"),
-    ((X.astype(np.int64), W), r"^x must be float16, bfloat16, float32 or float64, got dtype int64$"),
-    ((X, W, np.zeros(3, np.int64)), r"^bias must be float16, bfloat16, float32 or float64, got dtype int64$"),
-    (([[1, 2]], W), r"^x must be float16, bfloat16, float32 or float64, got dtype int64$"),
+    ((None, W), r"^x must be an array of float16, bfloat16, float32, float64, complex64 or complex128, got None$"),
+    ((X, None), r"^weight must be an array of float16, bfloat16, float32, float64, complex64 or complex128, got None$"),
+    ((X.astype(np.int64), W), r"^x must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype int64$"),
+    ((X, W, np.zeros(3, np.int64)), r"^bias must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype int64$"),
+    (([[1, 2]], W), r"^x must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype int64$"),
 ])
 def test_explain_errors_name_the_argument(args, message):
     with pytest.raises(TypeError, match=message):
@@ -187,5 +187,5 @@ def test_explain_takes_lists_and_torch_cpu_tensors():
     assert ct.explain(X.tolist(), W.tolist(), stride=2).backend == expected.backend
     got = ct.explain(torch.from_numpy(X), torch.from_numpy(W), torch.zeros(3), stride=2)
     assert (got.backend, got.flops) == (expected.backend, expected.flops)
-    with pytest.raises(TypeError, match="x must be an array of float16, bfloat16, float32 or float64, got Tensor"):
+    with pytest.raises(TypeError, match="x must be an array of float16, bfloat16, float32, float64, complex64 or complex128, got Tensor"):
         ct.explain(torch.zeros(X.shape, requires_grad=True), W)

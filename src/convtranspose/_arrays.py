@@ -75,7 +75,8 @@ def host_array(a, name, required=True):
     >>> host_array(None, "x")
     Traceback (most recent call last):
     ...
-    TypeError: x must be an array of float16, bfloat16, float32 or float64, got None
+    TypeError: x must be an array of float16, bfloat16, float32, float64, complex64 or
+    complex128, got None
     """
     if a is None:
         if required:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dask_ops, ops
+from . import complexops, dask_ops, ops
 from . import explain as explaining
 from ._arrays import any_dask, channels_last, host_operands  # noqa: F401  (host_operands)
 from .dask_ops import dask_layout
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["conv_transpose2d", "explain"]
 
 
+@complexops.forward(2, correlation=False)
 def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
                      groups: int = 1, dilation: IntPair = 1, *, output_size: Shape | None = None,
@@ -32,7 +33,8 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
-        Input: float16, bfloat16 (``ml_dtypes.bfloat16``), float32 or float64. Any memory
+        Input: float16, bfloat16 (``ml_dtypes.bfloat16``), float32, float64, complex64 or
+        complex128. Any memory
         layout, byte order or writeability. A Dask array gives a lazy Dask array (see
         :doc:`/guide/dask`).
     weight : array_like, shape (C_in, C_out // groups, kH, kW)
@@ -87,9 +89,9 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Raises
     ------
     TypeError
-        Arrays of other dtypes than float16, bfloat16, float32 and float64 (integer, bool,
-        complex, object), non-integer hyper-parameters, an ``out`` that is not an ndarray,
-        half-precision operands on the GPU.
+        Arrays of other dtypes than float16, bfloat16, float32, float64, complex64 and
+        complex128 (integer, bool, object, long double), non-integer hyper-parameters, an
+        ``out`` that is not an ndarray, half-precision or complex operands on the GPU.
     ValueError
         Wrong number of dimensions, inconsistent channels, bias shape, stride or dilation
         below 1, negative padding, ``output_padding`` not below ``max(stride, dilation)``,
@@ -122,6 +124,10 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     whole input or output is made. A weight holding Inf or NaN runs the float32 code of the
     backend named instead, on float32 copies of one batch chunk at a time.
 
+    complex64 and complex128 operands run as one real call of twice the channels (PyTorch's
+    products, no conjugation; an element that is not finite is ``nan+nanj``, as PyTorch
+    gives it): :mod:`convtranspose.complexops` says how.
+
     Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
     ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.
 
@@ -129,6 +135,8 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     --------
     >>> import numpy as np
     >>> import convtranspose as ct
+    >>> ct.conv_transpose2d(np.array([[[[1 + 2j]]]]), np.array([[[[3 + 4j]]]]))
+    array([[[[-5.+10.j]]]])
     >>> x = np.ones((1, 1, 2, 2), np.float32)
     >>> w = np.ones((1, 1, 3, 3), np.float32)
     >>> ct.conv_transpose2d(x, w, stride=2)[0, 0]
@@ -191,7 +199,8 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         each, the estimates added up). CUDA arrays and ``backend="cuda"`` give the GPU
         kernel. For a Dask ``x``, a :class:`~convtranspose.dask_ops.GraphPlan` of the graph
         the call would build (chunks, halo, tasks, the backend picked per tile).
-        Half-precision operands (float16, bfloat16) give ``"direct"`` (its engine, which
+        Complex operands give the choice of the real call they run as, its reason saying
+        so. Half-precision operands (float16, bfloat16) give ``"direct"`` (its engine, which
         runs them whatever the CPU backend) and a reason saying how they are converted.
 
     Raises

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dask_ops, halfops, ops
+from . import complexops, dask_ops, halfops, ops
 from ._arrays import any_dask, channels_last, laid_out
 from .dask_ops import dask_layout
 # These lived here before and stay importable from here; they belong where they come from.
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["conv2d", "conv2d_backward"]
 
 
+@complexops.forward(2, correlation=True)
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
            groups: int = 1, *, backend: Backend = "auto", data_format: str = "NCHW") -> Array:
@@ -31,7 +32,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
-        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        Input: float16, bfloat16, float32, float64, complex64 or complex128 (as for
+        :func:`conv_transpose2d`, Notes there). A Dask array gives a lazy Dask
         array, tiled over its chunks.
     weight : array_like, shape (C_out, C_in // groups, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv2d.weight``.
@@ -117,6 +119,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                       data_format=data_format)
 
 
+@complexops.gradients(2, correlation=True)
 @halfops.float32_gradients
 def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
@@ -173,7 +176,10 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
 
     Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
     the gradients computed in float32 and returned in the operands' promoted dtype
-    (rounded once); ``backend="cuda"`` refuses them.
+    (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
+    gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
+    weight or input), from the real call of twice the channels
+    (:mod:`convtranspose.complexops`).
 
     Examples
     --------

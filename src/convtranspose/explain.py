@@ -111,6 +111,12 @@ def choice(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1
     if on_gpu and name not in ("auto", *dispatch.GPU_BACKENDS):
         raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were given: "
                          "use backend='auto' or 'cuda', or copy them to NumPy arrays")
+    complexes = [(n, dt) for n, (_, (_, dt)) in described.items() if dt.kind == "c"]
+    if complexes:
+        return _complex_choice(described, rank, last, name, complexes,
+                               dict(stride=stride, padding=padding,
+                                    output_padding=output_padding, dilation=dilation,
+                                    groups=groups, output_size=output_size), on_gpu)
     xs = _first_shape(xs, rank, last)
     params, shape, dtype = normalise(
         xs, ws, described["bias"][0] if "bias" in described else None,
@@ -149,6 +155,39 @@ def _half_choice(xs, ws, dtype, name, halves):
                 "instead")
     batched = xs if len(xs) == len(ws) else (1, *xs)
     return dispatch.Choice("direct", reason, {}, _flops(batched, ws))
+
+
+class _Spec:
+    """An operand's shape and dtype, all :func:`choice` reads."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+
+def _complex_choice(described, rank, last, name, complexes, kwargs, on_gpu):
+    """The :class:`Choice` of a call with complex operands ``complexes``: that of the real
+    call of twice the channels it runs as (:mod:`convtranspose.complexops`)."""
+    from .complexops import complex_result
+    if on_gpu or name in dispatch.GPU_BACKENDS:
+        raise TypeError("complex operands run on the CPU only: the cuda backend takes "
+                        "float32 or float64")
+    dtype = complex_result([d for _, d in described.values()])
+    part = np.dtype(f"f{dtype.itemsize // 2}")
+    (xs, _), (ws, _) = described["x"], described["weight"]
+    bs = described["bias"][0] if "bias" in described else None
+    params, _, _ = normalise(_first_shape(xs, rank, last), ws, bs, [part] * 2, rank=rank,
+                             last=last, **kwargs)
+    xs = _first_shape(xs, rank, last)
+    real_x = (*xs[:-rank - 1], *xs[-rank:], 2 * xs[-rank - 1])
+    picked = choice(_Spec(real_x, part), _Spec((2 * ws[0], 2 * ws[1], *ws[2:]), part),
+                    None if bs is None else _Spec((2 * bs[0],), part), params.stride,
+                    params.pads, params.output_padding, params.groups, params.dilation,
+                    backend=name, data_format=DATA_FORMATS[rank][1])
+    which = ", ".join(f"{operand} is {dt.name}" for operand, dt in complexes)
+    return dispatch.Choice(picked.backend,
+                           f"complex ({which}) runs as the real channels-last call of twice "
+                           f"the channels in {part.name}, 4 real products per complex one: "
+                           + picked.reason, picked.estimates, picked.flops)
 
 
 def _named(picked, name):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dask_ops, halfops, ops
+from . import complexops, dask_ops, halfops, ops
 from ._arrays import any_dask, laid_out
 from .dask_ops import dask_layout
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["conv_transpose2d_backward"]
 
 
+@complexops.gradients(2, correlation=False)
 @halfops.float32_gradients
 def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntPair = 1, padding: Padding = 0,
@@ -92,7 +93,10 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
 
     Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
     the gradients computed in float32 and returned in the operands' promoted dtype
-    (rounded once); ``backend="cuda"`` refuses them.
+    (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
+    gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
+    weight or input), from the real call of twice the channels
+    (:mod:`convtranspose.complexops`).
 
     Examples
     --------

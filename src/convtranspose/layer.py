@@ -36,6 +36,24 @@ def _computed(weight_grad, bias_grad):
     return dask.compute(weight_grad, bias_grad)
 
 
+
+def _parameter_dtype(dtype):
+    """A layer's ``dtype``: one the functions take (``TypeError`` naming ``dtype`` else),
+    in native byte order."""
+    dt = np.dtype(dtype)
+    if dt in (np.dtype(np.complex64), np.dtype(np.complex128)):
+        return dt
+    return check_dtype(dt, "dtype").newbyteorder("=")
+
+
+def _uniform(rng, bound, shape, dtype):
+    """PyTorch's initial values: uniform on ``[-bound, bound)``, for a complex ``dtype``
+    each part on its own (as ``torch.Tensor.uniform_`` fills complex parameters)."""
+    values = rng.uniform(-bound, bound, shape)
+    if dtype.kind == "c":
+        values = values + 1j * rng.uniform(-bound, bound, shape)
+    return values.astype(dtype)
+
 class _Parameters:
     """What both layers share: their learnable arrays and the gradients of them."""
 
@@ -135,13 +153,13 @@ class _ConvTransposeNd(_Parameters):
                                  f"{self.groups}, got {value}")
         if min(self.kernel_size) < 1:
             raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
-        dtype = check_dtype(dtype, "dtype").newbyteorder("=")
+        dtype = _parameter_dtype(dtype)
         rng = np.random.default_rng(seed)
         shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         fan_in = math.prod(shape[1:])
         bound = 1.0 / math.sqrt(fan_in)
-        self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
-        self.bias = rng.uniform(-bound, bound, self.out_channels).astype(dtype) if bias else None
+        self.weight = _uniform(rng, bound, shape, dtype)
+        self.bias = _uniform(rng, bound, (self.out_channels,), dtype) if bias else None
         self.weight_grad = self.bias_grad = None
         self._cache = None
 
@@ -281,7 +299,7 @@ class ConvTranspose2d(_ConvTransposeNd):
         Whether the layer adds a learnable bias.
     dilation : int or (int, int), default 1
         As for :func:`convtranspose.conv_transpose2d`.
-    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16, numpy.complex64, numpy.complex128}, default numpy.float32
         Dtype of the parameters. Half precision runs as the functions run it (the
         forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
@@ -365,12 +383,12 @@ class _ConvNd(_Parameters):
             if value < 1 or value % self.groups:
                 raise ValueError(f"{name} must be a positive multiple of groups = "
                                  f"{self.groups}, got {value}")
-        dtype = check_dtype(dtype, "dtype").newbyteorder("=")
+        dtype = _parameter_dtype(dtype)
         rng = np.random.default_rng(seed)
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         bound = 1.0 / math.sqrt(math.prod(shape[1:]))
-        self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
-        self.bias = rng.uniform(-bound, bound, self.out_channels).astype(dtype) if bias else None
+        self.weight = _uniform(rng, bound, shape, dtype)
+        self.bias = _uniform(rng, bound, (self.out_channels,), dtype) if bias else None
         self.weight_grad = self.bias_grad = None
         self._x = None
 
@@ -496,7 +514,7 @@ class Conv2d(_ConvNd):
         or ``"same"``).
     bias : bool, default True
         Whether the layer adds a learnable bias.
-    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16, numpy.complex64, numpy.complex128}, default numpy.float32
         Dtype of the parameters. Half precision runs as the functions run it (the
         forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
@@ -571,7 +589,7 @@ class ConvTranspose1d(_ConvTransposeNd):
         Whether the layer adds a learnable bias.
     dilation : int or (int,), default 1
         As for :func:`convtranspose.conv_transpose1d`.
-    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16, numpy.complex64, numpy.complex128}, default numpy.float32
         Dtype of the parameters. Half precision runs as the functions run it (the
         forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
@@ -650,7 +668,7 @@ class Conv1d(_ConvNd):
         ``((lo, hi),)``, ``"valid"`` or ``"same"``).
     bias : bool, default True
         Whether the layer adds a learnable bias.
-    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16, numpy.complex64, numpy.complex128}, default numpy.float32
         Dtype of the parameters. Half precision runs as the functions run it (the
         forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
@@ -727,7 +745,7 @@ class ConvTranspose3d(_ConvTransposeNd):
         Whether the layer adds a learnable bias.
     dilation : int or (int, int, int), default 1
         As for :func:`convtranspose.conv_transpose3d`.
-    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16, numpy.complex64, numpy.complex128}, default numpy.float32
         Dtype of the parameters. Half precision runs as the functions run it (the
         forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional
@@ -793,7 +811,7 @@ class Conv3d(_ConvNd):
         As for :func:`convtranspose.conv3d`.
     bias : bool, default True
         Whether the layer adds a learnable bias.
-    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16}, default numpy.float32
+    dtype : {numpy.float32, numpy.float64, numpy.float16, ml_dtypes.bfloat16, numpy.complex64, numpy.complex128}, default numpy.float32
         Dtype of the parameters. Half precision runs as the functions run it (the
         forward on the engine in float32 arithmetic, :meth:`backward` on float32 copies).
     seed : int or numpy.random.Generator, optional

@@ -41,8 +41,9 @@ MAX_PARAM = 2**31 - 1
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: Every dtype the host functions accept, as messages name them: float16 and bfloat16
-#: (``ml_dtypes.bfloat16``) are stored in half precision and computed in float32.
-ACCEPTED_DTYPES = "float16, bfloat16, float32 or float64"
+#: (``ml_dtypes.bfloat16``) are stored in half precision and computed in float32; complex64
+#: and complex128 run as real calls of twice the channels (:mod:`convtranspose.complexops`).
+ACCEPTED_DTYPES = "float16, bfloat16, float32, float64, complex64 or complex128"
 
 #: The names of the spatial dimensions of each rank, outermost first.
 _SPATIAL = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
@@ -755,9 +756,12 @@ def check_dtype(dtype, name):
     >>> check_dtype(np.int8, "dtype")
     Traceback (most recent call last):
     ...
-    TypeError: dtype must be float16, bfloat16, float32 or float64, got dtype int8
+    TypeError: dtype must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype int8
     """
     dt = np.dtype(dtype)
+    if dt.kind == "c" and dt.itemsize in (8, 16):
+        raise TypeError(f"{name} is {dt}: complex arrays are taken by the functions "
+                        "(conv_transpose1d/2d/3d, conv1d/2d/3d and their gradients), not here")
     if not ((dt.kind == "f" and dt.itemsize in (2, 4, 8)) or dt.name == "bfloat16"):
         raise TypeError(f"{name} must be {ACCEPTED_DTYPES}, got dtype {dt}")
     return dt
@@ -784,7 +788,7 @@ def result_dtype(*dtypes):
     >>> result_dtype(("x", np.dtype(np.int64)))
     Traceback (most recent call last):
     ...
-    TypeError: x must be float16, bfloat16, float32 or float64, got dtype int64
+    TypeError: x must be float16, bfloat16, float32, float64, complex64 or complex128, got dtype int64
     """
     named = [d if isinstance(d, tuple) else ("arrays", d) for d in dtypes]
     for name, dt in named:

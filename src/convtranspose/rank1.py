@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import api, conv, grad
+from . import api, complexops, conv, grad
 from ._arrays import check_out, host_array, is_dask_array, is_device_array
 from .params import (is_channels_last, normalise, normalise_backward, normalise_conv,
                      normalise_conv_backward)
@@ -125,6 +125,7 @@ def _check_host_out(out, shape, dtype):
 # the operations
 
 
+@complexops.forward(1, correlation=False)
 def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntTuple = 1, padding: AutoPadding = 0,
                      output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
@@ -135,7 +136,8 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, L) or (C_in, L)
-        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        Input: float16, bfloat16, float32, float64, complex64 or complex128 (as for
+        :func:`conv_transpose2d`, Notes there). A Dask array gives a lazy Dask
         array; a CUDA array runs on its GPU.
     weight : array_like, shape (C_in, C_out // groups, k)
         Kernel, laid out as in ``torch.nn.ConvTranspose1d.weight``.
@@ -229,6 +231,7 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     return out if out is not None else _drop(y, last)
 
 
+@complexops.forward(1, correlation=True)
 def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
            groups: int = 1, *, backend: Backend = "auto", data_format: str = "NCW") -> Array:
@@ -237,7 +240,8 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, L) or (C_in, L)
-        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        Input: float16, bfloat16, float32, float64, complex64 or complex128 (as for
+        :func:`conv_transpose2d`, Notes there). A Dask array gives a lazy Dask
         array; a CUDA array runs on its GPU.
     weight : array_like, shape (C_out, C_in // groups, k)
         Kernel, laid out as in ``torch.nn.Conv1d.weight``.
@@ -316,6 +320,7 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                              backend=backend, data_format=fmt, **_lifted(params)), last)
 
 
+@complexops.gradients(1, correlation=False)
 def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntTuple = 1, padding: AutoPadding = 0,
                               output_padding: IntTuple = 0, groups: int = 1,
@@ -377,7 +382,10 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
 
     Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
     the gradients computed in float32 and returned in the operands' promoted dtype
-    (rounded once); ``backend="cuda"`` refuses them.
+    (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
+    gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
+    weight or input), from the real call of twice the channels
+    (:mod:`convtranspose.complexops`).
 
     Examples
     --------
@@ -403,6 +411,7 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     return _drop(gx, last), _drop(gw), gb
 
 
+@complexops.gradients(1, correlation=True)
 def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
@@ -459,7 +468,10 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
 
     Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
     the gradients computed in float32 and returned in the operands' promoted dtype
-    (rounded once); ``backend="cuda"`` refuses them.
+    (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
+    gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
+    weight or input), from the real call of twice the channels
+    (:mod:`convtranspose.complexops`).
 
     Examples
     --------

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import cuda, dispatch, halfops, nonfinite, ops
+from . import complexops, cuda, dispatch, halfops, nonfinite, ops
 from .cpu import direct, nd_engine
 from ._alloc import allocate
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
@@ -390,6 +390,7 @@ def _dask_backward(fn, g, x, weight, needs, kwargs, channel_axis):
 # the operations
 
 
+@complexops.forward(3, correlation=False)
 def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntTuple = 1, padding: AutoPadding = 0,
                      output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
@@ -400,7 +401,8 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        Input: float16, bfloat16, float32, float64, complex64 or complex128 (as for
+        :func:`conv_transpose2d`, Notes there). A Dask array gives a lazy Dask
         array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
         gives one of its kind.
     weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
@@ -509,6 +511,7 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     return given if given is not None else (channels_last(y, 3) if last else y)
 
 
+@complexops.forward(3, correlation=True)
 def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
            groups: int = 1, *, backend: Backend = "auto",
@@ -518,7 +521,8 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Parameters
     ----------
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
-        Input: float16, bfloat16, float32 or float64. A Dask array gives a lazy Dask
+        Input: float16, bfloat16, float32, float64, complex64 or complex128 (as for
+        :func:`conv_transpose2d`, Notes there). A Dask array gives a lazy Dask
         array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
         gives one of its kind.
     weight : array_like, shape (C_out, C_in // groups, kD, kH, kW)
@@ -603,6 +607,7 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     return channels_last(y, 3) if last else y
 
 
+@complexops.gradients(3, correlation=False)
 @halfops.float32_gradients
 def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntTuple = 1, padding: AutoPadding = 0,
@@ -664,7 +669,10 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
 
     Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
     the gradients computed in float32 and returned in the operands' promoted dtype
-    (rounded once); ``backend="cuda"`` refuses them.
+    (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
+    gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
+    weight or input), from the real call of twice the channels
+    (:mod:`convtranspose.complexops`).
 
     Examples
     --------
@@ -701,6 +709,7 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
                       lambda g5, x5, gw: weight_grad(x5, g5, gw, params, method, last))
 
 
+@complexops.gradients(3, correlation=True)
 @halfops.float32_gradients
 def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
@@ -757,7 +766,10 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
 
     Half-precision operands (float16, bfloat16) are converted to float32 copies, whole,
     the gradients computed in float32 and returned in the operands' promoted dtype
-    (rounded once); ``backend="cuda"`` refuses them.
+    (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
+    gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
+    weight or input), from the real call of twice the channels
+    (:mod:`convtranspose.complexops`).
 
     Examples
     --------

@@ -18,7 +18,8 @@ Beside them the convolution (:func:`conv_reference`) and both gradients
 another rank is an error there, as in :func:`convtranspose.conv_transpose2d`).
 
 All take already-valid arguments (they validate with :mod:`convtranspose.params` and
-raise its errors) and always compute in float64.
+raise its errors) and always compute in float64, the forward ones in complex128 where an
+operand is complex (NumPy's complex products, independent of how the package runs them).
 """
 from __future__ import annotations
 
@@ -40,30 +41,46 @@ __all__ = ["conv_transpose_scatter", "conv_transpose_zero_insertion",
 # helpers shared by every reference
 
 
-def _batched64(a, batched):
-    """``a`` as a float64 array with a batch axis."""
-    a = np.asarray(a, np.float64)
+def _batched64(a, batched, dtype=np.float64):
+    """``a`` as a float64 (or ``dtype``) array with a batch axis."""
+    a = np.asarray(a, dtype)
     return a if batched else a[None]
 
 
+def _wide(*arrays):
+    """complex128 where one of ``arrays`` (``None`` skipped) is complex, else float64."""
+    complex_ = any(a is not None and np.asarray(a).dtype.kind == "c" for a in arrays)
+    return np.dtype(np.complex128 if complex_ else np.float64)
+
+
+def _checked(*arrays):
+    """The dtypes validation checks: a complex operand's as its parts'."""
+    return [np.dtype(f"f{a.dtype.itemsize // 2}") if a.dtype.kind == "c" and
+            a.dtype.itemsize in (8, 16) else a.dtype for a in arrays]
+
+
 def _prepare(x, weight, bias, kwargs, rank):
-    """Validate a transposed convolution; its operands in float64, batched."""
+    """Validate a transposed convolution; its operands in float64 (complex128 where one is
+    complex), batched."""
     x, weight = np.asarray(x), np.asarray(weight)
     b_shape = None if bias is None else np.shape(bias)
-    params, _, _ = normalise(x.shape, weight.shape, b_shape, [x.dtype, weight.dtype],
+    params, _, _ = normalise(x.shape, weight.shape, b_shape, _checked(x, weight),
                              rank=rank, **kwargs)
     batched = x.ndim == params.rank + 2
-    b64 = None if bias is None else np.asarray(bias, np.float64)
-    return _batched64(x, batched), np.asarray(weight, np.float64), b64, params, batched
+    dt = _wide(x, weight, bias)
+    b64 = None if bias is None else np.asarray(bias, dt)
+    return _batched64(x, batched, dt), np.asarray(weight, dt), b64, params, batched
 
 
-def _prepare_conv(x, weight, kwargs, rank):
-    """Validate a convolution; ``x`` and ``weight`` in float64 (``x`` batched)."""
+def _prepare_conv(x, weight, kwargs, rank, also=None):
+    """Validate a convolution; ``x`` and ``weight`` in float64, or complex128 where they
+    or ``also`` (the bias or the output gradient) are complex (``x`` batched)."""
     x, weight = np.asarray(x), np.asarray(weight)
-    params, shape, _ = normalise_conv(x.shape, weight.shape, None, [x.dtype, weight.dtype],
+    params, shape, _ = normalise_conv(x.shape, weight.shape, None, _checked(x, weight),
                                       rank=rank, **kwargs)
     batched = x.ndim == params.rank + 2
-    return _batched64(x, batched), np.asarray(weight, np.float64), params, shape, batched
+    dt = _wide(x, weight, also)
+    return _batched64(x, batched, dt), np.asarray(weight, dt), params, shape, batched
 
 
 def _group_slices(c_in, c_out_g, groups):
@@ -163,7 +180,7 @@ def conv_transpose_scatter(x, weight, bias=None, *, rank=None, **kwargs):
     x, w, b, p, batched = _prepare(x, weight, bias, kwargs, rank)
     sizes, kernel = x.shape[2:], w.shape[2:]
     full_sizes = _full_sizes(sizes, kernel, p)
-    full = np.zeros(x.shape[:1] + (w.shape[1] * p.groups,) + full_sizes)
+    full = np.zeros(x.shape[:1] + (w.shape[1] * p.groups,) + full_sizes, x.dtype)
     for ci, co in _group_slices(x.shape[1], w.shape[1], p.groups):
         for taps in _taps(kernel):
             stamp = np.einsum("nc...,cj->nj...", x[:, ci], w[(ci, slice(None)) + taps])
@@ -195,7 +212,8 @@ def conv_transpose_zero_insertion(x, weight, bias=None, *, rank=None, **kwargs):
     x, w, b, p, batched = _prepare(x, weight, bias, kwargs, rank)
     sizes, kernel = x.shape[2:], w.shape[2:]
     # 1. zero insertion
-    z = np.zeros(x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(sizes, p.stride)))
+    z = np.zeros(x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(sizes, p.stride)),
+                 x.dtype)
     z[_all(slice(None, None, s) for s in p.stride)] = x
     # 2. padding (negative amounts crop)
     reach = [d * (k - 1) for k, d in zip(kernel, p.dilation)]
@@ -206,7 +224,7 @@ def conv_transpose_zero_insertion(x, weight, bias=None, *, rank=None, **kwargs):
     # 3. correlation with the flipped kernel
     flipped = w[_all(slice(None, None, -1) for _ in kernel)]
     out_sizes = tuple(n - r for n, r in zip(z.shape[2:], reach))
-    out = np.zeros(x.shape[:1] + (w.shape[1] * p.groups,) + out_sizes)
+    out = np.zeros(x.shape[:1] + (w.shape[1] * p.groups,) + out_sizes, x.dtype)
     ones = (1,) * len(kernel)
     for ci, co in _group_slices(x.shape[1], w.shape[1], p.groups):
         for taps in _taps(kernel):
@@ -252,9 +270,11 @@ def conv_transpose_backward_reference(grad_output, x, weight, *, rank=None, **kw
     (array([[[2., 3.]]]), array([[[2., 3., 3.]]]), array([3.]))
     """
     x, w, _, p, batched = _prepare(x, weight, None, kwargs, rank)
-    gy = _batched64(grad_output, batched)
+    dt = _wide(x, w, grad_output)   # complex: PyTorch's gradients of a real loss (the adjoint)
+    x, w = x.astype(dt, copy=False).conj(), w.astype(dt, copy=False).conj()
+    gy = _batched64(grad_output, batched, x.dtype)
     sizes, kernel = x.shape[2:], w.shape[2:]
-    canvas = np.zeros(gy.shape[:2] + _full_sizes(sizes, kernel, p))
+    canvas = np.zeros(gy.shape[:2] + _full_sizes(sizes, kernel, p), x.dtype)
     canvas[_all(_crop(p.pads, gy.shape[2:]))] = gy
     gx, gw = np.zeros_like(x), np.zeros_like(w)
     for ci, co in _group_slices(x.shape[1], w.shape[1], p.groups):
@@ -305,15 +325,16 @@ def conv_reference(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     array([[[-1., -1., -1.,  4.]]])
     """
     x, w, p, shape, batched = _prepare_conv(
-        x, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups), rank)
+        x, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups), rank,
+        bias)
     xp = np.pad(x, [(0, 0), (0, 0)] + list(p.pads))
     out_sizes, kernel = tuple(shape[-p.rank:]), w.shape[2:]
-    out = np.zeros(x.shape[:1] + (w.shape[0],) + out_sizes)
+    out = np.zeros(x.shape[:1] + (w.shape[0],) + out_sizes, x.dtype)
     for ci, co in _group_slices(x.shape[1], w.shape[0] // p.groups, p.groups):
         for taps in _taps(kernel):
             window = xp[(slice(None), ci) + _grid(taps, out_sizes, p.stride, p.dilation)]
             out[:, co] += np.einsum("nc...,jc->nj...", window, w[(co, slice(None)) + taps])
-    out = _with_bias(out, None if bias is None else np.asarray(bias, np.float64))
+    out = _with_bias(out, None if bias is None else np.asarray(bias, x.dtype))
     return out if batched else out[0]
 
 
@@ -345,8 +366,10 @@ def conv_backward_reference(grad_output, x, weight, stride=1, padding=0, dilatio
     (array([[[ 0.,  0., -1.]]]), array([[[3., 6.]]]), array([3.]))
     """
     x, w, p, shape, batched = _prepare_conv(
-        x, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups), rank)
-    gy = _batched64(grad_output, batched).reshape((-1,) + tuple(shape[-p.rank - 1:]))
+        x, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups), rank,
+        grad_output)
+    x, w = x.conj(), w.conj()   # complex: PyTorch's gradients of a real loss (the adjoint)
+    gy = _batched64(grad_output, batched, x.dtype).reshape((-1,) + tuple(shape[-p.rank - 1:]))
     xp = np.pad(x, [(0, 0), (0, 0)] + list(p.pads))
     out_sizes, kernel = gy.shape[2:], w.shape[2:]
     gxp, gw = np.zeros_like(xp), np.zeros_like(w)

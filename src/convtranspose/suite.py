@@ -93,11 +93,16 @@ class Shape:
         the shape's layout."""
         rng = np.random.default_rng(seed)
         n = self.n if batch is None else batch
-        x = rng.standard_normal((n, *self.x_shape[1:]), dtype=np.float64).astype(dtype)
+        dtype = np.dtype(dtype)
+        x = rng.standard_normal((n, *self.x_shape[1:]), dtype=np.float64)
         bound = 1.0 / np.sqrt(self.w_shape[1] * math.prod(self.kernel))
-        w = rng.uniform(-bound, bound, self.w_shape).astype(dtype)
-        b = rng.uniform(-bound, bound, self.c_out).astype(dtype)
-        return self.in_layout(x), w, b
+        w = rng.uniform(-bound, bound, self.w_shape)
+        b = rng.uniform(-bound, bound, self.c_out)
+        if dtype.kind == "c":     # imaginary parts drawn after the real ones
+            x = x + 1j * rng.standard_normal(x.shape)
+            w = w + 1j * rng.uniform(-bound, bound, w.shape)
+            b = b + 1j * rng.uniform(-bound, bound, b.shape)
+        return self.in_layout(x.astype(dtype)), w.astype(dtype), b.astype(dtype)
 
 
 def _shape(name, n, c_in, c_out, h, w, k, s, p, op=0, d=1, g=1, note=""):

@@ -5,6 +5,7 @@ problems, so every place that checks a backend checks it the same way.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,8 @@ import numpy as np
 from .params import normalise
 
 __all__ = ["TOLERANCE", "BFLOAT16_TOLERANCE", "Problem", "random_problem", "relative_error",
-           "assert_close", "assert_same_specials", "extreme_problems"]
+           "assert_close", "assert_same_specials", "extreme_problems", "call_in_layout",
+           "public_function", "operand_shapes"]
 
 #: Largest allowed ``max|actual - expected| / max|expected|`` per result dtype, against the
 #: float64 reference (or PyTorch). float16 (and bfloat16, ``BFLOAT16_TOLERANCE``: its
@@ -20,14 +22,17 @@ __all__ = ["TOLERANCE", "BFLOAT16_TOLERANCE", "Problem", "random_problem", "rela
 #: rounded once: twice their unit roundoff (2**-11, 2**-8) covers it on the small problems
 #: this table serves (``tests/test_half.py`` checks the elementwise bound).
 TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12,
-             np.dtype(np.float16): 2.0**-10}
+             np.dtype(np.float16): 2.0**-10, np.dtype(np.complex64): 1e-5,
+             np.dtype(np.complex128): 1e-12}
 BFLOAT16_TOLERANCE = 2.0**-7
 
 
 def relative_error(actual, expected):
-    """``max|actual - expected| / max|expected|`` (absolute when ``expected`` is all zero)."""
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
+    """``max|actual - expected| / max|expected|`` (absolute when ``expected`` is all zero;
+    moduli for complex arrays)."""
+    wide = np.complex128 if np.iscomplexobj(actual) or np.iscomplexobj(expected) else np.float64
+    actual = np.asarray(actual, wide)
+    expected = np.asarray(expected, wide)
     if actual.shape != expected.shape:
         raise AssertionError(f"shape {actual.shape} != expected {expected.shape}")
     if expected.size == 0:
@@ -150,3 +155,60 @@ def extreme_problems(stride=64, dilation=50, kernel=31, channels=4096, huge_stri
         (f"c{c}_depthwise", (1, c, 2, 2), (c, 1, 2, 2), dict(groups=c, stride=2)),
         ("pad_crops_to_1", (1, 2, 3, 3), (2, 2, 3, 3), dict(padding=((2, 2), (0, 4)))),
     ]
+
+
+def call_in_layout(fn, x, weight, bias, data_format, rank, contiguous=True, **kwargs):
+    """``fn(x, weight, bias, data_format=data_format, **kwargs)`` with the channels-first
+    ``x`` laid out as ``data_format`` says (channels-last: a C-contiguous copy, the memory
+    the engine reads in place, or with ``contiguous=False`` a view keeping ``x``'s
+    strides), any warning raised as an error.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convtranspose as ct
+    >>> from convtranspose.testing import call_in_layout
+    >>> call_in_layout(ct.conv1d, np.ones((1, 2, 3)), np.ones((1, 2, 1)), None, "NWC", 1)
+    array([[[2.],
+            [2.],
+            [2.]]])
+    """
+    from .params import is_channels_last
+    if is_channels_last(data_format, rank):
+        x = np.moveaxis(x, -rank - 1, -1)
+        if contiguous:
+            x = np.ascontiguousarray(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return fn(x, weight, bias, data_format=data_format, **kwargs)
+
+
+def public_function(op, rank, backward=False):
+    """The public function of ``op`` (``"transposed"`` or ``"correlation"``) at ``rank``,
+    or its gradients with ``backward``.
+
+    Examples
+    --------
+    >>> from convtranspose.testing import public_function
+    >>> public_function("correlation", 3, backward=True).__name__
+    'conv3d_backward'
+    """
+    import convtranspose
+    name = f"conv_transpose{rank}d" if op == "transposed" else f"conv{rank}d"
+    return getattr(convtranspose, name + ("_backward" if backward else ""))
+
+
+def operand_shapes(n, c_in, c_out, size, k, groups, rank, transposed):
+    """``(x_shape, weight_shape)`` of a test case: ``n`` images (``None``: unbatched) of
+    ``size`` per spatial dimension, a ``k``-wide kernel, the weight laid out for a
+    transposed convolution or (``transposed=False``) a convolution.
+
+    Examples
+    --------
+    >>> from convtranspose.testing import operand_shapes
+    >>> operand_shapes(None, 4, 6, 5, 3, 2, 2, True)
+    ((4, 5, 5), (4, 3, 3, 3))
+    """
+    x_shape = ((n,) if n is not None else ()) + (c_in,) + (size,) * rank
+    w_shape = ((c_in, c_out // groups) if transposed else (c_out, c_in // groups)) + (k,) * rank
+    return x_shape, w_shape

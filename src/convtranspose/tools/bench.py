@@ -81,7 +81,7 @@ def torch_runner(x, w, b, kwargs, rank=2, channels_last=False):
         import torch.nn.functional as F
     except ImportError:
         return None
-    tx, tw, tb = (torch.from_numpy(np.ascontiguousarray(a)) for a in (x, w, b))
+    tx, tw, tb = (_tensor(torch, a) for a in (x, w, b))
     if channels_last:
         tx = tx.movedim(-1, 1)
     op = getattr(F, f"conv_transpose{rank}d")
@@ -91,6 +91,31 @@ def torch_runner(x, w, b, kwargs, rank=2, channels_last=False):
         with torch.no_grad():
             return op(tx, tw, tb, **kw)
     return run
+
+
+def _tensor(torch, a):
+    """``a`` as a CPU tensor of its dtype (``ml_dtypes.bfloat16`` through its bits)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def work_dtype(dtype):
+    """``(real dtype whose GEMM rate is the yardstick, real flops per counted flop)`` for a
+    benchmark in ``dtype``: half precision computes in float32; a complex product is four
+    real ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.tools.bench import work_dtype
+    >>> work_dtype(np.dtype(np.complex64)), work_dtype(np.dtype(np.float16))
+    ((dtype('float32'), 4), (dtype('float32'), 1))
+    """
+    if dtype.kind == "c":
+        return np.dtype(f"f{dtype.itemsize // 2}"), 4
+    return (np.dtype(np.float32), 1) if dtype.itemsize == 2 else (dtype, 1)
 
 
 def match_torch_threads(with_torch=True):
@@ -158,7 +183,8 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
     total = len(shapes)
     rows = []
     _progress(0, total, "GEMM rate", progress)
-    gemm = gemm_gflops(dtype, repeat=3)
+    part, scale = work_dtype(dtype)
+    gemm = gemm_gflops(part, repeat=3)
     for i, shape in enumerate(shapes):
         _progress(i, total, shape.name, progress)
         x, w, b = shape.arrays(dtype)
@@ -179,7 +205,8 @@ def run_suite(shapes=None, backends=("direct", "im2col", "auto"), dtype=np.float
         for name, samples in times.items():
             t = float(np.median(samples))
             rows.append(dict(shape=shape.name, backend=name, dtype=dtype.name, median_s=t,
-                             min_s=float(np.min(samples)), gflops=shape.flops / t / 1e9,
+                             min_s=float(np.min(samples)),
+                             gflops=scale * shape.flops / t / 1e9,
                              ratio_torch=None if t_torch is None else t / t_torch))
         if "cuda" in backends:
             rows += _cuda_rows(shape, dtype, repeat)

@@ -117,6 +117,17 @@ def cmd_bench(args):
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
+    if args.dtype not in ("float32", "float64") and (args.networks or args.backward or args.dask):
+        print(f"--dtype {args.dtype} times the forward suites only (not --networks, "
+              "--backward or --dask)", file=sys.stderr)
+        return 2
+    if args.dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            print("--dtype bfloat16 needs the ml_dtypes package", file=sys.stderr)
+            return 2
+        args.dtype = ml_dtypes.bfloat16
     if args.held_out:
         shapes = (shapes or []) + [s for s in HELD_OUT if s not in (shapes or [])]
     if args.ranks_layouts:
@@ -260,8 +271,11 @@ def main(argv=None):
                         "auto)")
     p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
                    help="default: the CPU backends, and cuda when a GPU is present")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                   help="default: float32")
+    p.add_argument("--dtype", default="float32",
+                   choices=["float32", "float64", "float16", "bfloat16", "complex64",
+                            "complex128"],
+                   help="default: float32 (bfloat16 needs ml_dtypes; the forward suites only; "
+                        "GFLOP/s count a complex product as four real ones)")
     p.add_argument("--repeat", type=_at_least(1), default=5,
                    help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
