@@ -30,6 +30,25 @@ class TimeConvTranspose(BoundedSampling):
         self.call()
 
 
+class TimeOtherDtypes(BoundedSampling):
+    """Wall time of one ``auto`` call in half precision and complex64, per suite shape
+    (beside ``TimeConvTranspose``'s float32 times); skipped at commits that refuse the
+    dtype."""
+
+    params = (SHAPES, ["auto"], ["float16", "complex64"])
+    param_names = ["shape", "backend", "dtype"]
+
+    def setup(self, name, backend, dtype):
+        try:
+            _, self.call = problem(name, backend, dtype)
+            self.call()
+        except TypeError as exc:         # a commit before the dtype was taken
+            raise NotImplementedError(str(exc)) from None
+
+    def time_forward(self, name, backend, dtype):
+        self.call()
+
+
 class PeakMemConvTranspose:
     """Peak memory of a call, beside an empty reference with the same setup.
 

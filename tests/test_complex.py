@@ -1,4 +1,4 @@
-"""complex64 and complex128 (issue 26): every function of every rank and layout against the
+"""complex64 and complex128 (issue 26), Gauss's three-product form: every function of every rank and layout against the
 float64 reference applied to the parts, PyTorch where installed, the adjoint identities of
 the gradients, Inf and NaN, promotion, ``out=``, odd arrays, layers, Dask, ``explain`` and
 the refusals."""
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import convtranspose as ct
-from convtranspose.complexops import real_weight
-from convtranspose.cpu.pairs import poison
+from convtranspose.complexops import gauss_weight
+from convtranspose.cpu.pairs import ADJOINT, join, poison, split
 from convtranspose.params import DATA_FORMATS
 from convtranspose.testing import call_in_layout, operand_shapes, public_function
 from convtranspose.reference import (conv_backward_reference, conv_reference,
@@ -75,14 +75,15 @@ def _from_layout(a, rank, last):
 
 
 def _expected(x, w, b, kw, transposed):
-    """The exact product from the float64 reference of the parts, and the bound of each
-    part's rounding error (``K u`` times the sums of the parts' absolute products)."""
+    """The exact product from the float64 reference of the parts, and the sums the
+    rounding error of Gauss's form is bounded by: ``(|xr| + |xi|) * (|wr| + |wi|)`` (for
+    both parts, plus the bias's part)."""
     ref = conv_transpose_reference if transposed else conv_reference
     xr, xi, wr, wi = (np.asarray(a, np.float64) for a in (x.real, x.imag, w.real, w.imag))
     re = ref(xr, wr, **kw) - ref(xi, wi, **kw)
     im = ref(xr, wi, **kw) + ref(xi, wr, **kw)
-    abs_re = ref(np.abs(xr), np.abs(wr), **kw) + ref(np.abs(xi), np.abs(wi), **kw)
-    abs_im = ref(np.abs(xr), np.abs(wi), **kw) + ref(np.abs(xi), np.abs(wr), **kw)
+    magnitude = ref(np.abs(xr) + np.abs(xi), np.abs(wr) + np.abs(wi), **kw)
+    abs_re, abs_im = magnitude, magnitude
     if b is not None:
         shape = (-1,) + (1,) * (re.ndim - (2 if re.ndim == w.ndim else 1))
         re, im = re + b.real.reshape(shape), im + b.imag.reshape(shape)
@@ -91,9 +92,9 @@ def _expected(x, w, b, kw, transposed):
 
 
 def _terms(w_shape, transposed, groups):
-    """Real terms summed into one output part: two per complex product."""
+    """Real terms summed into one output part, and the two of ``c - a - b`` and the bias."""
     per_out = w_shape[0] // groups if transposed else w_shape[1]
-    return 2 * per_out * int(np.prod(w_shape[2:])) + 1
+    return per_out * int(np.prod(w_shape[2:])) + 3
 
 
 def _check(y, ref, abs_re, abs_im, dtype, terms, what):
@@ -110,7 +111,7 @@ def _check(y, ref, abs_re, abs_im, dtype, terms, what):
 @pytest.mark.parametrize("op", ["transposed", "correlation"])
 @pytest.mark.parametrize("last", [False, True], ids=["channels-first", "channels-last"])
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_forward_within_the_bound_of_the_real_sums(rank, last, op, dtype, case):
+def test_forward_within_the_bound_of_gauss_form(rank, last, op, dtype, case):
     transposed = op == "transposed"
     dt = np.dtype(dtype)
     x, w, b = _arrays(case, rank, transposed, dt)
@@ -136,14 +137,14 @@ def test_every_cpu_backend(op, backend):
     _check(y, ref, abs_re, abs_im, C128, _terms(w.shape, transposed, 2), backend)
 
 
-def test_the_real_weight_is_the_product_matrix():
-    """A hand-checked tap: x = 1 + 2j through w = 3 + 4j gives -5 + 10j."""
+def test_gauss_form_by_hand():
+    """x = 1 + 2j through w = 3 + 4j: a = 3, b = 8, c = 3 * 7 = 21, so -5 + 10j."""
     w = np.array([[[3 + 4j]]])
-    assert np.array_equal(real_weight(w, False, C128)[..., 0], [[3, 4], [-4, 3]])
-    assert np.array_equal(real_weight(w, True, C128)[..., 0], [[3, -4], [4, 3]])
+    assert np.array_equal(gauss_weight(w, C128)[:, 0, 0], [3, 4, 7])
     x = np.array([[[1 + 2j]]])
     assert ct.conv_transpose1d(x, w)[0, 0, 0] == -5 + 10j
     assert ct.conv1d(x, w)[0, 0, 0] == -5 + 10j
+    assert ct.conv1d(x, w, np.array([1 - 1j]))[0, 0, 0] == -4 + 9j
 
 
 # ----------------------------------------------------------------------------
@@ -256,16 +257,27 @@ def test_inf_and_nan_land_where_pytorch_puts_them(rank, op, where):
 
 
 def test_a_nonfinite_element_is_nan_in_both_parts():
-    """Hand cases: (inf + 0j)(1 + 0j) would be inf + nan j as a textbook product."""
+    """Hand cases: (inf + 0j)(1 + 0j) gives a = inf, b = 0, c = inf, so Re = inf and
+    Im = inf - inf: NaN, and PyTorch makes both parts NaN."""
     x = np.array([[[complex(np.inf, 0), 1 + 1j]]], C64)
     w = np.array([[[1 + 0j]]], C64)
     y = ct.conv_transpose1d(x, w)
     assert np.isnan(y[0, 0, 0].real) and np.isnan(y[0, 0, 0].imag)
     assert y[0, 0, 1] == 1 + 1j
-    a = np.array([complex(1, np.inf), 2 + 3j, complex(np.nan, 0)])
-    assert np.array_equal(poison(a[::2].copy()), [complex(np.nan, np.nan)] * 2, equal_nan=True)
-    strided = a.copy()[::2]
-    assert np.isnan(poison(strided).real).all()
+    assert np.isnan(join(np.array([[np.inf], [0.0], [0.0]]), 0, C128)).all()
+    assert np.isnan(join(np.array([[0.0], [0.0], [np.nan]]), 0, C128, mode=ADJOINT)).all()
+    strided = np.array([complex(1, np.inf), 2 + 3j, complex(np.nan, 0)])[::2]
+    assert np.isnan(poison(strided).real).all() and np.isnan(strided.imag).all()
+
+
+def test_the_passes_take_odd_layouts_and_bytes_orders():
+    a = np.arange(24.0).reshape(2, 3, 4) + 1j
+    for odd in (a.astype(">c16"), a[:, ::-1], np.asfortranarray(a)):
+        got = split(odd, 1, C128)
+        np.testing.assert_array_equal(got[:, :3], odd.real)
+        np.testing.assert_array_equal(got[:, 6:], odd.real + odd.imag)
+        np.testing.assert_array_equal(join(np.concatenate([odd.real, 0 * odd.real, odd.real],
+                                                          axis=1), 1, C128), odd.real + 0j)
 
 
 # ----------------------------------------------------------------------------
@@ -353,8 +365,8 @@ def test_explain_describes_the_real_call():
     x, w, b = _arrays(CASES[0], 2, True, C64)
     choice = ct.explain(x, w, b)
     assert choice.reason.startswith("complex (x is complex64, weight is complex64, bias is "
-                                    "complex64) runs as the real channels-last call")
-    assert choice.flops == 4 * ct.explain(x.real, w.real, b.real).flops
+                                    "complex64) runs as three real convolutions")
+    assert choice.flops == 3 * ct.explain(x.real, w.real, b.real).flops
 
 
 @pytest.mark.parametrize("call", [

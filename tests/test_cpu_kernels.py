@@ -26,6 +26,10 @@ CASES = [
     ((2, 4, 1, 1), (4, 3, 3, 2), dict(stride=2, padding=((1, 0), (0, 1)), dilation=2)),
     ((2, 4, 1, 5), (4, 2, 3, 3), dict(stride=2, padding=1, output_padding=1)),
     ((2, 4, 1, 1), (4, 1, 3, 3), dict(groups=2, padding=1)),        # 1x1 with groups
+    ((3, 6, 1, 1), (6, 4, 4, 4), dict(groups=3)),                   # dense 1x1, 3 groups
+    ((2, 9, 1, 1), (9, 2, 3, 3), dict(groups=3, stride=2, padding=((1, 0), (0, 1)),
+                                      dilation=2)),                 # ... crops
+    ((2, 17, 1, 1), (17, 2, 2, 2), dict(groups=17)),                # past _DENSE_GROUPS
     ((2, 3, 1, 1), (3, 2, 4, 4), dict(stride=3, padding=1, output_padding=2)),
     ((1, 2, 3, 3), (2, 2, 2, 2), dict(stride=5)),                   # phases with no taps
     ((1, 2, 6, 7), (2, 3, 16, 16), dict(stride=8, padding=4)),      # FCN-like

@@ -124,9 +124,9 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     whole input or output is made. A weight holding Inf or NaN runs the float32 code of the
     backend named instead, on float32 copies of one batch chunk at a time.
 
-    complex64 and complex128 operands run as one real call of twice the channels (PyTorch's
-    products, no conjugation; an element that is not finite is ``nan+nanj``, as PyTorch
-    gives it): :mod:`convtranspose.complexops` says how.
+    complex64 and complex128 operands run as three real convolutions in one call (Gauss's
+    form, as PyTorch's CPU; no conjugation; an element that is not finite is ``nan+nanj``,
+    as PyTorch gives it): :mod:`convtranspose.complexops` says how.
 
     Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
     ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.

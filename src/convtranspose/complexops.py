@@ -1,41 +1,36 @@
 """Complex operands: how a call with a complex64 or complex128 array runs on the CPU.
 
-A complex convolution is a real one with twice the channels. Channel ``c`` of a complex
-array is taken as the real channels ``2c`` (its real part) and ``2c + 1`` (its imaginary
-part), which is how a channels-last complex array already lies in memory: its float view
-is the real operand, with no copy. Each complex tap ``w = a + ib`` of the weight becomes
-the real 2x2 block ``[[a, b], [-b, a]]`` (input part by output part), so one real call of
-the same public function, on the channels-last engine and backends, computes
+A complex convolution runs as three real ones, the form PyTorch's CPU convolutions use
+(Gauss's trick): with ``x = xr + i xi`` and ``w = wr + i wi``,
 
-    Re y = sum(Re x * Re w - Im x * Im w),   Im y = sum(Re x * Im w + Im x * Re w)
+    a = xr * wr,   b = xi * wi,   c = (xr + xi) * (wr + wi)
+    Re y = a - b,  Im y = c - a - b
 
-the textbook product: four real products per complex one, each rounded once into a
-float32 (complex64) or float64 (complex128) sum, so every part of the result is within the
-bound of a real sum of the same terms: ``|y - y_exact| <= K u (|Re x| * |Re w| + |Im x| *
-|Im w|)`` for the real part (``|Re x| * |Im w| + |Im x| * |Re w|`` for the imaginary part),
-``K`` the number of terms, ``u`` the unit roundoff. Gauss's three-product form (one real
-convolution less) is not used: its ``c - a - b`` loses the imaginary part under
-cancellation.
+(``*`` the real convolution, no conjugation). The three are one real call of the same
+public function with three times the groups: the input laid out as ``(xr, xi, xr + xi)``
+side by side on the channel axis and the weight as ``(wr, wi, wr + wi)`` on its first
+axis (:func:`convtranspose.cpu.pairs.split`, one parallel pass, in the caller's layout so
+the real call runs the backend ``auto`` picks for that layout), and the complex result
+made of the three real ones in one parallel pass (:func:`convtranspose.cpu.pairs.join`,
+which adds the bias). Three real products per complex one instead of four; the price is
+accuracy under cancellation: each part is within ``(K + 2) u`` times the same sums of
+``(|xr| + |xi|) (|wr| + |wi|)`` (``K`` terms per output, ``u`` the unit roundoff), where
+the textbook product would bound the imaginary part by ``|xr| |wi| + |xi| |wr|`` alone.
 
-* **Forward calls** (``conv_transpose{1,2,3}d``, ``conv{1,2,3}d``, either layout, ``out=``,
-  every CPU backend): channels-last operands are read in place; a channels-first input is
-  laid out channels-last once (a copy of its size), and a channels-first result is laid
-  out back once.
-* **Gradients** (the ``*_backward`` functions): the same real call's gradients, which are
-  PyTorch's convention for a complex operand ``z`` (``dL/dRe z + i dL/dIm z``, i.e. the
-  adjoint with the conjugated weight): ``grad_input`` and ``grad_bias`` are the real
-  gradients' pairs, ``grad_weight`` the sum of the gradients of each 2x2 block's four
-  entries.
+* **Every forward function** (``conv_transpose{1,2,3}d``, ``conv{1,2,3}d``), either
+  layout, ``out=``, every CPU backend, Dask arrays (block by block). Memory: the real
+  input is 1.5 times the complex input, the real result 1.5 times the complex result.
+* **Gradients** (the ``*_backward`` functions): the real call's gradients through the same
+  passes (:data:`convtranspose.cpu.pairs.ADJOINT`), which is PyTorch's convention for a
+  complex operand ``z`` and a real loss (``dL/dRe z + i dL/dIm z``: the adjoint, with the
+  conjugated weight or input).
 * **Non-finite values:** every result element that is not finite in both parts is
-  ``nan+nanj`` (:func:`convtranspose.cpu.pairs.poison`). In the forward this is
-  PyTorch's placement exactly (its complex GEMM scales each product by ``1 + 0j``, which
-  turns ``0 * inf`` into NaN in the other part); in the gradients the elements are
-  PyTorch's, and PyTorch sometimes keeps an Inf in one of their parts.
+  ``nan+nanj``. In the forward this is PyTorch's placement exactly (tested); in the
+  gradients the elements are PyTorch's, and PyTorch sometimes keeps an Inf in one of
+  their parts.
 * **Mixed dtypes** promote as NumPy does (complex64 with float64 gives complex128; float16
-  and bfloat16 with complex64 give complex64): a real operand is widened to complex (a copy
-  of its size).
-* **CUDA** arrays of complex dtype and ``backend="cuda"`` are refused with a ``TypeError``;
-  **Dask** arrays of complex dtype run chunk by chunk through the same functions.
+  and bfloat16 with complex64 give complex64): a real operand is widened to complex.
+* **CUDA** arrays of complex dtype and ``backend="cuda"`` are refused with a ``TypeError``.
 """
 from __future__ import annotations
 
@@ -45,12 +40,12 @@ import inspect
 import numpy as np
 
 from ._arrays import check_out, host_array, is_dask_array, is_device_array
-from .cpu.pairs import poison
-from .params import (DATA_FORMATS, _caller_shape, _first_shape, is_channels_last, normalise,
+from .cpu.pairs import ADJOINT, FORWARD, join, poison, split
+from .params import (_caller_shape, _first_shape, is_channels_last, normalise,
                      normalise_backward, normalise_conv, normalise_conv_backward, result_dtype)
 
-__all__ = ["is_complex", "complex_result", "forward", "gradients", "real_channels_last",
-           "real_weight", "complex_weight_grad"]
+__all__ = ["is_complex", "complex_result", "forward", "gradients", "gauss_weight",
+           "complex_weight_grad"]
 
 _COMPLEX = {4: np.dtype(np.complex64), 8: np.dtype(np.complex128)}
 
@@ -114,90 +109,44 @@ def _channel_axis(a, rank, last):
     return a.ndim - 1 if last else a.ndim - rank - 1
 
 
-def real_channels_last(a, rank, last, dtype):
-    """The complex array ``a`` (``rank`` spatial dimensions, channels-last if ``last``) as
-    a real channels-last array with channels ``2c`` and ``2c + 1`` for channel ``c``'s
-    parts: a view where ``a`` is channels-last with unit-stride pairs, else one copy.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convtranspose.complexops import real_channels_last
-    >>> x = np.array([[[1 + 2j, 3 + 4j]]])           # (N, C, L) = (1, 1, 2)
-    >>> real_channels_last(x, 1, False, x.dtype)
-    array([[[1., 2.],
-            [3., 4.]]])
-    """
-    if not last:
-        a = np.moveaxis(a, _channel_axis(a, rank, last), -1)
-    if a.dtype == dtype and a.ndim and a.strides[-1] == dtype.itemsize:
-        return a.view(_part(dtype))
-    return np.ascontiguousarray(a, dtype).view(_part(dtype))
-
-
 def _part(dtype):
     return np.dtype(f"f{dtype.itemsize // 2}")
 
 
-def _as_complex(y, dtype):
-    """A real channels-last array of ``2 C`` channels as its complex view of ``C``."""
-    return y.view(dtype)
-
-
-def real_weight(w, correlation, dtype):
-    """The real weight of twice the channels on both sides for the complex weight ``w``:
-    ``(C_in, C_out/g, *k)`` (``correlation=False``, a transposed convolution's) or
-    ``(C_out, C_in/g, *k)`` (a convolution's), each tap's 2x2 block laid out at the pairs'
-    channels.
+def gauss_weight(w, dtype):
+    """The real weight of the three convolutions: ``(Re w, Im w, Re w + Im w)`` along the
+    first axis (three times the groups), in the parts' dtype.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from convtranspose.complexops import real_weight
-    >>> real_weight(np.array([[[1 + 2j]]]), False, np.dtype(np.complex128))[..., 0]
-    array([[ 1.,  2.],
-           [-2.,  1.]])
+    >>> from convtranspose.complexops import gauss_weight
+    >>> gauss_weight(np.array([[[3 + 4j]]]), np.dtype(np.complex128))[:, 0, 0]
+    array([3., 4., 7.])
     """
     w = np.asarray(w, dtype)
-    re, im = w.real, w.imag
-    a, b = w.shape[:2]
-    blocks = np.empty((a, 2, b, 2) + w.shape[2:], _part(dtype))
-    # [first-axis part, second-axis part]: the transposed weight's first axis is the input,
-    # a convolution's the output
-    blocks[:, 0, :, 0] = re
-    blocks[:, 1, :, 1] = re
-    blocks[:, 0, :, 1] = -im if correlation else im
-    blocks[:, 1, :, 0] = im if correlation else -im
-    return blocks.reshape((2 * a, 2 * b) + w.shape[2:])
+    return np.concatenate([w.real, w.imag, w.real + w.imag], axis=0)
 
 
-def complex_weight_grad(g, correlation, dtype):
-    """The complex weight gradient from the real one ``g`` of :func:`real_weight`'s
-    weight: each complex tap's real part gets the gradients of its two ``a`` entries, its
-    imaginary part those of ``b`` less those of ``-b``."""
-    a, b = g.shape[0] // 2, g.shape[1] // 2
-    g = g.reshape((a, 2, b, 2) + g.shape[2:])
-    out = np.empty((a, b) + g.shape[4:], dtype)
-    out.real = g[:, 0, :, 0] + g[:, 1, :, 1]
-    sign = -1 if correlation else 1
-    out.imag = sign * (g[:, 0, :, 1] - g[:, 1, :, 0])
+def complex_weight_grad(g3, dtype):
+    """The complex weight gradient from the real one of :func:`gauss_weight`'s weight:
+    ``Re w`` gets the gradients of the first and third blocks, ``Im w`` of the second and
+    third."""
+    a = g3.shape[0] // 3
+    out = np.empty((a,) + g3.shape[1:], dtype)
+    out.real = g3[:a] + g3[2 * a:]
+    out.imag = g3[a:2 * a] + g3[2 * a:]
     return poison(out)
 
 
-def _in_layout(yc, rank, last, out):
-    """The complex channels-last array ``yc`` in the caller's layout: itself, or laid out
-    channels-first (into ``out`` when given, else a new C-contiguous array)."""
-    poison(yc)
-    if last:
-        if out is not None and out is not yc:
-            out[...] = yc
-            return out
-        return yc
-    moved = np.moveaxis(yc, -1, _channel_axis(yc, rank, False))
-    if out is not None:
-        out[...] = moved
-        return out
-    return np.ascontiguousarray(moved)
+def _complex_bias_grad(g3, dtype):
+    """``sum(g)`` from the bias gradient of the three real outputs ``(Re g - Im g, ...,
+    Im g)``."""
+    c = g3.shape[0] // 3
+    out = np.empty(c, dtype)
+    out.real = g3[:c] + g3[2 * c:]
+    out.imag = g3[2 * c:]
+    return poison(out)
 
 
 def _bound(sig, args, kwargs):
@@ -248,18 +197,11 @@ def _forward(fn, p, rank, correlation):
     params, shape = _validate(x, weight, bias, p, rank, correlation, last)
     if out is not None:
         check_out(out, _caller_shape(shape, rank, last), dtype)
-    real_out = None
-    if out is not None and last and out.dtype == dtype and out.flags.c_contiguous:
-        real_out = out.view(_part(dtype))
-    y = fn(_real_input(x, rank, last, dtype), real_weight(weight, correlation, dtype),
-           None if bias is None else np.ascontiguousarray(bias, dtype).view(_part(dtype)),
-           **_real_params(params, correlation), backend=p["backend"],
-           data_format=DATA_FORMATS[rank][1], **({} if real_out is None else {"out": real_out}))
-    if lazy:
-        return _lazy_complex(y, rank, last, dtype)
-    yc = _as_complex(y, dtype)
-    return _in_layout(out if real_out is not None else yc, rank, last,
-                      None if real_out is not None else out)
+    axis = _channel_axis(x, rank, last)
+    y3 = fn(_split(x, axis, dtype, FORWARD), gauss_weight(weight, dtype), None,
+            **_real_params(params, correlation), backend=p["backend"],
+            data_format=p["data_format"])
+    return _join(y3, _channel_axis(y3, rank, last), dtype, bias, out, FORWARD)
 
 
 def _validate(x, weight, bias, p, rank, correlation, last):
@@ -280,8 +222,8 @@ def _validate(x, weight, bias, p, rank, correlation, last):
 
 def _real_params(params, correlation):
     """The hyper-parameters of the real call: numbers (``"same"`` and ``output_size``
-    resolved)."""
-    kw = dict(stride=params.stride, padding=params.pads, groups=params.groups,
+    resolved), three times the groups."""
+    kw = dict(stride=params.stride, padding=params.pads, groups=3 * params.groups,
               dilation=params.dilation)
     if not correlation:
         kw["output_padding"] = params.output_padding
@@ -319,48 +261,47 @@ def _gradients(fn, p, rank, correlation):
     else:
         params, _ = normalise_backward(*shapes, [f4] * 3, output_padding=p["output_padding"],
                                        output_size=p["output_size"], **common)
-    gi, gw, gb = fn(_real_input(g, rank, last, dtype), _real_input(x, rank, last, dtype),
-                    real_weight(weight, correlation, dtype), **_real_params(params, correlation),
-                    needs_input_grad=p["needs_input_grad"],
-                    needs_weight_grad=p["needs_weight_grad"],
-                    needs_bias_grad=p["needs_bias_grad"], backend=p["backend"],
-                    data_format=DATA_FORMATS[rank][1])
-    if lazy:
-        return (None if gi is None else _lazy_complex(gi, rank, last, dtype),
-                None if gw is None else gw.map_blocks(
-                    complex_weight_grad, correlation, dtype, dtype=dtype,
-                    chunks=((gw.shape[0] // 2,), (gw.shape[1] // 2,), *gw.chunks[2:])),
-                None if gb is None else _lazy_complex(gb, 0, True, dtype))
-    return (None if gi is None else _in_layout(_as_complex(gi, dtype), rank, last, None),
-            None if gw is None else complex_weight_grad(gw, correlation, dtype),
-            None if gb is None else poison(np.ascontiguousarray(gb).view(dtype)))
+    axis = _channel_axis(x, rank, last)
+    needs = (p["needs_input_grad"], p["needs_weight_grad"], p["needs_bias_grad"])
+    gi, gw, gb = fn(_split(g, axis, dtype, ADJOINT), _split(x, axis, dtype, FORWARD),
+                    gauss_weight(weight, dtype), **_real_params(params, correlation),
+                    needs_input_grad=needs[0], needs_weight_grad=needs[1],
+                    needs_bias_grad=needs[2], backend=p["backend"],
+                    data_format=p["data_format"])
+    if gi is not None:
+        gi = _join(gi, axis, dtype, None, None, ADJOINT)
+    if gw is not None:
+        gw = (gw.map_blocks(complex_weight_grad, dtype, dtype=dtype,
+                            chunks=((gw.shape[0] // 3,), *gw.chunks[1:]))
+              if lazy else complex_weight_grad(gw, dtype))
+    if gb is not None:
+        gb = (gb.map_blocks(_complex_bias_grad, dtype, dtype=dtype,
+                            chunks=((gb.shape[0] // 3,),))
+              if lazy else _complex_bias_grad(gb, dtype))
+    return gi, gw, gb
 
 
 # ----------------------------------------------------------------------------
-# Dask arrays: the same maps, block by block
+# NumPy and Dask arrays: the same passes, a Dask array's block by block
 
 
-def _real_input(a, rank, last, dtype):
-    """:func:`real_channels_last` of a NumPy array, or lazily of a Dask one (its channel
-    axis as one chunk; each block's pairs a view where they lie in place)."""
+def _split(a, axis, dtype, mode):
+    """:func:`convtranspose.cpu.pairs.split` of a NumPy array, or lazily of a Dask one
+    (its ``axis`` as one chunk)."""
     if not is_dask_array(a):
-        return real_channels_last(a, rank, last, dtype)
-    import dask.array as da
-    if not last:
-        a = da.moveaxis(a, _channel_axis(a, rank, last), -1)
-    a = a.rechunk({a.ndim - 1: -1})
-    return a.map_blocks(real_channels_last, 0, True, dtype, dtype=_part(dtype),
-                        chunks=(*a.chunks[:-1], (2 * a.shape[-1],)))
+        return split(a, axis, dtype, mode)
+    a = a.rechunk({axis: -1})
+    chunks = list(a.chunks)
+    chunks[axis] = (3 * a.shape[axis],)
+    return a.map_blocks(split, axis, dtype, mode, dtype=_part(dtype), chunks=tuple(chunks))
 
 
-def _complex_block(block, dtype):
-    return poison(np.array(block, order="C").view(dtype))
-
-
-def _lazy_complex(y, rank, last, dtype):
-    """The real channels-last Dask result ``y`` as complex, in the caller's layout."""
-    import dask.array as da
-    y = y.rechunk({y.ndim - 1: -1})
-    yc = y.map_blocks(_complex_block, dtype, dtype=dtype,
-                      chunks=(*y.chunks[:-1], (y.shape[-1] // 2,)))
-    return yc if last else da.moveaxis(yc, -1, _channel_axis(yc, rank, False))
+def _join(y3, axis, dtype, bias, out, mode):
+    """:func:`convtranspose.cpu.pairs.join` of a NumPy result, or lazily of a Dask one."""
+    if not is_dask_array(y3):
+        return join(y3, axis, dtype, bias, out, mode)
+    y3 = y3.rechunk({axis: -1})
+    chunks = list(y3.chunks)
+    chunks[axis] = (y3.shape[axis] // 3,)
+    return y3.map_blocks(join, axis, dtype, bias, None, mode, dtype=dtype,
+                         chunks=tuple(chunks))

@@ -166,7 +166,7 @@ class _Spec:
 
 def _complex_choice(described, rank, last, name, complexes, kwargs, on_gpu):
     """The :class:`Choice` of a call with complex operands ``complexes``: that of the real
-    call of twice the channels it runs as (:mod:`convtranspose.complexops`)."""
+    call of three convolutions it runs as (:mod:`convtranspose.complexops`)."""
     from .complexops import complex_result
     if on_gpu or name in dispatch.GPU_BACKENDS:
         raise TypeError("complex operands run on the CPU only: the cuda backend takes "
@@ -177,16 +177,16 @@ def _complex_choice(described, rank, last, name, complexes, kwargs, on_gpu):
     bs = described["bias"][0] if "bias" in described else None
     params, _, _ = normalise(_first_shape(xs, rank, last), ws, bs, [part] * 2, rank=rank,
                              last=last, **kwargs)
-    xs = _first_shape(xs, rank, last)
-    real_x = (*xs[:-rank - 1], *xs[-rank:], 2 * xs[-rank - 1])
-    picked = choice(_Spec(real_x, part), _Spec((2 * ws[0], 2 * ws[1], *ws[2:]), part),
-                    None if bs is None else _Spec((2 * bs[0],), part), params.stride,
-                    params.pads, params.output_padding, params.groups, params.dilation,
-                    backend=name, data_format=DATA_FORMATS[rank][1])
+    axis = len(xs) - 1 if last else len(xs) - rank - 1
+    real_x = (*xs[:axis], 3 * xs[axis], *xs[axis + 1:])
+    picked = choice(_Spec(real_x, part), _Spec((3 * ws[0], *ws[1:]), part), None,
+                    params.stride, params.pads, params.output_padding, 3 * params.groups,
+                    params.dilation, backend=name,
+                    data_format=DATA_FORMATS[rank][1 if last else 0])
     which = ", ".join(f"{operand} is {dt.name}" for operand, dt in complexes)
     return dispatch.Choice(picked.backend,
-                           f"complex ({which}) runs as the real channels-last call of twice "
-                           f"the channels in {part.name}, 4 real products per complex one: "
+                           f"complex ({which}) runs as three real convolutions in {part.name} "
+                           "(Gauss's form, as PyTorch), one call with three times the groups: "
                            + picked.reason, picked.estimates, picked.flops)
 
 

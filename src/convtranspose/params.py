@@ -42,7 +42,7 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: Every dtype the host functions accept, as messages name them: float16 and bfloat16
 #: (``ml_dtypes.bfloat16``) are stored in half precision and computed in float32; complex64
-#: and complex128 run as real calls of twice the channels (:mod:`convtranspose.complexops`).
+#: and complex128 run as three real convolutions (:mod:`convtranspose.complexops`).
 ACCEPTED_DTYPES = "float16, bfloat16, float32, float64, complex64 or complex128"
 
 #: The names of the spatial dimensions of each rank, outermost first.

@@ -384,7 +384,7 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     the gradients computed in float32 and returned in the operands' promoted dtype
     (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
     gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
-    weight or input), from the real call of twice the channels
+    weight or input), from the real call of the three convolutions
     (:mod:`convtranspose.complexops`).
 
     Examples
@@ -470,7 +470,7 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     the gradients computed in float32 and returned in the operands' promoted dtype
     (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
     gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
-    weight or input), from the real call of twice the channels
+    weight or input), from the real call of the three convolutions
     (:mod:`convtranspose.complexops`).
 
     Examples

@@ -193,15 +193,19 @@ def phase_plan(in_hw, k_hw, out_hw, params):
                         params.pad_w[0]))
 
 
+#: Most groups :func:`_dense_1x1` takes (a GEMM each; more run in the phase form).
+_DENSE_GROUPS = 16
+
+
 def _dense_1x1(x, weight, bias, params, out):
-    """``H = W = 1``, one group: one GEMM gives every (image, channel, tap) product.
+    """``H = W = 1``: one GEMM per group gives every (image, channel, tap) product.
 
     Tap ``(kh, kw)`` lands on output pixel ``(kh*dH - top, kw*dW - left)``, so the taps
     that land inside the output are a block of the GEMM's result and their pixels a
     strided block of the output: both are plain slices.
     """
     n, c_in = x.shape[:2]
-    _, c_out, k_h, k_w = weight.shape
+    _, c_out_g, k_h, k_w = weight.shape
     h_out, w_out = out.shape[2:]
     k_sl, o_sl = [], []
     for k, d, before, size in ((k_h, params.dilation[0], params.pad_h[0], h_out),
@@ -212,11 +216,17 @@ def _dense_1x1(x, weight, bias, params, out):
         k_sl.append(slice(lo, hi))
         o_sl.append(slice(lo * d - before, (hi - 1) * d - before + 1, d) if hi > lo
                     else slice(0, 0))
-    w2 = weight.reshape(c_in, c_out * k_h * k_w)
+    w2 = weight.reshape(c_in, c_out_g * k_h * k_w)
     x2 = x.reshape(n, c_in)
+    c_in_g = c_in // params.groups
     # NaN and Inf propagate silently, as in the kernels and in PyTorch
     with np.errstate(invalid="ignore", over="ignore"):
-        return _dense_run(x2, w2, bias, params, out, (k_h, k_w), k_sl, o_sl)
+        for g in range(params.groups):
+            rows, chans = slice(g * c_in_g, (g + 1) * c_in_g), slice(g * c_out_g,
+                                                                      (g + 1) * c_out_g)
+            _dense_run(x2[:, rows], w2[rows], None if bias is None else bias[chans], params,
+                       out[:, chans], (k_h, k_w), k_sl, o_sl)
+    return out
 
 
 def _dense_run(x2, w2, bias, params, out, k_hw, k_sl, o_sl):
@@ -225,7 +235,7 @@ def _dense_run(x2, w2, bias, params, out, k_hw, k_sl, o_sl):
     _, c_out, h_out, w_out = out.shape
     k_h, k_w = k_hw
     if (k_h, k_w) == (h_out, w_out) and k_sl == [slice(0, k_h), slice(0, k_w)] \
-            and params.dilation == (1, 1):
+            and params.dilation == (1, 1) and out.flags.c_contiguous:
         _matmul(x2, w2, out.reshape(n, -1))     # the output is the GEMM's result
         if bias is not None:
             out += bias[:, None, None]
@@ -382,7 +392,7 @@ def run_phases(x, weight, bias, params, out):
     """
     n, c_in, h, w = x.shape
     groups = params.groups
-    if h == 1 and w == 1 and groups == 1:
+    if h == 1 and w == 1 and groups <= _DENSE_GROUPS:
         return _dense_1x1(x, weight, bias, params, out)
     h_out, w_out = out.shape[2:]
     threads = max(1, numba.config.NUMBA_NUM_THREADS)

@@ -1,10 +1,18 @@
-"""Complex results as real pairs: the one pass that gives PyTorch's non-finite complex values.
+"""Complex arrays as pairs of reals: the passes of Gauss's three-product form.
 
-A complex array's memory is pairs of reals, ``(real, imaginary)``. :func:`poison` makes
-every pair that is not finite in both members NaN in both, in place: the form PyTorch's
-CPU convolutions give a complex element that meets an Inf or NaN (their complex GEMM
-scales each product by ``alpha = 1 + 0j``, which turns ``0 * inf`` into NaN in the other
-part). See :mod:`convtranspose.complexops`.
+A complex convolution ``y = x * w`` runs as three real ones, the form PyTorch's CPU
+convolutions use (Gauss's trick): ``a = Re x * Re w``, ``b = Im x * Im w`` and
+``c = (Re x + Im x) * (Re w + Im w)``, then ``Re y = a - b`` and ``Im y = c - a - b``.
+:func:`split` lays a complex operand out as the three real operands side by side along
+its channel axis, ``(Re, Im, Re + Im)``, in one parallel pass; the three convolutions are
+then one real call with three times the groups; :func:`join` makes the complex result of
+the three real ones in one parallel pass, adding the bias and making every element that
+is not finite in both parts ``nan+nanj``, the form PyTorch gives such an element.
+
+The gradients use the same passes with the adjoint's coefficients (:data:`ADJOINT`):
+``split`` of the output gradient gives ``(Re g - Im g, -Re g - Im g, Im g)``, the
+gradients of ``a``, ``b`` and ``c``; ``join`` of the three input gradients gives
+``(g_a + g_c) + i (g_b + g_c)``. See :mod:`convtranspose.complexops`.
 """
 from __future__ import annotations
 
@@ -15,17 +23,121 @@ from numba import prange
 
 from .._jit import njit
 
-__all__ = ["poison"]
+__all__ = ["FORWARD", "ADJOINT", "split", "join", "poison"]
+
+#: :func:`split` to ``(Re, Im, Re + Im)`` and :func:`join` to ``(a - b, c - a - b)``.
+FORWARD = 0
+#: :func:`split` to ``(Re - Im, -Re - Im, Im)`` and :func:`join` to ``(a + c, b + c)``.
+ADJOINT = 1
 
 
 @njit(parallel=True, cache=True)
-def _poison(flat):
-    half = flat.shape[0] // 2
-    for i in prange(half):
-        re, im = flat[2 * i], flat[2 * i + 1]
-        if not (math.isfinite(re) and math.isfinite(im)):
-            flat[2 * i] = np.nan
-            flat[2 * i + 1] = np.nan
+def _split(src, out, mode):
+    """``src`` ``(P, C, 2L)``: pairs; ``out`` ``(P, 3C, L)``."""
+    n_outer, channels, twice = src.shape
+    length = twice // 2
+    for t in prange(n_outer * channels):
+        n = t // channels
+        c = t - n * channels
+        for i in range(length):
+            re = src[n, c, 2 * i]
+            im = src[n, c, 2 * i + 1]
+            if mode == 0:
+                u, v, s = re, im, re + im
+            else:
+                u, v, s = re - im, -re - im, im
+            out[n, c, i] = u
+            out[n, channels + c, i] = v
+            out[n, 2 * channels + c, i] = s
+
+
+@njit(parallel=True, cache=True)
+def _join(y3, bias, out, mode):
+    """``y3`` ``(P, 3C, L)``; ``bias`` ``(C, 2)``; ``out`` ``(P, C, 2L)``: pairs."""
+    n_outer, triple, length = y3.shape
+    channels = triple // 3
+    for t in prange(n_outer * channels):
+        n = t // channels
+        c = t - n * channels
+        br = bias[c, 0]
+        bi = bias[c, 1]
+        for i in range(length):
+            a = y3[n, c, i]
+            b = y3[n, channels + c, i]
+            s = y3[n, 2 * channels + c, i]
+            if mode == 0:
+                re = a - b + br
+                im = s - a - b + bi
+            else:
+                re = a + s
+                im = b + s
+            if not (math.isfinite(re) and math.isfinite(im)):
+                re = np.nan
+                im = np.nan
+            out[n, c, 2 * i] = re
+            out[n, c, 2 * i + 1] = im
+
+
+def _part(dtype):
+    return np.dtype(f"f{dtype.itemsize // 2}")
+
+
+def _folded(shape, axis):
+    """``(P, C, L)``: the sizes before, at and after ``axis``."""
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+def split(a, axis, dtype, mode=FORWARD):
+    """The complex array ``a`` (any layout and byte order; converted to ``dtype``) as the
+    real array of its shape with three times the entries along ``axis``: the real parts,
+    the imaginary parts and their sums (``mode=ADJOINT``: ``Re - Im``, ``-Re - Im``,
+    ``Im``), C-contiguous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.pairs import split
+    >>> split(np.array([[1 + 2j, 3 + 4j]]), 0, np.dtype(np.complex128))
+    array([[1., 3.],
+           [2., 4.],
+           [3., 7.]])
+    """
+    a = np.ascontiguousarray(a, dtype)
+    p, c, n = _folded(a.shape, axis)
+    out = np.empty(a.shape[:axis] + (3 * c,) + a.shape[axis + 1:], _part(dtype))
+    _split(a.reshape(p, c, n).view(_part(dtype)), out.reshape(p, 3 * c, n), mode)
+    return out
+
+
+def join(y3, axis, dtype, bias=None, out=None, mode=FORWARD):
+    """The complex result (of ``dtype``) of the three real results side by side along
+    ``axis`` of ``y3`` (:func:`split`'s layout), plus ``bias`` (one per entry along
+    ``axis``) in the forward; written into ``out`` when given. Every element not finite in
+    both parts is ``nan+nanj``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu.pairs import join
+    >>> join(np.array([[1.0], [2.0], [np.inf]]), 0, np.dtype(np.complex128))
+    array([[nan+nanj]])
+    >>> join(np.array([[3.0], [8.0], [10.0]]), 0, np.dtype(np.complex128))
+    array([[-5.-1.j]])
+    """
+    part = _part(dtype)
+    p, c3, n = _folded(y3.shape, axis)
+    c = c3 // 3
+    shape = y3.shape[:axis] + (c,) + y3.shape[axis + 1:]
+    direct = out is not None and out.flags.c_contiguous and out.dtype == dtype
+    result = out if direct else np.empty(shape, dtype)
+    pairs = (np.zeros((c, 2), part) if bias is None else
+             np.ascontiguousarray(bias, dtype).view(part).reshape(c, 2))
+    _join(np.ascontiguousarray(y3, part).reshape(p, c3, n), pairs,
+          result.reshape(p, c, n).view(part), mode)
+    if out is not None and not direct:
+        out[...] = result
+        return out
+    return result
 
 
 def poison(a):
@@ -39,12 +151,7 @@ def poison(a):
     >>> poison(np.array([1 + 2j, complex(np.inf, 0), complex(3, np.nan)]))
     array([ 1. +2.j, nan+nanj, nan+nanj])
     """
-    if a.size == 0:
-        return a
-    if a.flags.c_contiguous:
-        _poison(a.reshape(-1).view(a.real.dtype))
-    else:
-        bad = ~np.isfinite(a)
-        if bad.any():
-            a[bad] = complex(np.nan, np.nan)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        a[bad] = complex(np.nan, np.nan)
     return a
