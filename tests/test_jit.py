@@ -169,6 +169,57 @@ def test_bad_types_and_constants_are_typing_errors(body, message):
         numba.njit(scope["f"])(np.ones((1, 2, 3, 3)), np.ones((2, 2, 2, 2)))
 
 
+@numba.njit
+def _jitted_output_shape(xs, ws, s, p, op, g, d):
+    return ct.output_shape(xs, ws, s, p, op, g, d)
+
+
+@numba.njit
+def _jitted_output_shape_last(xs, ws, s, p, op, g, d):
+    return ct.output_shape(xs, ws, stride=s, padding=p, output_padding=op, groups=g,
+                           dilation=d, data_format="NDHWC")
+
+
+def test_output_shape_equals_pythons():
+    """Every rank, batched or not, ints and tuples, both layouts; and the same
+    ``ValueError``."""
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        rank = int(rng.integers(1, 4))
+        g = int(rng.integers(1, 3))
+        xs = (int(rng.integers(0, 3)), 2 * g) + tuple(int(v) for v in rng.integers(1, 6, rank))
+        if rng.random() < 0.3:
+            xs = xs[1:]
+        ws = (2 * g, int(rng.integers(1, 3))) + tuple(int(v) for v in rng.integers(1, 4, rank))
+        s, d = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        p = tuple(int(v) for v in rng.integers(0, 2, rank))
+        op = int(rng.integers(0, max(s, d)))
+        try:
+            want = ct.output_shape(xs, ws, s, p, op, g, d)
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=str(exc).split(" (")[0]):
+                _jitted_output_shape(xs, ws, s, p, op, g, d)
+            continue
+        assert _jitted_output_shape(xs, ws, s, p, op, g, d) == want
+    xs, ws = (2, 4, 5, 6, 4), (4, 3, 2, 3, 3)
+    assert _jitted_output_shape_last(xs, ws, (1, 2, 3), ((1, 0), (0, 1), (2, 2)), 0, 2, 1) == \
+        ct.output_shape(xs, ws, (1, 2, 3), ((1, 0), (0, 1), (2, 2)), 0, 2, 1,
+                        data_format="NDHWC")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("ct.output_shape(xs, ws, output_size=(4, 4))", "output_size is not supported"),
+    ("ct.output_shape(xs, ws, rank=3)", "rank 3 does not match"),
+    ("ct.output_shape(xs, ws, data_format='NDHWC')", "data_format must be 'NCHW'"),
+    ("ct.output_shape(xs[:2], ws)", "input_shape must have 4 entries"),
+])
+def test_output_shape_typing_errors(body, message):
+    scope = {"ct": ct}
+    exec(f"def f(xs, ws):\n    return {body}\n", scope)
+    with pytest.raises(TypingError, match=message):
+        numba.njit(scope["f"])((1, 2, 3, 3), (2, 2, 2, 2))
+
+
 PRANGE = """
 import numba, numpy as np
 import convtranspose as ct

@@ -3,8 +3,10 @@
 Importing :mod:`convtranspose` registers :func:`numba.extending.overload` implementations
 of :func:`convtranspose.conv_transpose1d`, :func:`~convtranspose.conv_transpose2d`,
 :func:`~convtranspose.conv1d` and :func:`~convtranspose.conv2d` (the 3-D functions and
-the gradients are not callable from jitted code yet: a typing error says so). Inside a
-jitted function they take the public functions' arguments, names and defaults:
+the gradients are not callable from jitted code yet: a typing error says so), and of
+:func:`~convtranspose.output_shape` for every rank (shapes as tuples of ints, the same
+result and ``ValueError`` as from Python; no ``output_size``). Inside a jitted function
+they take the public functions' arguments, names and defaults:
 
 * ``x``, ``weight``, ``bias`` (or ``None``): float32 or float64 arrays, any strides; the
   result's dtype is float64 when one of them is, else float32; half precision stays out
@@ -74,7 +76,7 @@ from .api import conv_transpose2d
 from .conv import conv2d
 from .cpu import backward, direct, nd_engine
 from .nonfinite import nan_mask
-from .params import DATA_FORMATS, MAX_PARAM, _conv_size, _spatial_out
+from .params import DATA_FORMATS, MAX_PARAM, _conv_size, _spatial_out, output_shape
 from .rank1 import conv1d, conv_transpose1d
 
 __all__ = ["BACKENDS", "entry", "transposed_shape", "conv_shape", "conv_transpose_into",
@@ -480,9 +482,10 @@ def _padding(ty, rank, func):
                       f"{rank} (before, after) pairs inside jitted code, got {ty}")
 
 
-def _to5(rank, last, batched, name):
-    """Source of ``name``'s shape as 5-D, ``(N, C, D, H, W)`` or ``(N, D, H, W, C)``."""
-    dims = [f"{name}.shape[{i}]" for i in range(rank + 1 + batched)]
+def _to5(rank, last, batched, name, item="{name}.shape[{i}]"):
+    """Source of ``name``'s shape as 5-D, ``(N, C, D, H, W)`` or ``(N, D, H, W, C)``
+    (``item`` reads entry ``i``: of an array's shape, or of a tuple)."""
+    dims = [item.format(name=name, i=i) for i in range(rank + 1 + batched)]
     n = [dims.pop(0)] if batched else ["1"]
     if last:
         return "(" + ", ".join(n + ["1"] * (3 - rank) + dims) + ")"
@@ -630,6 +633,68 @@ def _overload_conv(func, rank):
     return typer
 
 
+def _shape_tuple(ty, name):
+    if not (isinstance(ty, types.BaseTuple) and len(ty) and
+            all(isinstance(t, types.Integer) for t in ty)):
+        raise TypingError(f"output_shape: {name} must be a tuple of ints inside jitted code, "
+                          f"got {ty}")
+    return len(ty)
+
+
+def _overload_output_shape(func):
+    @overload(func, prefer_literal=True)
+    def typer(input_shape, weight_shape, stride=1, padding=0, output_padding=0, groups=1,
+              dilation=1, output_size=None, data_format=None, rank=None):
+        name = "output_shape"
+        rank_ = _shape_tuple(weight_shape, "weight_shape") - 2
+        if rank_ not in DATA_FORMATS:
+            raise TypingError(f"{name}: weight_shape must have 3, 4 or 5 entries, got "
+                              f"{rank_ + 2}")
+        if not _is_none(rank):
+            given = getattr(rank, "literal_value", getattr(rank, "value", rank))
+            if given != rank_:
+                raise TypingError(f"{name}: rank {given!r} does not match weight_shape's "
+                                  f"{rank_} spatial dimensions")
+        n_in = _shape_tuple(input_shape, "input_shape")
+        if n_in not in (rank_ + 1, rank_ + 2):
+            raise TypingError(f"{name}: input_shape must have {rank_ + 2} entries (or "
+                              f"{rank_ + 1} unbatched), got {n_in}")
+        if not _is_none(output_size):
+            raise TypingError(f"{name}: output_size is not supported inside jitted code yet; "
+                              "give output_padding")
+        if not _is_int(groups):
+            raise TypingError(f"{name}: groups must be an int, got {groups}")
+        fmt = _constant(data_format, "data_format", name)
+        formats = DATA_FORMATS[rank_]
+        fmt = formats[0] if fmt is None else fmt
+        if fmt not in formats:
+            raise TypingError(f"{name}: data_format must be {formats[0]!r} (channels first) "
+                              f"or {formats[1]!r} (channels last), got {fmt!r}")
+        last, batched = fmt == formats[1], n_in == rank_ + 2
+        x5 = _to5(rank_, last, batched, "input_shape", item="{name}[{i}]")
+        if last:     # the 5-D shape in the order (N, C, D, H, W)
+            x5 = f"(lambda t: (t[0], t[4], t[1], t[2], t[3]))({x5})"
+        out = ["o[0]"] if batched else []
+        spatial = [f"o[{i}]" for i in range(5 - rank_, 5)]
+        out += spatial + ["o[1]"] if last else ["o[1]"] + spatial
+        source = (
+            "def impl(input_shape, weight_shape, stride=1, padding=0, output_padding=0,\n"
+            "         groups=1, dilation=1, output_size=None, data_format=None, rank=None):\n"
+            f"    x5 = np.array({x5}, np.int64)\n"
+            f"    w5 = np.array({_to5(rank_, False, True, 'weight_shape', item='{name}[{i}]')},"
+            " np.int64)\n"
+            f"    s3 = np.array({_ints(stride, 'stride', rank_, 1, name)})\n"
+            f"    op3 = np.array({_ints(output_padding, 'output_padding', rank_, 0, name)})\n"
+            f"    d3 = np.array({_ints(dilation, 'dilation', rank_, 1, name)})\n"
+            f"    p3 = np.array({_padding(padding, rank_, name)}).reshape((3, 2))\n"
+            "    o = shape_of(x5, w5, -1, s3, p3, op3, d3, np.int64(groups))\n"
+            f"    return ({', '.join(out)},)\n")
+        return _compile(source, {"shape_of": transposed_shape})
+
+    return typer
+
+
+_overload_output_shape(output_shape)
 _overload_transposed(conv_transpose1d, 1)
 _overload_transposed(conv_transpose2d, 2)
 _overload_conv(conv1d, 1)
