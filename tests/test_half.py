@@ -231,15 +231,38 @@ def test_forward_within_the_float32_accumulation_bound(rank, last, op, dtype, ca
 
 @pytest.mark.parametrize("backend", ["auto", "direct", "im2col"])
 @pytest.mark.parametrize("op", ["transposed", "correlation"])
-def test_every_cpu_backend_runs_half_on_the_engine(op, backend):
-    """The result does not depend on the CPU backend named: all run the engine."""
+@pytest.mark.parametrize("case", [CASES[4], CASES[0]], ids=["many-channels", "few-channels"])
+def test_half_runs_where_float32_runs(op, backend, case):
+    """The engine where the float32 call runs it (many channels, ``auto`` or ``direct``),
+    else the float32 code of the backend on float32 chunks: bitwise that code's float32
+    result, rounded once; ``explain`` names what runs."""
     transposed = op == "transposed"
-    x, w, b = _arrays(CASES[4], 2, transposed, F16)
+    x, w, b = _arrays(case, 2, transposed, F16)
     fn = FORWARD[2] if transposed else CONV[2]
-    kw = _keywords(CASES[4], transposed)
-    np.testing.assert_array_equal(fn(x, w, b, backend=backend, **kw), fn(x, w, b, **kw))
+    kw = _keywords(case, transposed)
+    y = fn(x, w, b, backend=backend, **kw)
+    ref, abs_ref = _expected(x, w, b, kw, 2, transposed)
+    _check(y, ref, abs_ref, F16, _terms(w.shape, kw.get("groups", 1), transposed), backend)
+    w32 = w.astype(F32)
+    engine = backend != "im2col" and (ct.cpu.direct.uses_engine(w.shape, _params(x, w, kw))
+                                      if transposed else
+                                      ct.cpu.direct.correlation_uses_engine(w.shape, 1))
+    if not engine:
+        with np.errstate(over="ignore"):
+            want = fn(x.astype(F32), w32, b.astype(F32), backend=backend, **kw).astype(F16)
+        if backend != "auto":
+            np.testing.assert_array_equal(y, want)
     if transposed:
-        assert ct.explain(x, w, b, backend=backend, **kw).backend == "direct"
+        choice = ct.explain(x, w, b, backend=backend, **kw)
+        assert choice.backend == ("direct" if engine else
+                                  ct.explain(x.astype(F32), w32, b, backend=backend,
+                                             **kw).backend)
+        assert ("channels-last engine" in choice.reason) == engine
+
+
+def _params(x, w, kw):
+    from convtranspose.params import normalise
+    return normalise(x.shape, w.shape, None, [x.dtype, w.dtype], **kw)[0]
 
 
 def test_explain_says_how_half_precision_runs():

@@ -117,12 +117,13 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     Inputs are never modified; they are copied only when they are not C-contiguous native
     arrays of the result dtype. Results do not depend on the number of threads.
 
-    float16 and bfloat16 (``ml_dtypes.bfloat16``) operands stay in half precision: the call
-    runs on the channels-last engine whatever CPU ``backend`` is named, which widens the
-    input to float32 one batch chunk at a time (within the workspace limit), sums in
-    float32 and rounds each result once (to nearest, ties to even); no float32 copy of the
-    whole input or output is made. A weight holding Inf or NaN runs the float32 code of the
-    backend named instead, on float32 copies of one batch chunk at a time.
+    float16 and bfloat16 (``ml_dtypes.bfloat16``) operands stay in half precision: where
+    the float32 call would run the channels-last engine (``direct``, named or picked by
+    ``auto``, with many channels per group), the engine widens the input to float32 one
+    batch chunk at a time (within the workspace limit), sums in float32 and rounds each
+    result once (to nearest, ties to even), with no float32 copy of the whole input or
+    output. Elsewhere (and for a weight holding Inf or NaN) the float32 code of that
+    backend runs on float32 copies of one batch chunk at a time, rounded once into place.
 
     complex64 and complex128 operands run as three real convolutions in one call (Gauss's
     form, as PyTorch's CPU; no conjugation; an element that is not finite is ``nan+nanj``,
@@ -200,8 +201,9 @@ def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         kernel. For a Dask ``x``, a :class:`~convtranspose.dask_ops.GraphPlan` of the graph
         the call would build (chunks, halo, tasks, the backend picked per tile).
         Complex operands give the choice of the real call they run as, its reason saying
-        so. Half-precision operands (float16, bfloat16) give ``"direct"`` (its engine, which
-        runs them whatever the CPU backend) and a reason saying how they are converted.
+        so. Half-precision operands (float16, bfloat16) give the backend that runs them
+        (the engine where float32 would run it, else float32 code on float32 chunks) and a
+        reason saying how they are converted.
 
     Raises
     ------

@@ -93,7 +93,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     (Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", 2016).
 
     float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
-    engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
+    engine where float32 would run it, else in float32 code on float32 chunks; summed in
+    float32 and rounded once. The
     engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
 
     Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from . import dispatch
+from .cpu.direct import uses_engine
 from ._arrays import host_array, is_dask_array, is_device_array
 from .params import (DATA_FORMATS, ConvParams, _first_shape, check_device_dtype,
                      is_channels_last, is_half, normalise, spatial_output_size)
@@ -125,7 +126,7 @@ def choice(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1
         output_size=output_size, rank=rank, last=last)
     halves = [(n, dt) for n, (_, (_, dt)) in described.items() if is_half(dt)]
     if halves:
-        return _half_choice(xs, ws, dtype, name, halves)
+        return _half_choice(xs, ws, params, dtype, name, halves, last)
     if on_gpu or name in dispatch.GPU_BACKENDS:
         return _gpu_choice(xs, ws, params, rank, on_gpu)
     if rank == 3:
@@ -137,24 +138,37 @@ def choice(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1
     return picked if name == "auto" else _named(picked, name)
 
 
-def _half_choice(xs, ws, dtype, name, halves):
+def _half_choice(xs, ws, params, dtype, name, halves, last):
     """The :class:`Choice` of a call with half-precision operands ``halves`` (``(name,
-    dtype)`` pairs): the engine, whatever CPU backend ``name`` is (``TypeError`` for
-    ``"cuda"``, as the call)."""
+    dtype)`` pairs): the engine where the float32 call would run it (in 3-D always), else
+    the float32 backend on float32 batch chunks (``TypeError`` for ``"cuda"``, as the
+    call)."""
     for operand, dt in halves:
         if name in dispatch.GPU_BACKENDS:
             check_device_dtype(dt, operand)
     which = ", ".join(f"{operand} is {dt.name}" for operand, dt in halves)
-    named = "" if name == "auto" else f" (backend={name!r} is not used for them)"
-    reason = (f"half precision ({which}) runs on the channels-last engine{named}: the input "
-              f"widened to float32 in its copy, one batch chunk at a time within the "
-              f"workspace limit, the weight when packed, sums in float32"
-              + (f", each result rounded once to {dtype.name}" if is_half(dtype) else
-                 f", the result in {dtype.name}")
-              + "; a weight with Inf or NaN runs the float32 code on float32 batch chunks "
-                "instead")
+    rounded = (f", each result rounded once to {dtype.name}" if is_half(dtype) else
+               f", the result in {dtype.name}")
     batched = xs if len(xs) == len(ws) else (1, *xs)
-    return dispatch.Choice("direct", reason, {}, _flops(batched, ws))
+    picked = None
+    if len(ws) < 5:
+        x4, w4, p4 = (xs, ws, params) if len(ws) == 4 else lifted_1d(xs, ws, params)
+        picked = dispatch.choose(x4 if len(x4) == 4 else (1, *x4), w4, p4,
+                                 np.dtype(np.float32), channels_last=last)
+        if name != "auto":
+            picked = _named(picked, name)
+    if picked is None or (picked.backend == "direct" and uses_engine(ws, params)):
+        reason = (f"half precision ({which}) runs on the channels-last engine, as float32 "
+                  "would: the input widened to float32 in its copy, one batch chunk at a time "
+                  "within the workspace limit, the weight when packed, sums in float32"
+                  + rounded + "; a weight with Inf or NaN runs the float32 code on float32 "
+                  "batch chunks instead")
+        return dispatch.Choice("direct", reason,
+                               {} if picked is None else picked.estimates, _flops(batched, ws))
+    reason = (f"half precision ({which}) runs the float32 code of {picked.backend} on float32 "
+              "copies of one batch chunk at a time within the workspace limit" + rounded
+              + " (float32: " + picked.reason + ")")
+    return dispatch.Choice(picked.backend, reason, picked.estimates, picked.flops)
 
 
 class _Spec:

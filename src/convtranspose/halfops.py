@@ -7,19 +7,21 @@ float16 gives float16, bfloat16 with bfloat16 bfloat16, float16 with bfloat16 fl
 either with float32 or float64 that dtype).
 
 * **Forward calls** (``conv_transpose{1,2,3}d``, ``conv{1,2,3}d``, either layout, with
-  ``out=``) run on the channels-last N-d engine (:mod:`convtranspose.cpu.nd_engine`),
-  whatever CPU ``backend`` is named (``"auto"``, ``"direct"`` and ``"im2col"`` alike:
-  ``im2col`` has no half-precision GEMM): the operands stay in half precision; the
-  engine widens the input to float32 in its zero-bordered channels-last copy, one batch
-  chunk at a time within the workspace limit, and the weight when it packs it;
-  accumulates in float32; and rounds each result element once (to nearest, ties to
-  even, bitwise as NumPy's ``astype``) as it stores a chunk's float32 result. So no
-  float32 copy of the whole input or output is made.
-* A **transposed convolution whose weight holds Inf or NaN** (which the engine cannot
-  take: its zero border would turn into NaN) runs on the float32 code of the backend
-  named (``"auto"``: ``direct``'s gather kernel) one batch chunk at a time: the chunk's
-  input and result converted to float32 (within the workspace limit, one image at
-  least), the result rounded into place.
+  ``out=``) run on the channels-last N-d engine (:mod:`convtranspose.cpu.nd_engine`)
+  where the float32 call would (in 1-D and 2-D: the backend named, or ``auto``'s choice
+  for the float32 problem, is ``direct`` and ``direct`` runs the engine for it; in 3-D
+  always): the operands stay in half precision; the engine widens the input to float32
+  in its zero-bordered channels-last copy, one batch chunk at a time within the
+  workspace limit, and the weight when it packs it; accumulates in float32; and rounds
+  each result element once (to nearest, ties to even, bitwise as NumPy's ``astype``) as
+  it stores a chunk's float32 result. So no float32 copy of the whole input or output
+  is made.
+* **Elsewhere** (few channels per group, where ``direct`` runs its gather kernel, or
+  where ``im2col`` is named or picked; and a transposed convolution whose weight holds
+  Inf or NaN, which the engine cannot take: its zero border would turn into NaN) the
+  float32 code of that backend runs one batch chunk at a time: the chunk's input and
+  result converted to float32 (within the workspace limit, one image at least), the
+  result rounded into place.
 * **Gradients** (the ``*_backward`` functions, and so the layers' ``backward``) take
   float32 copies of their half-precision operands, whole (:func:`float32_gradients`),
   compute in float32, and return the gradients in the promoted dtype.
@@ -34,7 +36,8 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from ._arrays import host_array, is_dask_array, is_device_array
-from .cpu import nd_engine
+from . import dispatch
+from .cpu import direct, nd_engine
 from .cpu.half import compute_dtype
 from .cpu.workspace import get_workspace_limit
 from .params import is_half, result_dtype
@@ -79,28 +82,35 @@ def _geometry(params):
 def transposed(backend, fallback):
     """The ``run(x, weight, bias, params, out)`` of a transposed convolution with a
     half-precision operand (for :func:`convtranspose._arrays.compute_into` with
-    ``convert=False``): the engine, or for a weight with Inf or NaN ``fallback`` (the
-    float32 ``run`` of the backend named) on float32 batch chunks.
+    ``convert=False``): the engine where the float32 call would run it (see the module
+    notes), else the float32 ``run`` of the backend (``fallback`` for a named one and in
+    3-D; ``auto``'s choice in 1-D and 2-D) on float32 batch chunks.
     ``TypeError`` for ``backend="cuda"``.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from convtranspose import halfops
+    >>> from convtranspose import dispatch, halfops
     >>> from convtranspose.params import normalise
-    >>> x, w = np.ones((1, 1, 2), np.float16), np.ones((1, 1, 3), np.float16)
+    >>> x, w = np.ones((1, 1, 1, 2), np.float16), np.ones((1, 1, 1, 3), np.float16)
     >>> params, shape, dtype = normalise(x.shape, w.shape, None, [x.dtype, w.dtype],
-    ...                                  stride=2, rank=1)
-    >>> out = np.empty(shape, dtype)
-    >>> halfops.transposed("auto", None)(x, w, None, params, out)
-    array([[[1., 1., 2., 1., 1.]]], dtype=float16)
+    ...                                  stride=2)
+    >>> run = halfops.transposed("direct", dispatch.run_backend("direct"))
+    >>> run(x, w, None, params, np.empty(shape, dtype))
+    array([[[[1., 1., 2., 1., 1.]]]], dtype=float16)
     """
     _check_backend(backend)
 
     def run(x, weight, bias, params, out):
-        if not nd_engine.supported(weight):
-            return _in_float32(fallback, x, weight, bias, params, out)
         rank = params.rank
+        name = backend
+        if rank < 3 and backend == "auto" and out.size:
+            name = dispatch.choose(_batched(x).shape, weight.shape, params, _F32,
+                                   out.shape[-2:]).backend
+        engine = rank == 3 or (name == "direct" and direct.uses_engine(weight.shape, params))
+        if not (engine and nd_engine.supported(weight)):
+            run32 = fallback if name == backend else dispatch.run_backend(name)
+            return _in_float32(run32, x, weight, bias, params, out)
         nd_engine.conv_transpose(_deep(x, rank), _deep(weight, rank), bias, *_geometry(params),
                                  params.groups, _deep(out, rank), False,
                                  limit=get_workspace_limit())
@@ -108,30 +118,63 @@ def transposed(backend, fallback):
     return run
 
 
-def correlation(backend):
+def correlation(backend, float32_correlate):
     """The ``run(x, weight, bias, params, out)`` of a convolution (``conv{1,2,3}d``'s
-    forward) with a half-precision operand: the engine, whose zero border gives PyTorch's
-    NaN where padding meets an Inf or NaN weight. ``TypeError`` for ``backend="cuda"``.
+    forward) with a half-precision operand: the engine where the float32 call would run
+    it (its zero border gives PyTorch's NaN where padding meets an Inf or NaN weight),
+    else ``float32_correlate(x, weight, bias, params, out, method)`` (the float32
+    correlation of the method named or picked) on float32 batch chunks. ``TypeError`` for
+    ``backend="cuda"``.
 
     Examples
     --------
     >>> import numpy as np
     >>> from convtranspose import halfops
+    >>> from convtranspose.ops import correlate
     >>> from convtranspose.params import normalise_conv
-    >>> x, w = np.arange(4.0, dtype=np.float16)[None, None], np.ones((1, 1, 2), np.float16)
+    >>> x = np.arange(4.0, dtype=np.float16).reshape(1, 1, 1, 4)
+    >>> w = np.ones((1, 1, 1, 2), np.float16)
     >>> params, shape, dtype = normalise_conv(x.shape, w.shape, None, [x.dtype, w.dtype],
-    ...                                       stride=2, rank=1)
-    >>> halfops.correlation("auto")(x, w, None, params, np.empty(shape, dtype))
-    array([[[1., 5.]]], dtype=float16)
+    ...                                       stride=2)
+    >>> run = halfops.correlation("direct", lambda x, w, b, p, o, m: correlate(x, w, b, o, p, m))
+    >>> run(x, w, None, params, np.empty(shape, dtype))
+    array([[[[1., 5.]]]], dtype=float16)
     """
     _check_backend(backend)
 
     def run(x, weight, bias, params, out):
         rank = params.rank
+        method = backend
+        if rank < 3 and backend == "auto" and out.size:
+            g = params.groups
+            method = dispatch.correlate_method(
+                weight.shape[0] // g, weight.shape[1], weight.shape[2:],
+                out.size // out.shape[-3], _fits(x, weight, params, out))
+        if rank < 3 and not (method == "direct" and direct.correlation_uses_engine(
+                weight.shape, params.groups)):
+            return _in_float32(lambda xc, w, b, p, o: float32_correlate(xc, w, b, p, o, method),
+                               x, weight, bias, params, out)
         nd_engine.correlate(_deep(x, rank), _deep(weight, rank), bias, *_geometry(params),
                             params.groups, _deep(out, rank), False, limit=get_workspace_limit())
         return out
     return run
+
+
+_F32 = np.dtype(np.float32)
+
+
+def _batched(x):
+    """``x`` with its batch axis (unbatched operands come as one image)."""
+    return x if x.ndim == 4 else x[None]
+
+
+def _fits(x, weight, params, out):
+    """Whether one image of the correlation fits the engine's buffers in the workspace
+    limit (``auto`` runs the engine only then)."""
+    x4, o4 = _batched(x), _batched(out)
+    return direct.fits(direct.engine_image_bytes(
+        x4.shape, weight.shape, params.stride, [lo for lo, _ in params.pads], params.dilation,
+        o4.shape, _F32.itemsize, False, correlation=True))
 
 
 def _in_float32(run, x, weight, bias, params, out):

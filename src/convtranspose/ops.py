@@ -99,7 +99,7 @@ def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, 
                 _VALIDATED.clear()
             _VALIDATED[key] = hit
     params, shape, dtype, name = hit
-    if halfops.takes(x, weight, bias):     # the engine, whatever the CPU backend
+    if halfops.takes(x, weight, bias):     # the engine where float32 runs it, else chunks
         fallback = dispatch.run_backend("direct" if name == "auto" else name)
         return compute_into(x, weight, bias, params, shape, dtype, out,
                             halfops.transposed(name, fallback), last, convert=False)
@@ -232,9 +232,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         dtypes, stride=stride, padding=padding, dilation=dilation,
         groups=groups, last=last)
     method = dispatch.check_method(backend)
-    if halfops.takes(x, weight, bias):     # the engine, whatever the CPU backend
+    if halfops.takes(x, weight, bias):     # the engine where float32 runs it, else chunks
         out = compute_into(x, weight, bias, params, shape, dtype, None,
-                           halfops.correlation(method), last, convert=False)
+                           halfops.correlation(method, _correlate_in), last, convert=False)
         return channels_last(out, 2) if last else out
     x = in_layout(x, dtype, last, 2)
     weight = np.ascontiguousarray(weight, dtype)
@@ -248,6 +248,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                                                _engine_fits(x, weight, params, out, last))
         correlate(batched(x), weight, bias, batched(out), params, method)
     return channels_last(out, 2) if last else out
+
+
+def _correlate_in(x, weight, bias, params, out, method):
+    """:func:`correlate` with the arguments of a ``run`` (batched or not) and ``method``."""
+    return correlate(batched(x), weight, bias, batched(out), params, method)
 
 
 def _engine_fits(x, weight, params, out, last):

@@ -201,7 +201,8 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     dtype: the 2-D call gets views of them.
 
     float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
-    engine whatever CPU ``backend`` is named, summed in float32 and rounded once.
+    engine where float32 would run it, else in float32 code on float32 chunks; summed in
+    float32 and rounded once.
 
     Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
     ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.
@@ -296,7 +297,8 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     input (Dumoulin & Visin, 2016).
 
     float16 and bfloat16 operands run as in :func:`conv_transpose1d` (Notes there): on the
-    engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
+    engine where float32 would run it, else in float32 code on float32 chunks; summed in
+    float32 and rounded once. The
     engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
 
     Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or

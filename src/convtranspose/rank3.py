@@ -465,8 +465,9 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     backends (see the module's notes): the input's depth slices folded into the batch,
     at most one copy of the input at a time.
 
-    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
-    engine whatever CPU ``backend`` is named, summed in float32 and rounded once.
+    float16 and bfloat16 operands run on the engine in 3-D whatever CPU ``backend`` is named
+    (a weight with Inf or NaN: float32 code on float32 chunks), summed in float32 and
+    rounded once, as :func:`conv_transpose2d`'s Notes say.
 
     Examples
     --------
@@ -505,7 +506,7 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     def run(x5, w, b, p, r5):
         return scatter(x5, w, b, p, r5, method, last)
 
-    half = halfops.takes(x, weight, bias)       # the engine, whatever the CPU backend
+    half = halfops.takes(x, weight, bias)       # 3-D half precision: the engine
     y = compute_into(x, weight, bias, params, shape, dtype, out,
                      halfops.transposed(method, run) if half else run, last, convert=not half)
     return given if given is not None else (channels_last(y, 3) if last else y)
@@ -573,9 +574,9 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     Padding zeros take part in the products, as in PyTorch: where one meets an Inf or NaN
     weight the output is NaN.
 
-    float16 and bfloat16 operands run as in :func:`conv_transpose2d` (Notes there): on the
-    engine whatever CPU ``backend`` is named, summed in float32 and rounded once. The
-    engine's zero border is the padding, so an Inf or NaN weight gives PyTorch's NaN.
+    float16 and bfloat16 operands run on the engine in 3-D whatever CPU ``backend`` is
+    named, summed in float32 and rounded once; the engine's zero border is the padding, so
+    an Inf or NaN weight gives PyTorch's NaN.
 
     Examples
     --------
@@ -599,9 +600,9 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
         x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
         padding=padding, dilation=dilation, groups=groups, rank=3, last=last)
     method = _method(backend)
-    half = halfops.takes(x, weight, bias)       # the engine, whatever the CPU backend
+    half = halfops.takes(x, weight, bias)       # 3-D half precision: the engine
     y = compute_into(x, weight, bias, params, shape, dtype, None,
-                     halfops.correlation(method) if half else
+                     halfops.correlation(method, None) if half else
                      lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last,
                      convert=not half)
     return channels_last(y, 3) if last else y
