@@ -38,7 +38,7 @@ import numpy as np
 from ._arrays import host_array, is_dask_array, is_device_array
 from . import dispatch
 from .cpu import direct, nd_engine
-from .cpu.half import compute_dtype
+from .cpu.half import compute_dtype, narrow, widen
 from .cpu.workspace import get_workspace_limit
 from .params import is_half, result_dtype
 
@@ -182,17 +182,21 @@ def _in_float32(run, x, weight, bias, params, out):
     compute dtype of ``out``, each chunk's result converted into ``out``; the chunks'
     copies together within the workspace limit (one image at least)."""
     dtype = compute_dtype(out.dtype)
-    weight = np.ascontiguousarray(weight, dtype)
-    bias = None if bias is None else np.ascontiguousarray(bias, dtype)
+    weight, bias = (None if a is None else
+                    widen(a) if is_half(a.dtype) and dtype == np.float32 else
+                    np.ascontiguousarray(a, dtype) for a in (weight, bias))
     per_image = (math.prod(x.shape[1:]) + math.prod(out.shape[1:])) * dtype.itemsize
     chunk = max(1, get_workspace_limit() // per_image)
     for n0 in range(0, x.shape[0], chunk):
         part = slice(n0, n0 + chunk)
-        xc = np.empty_like(x[part], dtype)        # the layout of x, in the compute dtype
-        xc[...] = x[part]
-        result = np.empty_like(out[part], dtype)
+        if is_half(x.dtype) and dtype == np.float32:
+            xc = widen(x[part])                   # compiled: NumPy's float16 cast is slow
+        else:
+            xc = np.empty_like(x[part], dtype)    # the layout of x, in the compute dtype
+            xc[...] = x[part]
+        result = np.empty(out[part].shape, dtype)
         run(xc, weight, bias, params, result)
-        out[part] = rounded(result, out.dtype)
+        out[part] = narrow(result, out.dtype) if is_half(out.dtype) else result
     return out
 
 
