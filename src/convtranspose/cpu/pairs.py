@@ -31,51 +31,71 @@ FORWARD = 0
 ADJOINT = 1
 
 
+@njit(inline="always")
+def _split_one(src, out, n, c, i, channels, mode):
+    re = src[n, c, 2 * i]
+    im = src[n, c, 2 * i + 1]
+    if mode == 0:
+        u, v, s = re, im, re + im
+    else:
+        u, v, s = re - im, -re - im, im
+    out[n, c, i] = u
+    out[n, channels + c, i] = v
+    out[n, 2 * channels + c, i] = s
+
+
 @njit(parallel=True, cache=True)
 def _split(src, out, mode):
-    """``src`` ``(P, C, 2L)``: pairs; ``out`` ``(P, 3C, L)``."""
+    """``src`` ``(P, C, 2L)``: pairs; ``out`` ``(P, 3C, L)``. Channels-last (``L = 1``): a
+    task per pixel; else a task per (image, channel) plane."""
     n_outer, channels, twice = src.shape
     length = twice // 2
+    if length == 1:
+        for n in prange(n_outer):
+            for c in range(channels):
+                _split_one(src, out, n, c, 0, channels, mode)
+        return
     for t in prange(n_outer * channels):
         n = t // channels
         c = t - n * channels
         for i in range(length):
-            re = src[n, c, 2 * i]
-            im = src[n, c, 2 * i + 1]
-            if mode == 0:
-                u, v, s = re, im, re + im
-            else:
-                u, v, s = re - im, -re - im, im
-            out[n, c, i] = u
-            out[n, channels + c, i] = v
-            out[n, 2 * channels + c, i] = s
+            _split_one(src, out, n, c, i, channels, mode)
+
+
+@njit(inline="always")
+def _join_one(y3, bias, out, n, c, i, channels, mode):
+    a = y3[n, c, i]
+    b = y3[n, channels + c, i]
+    s = y3[n, 2 * channels + c, i]
+    if mode == 0:
+        re = a - b + bias[c, 0]
+        im = s - a - b + bias[c, 1]
+    else:
+        re = a + s
+        im = b + s
+    if not (math.isfinite(re) and math.isfinite(im)):
+        re = np.nan
+        im = np.nan
+    out[n, c, 2 * i] = re
+    out[n, c, 2 * i + 1] = im
 
 
 @njit(parallel=True, cache=True)
 def _join(y3, bias, out, mode):
-    """``y3`` ``(P, 3C, L)``; ``bias`` ``(C, 2)``; ``out`` ``(P, C, 2L)``: pairs."""
+    """``y3`` ``(P, 3C, L)``; ``bias`` ``(C, 2)``; ``out`` ``(P, C, 2L)``: pairs. Tasks as
+    in :func:`_split`."""
     n_outer, triple, length = y3.shape
     channels = triple // 3
+    if length == 1:
+        for n in prange(n_outer):
+            for c in range(channels):
+                _join_one(y3, bias, out, n, c, 0, channels, mode)
+        return
     for t in prange(n_outer * channels):
         n = t // channels
         c = t - n * channels
-        br = bias[c, 0]
-        bi = bias[c, 1]
         for i in range(length):
-            a = y3[n, c, i]
-            b = y3[n, channels + c, i]
-            s = y3[n, 2 * channels + c, i]
-            if mode == 0:
-                re = a - b + br
-                im = s - a - b + bi
-            else:
-                re = a + s
-                im = b + s
-            if not (math.isfinite(re) and math.isfinite(im)):
-                re = np.nan
-                im = np.nan
-            out[n, c, 2 * i] = re
-            out[n, c, 2 * i + 1] = im
+            _join_one(y3, bias, out, n, c, i, channels, mode)
 
 
 def _part(dtype):

@@ -71,6 +71,14 @@ def _weight_grad(x_shape, w_shape, backend):
     return run
 
 
+def _complex(dtype):
+    """A complex call of the dtype whose parts are ``dtype``: the passes of Gauss's form."""
+    from .. import conv_transpose2d
+    c = np.dtype(np.complex64 if np.dtype(dtype) == np.float32 else np.complex128)
+    x, w, b = _ones(c, _SMALL[0], _SMALL[1], (3,))
+    conv_transpose2d(x, w, b, stride=2, padding=1)
+
+
 def _calls(*runs):
     """One step of several calls (one kernel's signatures reached by several paths)."""
     def run(dtype):
@@ -106,6 +114,8 @@ STEPS = (
          _correlation(_SMALL[0], (3, 4, 3, 3), "im2col")),
     Step("weight-grad-gemm", "the GEMM weight gradient (weight_grad_gemm_kernel, "
          "sum_partials)", _weight_grad(*_SMALL, "im2col")),
+    Step("complex", "the passes of complex operands, for the complex dtype of these parts "
+         "(pairs: _split, _join)", _complex),
 )
 
 
