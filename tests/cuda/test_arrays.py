@@ -281,3 +281,18 @@ def test_half_precision_device_arrays_are_refused(call):
     with pytest.raises(TypeError, match=r"(x|grad_output) is float16: the cuda backend "
                                         r"takes float32 or float64 only"):
         call(x, w)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, w: ct.conv_transpose2d(x, w),
+    lambda x, w: ct.conv2d(x, w),
+    lambda x, w: ct.conv_transpose1d(x[:, :, 0], w[:, :, 0]),
+    lambda x, w: ct.conv_transpose2d_backward(x, x, w),
+    lambda x, w: ct.explain(x, w),
+], ids=["conv_transpose2d", "conv2d", "conv_transpose1d", "backward", "explain"])
+def test_complex_device_arrays_are_refused(call):
+    """complex64 on the GPU: a TypeError before any launch or copy."""
+    x = cuda.to_device(np.zeros((1, 2, 3, 3), np.complex64))
+    w = cuda.to_device(np.zeros((2, 2, 1, 1), np.complex64))
+    with pytest.raises(TypeError, match="complex operands run on the CPU only"):
+        call(x, w)
