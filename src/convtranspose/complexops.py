@@ -19,7 +19,9 @@ the textbook product would bound the imaginary part by ``|xr| |wi| + |xi| |wr|``
 
 * **Every forward function** (``conv_transpose{1,2,3}d``, ``conv{1,2,3}d``), either
   layout, ``out=``, every CPU backend, Dask arrays (block by block). Memory: the real
-  input is 1.5 times the complex input, the real result 1.5 times the complex result.
+  input is 1.5 times the complex input, the real result 1.5 times the complex result,
+  made for as many images at a time as fit in the workspace limit (one image at least).
+  The gradients make theirs whole.
 * **Gradients** (the ``*_backward`` functions): the real call's gradients through the same
   passes (:data:`convtranspose.cpu.pairs.ADJOINT`), which is PyTorch's convention for a
   complex operand ``z`` and a real loss (``dL/dRe z + i dL/dIm z``: the adjoint, with the
@@ -36,11 +38,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
 import numpy as np
 
+from ._alloc import allocate
 from ._arrays import check_out, host_array, is_dask_array, is_device_array
 from .cpu.pairs import ADJOINT, FORWARD, join, poison, split
+from .cpu.workspace import get_workspace_limit
 from .params import (_caller_shape, _first_shape, is_channels_last, normalise,
                      normalise_backward, normalise_conv, normalise_conv_backward, result_dtype)
 
@@ -197,10 +202,24 @@ def _forward(fn, p, rank, correlation):
     if out is not None:
         check_out(out, _caller_shape(shape, rank, last), dtype)
     axis = _channel_axis(x, rank, last)
-    y3 = fn(_split(x, axis, dtype, FORWARD), gauss_weight(weight, dtype), None,
-            **_real_params(params, correlation), backend=p["backend"],
-            data_format=p["data_format"])
-    return _join(y3, _channel_axis(y3, rank, last), dtype, bias, out, FORWARD)
+    w3 = gauss_weight(weight, dtype)
+    kwargs = dict(_real_params(params, correlation), backend=p["backend"],
+                  data_format=p["data_format"])
+    if lazy:
+        return _join(fn(_split(x, axis, dtype, FORWARD), w3, None, **kwargs), axis, dtype,
+                     bias, None, FORWARD)
+    result = out if out is not None else allocate(_caller_shape(shape, rank, last), dtype,
+                                                  "the result")
+    batched = x.ndim == rank + 2
+    per_image = 3 * (math.prod(x.shape[batched:]) + math.prod(result.shape[batched:])) \
+        * _part(dtype).itemsize
+    step = max(1, get_workspace_limit() // per_image) if batched else 1
+    for n0 in range(0, x.shape[0] if batched else 1, step):
+        part = slice(n0, n0 + step) if batched else slice(None)
+        y3 = fn(split(x[part], axis, dtype, FORWARD), w3, None, **kwargs)
+        join(y3, axis, dtype, bias, result[part], FORWARD)
+        del y3
+    return result
 
 
 def _validate(x, weight, bias, p, rank, correlation, last):
