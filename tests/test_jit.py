@@ -160,13 +160,79 @@ def test_bad_bias_and_out_shape():
     ("ct.conv_transpose2d(x, w.view(np.uint16))", "weight must be float32 or float64"),
     ("ct.conv_transpose2d(x[0, 0], w)", "x must have 3 or 4 dimensions"),
     ("ct.conv_transpose2d(x, w, stride=(1, 2, 3))", "stride must be an int or a tuple of 2"),
-    ("ct.conv2d(x, w, padding='same')", "padding='same'"),
+    ("ct.conv2d(x, w, padding='SAME_UPPER')", "ONNX's auto_pad"),
+    ("ct.conv_transpose2d(x, w, padding='same', output_size=(6, 6))",
+     "output_size with padding='same'"),
+    ("ct.conv_transpose2d(x, w, output_size=(6,))", "output_size must be a tuple of 2"),
 ])
 def test_bad_types_and_constants_are_typing_errors(body, message):
     scope = {"ct": ct, "np": np}
     exec(f"def f(x, w):\n    return {body}\n", scope)
     with pytest.raises(TypingError, match=message):
         numba.njit(scope["f"])(np.ones((1, 2, 3, 3)), np.ones((2, 2, 2, 2)))
+
+
+@numba.njit
+def _same_transposed_nwc(x, w, s, d):
+    return ct.conv_transpose1d(x, w, stride=s, dilation=d, padding="same", data_format="NWC")
+
+
+@numba.njit
+def _same_conv(x, w, d):
+    return ct.conv2d(x, w, dilation=d, padding="SAME")
+
+
+@numba.njit
+def _valid_transposed(x, w, s, op):
+    return ct.conv_transpose2d(x, w, stride=s, output_padding=op, padding="valid")
+
+
+@numba.njit
+def _sized_nhwc(x, w, s, p, size):
+    return ct.conv_transpose2d(x, w, stride=s, padding=p, output_size=size,
+                               data_format="NHWC")
+
+
+def test_same_valid_and_output_size_equal_pythons():
+    """``padding="same"``/``"valid"`` (any case) and ``output_size`` (spatial sizes or the
+    result's whole shape in the call's layout): bitwise the Python call's result, and the
+    same refusals."""
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        c, k, s, d = (int(v) for v in rng.integers(1, 4, 4))
+        n = int(rng.integers(1, 12))
+        x = rng.standard_normal((2, n, c)).astype(np.float32)
+        w = rng.standard_normal((c, 2, k)).astype(np.float32)
+        np.testing.assert_array_equal(
+            _same_transposed_nwc(x, w, s, d),
+            ct.conv_transpose1d(x, w, stride=s, dilation=d, padding="same",
+                                data_format="NWC", backend="direct"))
+        x2 = rng.standard_normal((1, c, n, n + 1))
+        w2 = rng.standard_normal((3, c, k, k + 1))
+        np.testing.assert_array_equal(
+            _same_conv(x2, w2, d), ct.conv2d(x2, w2, dilation=d, padding="SAME",
+                                             backend="direct"))
+        w3 = rng.standard_normal((c, 3, k, k))
+        op = int(rng.integers(0, s))
+        np.testing.assert_array_equal(
+            _valid_transposed(x2, w3, s, op),
+            ct.conv_transpose2d(x2, w3, stride=s, output_padding=op, padding="valid",
+                                backend="direct"))
+        xl = np.ascontiguousarray(x2.transpose(0, 2, 3, 1))
+        full = ct.conv_transpose2d(xl, w3, stride=s, padding=1, data_format="NHWC").shape
+        size = (full[1] + int(rng.integers(0, s)), full[2])
+        for given in (size, (full[0], *size, full[3])):
+            np.testing.assert_array_equal(
+                _sized_nhwc(xl, w3, s, 1, given),
+                ct.conv_transpose2d(xl, w3, stride=s, padding=1, output_size=given,
+                                    data_format="NHWC", backend="direct"))
+    with pytest.raises(ValueError, match="output_size 99 cannot be reached"):
+        _sized_nhwc(xl, w3, 2, 1, (99, 5))
+    with pytest.raises(ValueError, match="padding='same' needs stride 1"):
+        numba.njit(lambda x, w: ct.conv2d(x, w, stride=2, padding="same"))(x2, w2)
+    with pytest.raises(ValueError, match="output_padding cannot be given with padding='same'"):
+        numba.njit(lambda x, w: ct.conv_transpose1d(x, w, stride=2, output_padding=1,
+                                                    padding="same"))(x[0].T.copy(), w)
 
 
 @numba.njit

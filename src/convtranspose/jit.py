@@ -13,8 +13,11 @@ they take the public functions' arguments, names and defaults:
   (Numba cannot type float16 or bfloat16 arrays; their ``uint16`` bits are refused with a
   typing error);
 * ``stride``, ``output_padding``, ``dilation``: an int or a tuple of one int per spatial
-  dimension; ``padding``: an int, a tuple of ints, or a tuple of ``(before, after)``
-  pairs; ``groups`` an int (``"same"``/``"valid"`` and ``output_size`` not yet);
+  dimension; ``padding``: an int, a tuple of ints, a tuple of ``(before, after)`` pairs,
+  or the string constant ``"same"`` or ``"valid"`` (any case; the rule of
+  :func:`convtranspose.params._same_split`, compiled); ``groups`` an int;
+  ``output_size`` (the transposed convolutions, with numeric padding): a tuple of the
+  spatial sizes or of the result's whole shape in the call's layout;
 * ``data_format`` and ``backend``: string constants. ``backend`` is ``"direct"`` or
   ``"auto"``, and ``"auto"`` means ``"direct"`` here (``auto``'s calibrated choice reads
   the workspace limit and timing tables that jitted code cannot see); ``"im2col"`` and
@@ -76,7 +79,8 @@ from .api import conv_transpose2d
 from .conv import conv2d
 from .cpu import backward, direct, nd_engine
 from .nonfinite import nan_mask
-from .params import DATA_FORMATS, MAX_PARAM, _conv_size, _spatial_out, output_shape
+from .params import (DATA_FORMATS, MAX_PARAM, _conv_size, _padding_word, _same_extra,
+                     _same_split, _spatial_out, output_shape)
 from .rank1 import conv1d, conv_transpose1d
 
 __all__ = ["BACKENDS", "entry", "transposed_shape", "conv_shape", "conv_transpose_into",
@@ -87,6 +91,8 @@ BACKENDS = ("direct", "auto")
 
 _out_size = njit(cache=True, notice=False)(_spatial_out)
 _in_size = njit(cache=True, notice=False)(_conv_size)
+_same_split_jit = njit(cache=True, notice=False)(_same_split)
+_same_extra_jit = njit(cache=True, notice=False)(_same_extra)
 
 
 # ----------------------------------------------------------------------------
@@ -475,11 +481,79 @@ def _padding(ty, rank, func):
                all(isinstance(e, types.Integer) for e in t) for t in ty):
             return "(" + ", ".join(lead + [f"np.int64(padding[{i}][{j}])" for i in range(rank)
                                            for j in range(2)]) + ")"
-    if isinstance(ty, (types.StringLiteral, types.UnicodeType)):
-        raise TypingError(f"{func}: padding='same' and 'valid' are not supported inside "
-                          "jitted code yet; give the padding as numbers")
     raise TypingError(f"{func}: padding must be an int, a tuple of {rank} ints or a tuple of "
                       f"{rank} (before, after) pairs inside jitted code, got {ty}")
+
+
+def _padding_literal(ty, rank, func):
+    """``"same"`` or ``"valid"`` for a string constant ``padding`` (a typing error naming
+    what to write for another string), ``None`` for anything else."""
+    if not isinstance(ty, (types.StringLiteral, types.UnicodeType)):
+        return None
+    if not isinstance(ty, types.StringLiteral):
+        raise TypingError(f"{func}: padding must be a string constant inside jitted code (a "
+                          f"literal or a global), got {ty}")
+    try:
+        return _padding_word(ty.literal_value, rank)
+    except ValueError as exc:
+        raise TypingError(f"{func}: {exc}") from None
+
+
+#: Source of ``p3`` (and, for a transposed convolution, ``op3``) for ``padding="same"``,
+#: from ``s3``, ``d3`` and ``w5``: the rule of :func:`convtranspose.params._same_split`.
+_SAME_TRANSPOSED = """    if op3[0] != 0 or op3[1] != 0 or op3[2] != 0:
+        raise ValueError("output_padding cannot be given with padding='same', which chooses "
+                         "the output size itself (input * stride)")
+    p3 = np.zeros((3, 2), np.int64)
+    for a in range(3):
+        t = d3[a] * (w5.shape[2 + a] - 1) + 1 - s3[a]
+        p3[a, 0], p3[a, 1] = same_split(t)
+        op3[a] = same_extra(t)
+"""
+_SAME_CONV = """    for a in range(3):
+        if s3[a] != 1:
+            raise ValueError("padding='same' needs stride 1, got stride " + str(s3[a]))
+    p3 = np.zeros((3, 2), np.int64)
+    for a in range(3):
+        p3[a, 0], p3[a, 1] = same_split(d3[a] * (w5.shape[2 + a] - 1))
+"""
+
+
+def _padding_source(ty, rank, func, transposed):
+    """Source lines that set ``p3`` (``(3, 2)`` int64) from ``padding``."""
+    word = _padding_literal(ty, rank, func)
+    if word == "valid":
+        return "    p3 = np.zeros((3, 2), np.int64)\n"
+    if word == "same":
+        return _SAME_TRANSPOSED if transposed else _SAME_CONV
+    return f"    p3 = np.array({_padding(ty, rank, func)}).reshape((3, 2))\n"
+
+
+def _output_size_source(ty, rank, ndim, last, func):
+    """Source lines that turn ``output_size`` (a tuple of ``rank`` ints, or of the result's
+    ``ndim`` in the caller's layout) into ``op3``, as ``nn.ConvTranspose{1,2,3}d``: the
+    size without ``output_padding`` up to ``stride - 1`` more."""
+    if not (isinstance(ty, types.BaseTuple) and len(ty) in (rank, ndim)
+            and all(isinstance(t, types.Integer) for t in ty)):
+        raise TypingError(f"{func}: output_size must be a tuple of {rank} ints or of the "
+                          f"result's {ndim} inside jitted code, got {ty}")
+    first = 0 if len(ty) == rank else (ndim - rank - 1 if last else ndim - rank)
+    sizes = ", ".join(f"np.int64(output_size[{first + i}])" for i in range(rank))
+    return (f"    want = np.array(({sizes},))\n"
+            "    o0 = shape_of(_layout_shape(x5, LAST), _shape(w5), -1, s3, p3,\n"
+            "                  np.zeros(3, np.int64), d3, np.int64(groups))\n"
+            "    op = np.zeros(3, np.int64)\n"
+            f"    for i in range({rank}):\n"
+            f"        a = {3 - rank} + i\n"
+            "        lo, hi = o0[2 + a], o0[2 + a] + s3[a] - 1\n"
+            "        if want[i] < lo or want[i] > hi:\n"
+            "            raise ValueError('output_size ' + str(want[i]) + ' cannot be reached '\n"
+            "                             'in spatial dimension ' + str(i) + ': valid sizes '\n"
+            "                             'range from ' + str(lo) + ' to ' + str(hi))\n"
+            "        op[a] = want[i] - lo\n"
+            "    if (op3 != 0).any() and (op3 != op).any():\n"
+            "        raise ValueError('output_padding conflicts with output_size')\n"
+            "    op3 = op\n")
 
 
 def _to5(rank, last, batched, name, item="{name}.shape[{i}]"):
@@ -539,7 +613,8 @@ _CALL = """    r5 = _new_result(o, x5, {last})
 def _scope(transposed, dtype, shape_of):
     return {"DT": np.dtype(str(dtype)), "fn": entry(transposed, dtype), "shape_of": shape_of,
             "_layout_shape": _layout_shape, "_shape": _shape, "_new_result": _new_result,
-            "_meta": _meta, "_keep": _keep}
+            "_meta": _meta, "_keep": _keep, "same_split": _same_split_jit,
+            "same_extra": _same_extra_jit}
 
 
 def _compile(source, env):
@@ -568,9 +643,10 @@ def _overload_transposed(func, rank):
               dilation=1, output_size=None, out=None, backend="auto",
               data_format=DATA_FORMATS[rank][0]):
         last, batched, dtype = _common(func, rank, x, weight, bias, backend, data_format)
-        if not _is_none(output_size):
-            raise TypingError(f"{name}: output_size is not supported inside jitted code yet; "
-                              "give output_padding")
+        sized = not _is_none(output_size)
+        if sized and _padding_literal(padding, rank, name) == "same":
+            raise TypingError(f"{name}: output_size with padding='same' is not supported "
+                              "inside jitted code yet; give numeric padding")
         if not _is_int(groups):
             raise TypingError(f"{name}: groups must be an int, got {groups}")
         given_out = not _is_none(out)
@@ -587,7 +663,9 @@ def _overload_transposed(func, rank):
             f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
             f"    op3 = np.array({_ints(output_padding, 'output_padding', rank, 0, name)})\n"
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
-            f"    p3 = np.array({_padding(padding, rank, name)}).reshape((3, 2))\n"
+            + _padding_source(padding, rank, name, True)
+            + (_output_size_source(output_size, rank, x.ndim, last, name).replace(
+                "LAST", str(last)) if sized else "") +
             f"    g = np.int64(groups)\n"
             f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
             f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, op3, d3, g)\n"
@@ -622,7 +700,7 @@ def _overload_conv(func, rank):
             + operands +
             f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
-            f"    p3 = np.array({_padding(padding, rank, name)}).reshape((3, 2))\n"
+            + _padding_source(padding, rank, name, False) +
             f"    g = np.int64(groups)\n"
             f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
             f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, d3, g)\n"

@@ -442,8 +442,8 @@ def _transpose_padding(padding, output_padding, kernel, stride, dilation, x_shap
             raise ValueError(f"output_size {size} cannot be reached with padding='same': valid "
                              f"sizes range from {lo} to {hi} for input size {tuple(in_sizes)}")
         crops = [t + b - o for t, b, o in zip(crops, hi, size)]
-    pads = tuple((t // 2, t - t // 2) if t > 0 else (0, 0) for t in crops)
-    return pads, tuple(max(-t, 0) for t in crops), None
+    return (tuple(_same_split(t) for t in crops), tuple(_same_extra(t) for t in crops),
+            None)
 
 
 def _conv_padding(padding, kernel, stride, dilation):
@@ -467,8 +467,21 @@ def _conv_padding(padding, kernel, stride, dilation):
         raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
     d = _as_tuple(dilation, "dilation", rank)
     total = [di * (k - 1) for di, k in zip(d, kernel)]
-    # PyTorch puts the odd extra row (column, slice) at the end
-    return tuple((t // 2, t - t // 2) for t in total)
+    return tuple(_same_split(t) for t in total)
+
+
+def _same_split(total):
+    """``(before, after)`` of ``total`` rows that ``padding="same"`` crops (a transposed
+    convolution) or pads (a convolution) in one dimension: half rounded down at the start,
+    the odd one at the end, as PyTorch and Keras put it; none for ``total <= 0``. One rule
+    for Python and ``@njit`` code (:mod:`convtranspose.jit` compiles it)."""
+    return (total // 2, total - total // 2) if total > 0 else (0, 0)
+
+
+def _same_extra(total):
+    """The ``output_padding`` of a transposed convolution's ``padding="same"`` in one
+    dimension: ``-total`` rows added at the end where the full result is too short."""
+    return max(-total, 0)
 
 
 #: The 2-D name of :func:`_conv_padding` (used by the layers).
