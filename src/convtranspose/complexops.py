@@ -72,12 +72,12 @@ def is_complex(a):
     dtype = getattr(a, "dtype", None)
     if isinstance(dtype, np.dtype):
         return dtype.kind == "c"
-    if hasattr(a, "__cuda_array_interface__"):
-        return False
     try:
+        if hasattr(a, "__cuda_array_interface__"):
+            return False
         return np.asarray(a).dtype.kind == "c"
-    except Exception:   # the real path names the operand that cannot be read
-        return False
+    except Exception:   # (a tensor that requires grad raises RuntimeError): the real path
+        return False    # says what is wrong with the operand, naming it
 
 
 def complex_result(named):

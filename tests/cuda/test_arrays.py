@@ -136,7 +136,7 @@ def test_validation_on_device(problem, bad, match):
 
 def test_integer_device_array_is_type_error(problem):
     x, w, b, _ = problem
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="x must be .*float32, float64.*, got dtype int32"):
         ct.conv_transpose2d(cuda.to_device(x.astype(np.int32)), w, b, **KW)
 
 
