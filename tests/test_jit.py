@@ -19,8 +19,8 @@ from numba.core.errors import TypingError
 import convtranspose as ct
 from convtranspose.params import DATA_FORMATS
 
-TRANSPOSED = {1: ct.conv_transpose1d, 2: ct.conv_transpose2d}
-CONV = {1: ct.conv1d, 2: ct.conv2d}
+TRANSPOSED = {1: ct.conv_transpose1d, 2: ct.conv_transpose2d, 3: ct.conv_transpose3d}
+CONV = {1: ct.conv1d, 2: ct.conv2d, 3: ct.conv3d}
 _JITTED = {}
 
 
@@ -75,11 +75,14 @@ def _operands(rng, rank, transposed, last, dtype, batch, bad_weight):
     return x, w, b, s, p, op, groups, d
 
 
-#: Every layout and dtype in 2-D, two combinations in 1-D: each compiles a function (a
-#: second or two with the library's compiled entries in Numba's cache).
+#: Every layout and dtype in 2-D, two combinations in 1-D, both operations and layouts in
+#: 3-D: each compiles a function (a second or two with the library's compiled entries in
+#: Numba's cache).
 COMBINATIONS = [(2, t, last, dt) for t in (True, False) for last in (False, True)
                 for dt in (np.float32, np.float64)] + [(1, True, False, np.float32),
-                                                      (1, False, True, np.float64)]
+                                                      (1, False, True, np.float64)] + \
+    [(3, True, False, np.float32), (3, True, True, np.float64),
+     (3, False, False, np.float64), (3, False, True, np.float32)]
 
 
 @pytest.mark.parametrize("rank, transposed, last, dtype", COMBINATIONS)

@@ -2,8 +2,9 @@
 
 Importing :mod:`convtranspose` registers :func:`numba.extending.overload` implementations
 of :func:`convtranspose.conv_transpose1d`, :func:`~convtranspose.conv_transpose2d`,
-:func:`~convtranspose.conv1d` and :func:`~convtranspose.conv2d` (the 3-D functions and
-the gradients are not callable from jitted code yet: a typing error says so), and of
+:func:`~convtranspose.conv_transpose3d`, :func:`~convtranspose.conv1d`,
+:func:`~convtranspose.conv2d` and :func:`~convtranspose.conv3d` (the gradients are not
+callable from jitted code yet: a typing error says so), and of
 :func:`~convtranspose.output_shape` for every rank (shapes as tuples of ints, the same
 result and ``ValueError`` as from Python; no ``output_size``). Inside a jitted function
 they take the public functions' arguments, names and defaults:
@@ -27,7 +28,8 @@ they take the public functions' arguments, names and defaults:
 
 The result is bitwise equal to the same call from Python with ``backend="direct"``, of
 the same dtype and layout: the same kernels (the channels-last engine or the gather
-kernels, picked by the same rules from the same tables: :func:`~convtranspose.cpu.
+kernels, in 3-D off the engine one 2-D problem per depth tap added in the same order,
+picked by the same rules from the same tables (:func:`convtranspose.rank3.tap_run` too): :func:`~convtranspose.cpu.
 nd_engine.plan_tables`, :func:`~convtranspose.cpu.nd_engine.pack`,
 :func:`~convtranspose.cpu.nd_engine.task_table`, :func:`~convtranspose.cpu.taps.
 col_tables`, :func:`~convtranspose.nonfinite.nan_mask`), which sum every output element in
@@ -82,6 +84,7 @@ from .nonfinite import nan_mask
 from .params import (DATA_FORMATS, MAX_PARAM, _conv_size, _padding_word, _same_extra,
                      _same_split, _spatial_out, output_shape)
 from .rank1 import conv1d, conv_transpose1d
+from .rank3 import conv3d, conv_transpose3d, tap_run
 
 __all__ = ["BACKENDS", "entry", "transposed_shape", "conv_shape", "conv_transpose_into",
            "conv_into"]
@@ -92,6 +95,7 @@ BACKENDS = ("direct", "auto")
 _out_size = njit(cache=True, notice=False)(_spatial_out)
 _in_size = njit(cache=True, notice=False)(_conv_size)
 _same_split_jit = njit(cache=True, notice=False)(_same_split)
+_tap_run = njit(cache=True, notice=False)(tap_run)
 _same_extra_jit = njit(cache=True, notice=False)(_same_extra)
 
 
@@ -254,13 +258,97 @@ def conv_shape(x_shape, w_shape, bias_len, stride, pads, dilation, groups):
 
 
 @njit(cache=True, notice=False)
-def conv_transpose_into(x5, w5, b, out, stride, pads, dilation, groups, last):
+def conv_transpose_into(x5, w5, b, out, stride, pads, dilation, groups, last, volume):
     """``out`` = the transposed convolution of ``x5`` with ``w5`` (checked by
     :func:`transposed_shape`): 5-D C-contiguous arrays of one float dtype, ``x5`` and
     ``out`` channels-first or with ``last`` channels-last in memory, ``b`` ``(C_out,)`` or
-    empty; ``backend="direct"``'s choice between the engine and the gather kernel."""
+    empty; ``backend="direct"``'s choice between the engine and the gather kernel, and for
+    a ``volume`` (a 3-D call) that the engine does not take whole, one 2-D problem per
+    depth tap added into the output's slices in tap order, as
+    :func:`convtranspose.rank3.scatter`."""
     if out.size == 0:
         return
+    if not volume:
+        _transpose_plane(x5, w5, b, out, stride, pads, dilation, groups, last)
+        return
+    x_shape = _layout_shape(x5, last)
+    w_shape = _shape(w5)
+    taps = 1
+    for a in range(3):
+        taps *= direct._phase_taps(w_shape[2 + a], stride[a], dilation[a])
+    if direct.engine_rule(w_shape[1], (x_shape[1] // groups) * taps) and \
+            np.isfinite(w5).all():
+        o_shape = _layout_shape(out, last)
+        nd_engine.run_jit(x5.ravel(), x_shape, _strides(x_shape, last), w5, b, out.ravel(),
+                          o_shape, _strides(o_shape, last), stride, pads, dilation, groups,
+                          False)
+        return
+    _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, False)
+
+
+@njit(cache=True, notice=False)
+def _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, correlation):
+    """A 3-D problem as one 2-D problem per depth tap (of unit-depth 5-D arrays), each
+    added into the output's depth slices in tap order, after the bias: the order of
+    :func:`convtranspose.rank3.scatter` and ``_taps_correlate``."""
+    x_shape = _layout_shape(x5, last)
+    o_shape = _layout_shape(out, last)
+    n, c_in, c_out = x_shape[0], x_shape[1], o_shape[1]
+    for i in range(n):
+        for co in range(c_out):
+            v = b[co] if b.size else 0.0
+            for z in range(o_shape[2]):
+                for y in range(o_shape[3]):
+                    for x in range(o_shape[4]):
+                        if last:
+                            out[i, z, y, x, co] = v
+                        else:
+                            out[i, co, z, y, x] = v
+    s1 = np.array((1, stride[1], stride[2]), np.int64)
+    d1 = np.array((1, dilation[1], dilation[2]), np.int64)
+    p1 = pads.copy()
+    p1[0, 0] = 0
+    p1[0, 1] = 0
+    empty = np.empty(0, x5.dtype)
+    small, large = (x_shape[2], o_shape[2]) if not correlation else (o_shape[2], x_shape[2])
+    for t in range(w5.shape[2]):
+        i0, i1, o0 = _tap_run(t, small, large, stride[0], dilation[0], pads[0, 0])
+        if i1 <= i0:
+            continue
+        j = i1 - i0
+        # the 2-D problem: images (n, slice) of the linked slices, channels-first
+        src0, src_step = (i0, 1) if not correlation else (o0, stride[0])
+        x4 = np.empty((n * j, c_in, 1, x_shape[3], x_shape[4]), x5.dtype)
+        for i in range(n):
+            for q in range(j):
+                zs = src0 + q * src_step
+                for c in range(c_in):
+                    for y in range(x_shape[3]):
+                        for x in range(x_shape[4]):
+                            x4[i * j + q, c, 0, y, x] = x5[i, zs, y, x, c] if last else \
+                                x5[i, c, zs, y, x]
+        w4 = np.ascontiguousarray(w5[:, :, t:t + 1])
+        y4 = np.empty((n * j, c_out, 1, o_shape[3], o_shape[4]), x5.dtype)
+        if correlation:
+            _correlate_plane(x4, w4, empty, y4, s1, p1, d1, groups, False)
+        else:
+            _transpose_plane(x4, w4, empty, y4, s1, p1, d1, groups, False)
+        dst0, dst_step = (o0, stride[0]) if not correlation else (i0, 1)
+        for i in range(n):
+            for q in range(j):
+                zd = dst0 + q * dst_step
+                for co in range(c_out):
+                    for y in range(o_shape[3]):
+                        for x in range(o_shape[4]):
+                            if last:
+                                out[i, zd, y, x, co] += y4[i * j + q, co, 0, y, x]
+                            else:
+                                out[i, co, zd, y, x] += y4[i * j + q, co, 0, y, x]
+
+
+@njit(cache=True, notice=False)
+def _transpose_plane(x5, w5, b, out, stride, pads, dilation, groups, last):
+    """:func:`conv_transpose_into` of a unit-depth problem."""
     x_shape = _layout_shape(x5, last)
     o_shape = _layout_shape(out, last)
     w_shape = _shape(w5)
@@ -281,11 +369,26 @@ def conv_transpose_into(x5, w5, b, out, stride, pads, dilation, groups, last):
 
 
 @njit(cache=True, notice=False)
-def conv_into(x5, w5, b, out, stride, pads, dilation, groups, last):
+def conv_into(x5, w5, b, out, stride, pads, dilation, groups, last, volume):
     """:func:`conv_transpose_into` for the convolution (checked by :func:`conv_shape`),
-    with PyTorch's NaN where a padding zero meets a non-finite weight."""
+    with PyTorch's NaN where a padding zero meets a non-finite weight (in 3-D off the
+    engine, one 2-D correlation per depth tap, each with its NaN rule, then the volume's,
+    as :func:`convtranspose.rank3.correlate`)."""
     if out.size == 0:
         return
+    w_shape = _shape(w5)
+    if not volume or direct.engine_rule(
+            w_shape[0] // groups, w_shape[1] * w_shape[2] * w_shape[3] * w_shape[4]):
+        _correlate_plane(x5, w5, b, out, stride, pads, dilation, groups, last)
+        return
+    _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, True)
+    _correlation_nan(x5, w5, out, stride, pads, dilation, last)
+
+
+@njit(cache=True, notice=False)
+def _correlate_plane(x5, w5, b, out, stride, pads, dilation, groups, last):
+    """:func:`conv_into` on the engine (any depth) or, for a unit-depth problem, the
+    gather kernel, with the NaN rule."""
     x_shape = _layout_shape(x5, last)
     o_shape = _layout_shape(out, last)
     w_shape = _shape(w5)
@@ -301,6 +404,17 @@ def conv_into(x5, w5, b, out, stride, pads, dilation, groups, last):
                                   stride[2], dilation[1], dilation[2], pads[1, 0],
                                   pads[2, 0], groups)
         _place(out, o4, last)
+    _correlation_nan(x5, w5, out, stride, pads, dilation, last)
+
+
+@njit(cache=True, notice=False)
+def _correlation_nan(x5, w5, out, stride, pads, dilation, last):
+    """PyTorch's NaN where a padding zero meets a non-finite weight
+    (:func:`convtranspose.nonfinite.nan_mask`)."""
+    x_shape = _layout_shape(x5, last)
+    o_shape = _layout_shape(out, last)
+    w_shape = _shape(w5)
+    c_out = w_shape[0]
     if not np.isfinite(w5).all():
         bad = np.zeros((c_out, w_shape[2], w_shape[3], w_shape[4]), np.bool_)
         for co in range(c_out):
@@ -327,8 +441,8 @@ def conv_into(x5, w5, b, out, stride, pads, dilation, groups, last):
 # the compiled entries: C callbacks the user's function calls through a pointer
 
 #: ``meta``: ``[last, groups, *x5.shape, *w5.shape, *out.shape, len(bias), *stride,
-#: *pads (before, after per axis), *dilation]``, 30 ``int64``.
-_META = 30
+#: *pads (before, after per axis), *dilation, volume]``, 31 ``int64``.
+_META = 31
 _SIG = types.int64(types.voidptr, types.voidptr, types.voidptr, types.voidptr,
                    types.voidptr)
 
@@ -343,7 +457,7 @@ def _views(xp, wp, bp, op, mp, dtype):
             carray(bp, (m[17],), dtype),
             carray(op, (m[12], m[13], m[14], m[15], m[16]), dtype),
             m[18:21].copy(), m[21:27].copy().reshape((3, 2)), m[27:30].copy(), m[1],
-            m[0] != 0)
+            m[0] != 0, m[30] != 0)
 
 
 # One entry per operation and dtype, each a plain call: a dispatcher passed as an
@@ -391,9 +505,9 @@ def entry(transposed, dtype):
 
 
 @njit(cache=True, notice=False)
-def _meta(last, groups, x5, w5, out, bias_len, stride, pads, dilation):
+def _meta(last, groups, x5, w5, out, bias_len, stride, pads, dilation, volume):
     m = np.empty(_META, np.int64)
-    m[0], m[1] = last, groups
+    m[0], m[1], m[30] = last, groups, volume
     for i in range(5):
         m[2 + i], m[7 + i], m[12 + i] = x5.shape[i], w5.shape[i], out.shape[i]
     m[17] = bias_len
@@ -604,7 +718,7 @@ def _common(func, rank, x, weight, bias, backend, data_format):
 #: The call of a compiled entry, in the generated implementations.
 _CALL = """    r5 = _new_result(o, x5, {last})
     if r5.size:
-        m = _meta({last}, g, x5, w5, r5, b.shape[0], s3, p3, d3)
+        m = _meta({last}, g, x5, w5, r5, b.shape[0], s3, p3, d3, {volume})
         fn(x5.ctypes.data, w5.ctypes.data, b.ctypes.data, r5.ctypes.data, m.ctypes.data)
         _keep(x5, w5, b, r5, m)
 """
@@ -669,7 +783,7 @@ def _overload_transposed(func, rank):
             f"    g = np.int64(groups)\n"
             f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
             f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, op3, d3, g)\n"
-            + _CALL.format(last=last))
+            + _CALL.format(last=last, volume=rank == 3))
         source += (
             f"    result = r5.reshape({_from5(rank, last, batched)})\n")
         if given_out:
@@ -704,7 +818,7 @@ def _overload_conv(func, rank):
             f"    g = np.int64(groups)\n"
             f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
             f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, d3, g)\n"
-            + _CALL.format(last=last) +
+            + _CALL.format(last=last, volume=rank == 3) +
             f"    return r5.reshape({_from5(rank, last, batched)})\n")
         return _compile(source, _scope(False, dtype, conv_shape))
 
@@ -775,5 +889,7 @@ def _overload_output_shape(func):
 _overload_output_shape(output_shape)
 _overload_transposed(conv_transpose1d, 1)
 _overload_transposed(conv_transpose2d, 2)
+_overload_transposed(conv_transpose3d, 3)
 _overload_conv(conv1d, 1)
 _overload_conv(conv2d, 2)
+_overload_conv(conv3d, 3)

@@ -81,12 +81,20 @@ def depth_taps(small, large, k, s, d, front):
     """
     runs = []
     for t in range(k):
-        c = t * d - front
-        i0 = max(0, -(c // s))
-        i1 = min(small, (large - 1 - c) // s + 1)
+        i0, i1, o0 = tap_run(t, small, large, s, d, front)
         if i1 > i0:
-            runs.append((t, i0, i1, i0 * s + c))
+            runs.append((t, i0, i1, o0))
     return runs
+
+
+def tap_run(t, small, large, s, d, front):
+    """``(i0, i1, o0)`` of depth tap ``t`` for :func:`depth_taps` (nothing linked when
+    ``i1 <= i0``); one rule for Python and ``@njit`` code (:mod:`convtranspose.jit`
+    compiles it)."""
+    c = t * d - front
+    i0 = max(0, -(c // s))
+    i1 = min(small, (large - 1 - c) // s + 1)
+    return i0, i1, i0 * s + c
 
 
 class _Runs:
