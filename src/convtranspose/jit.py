@@ -270,20 +270,8 @@ def conv_transpose_into(x5, w5, b, out, stride, pads, dilation, groups, last, vo
         return
     if not volume:
         _transpose_plane(x5, w5, b, out, stride, pads, dilation, groups, last)
-        return
-    x_shape = _layout_shape(x5, last)
-    w_shape = _shape(w5)
-    taps = 1
-    for a in range(3):
-        taps *= direct._phase_taps(w_shape[2 + a], stride[a], dilation[a])
-    if direct.engine_rule(w_shape[1], (x_shape[1] // groups) * taps) and \
-            np.isfinite(w5).all():
-        o_shape = _layout_shape(out, last)
-        nd_engine.run_jit(x5.ravel(), x_shape, _strides(x_shape, last), w5, b, out.ravel(),
-                          o_shape, _strides(o_shape, last), stride, pads, dilation, groups,
-                          False)
-        return
-    _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, False)
+    elif not _engine_transposes(x5, w5, b, out, stride, pads, dilation, groups, last):
+        _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, False)
 
 
 @njit(cache=True, notice=False)
@@ -347,20 +335,30 @@ def _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, corre
 
 
 @njit(cache=True, notice=False)
-def _transpose_plane(x5, w5, b, out, stride, pads, dilation, groups, last):
-    """:func:`conv_transpose_into` of a unit-depth problem."""
+def _engine_transposes(x5, w5, b, out, stride, pads, dilation, groups, last):
+    """Run the transposed convolution on the engine where ``direct`` would (many channels
+    per group, a deep enough GEMM, finite weights); whether it did."""
     x_shape = _layout_shape(x5, last)
-    o_shape = _layout_shape(out, last)
     w_shape = _shape(w5)
     taps = 1
     for a in range(3):
         taps *= direct._phase_taps(w_shape[2 + a], stride[a], dilation[a])
-    if direct.engine_rule(w_shape[1], (x_shape[1] // groups) * taps) and \
-            np.isfinite(w5).all():
-        nd_engine.run_jit(x5.ravel(), x_shape, _strides(x_shape, last), w5, b, out.ravel(),
-                          o_shape, _strides(o_shape, last), stride, pads, dilation, groups,
-                          False)
+    if not (direct.engine_rule(w_shape[1], (x_shape[1] // groups) * taps) and
+            np.isfinite(w5).all()):
+        return False
+    o_shape = _layout_shape(out, last)
+    nd_engine.run_jit(x5.ravel(), x_shape, _strides(x_shape, last), w5, b, out.ravel(),
+                      o_shape, _strides(o_shape, last), stride, pads, dilation, groups, False)
+    return True
+
+
+@njit(cache=True, notice=False)
+def _transpose_plane(x5, w5, b, out, stride, pads, dilation, groups, last):
+    """:func:`conv_transpose_into` of a unit-depth problem."""
+    if _engine_transposes(x5, w5, b, out, stride, pads, dilation, groups, last):
         return
+    o_shape = _layout_shape(out, last)
+    w_shape = _shape(w5)
     o4 = np.empty((o_shape[0], o_shape[1], o_shape[3], o_shape[4]), x5.dtype)
     w4 = w5.reshape((w_shape[0], w_shape[1], w_shape[3], w_shape[4]))
     direct.gather_jit(_channels_first4(x5, last), w4, b, o4, stride[1], stride[2],
