@@ -127,7 +127,7 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
 
     complex64 and complex128 operands run as three real convolutions in one call (Gauss's
     form, as PyTorch's CPU; no conjugation; an element that is not finite is ``nan+nanj``,
-    as PyTorch gives it): :mod:`convtranspose.complexops` says how.
+    as PyTorch gives it): ``convtranspose.complexops`` says how.
 
     Callable from ``@njit`` code as well (float32 and float64, ``backend`` ``"direct"`` or
     ``"auto"``, numeric padding): ``convtranspose.jit`` says what differs there.

@@ -180,7 +180,7 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
     gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
     weight or input), from the real call of the three convolutions
-    (:mod:`convtranspose.complexops`).
+    (``convtranspose.complexops``).
 
     Examples
     --------

@@ -96,7 +96,7 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
     gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
     weight or input), from the real call of the three convolutions
-    (:mod:`convtranspose.complexops`).
+    (``convtranspose.complexops``).
 
     Examples
     --------

@@ -359,11 +359,21 @@ def _transpose_plane(x5, w5, b, out, stride, pads, dilation, groups, last):
         return
     o_shape = _layout_shape(out, last)
     w_shape = _shape(w5)
-    o4 = np.empty((o_shape[0], o_shape[1], o_shape[3], o_shape[4]), x5.dtype)
+    o4 = _plane_result(out, o_shape, last)
     w4 = w5.reshape((w_shape[0], w_shape[1], w_shape[3], w_shape[4]))
     direct.gather_jit(_channels_first4(x5, last), w4, b, o4, stride[1], stride[2],
                       dilation[1], dilation[2], pads[1, 0], pads[2, 0], groups)
-    _place(out, o4, last)
+    if last:
+        _place(out, o4, last)
+
+
+@njit(cache=True, notice=False)
+def _plane_result(out, o_shape, last):
+    """Where a gather kernel writes a unit-depth result: ``out`` itself as 4-D
+    (channels-first C-contiguous memory), or a channels-first buffer to place from."""
+    if last:
+        return np.empty((o_shape[0], o_shape[1], o_shape[3], o_shape[4]), out.dtype)
+    return out.reshape((o_shape[0], o_shape[1], o_shape[3], o_shape[4]))
 
 
 @njit(cache=True, notice=False)
@@ -396,12 +406,13 @@ def _correlate_plane(x5, w5, b, out, stride, pads, dilation, groups, last):
                           o_shape, _strides(o_shape, last), stride, pads, dilation, groups,
                           True)
     else:
-        o4 = np.empty((o_shape[0], o_shape[1], o_shape[3], o_shape[4]), x5.dtype)
+        o4 = _plane_result(out, o_shape, last)
         w4 = w5.reshape((w_shape[0], w_shape[1], w_shape[3], w_shape[4]))
         backward.correlate_kernel(_channels_first4(x5, last), w4, b, o4, stride[1],
                                   stride[2], dilation[1], dilation[2], pads[1, 0],
                                   pads[2, 0], groups)
-        _place(out, o4, last)
+        if last:
+            _place(out, o4, last)
     _correlation_nan(x5, w5, out, stride, pads, dilation, last)
 
 

@@ -387,7 +387,7 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
     gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
     weight or input), from the real call of the three convolutions
-    (:mod:`convtranspose.complexops`).
+    (``convtranspose.complexops``).
 
     Examples
     --------
@@ -473,7 +473,7 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     (rounded once); ``backend="cuda"`` refuses them. Complex operands give PyTorch's
     gradients for a real loss (``dL/dRe + i dL/dIm``: the adjoint, with the conjugated
     weight or input), from the real call of the three convolutions
-    (:mod:`convtranspose.complexops`).
+    (``convtranspose.complexops``).
 
     Examples
     --------
