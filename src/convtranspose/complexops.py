@@ -198,7 +198,7 @@ def _forward(fn, p, rank, correlation):
     last = is_channels_last(p["data_format"], rank)
     dtype = complex_result([(n, a.dtype) for n, a in (("x", x), ("weight", weight), ("bias", bias))
                      if a is not None])
-    params, shape = _validate(x, weight, bias, p, rank, correlation, last)
+    params, shape = _validate(p, rank, correlation, last, x, weight, bias)
     if out is not None:
         check_out(out, _caller_shape(shape, rank, last), dtype)
     axis = _channel_axis(x, rank, last)
@@ -222,20 +222,25 @@ def _forward(fn, p, rank, correlation):
     return result
 
 
-def _validate(x, weight, bias, p, rank, correlation, last):
-    """``(params, out_shape)`` of the call, checked as the real functions check it (the
-    parts' dtype stands in for each complex one)."""
+def _validate(p, rank, correlation, last, x, weight, bias=None, grad_output=None):
+    """``(params, out_shape)`` of a forward call, or ``(params, None)`` of a gradient call
+    (``grad_output`` given), checked as the real functions check them (the parts' dtype
+    stands in for each complex one)."""
     f4 = np.dtype(np.float32)
-    shapes = (_first_shape(x.shape, rank, last), weight.shape,
-              None if bias is None else bias.shape)
     common = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
                   groups=p["groups"], rank=rank, last=last)
-    if correlation:
-        params, shape, _ = normalise_conv(*shapes, [f4, f4], **common)
-    else:
-        params, shape, _ = normalise(*shapes, [f4, f4], output_padding=p["output_padding"],
-                                     output_size=p["output_size"], **common)
-    return params, shape
+    if not correlation:
+        common.update(output_padding=p["output_padding"], output_size=p["output_size"])
+    x_first = _first_shape(x.shape, rank, last)
+    if grad_output is None:
+        check = normalise_conv if correlation else normalise
+        params, shape, _ = check(x_first, weight.shape, None if bias is None else bias.shape,
+                                 [f4, f4], **common)
+        return params, shape
+    check = normalise_conv_backward if correlation else normalise_backward
+    params, _ = check(_first_shape(grad_output.shape, rank, last), x_first, weight.shape,
+                      [f4] * 3, **common)
+    return params, None
 
 
 def _real_params(params, correlation):
@@ -269,16 +274,7 @@ def _gradients(fn, p, rank, correlation):
         weight = host_array(weight, "weight")
     last = is_channels_last(p["data_format"], rank)
     dtype = complex_result([("grad_output", g.dtype), ("x", x.dtype), ("weight", weight.dtype)])
-    f4 = np.dtype(np.float32)
-    shapes = (_first_shape(g.shape, rank, last), _first_shape(x.shape, rank, last),
-              weight.shape)
-    common = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
-                  groups=p["groups"], rank=rank, last=last)
-    if correlation:
-        params, _ = normalise_conv_backward(*shapes, [f4] * 3, **common)
-    else:
-        params, _ = normalise_backward(*shapes, [f4] * 3, output_padding=p["output_padding"],
-                                       output_size=p["output_size"], **common)
+    params, _ = _validate(p, rank, correlation, last, x, weight, grad_output=g)
     axis = _channel_axis(x, rank, last)
     needs = (p["needs_input_grad"], p["needs_weight_grad"], p["needs_bias_grad"])
     gi, gw, gb = fn(_split(g, axis, dtype, ADJOINT), _split(x, axis, dtype, FORWARD),

@@ -35,7 +35,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from ._arrays import host_array, is_dask_array, is_device_array
+from ._arrays import batched, host_array, is_dask_array, is_device_array
 from . import dispatch
 from .cpu import direct, nd_engine
 from .cpu.half import compute_dtype, narrow, widen
@@ -105,7 +105,7 @@ def transposed(backend, fallback):
         rank = params.rank
         name = backend
         if rank < 3 and backend == "auto" and out.size:
-            name = dispatch.choose(_batched(x).shape, weight.shape, params, _F32,
+            name = dispatch.choose(batched(x).shape, weight.shape, params, _F32,
                                    out.shape[-2:]).backend
         engine = rank == 3 or (name == "direct" and direct.uses_engine(weight.shape, params))
         if not (engine and nd_engine.supported(weight)):
@@ -149,7 +149,8 @@ def correlation(backend, float32_correlate):
             g = params.groups
             method = dispatch.correlate_method(
                 weight.shape[0] // g, weight.shape[1], weight.shape[2:],
-                out.size // out.shape[-3], _fits(x, weight, params, out))
+                out.size // out.shape[-3],
+                direct.correlation_fits(x, weight, params, out, _F32.itemsize, False))
         if rank < 3 and not (method == "direct" and direct.correlation_uses_engine(
                 weight.shape, params.groups)):
             return _in_float32(lambda xc, w, b, p, o: float32_correlate(xc, w, b, p, o, method),
@@ -161,20 +162,6 @@ def correlation(backend, float32_correlate):
 
 
 _F32 = np.dtype(np.float32)
-
-
-def _batched(x):
-    """``x`` with its batch axis (unbatched operands come as one image)."""
-    return x if x.ndim == 4 else x[None]
-
-
-def _fits(x, weight, params, out):
-    """Whether one image of the correlation fits the engine's buffers in the workspace
-    limit (``auto`` runs the engine only then)."""
-    x4, o4 = _batched(x), _batched(out)
-    return direct.fits(direct.engine_image_bytes(
-        x4.shape, weight.shape, params.stride, [lo for lo, _ in params.pads], params.dilation,
-        o4.shape, _F32.itemsize, False, correlation=True))
 
 
 def _in_float32(run, x, weight, bias, params, out):

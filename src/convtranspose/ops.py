@@ -259,11 +259,7 @@ def _engine_fits(x, weight, params, out, last):
     """Whether one image of the correlation of ``x`` into ``out`` (indexed channels-first,
     batched or not; ``last``: channels-last memory) fits the engine's buffers in the
     workspace limit."""
-    x_shape, out_shape = (x.shape, out.shape) if x.ndim == 4 else ((1, *x.shape),
-                                                                   (1, *out.shape))
-    return direct.fits(direct.engine_image_bytes(
-        x_shape, weight.shape, params.stride, [lo for lo, _ in params.pads], params.dilation,
-        out_shape, out.dtype.itemsize, last, correlation=True))
+    return direct.correlation_fits(x, weight, params, out, out.dtype.itemsize, last)
 
 
 def _gradient_operands(data_format, grad_output, x):

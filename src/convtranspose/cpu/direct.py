@@ -229,6 +229,18 @@ def _volume_auto_ok(x_shape, w_shape, params, out_shape, itemsize, channels_last
         out_shape, itemsize, channels_last, correlation))
 
 
+def correlation_fits(x, weight, params, out, itemsize, channels_last):
+    """Whether one image of the correlation of ``x`` into ``out`` (arrays indexed
+    channels-first, batched or not) fits the engine's buffers in the workspace limit, with
+    results of ``itemsize`` bytes (``channels_last``: channels-last memory): ``auto`` runs
+    the engine only then."""
+    x_shape, out_shape = (x.shape, out.shape) if x.ndim == 4 else ((1, *x.shape),
+                                                                   (1, *out.shape))
+    return fits(engine_image_bytes(
+        x_shape, weight.shape, params.stride, [lo for lo, _ in params.pads], params.dilation,
+        out_shape, itemsize, channels_last, correlation=True))
+
+
 def fits(image_bytes):
     """Whether the engine's buffers for one image (:func:`engine_image_bytes`) fit in the
     workspace limit: ``auto`` runs the engine only then (``direct`` takes one image at
