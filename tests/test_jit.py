@@ -24,19 +24,24 @@ CONV = {1: ct.conv1d, 2: ct.conv2d, 3: ct.conv3d}
 _JITTED = {}
 
 
-def jitted(rank, transposed, last):
-    """``f(x, w, b, stride, padding, output_padding, groups, dilation)`` (no
-    ``output_padding`` for a convolution) calling the library from ``@njit`` code, with
-    the layout a string constant; compiled once per types."""
-    key = rank, transposed, last
+def _calling(name, args, fmt):
+    """An ``@njit`` function of ``args`` returning ``ct.<name>(args, data_format=fmt)``,
+    compiled once per name, layout and types."""
+    key = name, fmt
     if key not in _JITTED:
-        name = ("conv_transpose" if transposed else "conv") + f"{rank}d"
-        fmt = DATA_FORMATS[rank][last]
-        args = "x, w, b, s, p, op, g, d" if transposed else "x, w, b, s, p, d, g"
         scope = {"ct": ct}
         exec(f"def f({args}):\n    return ct.{name}({args}, data_format={fmt!r})\n", scope)
         _JITTED[key] = numba.njit(scope["f"])
     return _JITTED[key]
+
+
+def jitted(rank, transposed, last):
+    """``f(x, w, b, stride, padding, output_padding, groups, dilation)`` (no
+    ``output_padding`` for a convolution) calling the library from ``@njit`` code, with
+    the layout a string constant."""
+    name = ("conv_transpose" if transposed else "conv") + f"{rank}d"
+    args = "x, w, b, s, p, op, g, d" if transposed else "x, w, b, s, p, d, g"
+    return _calling(name, args, DATA_FORMATS[rank][last])
 
 
 def _draw(rng, rank, transposed):
@@ -104,6 +109,99 @@ def test_bitwise_equal_to_the_python_call(rank, transposed, last, dtype):
         assert got.dtype == want.dtype and got.shape == want.shape
         assert got.strides == want.strides, (got.strides, want.strides)
         np.testing.assert_array_equal(got, want, err_msg=f"case {case}: {s, p, op, g, d}")
+
+
+BACKWARD = {(r, True): getattr(ct, f"conv_transpose{r}d_backward") for r in (1, 2, 3)}
+BACKWARD.update({(r, False): getattr(ct, f"conv{r}d_backward") for r in (1, 2, 3)})
+
+
+def jitted_backward(rank, transposed, last):
+    """``f(g, x, w, stride, padding, output_padding, groups, dilation)`` (the
+    convolution's order without ``output_padding``) calling the gradients from ``@njit``
+    code."""
+    args = "gy, x, w, s, p, op, g, d" if transposed else "gy, x, w, s, p, d, g"
+    return _calling(BACKWARD[rank, transposed].__name__, args, DATA_FORMATS[rank][last])
+
+
+def _poison(rng, a):
+    """``a`` with an Inf or NaN at a random place (borders included)."""
+    a.flat[rng.integers(a.size)] = rng.choice([np.inf, -np.inf, np.nan])
+
+
+#: The gradients' combinations: every layout and dtype in 2-D, one of each operation in
+#: 1-D and 3-D (each compiles a function; the entries compile once per operation and dtype).
+GRAD_COMBINATIONS = [(2, t, last, dt) for t in (True, False) for last in (False, True)
+                     for dt in (np.float32, np.float64)] + \
+    [(1, True, True, np.float32), (1, False, False, np.float64),
+     (3, True, True, np.float64), (3, False, False, np.float32)]
+
+
+@pytest.mark.parametrize("rank, transposed, last, dtype", GRAD_COMBINATIONS)
+def test_gradients_bitwise_equal_to_the_python_call(rank, transposed, last, dtype):
+    """All three gradients, on the engine and the gather kernels, with Inf or NaN in the
+    weight, the input or ``grad_output`` (PyTorch's NaN rules), batches of 0-3 images or
+    unbatched: bitwise the Python call's with ``backend="direct"``."""
+    rng = np.random.default_rng([rank, transposed, last, np.dtype(dtype).itemsize, 7])
+    f = jitted_backward(rank, transposed, last)
+    fmt = DATA_FORMATS[rank][last]
+    forward = TRANSPOSED[rank] if transposed else CONV[rank]
+    for case in range(8):
+        x, w, _, s, p, op, g, d = _operands(rng, rank, transposed, last, dtype,
+                                            batch=(0, 1, 2, 3)[case % 4] or None,
+                                            bad_weight=case % 4 == 1)
+        hyper = (s, p, op, g, d) if transposed else (s, p, d, g)
+        gy = rng.standard_normal(forward(x, w, None, *hyper, data_format=fmt).shape)
+        gy = gy.astype(dtype)
+        if case % 4 == 2 and x.size:
+            _poison(rng, x)
+        if case % 4 == 3 and gy.size:
+            _poison(rng, gy)
+        got = f(gy, x, w, *hyper)
+        want = BACKWARD[rank, transposed](gy, x, w, *hyper, backend="direct", data_format=fmt)
+        for name, a, b in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, case {case}: {hyper}")
+
+
+def test_gradients_needs_flags_defaults_and_bad_grad_output():
+    """Only the gradients asked for (the others ``None``), keyword hyper-parameters,
+    ``"same"`` padding, mixed dtypes; a ``grad_output`` of the wrong shape is a
+    ``ValueError`` naming it, a flag that is not a constant a typing error."""
+    @numba.njit
+    def weight_only(gy, x, w):
+        return ct.conv2d_backward(gy, x, w, padding="same", dilation=2,
+                                  needs_input_grad=False, needs_bias_grad=False,
+                                  data_format="NHWC")
+
+    @numba.njit
+    def input_only(gy, x, w):
+        return ct.conv_transpose3d_backward(gy, x, w, stride=2, output_padding=1,
+                                            needs_weight_grad=False, needs_bias_grad=False)
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 7, 6, 9)).astype(np.float32)
+    w = rng.standard_normal((5, 9, 3, 3))                      # float64: float64 gradients
+    gy = rng.standard_normal((2, 7, 6, 5)).astype(np.float32)
+    gx, gw, gb = weight_only(gy, x, w)
+    want = ct.conv2d_backward(gy, x, w, padding="same", dilation=2, backend="direct",
+                              data_format="NHWC")
+    assert gx is None and gb is None and gw.dtype == np.float64
+    np.testing.assert_array_equal(gw, want[1])
+    x3 = rng.standard_normal((3, 2, 3, 4)).astype(np.float32)
+    w3 = rng.standard_normal((3, 2, 2, 3, 2)).astype(np.float32)
+    gy3 = rng.standard_normal((2, 5, 8, 9)).astype(np.float32)
+    gx, gw, gb = input_only(gy3, x3, w3)
+    assert gw is None and gb is None
+    np.testing.assert_array_equal(gx, ct.conv_transpose3d_backward(
+        gy3, x3, w3, stride=2, output_padding=1, backend="direct")[0])
+    with pytest.raises(ValueError, match="grad_output must have the forward result's shape "
+                                         r"\(2, 5, 8, 9\), got \(2, 5, 8, 10\)"):
+        input_only(rng.standard_normal((2, 5, 8, 10)).astype(np.float32), x3, w3)
+
+    def flag(gy, x, w, b):
+        return ct.conv2d_backward(gy, x, w, needs_input_grad=b)
+    with pytest.raises(TypingError, match="needs_input_grad must be a constant"):
+        numba.njit(flag)(gy, x, w, True)
 
 
 def test_defaults_ints_no_bias_mixed_dtypes_and_out():

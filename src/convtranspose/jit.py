@@ -1,13 +1,14 @@
-"""The forward functions callable from the user's own ``@njit`` code.
+"""The operations and their gradients callable from the user's own ``@njit`` code.
 
 Importing :mod:`convtranspose` registers :func:`numba.extending.overload` implementations
 of :func:`convtranspose.conv_transpose1d`, :func:`~convtranspose.conv_transpose2d`,
 :func:`~convtranspose.conv_transpose3d`, :func:`~convtranspose.conv1d`,
-:func:`~convtranspose.conv2d` and :func:`~convtranspose.conv3d` (the gradients are not
-callable from jitted code yet: a typing error says so), and of
-:func:`~convtranspose.output_shape` for every rank (shapes as tuples of ints, the same
-result and ``ValueError`` as from Python; no ``output_size``). Inside a jitted function
-they take the public functions' arguments, names and defaults:
+:func:`~convtranspose.conv2d` and :func:`~convtranspose.conv3d`, of their gradients
+(:func:`~convtranspose.conv_transpose2d_backward`, :func:`~convtranspose.conv2d_backward`
+and those of the other ranks), and of :func:`~convtranspose.output_shape` for every rank
+(shapes as tuples of ints, the same result and ``ValueError`` as from Python; no
+``output_size``). Inside a jitted function they take the public functions' arguments,
+names and defaults:
 
 * ``x``, ``weight``, ``bias`` (or ``None``): float32 or float64 arrays, any strides; the
   result's dtype is float64 when one of them is, else float32; half precision stays out
@@ -24,16 +25,24 @@ they take the public functions' arguments, names and defaults:
   the workspace limit and timing tables that jitted code cannot see); ``"im2col"`` and
   ``"cuda"`` are refused with a typing error;
 * ``out=`` (the transposed convolutions): an array of the result's shape and dtype,
-  filled and returned.
+  filled and returned;
+* ``grad_output`` (the gradients): float32 or float64, of the forward result's shape (else
+  ``ValueError`` naming it); ``needs_input_grad``, ``needs_weight_grad`` and
+  ``needs_bias_grad`` are constants (``True`` or ``False`` in the call: they decide the
+  result's type), and a gradient not asked for is ``None``.
 
 The result is bitwise equal to the same call from Python with ``backend="direct"``, of
 the same dtype and layout: the same kernels (the channels-last engine or the gather
-kernels, in 3-D off the engine one 2-D problem per depth tap added in the same order,
-picked by the same rules from the same tables (:func:`convtranspose.rank3.tap_run` too): :func:`~convtranspose.cpu.
-nd_engine.plan_tables`, :func:`~convtranspose.cpu.nd_engine.pack`,
+kernels, in 3-D off the engine one 2-D problem per depth tap added in the same order; for
+the weight gradient the register-blocked GEMM engine or the gather kernel, per depth tap),
+picked by the same rules from the same tables (:func:`convtranspose.rank3.tap_run` too):
+:func:`~convtranspose.cpu.nd_engine.plan_tables`, :func:`~convtranspose.cpu.nd_engine.pack`,
 :func:`~convtranspose.cpu.nd_engine.task_table`, :func:`~convtranspose.cpu.taps.
-col_tables`, :func:`~convtranspose.nonfinite.nan_mask`), which sum every output element in
-an order that depends on neither the batch nor the threads. Two differences in how, not
+col_tables`, :func:`~convtranspose.cpu.deconv.plan_table`,
+:func:`~convtranspose.nonfinite.nan_mask`, :func:`~convtranspose.nonfinite.
+weight_grad_mask`, and the bias gradient's :func:`~convtranspose.cpu.backward.
+channel_sums`), which sum every output element in an order that depends on neither the
+batch nor the threads. Two differences in how, not
 what: the whole batch is one chunk (the workspace limit, a Python-level setting, does not
 apply: the engine's zero-bordered input copy holds every image), and a channels-first
 engine result is written in place through its strides.
@@ -78,13 +87,15 @@ from numba.np.ufunc.parallel import _launch_threads
 
 from ._jit import disk_cache, njit
 from .api import conv_transpose2d
-from .conv import conv2d
-from .cpu import backward, direct, nd_engine
-from .nonfinite import nan_mask
+from .conv import conv2d, conv2d_backward
+from .grad import conv_transpose2d_backward
+from .cpu import backward, deconv, direct, nd_engine
+from .nonfinite import nan_mask, weight_grad_mask
 from .params import (DATA_FORMATS, MAX_PARAM, _conv_size, _padding_word, _same_extra,
                      _same_split, _spatial_out, output_shape)
-from .rank1 import conv1d, conv_transpose1d
-from .rank3 import conv3d, conv_transpose3d, tap_run
+from .rank1 import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
+from .rank3 import (conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward,
+                    tap_run)
 
 __all__ = ["BACKENDS", "entry", "transposed_shape", "conv_shape", "conv_transpose_into",
            "conv_into"]
@@ -97,6 +108,7 @@ _in_size = njit(cache=True, notice=False)(_conv_size)
 _same_split_jit = njit(cache=True, notice=False)(_same_split)
 _tap_run = njit(cache=True, notice=False)(tap_run)
 _same_extra_jit = njit(cache=True, notice=False)(_same_extra)
+_wg_engine = njit(cache=True, notice=False)(direct.weight_grad_uses_engine)
 
 
 # ----------------------------------------------------------------------------
@@ -162,7 +174,7 @@ def _layout_shape(a, last):
 def _strides(shape, last):
     """Element strides, in the order ``(N, C, D, H, W)``, of C-contiguous memory of
     ``shape`` (``(N, C, D, H, W)``): channels-first, or with ``last`` channels-last."""
-    n, c, d, h, w = shape[0], shape[1], shape[2], shape[3], shape[4]
+    c, d, h, w = shape[1], shape[2], shape[3], shape[4]
     if last:
         return np.array((d * h * w * c, 1, h * w * c, w * c, c), np.int64)
     return np.array((c * d * h * w, d * h * w, h * w, w, 1), np.int64)
@@ -306,15 +318,8 @@ def _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, corre
         j = i1 - i0
         # the 2-D problem: images (n, slice) of the linked slices, channels-first
         src0, src_step = (i0, 1) if not correlation else (o0, stride[0])
-        x4 = np.empty((n * j, c_in, 1, x_shape[3], x_shape[4]), x5.dtype)
-        for i in range(n):
-            for q in range(j):
-                zs = src0 + q * src_step
-                for c in range(c_in):
-                    for y in range(x_shape[3]):
-                        for x in range(x_shape[4]):
-                            x4[i * j + q, c, 0, y, x] = x5[i, zs, y, x, c] if last else \
-                                x5[i, c, zs, y, x]
+        x4 = _depth_images(x5, src0, src_step, j, last)
+        x4 = x4.reshape((n * j, c_in, 1, x_shape[3], x_shape[4]))
         w4 = np.ascontiguousarray(w5[:, :, t:t + 1])
         y4 = np.empty((n * j, c_out, 1, o_shape[3], o_shape[4]), x5.dtype)
         if correlation:
@@ -332,6 +337,28 @@ def _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, corre
                                 out[i, zd, y, x, co] += y4[i * j + q, co, 0, y, x]
                             else:
                                 out[i, co, zd, y, x] += y4[i * j + q, co, 0, y, x]
+
+
+@njit(cache=True, notice=False)
+def _depth_images(a5, start, step, count, last):
+    """Depth slices ``start, start + step, ...`` (``count`` of them) of every image of
+    ``a5`` (5-D, in its layout) as a C-contiguous channels-first batch of 2-D images
+    ``(N*count, C, H, W)``, image by image (``n``, then the slice): the images
+    :class:`convtranspose.rank3._Runs` gives (a view where ``a5`` is already that)."""
+    shape = _layout_shape(a5, last)
+    n, c, h, w = shape[0], shape[1], shape[3], shape[4]
+    if not last and shape[2] == 1 and count == 1:
+        return a5.reshape((n, c, h, w))
+    out = np.empty((n * count, c, h, w), a5.dtype)
+    for i in range(n):
+        for q in range(count):
+            z = start + q * step
+            for ch in range(c):
+                for y in range(h):
+                    for x in range(w):
+                        out[i * count + q, ch, y, x] = a5[i, z, y, x, ch] if last else \
+                            a5[i, ch, z, y, x]
+    return out
 
 
 @njit(cache=True, notice=False)
@@ -446,6 +473,77 @@ def _correlation_nan(x5, w5, out, stride, pads, dilation, last):
                                     out[n, co, i, j, k] = np.nan
 
 
+@njit(cache=True, notice=False)
+def gradients_into(g5, x5, w5, gx5, gw5, gb, stride, pads, dilation, groups, last, volume,
+                   needs, sizes, threads, transposed):
+    """The gradients of the transposed convolution (or, without ``transposed``, of the
+    convolution) of ``x5`` with ``w5`` given ``g5``, the gradient of its result: into
+    ``gx5`` (``x5``'s shape and layout), ``gw5`` (``w5``'s) and ``gb`` (``(C_out,)``),
+    each where ``needs`` (three booleans) asks for it. Operands as for
+    :func:`conv_transpose_into`; ``sizes`` and ``threads`` as for
+    :func:`convtranspose.cpu.deconv.weight_grad_jit`. The kernels, tables and order of
+    ``backend="direct"`` from Python: ``grad_input`` is the other operation of ``g5``
+    (:func:`conv_into` or :func:`conv_transpose_into`), ``grad_weight`` comes from
+    :func:`_weight_grad_into`, and ``grad_bias`` from
+    :func:`convtranspose.cpu.backward.channel_sums`."""
+    empty = np.empty(0, x5.dtype)
+    if needs[0] and gx5.size:
+        if transposed:
+            conv_into(g5, w5, empty, gx5, stride, pads, dilation, groups, last, volume)
+        else:
+            conv_transpose_into(g5, w5, empty, gx5, stride, pads, dilation, groups, last,
+                                volume)
+    if needs[1]:
+        a5, b5 = (x5, g5) if transposed else (g5, x5)
+        _weight_grad_into(a5, b5, gw5, stride, pads, dilation, groups, last, sizes, threads)
+    if needs[2] and gb.size:
+        g_shape = _layout_shape(g5, last)
+        n, c = g_shape[0], g_shape[1]
+        p = g_shape[2] * g_shape[3] * g_shape[4]
+        backward.channel_sums(g5.reshape((n, p, c)) if last else g5.reshape((n, c, p)), gb,
+                              last)
+
+
+@njit(cache=True, notice=False)
+def _weight_grad_into(a5, b5, gw5, stride, pads, dilation, groups, last, sizes, threads):
+    """``gw5`` = the weight gradient of ``a5`` (on the strided grid) against ``b5``
+    (sampled), as ``direct`` computes it from Python: per depth tap, the 2-D problem of the
+    linked slices (:func:`convtranspose.rank3.weight_grad`; a unit-depth problem is one
+    tap) on the engine or the gather kernel, then PyTorch's NaN rule
+    (:func:`convtranspose.nonfinite.weight_grad_mask`)."""
+    a_shape = _layout_shape(a5, last)
+    b_shape = _layout_shape(b5, last)
+    w_shape = _shape(gw5)
+    c_a, c_b_g, k_h, k_w = w_shape[0], w_shape[1], w_shape[3], w_shape[4]
+    gw5[...] = 0
+    if a5.size == 0:
+        return
+    engine = _wg_engine((c_a, c_b_g, k_h, k_w), groups)
+    g4 = np.empty((c_a, c_b_g, k_h, k_w), gw5.dtype)
+    for t in range(w_shape[2]):
+        i0, i1, o0 = _tap_run(t, a_shape[2], b_shape[2], stride[0], dilation[0], pads[0, 0])
+        if i1 <= i0:
+            continue
+        a4 = _depth_images(a5, i0, 1, i1 - i0, last)
+        b4 = _depth_images(b5, o0, stride[0], i1 - i0, last)
+        if engine:
+            deconv.weight_grad_jit(a4, b4, g4, stride[1:], dilation[1:], pads[1:, 0].copy(),
+                                   groups, sizes, threads)
+        else:
+            backward.weight_grad_kernel(a4, b4, g4, stride[1], stride[2], dilation[1],
+                                        dilation[2], pads[1, 0], pads[2, 0], groups)
+        gw5[:, :, t] = g4
+    a_first = a5.transpose((0, 4, 1, 2, 3)) if last else a5
+    mask = weight_grad_mask(a_first, b_shape[2:].copy(), w_shape[2:].copy(), stride, dilation,
+                            pads[:, 0].copy())
+    for ca in range(c_a):
+        for i in range(w_shape[2]):
+            for j in range(k_h):
+                for k in range(k_w):
+                    if mask[ca, i, j, k]:
+                        gw5[ca, :, i, j, k] = np.nan
+
+
 # ----------------------------------------------------------------------------
 # the compiled entries: C callbacks the user's function calls through a pointer
 
@@ -491,25 +589,76 @@ def _conv_f64(xp, wp, bp, op, mp):
     return 0
 
 
-_ENTRIES = {(True, "float32"): _transposed_f32, (True, "float64"): _transposed_f64,
-            (False, "float32"): _conv_f32, (False, "float64"): _conv_f64}
+#: The gradients' ``meta``: ``[last, groups, *g5.shape, *x5.shape, *w5.shape, *stride,
+#: *pads, *dilation, volume, *needs, threads, *deconv.sizes(dtype)]``, 39 ``int64``.
+_GRAD_META = 39
+_GRAD_SIG = types.int64(*[types.voidptr] * 7)
+
+
+@njit(cache=True, notice=False)
+def _grad_views(gp, xp, wp, gxp, gwp, gbp, mp, dtype):
+    """The operands and results of :func:`gradients_into` at the addresses (arrays of
+    ``dtype``), and its other arguments, as the gradients' ``meta`` at ``mp`` describes
+    them (``transposed`` left out)."""
+    m = carray(mp, (_GRAD_META,), np.int64)
+    last = m[0] != 0
+    x_shape = (m[7], m[8], m[9], m[10], m[11])
+    w_shape = (m[12], m[13], m[14], m[15], m[16])
+    return (carray(gp, (m[2], m[3], m[4], m[5], m[6]), dtype), carray(xp, x_shape, dtype),
+            carray(wp, w_shape, dtype), carray(gxp, x_shape, dtype),
+            carray(gwp, w_shape, dtype), carray(gbp, (m[6] if last else m[3],), dtype),
+            m[17:20].copy(), m[20:26].copy().reshape((3, 2)), m[26:29].copy(), m[1], last,
+            m[29] != 0, m[30:33] != 0, (m[34], m[35], m[36], m[37], m[38]), m[33])
+
+
+def _grad_transposed_f32(gp, xp, wp, gxp, gwp, gbp, mp):
+    gradients_into(*_grad_views(gp, xp, wp, gxp, gwp, gbp, mp, np.float32), True)
+    return 0
+
+
+def _grad_transposed_f64(gp, xp, wp, gxp, gwp, gbp, mp):
+    gradients_into(*_grad_views(gp, xp, wp, gxp, gwp, gbp, mp, np.float64), True)
+    return 0
+
+
+def _grad_conv_f32(gp, xp, wp, gxp, gwp, gbp, mp):
+    gradients_into(*_grad_views(gp, xp, wp, gxp, gwp, gbp, mp, np.float32), False)
+    return 0
+
+
+def _grad_conv_f64(gp, xp, wp, gxp, gwp, gbp, mp):
+    gradients_into(*_grad_views(gp, xp, wp, gxp, gwp, gbp, mp, np.float64), False)
+    return 0
+
+
+#: ``(transposed, dtype, gradients)``: the entry's function and C signature.
+_ENTRIES = {(True, "float32", False): (_transposed_f32, _SIG),
+            (True, "float64", False): (_transposed_f64, _SIG),
+            (False, "float32", False): (_conv_f32, _SIG),
+            (False, "float64", False): (_conv_f64, _SIG),
+            (True, "float32", True): (_grad_transposed_f32, _GRAD_SIG),
+            (True, "float64", True): (_grad_transposed_f64, _GRAD_SIG),
+            (False, "float32", True): (_grad_conv_f32, _GRAD_SIG),
+            (False, "float64", True): (_grad_conv_f64, _GRAD_SIG)}
 _compiled = {}
 _compiled_lock = threading.Lock()
 
 
-def entry(transposed, dtype):
+def entry(transposed, dtype, gradients=False):
     """The ctypes function of the compiled entry for the transposed convolution (or the
-    convolution) of ``dtype``: a ``numba.cfunc`` with a disk cache, compiled (or loaded)
-    the first time a user's function that needs it compiles. The user's function calls it
-    through its address, so the library's kernels are not linked into (and compiled again
-    with) every such function: a few hundred milliseconds instead of seconds. (Numba does
-    not disk-cache a function that holds such an address: ``cache=True`` on the user's
-    function warns and compiles it in each process.)"""
-    key = (bool(transposed), str(dtype))
+    convolution) of ``dtype``, or with ``gradients`` for its gradients: a ``numba.cfunc``
+    with a disk cache, compiled (or loaded) the first time a user's function that needs it
+    compiles. The user's function calls it through its address, so the library's kernels
+    are not linked into (and compiled again with) every such function: a few hundred
+    milliseconds instead of seconds. (Numba does not disk-cache a function that holds
+    such an address: ``cache=True`` on the user's function warns and compiles it in each
+    process.)"""
+    key = (bool(transposed), str(dtype), bool(gradients))
     with _compiled_lock:
         if key not in _compiled:
             _launch_threads()
-            _compiled[key] = numba.cfunc(_SIG, cache=disk_cache())(_ENTRIES[key]).ctypes
+            fn, sig = _ENTRIES[key]
+            _compiled[key] = numba.cfunc(sig, cache=disk_cache())(fn).ctypes
         return _compiled[key]
 
 
@@ -523,6 +672,20 @@ def _meta(last, groups, x5, w5, out, bias_len, stride, pads, dilation, volume):
     for a in range(3):
         m[18 + a], m[21 + 2 * a], m[22 + 2 * a], m[27 + a] = (stride[a], pads[a, 0],
                                                               pads[a, 1], dilation[a])
+    return m
+
+
+@njit(cache=True, notice=False)
+def _grad_meta(last, groups, g5, x5, w5, stride, pads, dilation, volume, needs, threads,
+               sizes):
+    m = np.empty(_GRAD_META, np.int64)
+    m[0], m[1], m[29], m[33] = last, groups, volume, threads
+    for i in range(5):
+        m[2 + i], m[7 + i], m[12 + i], m[34 + i] = g5.shape[i], x5.shape[i], w5.shape[i], \
+            sizes[i]
+    for a in range(3):
+        m[17 + a], m[20 + 2 * a], m[21 + 2 * a], m[26 + a], m[30 + a] = (
+            stride[a], pads[a, 0], pads[a, 1], dilation[a], needs[a])
     return m
 
 
@@ -834,6 +997,106 @@ def _overload_conv(func, rank):
     return typer
 
 
+def _flag(ty, name, func):
+    """The value of a boolean constant (or of the omitted default)."""
+    if isinstance(ty, bool):
+        return ty
+    if isinstance(ty, types.Omitted):
+        return bool(ty.value)
+    if isinstance(ty, types.BooleanLiteral):
+        return bool(ty.literal_value)
+    raise TypingError(f"{func}: {name} must be a constant True or False inside jitted code "
+                      f"(it decides which gradients the call returns), got {ty}")
+
+
+def _caller_dims(rank, last, batched, name):
+    """Source of a tuple, in the caller's order of dimensions, from the ``int64`` array
+    ``name`` in the order ``(N, C, D, H, W)``."""
+    spatial = [f"{name}[{i}]" for i in range(5 - rank, 5)]
+    dims = spatial + [f"{name}[1]"] if last else [f"{name}[1]"] + spatial
+    return "(" + ", ".join(([f"{name}[0]"] if batched else []) + dims) + ",)"
+
+
+@njit(cache=True, notice=False)
+def _shape_text(shape):
+    return "(" + ", ".join([str(v) for v in shape]) + ")"
+
+
+def _overload_backward(func, rank, transposed):
+    name = func.__name__
+    hyper = "output_padding=0, groups=1, dilation=1, output_size=None" if transposed else \
+        "dilation=1, groups=1"
+
+    def typer(grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1,
+              dilation=1, output_size=None, needs_input_grad=True, needs_weight_grad=True,
+              needs_bias_grad=True, backend="auto", data_format=DATA_FORMATS[rank][0]):
+        last, batched, dtype = _common(func, rank, x, weight, None, backend, data_format)
+        _float_array(grad_output, "grad_output", (x.ndim,), name)
+        if types.float64 in (grad_output.dtype, dtype):
+            dtype = types.float64
+        if not _is_int(groups):
+            raise TypingError(f"{name}: groups must be an int, got {groups}")
+        needs = tuple(_flag(ty, n, name) for ty, n in (
+            (needs_input_grad, "needs_input_grad"), (needs_weight_grad, "needs_weight_grad"),
+            (needs_bias_grad, "needs_bias_grad")))
+        sized = transposed and not _is_none(output_size)
+        if sized and _padding_literal(padding, rank, name) == "same":
+            raise TypingError(f"{name}: output_size with padding='same' is not supported "
+                              "inside jitted code yet; give numeric padding")
+        operands, _ = _operand_source(rank, last, batched, x, weight, None, dtype)
+        source = (
+            f"def impl(grad_output, x, weight, stride=1, padding=0, {hyper},\n"
+            "         needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,\n"
+            f"         backend='auto', data_format={DATA_FORMATS[rank][0]!r}):\n"
+            + operands +
+            ("    gc = grad_output.astype(DT)\n" if grad_output.dtype != dtype else
+             "    gc = np.ascontiguousarray(grad_output)\n") +
+            f"    g5 = gc.reshape({_to5(rank, last, batched, 'gc')})\n"
+            f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
+            + (f"    op3 = np.array({_ints(output_padding, 'output_padding', rank, 0, name)})\n"
+               if transposed else "") +
+            f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
+            + _padding_source(padding, rank, name, transposed)
+            + (_output_size_source(output_size, rank, x.ndim, last, name).replace(
+                "LAST", str(last)) if sized else "") +
+            "    g = np.int64(groups)\n"
+            f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), -1, s3, p3, "
+            + ("op3, " if transposed else "") + "d3, g)\n"
+            f"    want = {_caller_dims(rank, last, batched, 'o')}\n"
+            "    if grad_output.shape != want:\n"
+            "        raise ValueError(\"grad_output must have the forward result's shape \"\n"
+            "                         + shape_text(want) + ', got '\n"
+            "                         + shape_text(grad_output.shape))\n"
+            f"    gx5 = np.empty(x5.shape if {needs[0]} else (0, 0, 0, 0, 0), DT)\n"
+            f"    gw5 = np.empty(w5.shape if {needs[1]} else (0, 0, 0, 0, 0), DT)\n"
+            f"    gb = np.empty(o[1] if {needs[2]} else 0, DT)\n"
+            f"    m = _grad_meta({last}, g, g5, x5, w5, s3, p3, d3, {rank == 3}, "
+            f"{needs}, THREADS, SIZES)\n"
+            "    fn(g5.ctypes.data, x5.ctypes.data, w5.ctypes.data, gx5.ctypes.data,\n"
+            "       gw5.ctypes.data, gb.ctypes.data, m.ctypes.data)\n"
+            "    _keep(g5, x5, w5, gx5, gw5, gb, m)\n"
+            "    return (" + ", ".join(
+                [("gx5.reshape(x.shape)" if needs[0] else "None"),
+                 ("gw5.reshape(weight.shape)" if needs[1] else "None"),
+                 ("gb" if needs[2] else "None")]) + ")\n")
+        shape_of = transposed_shape if transposed else conv_shape
+        scope = dict(_scope(transposed, dtype, shape_of), fn=entry(transposed, dtype, True),
+                     _grad_meta=_grad_meta, shape_text=_shape_text,
+                     THREADS=max(1, numba.config.NUMBA_NUM_THREADS),
+                     SIZES=deconv.sizes(np.dtype(str(dtype))))
+        return _compile(source, scope)
+
+    if not transposed:      # the convolution's order of hyper-parameters, no output_size
+        def conv_typer(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
+                       needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                       backend="auto", data_format=DATA_FORMATS[rank][0]):
+            return typer(grad_output, x, weight, stride, padding, 0, groups, dilation, None,
+                         needs_input_grad, needs_weight_grad, needs_bias_grad, backend,
+                         data_format)
+        return overload(func, prefer_literal=True)(conv_typer)
+    return overload(func, prefer_literal=True)(typer)
+
+
 def _shape_tuple(ty, name):
     if not (isinstance(ty, types.BaseTuple) and len(ty) and
             all(isinstance(t, types.Integer) for t in ty)):
@@ -902,3 +1165,9 @@ _overload_transposed(conv_transpose3d, 3)
 _overload_conv(conv1d, 1)
 _overload_conv(conv2d, 2)
 _overload_conv(conv3d, 3)
+_overload_backward(conv_transpose1d_backward, 1, True)
+_overload_backward(conv_transpose2d_backward, 2, True)
+_overload_backward(conv_transpose3d_backward, 3, True)
+_overload_backward(conv1d_backward, 1, False)
+_overload_backward(conv2d_backward, 2, False)
+_overload_backward(conv3d_backward, 3, False)

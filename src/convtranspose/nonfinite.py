@@ -20,10 +20,11 @@ A gather kernel that skips the outside taps misses these NaN; a GEMM over zero-f
 patches forms them. :func:`correlate_nan` and :func:`weight_grad_nan` set them after any
 backend ran (setting NaN where the GEMM already gave it changes nothing), so every
 backend gives the same answer. Whether a read falls outside depends only on the shapes
-and the tap, so the NaN positions come from small boolean tables: per tap and output
-index along each spatial dimension (:func:`outside`), so the same code serves every
-rank. With a finite weight (resp. a finite
-border of ``a``) nothing is done beyond one sum.
+and the tap, so the NaN positions come from small boolean tables per tap and index along
+each spatial dimension (:func:`nan_mask`, :func:`weight_grad_mask`: compiled, the same
+code for every rank and for ``@njit`` callers). With a finite weight the correlation's
+rule costs one sum; the weight gradient's reads only the borders of ``a`` that meet an
+outside read.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from ._jit import njit
 
-__all__ = ["all_finite", "outside", "correlate_nan", "nan_mask", "weight_grad_nan"]
+__all__ = ["all_finite", "correlate_nan", "nan_mask", "weight_grad_nan", "weight_grad_mask"]
 
 
 def all_finite(a):
@@ -48,33 +49,6 @@ def all_finite(a):
     """
     with np.errstate(over="ignore", invalid="ignore"):
         return bool(np.isfinite(np.sum(a)))
-
-
-def outside(out_len, in_len, k, s, d, before):
-    """``(k, out_len)`` booleans: tap ``t`` at output index ``o`` reads ``o*s + t*d -
-    before`` outside ``[0, in_len)``.
-
-    Examples
-    --------
-    >>> from convtranspose.nonfinite import outside
-    >>> outside(3, 2, 2, 1, 1, 1).astype(int)       # conv2d: 2 rows, kernel 2, padding 1
-    array([[1, 0, 0],
-           [0, 0, 1]])
-    """
-    pos = np.arange(out_len)[None, :] * s + np.arange(k)[:, None] * d - before
-    return (pos < 0) | (pos >= in_len)
-
-
-def _any_meets(bad, table):
-    """``(C, out_len)``: ``bad[c, t] and table[t, o]`` for some tap ``t``."""
-    return (bad[:, :, None] & table[None]).any(axis=1)
-
-
-def _along(mask, i, rank):
-    """``mask`` (C, n) shaped to broadcast along spatial dimension ``i`` of ``rank``."""
-    shape = [mask.shape[0]] + [1] * rank
-    shape[1 + i] = mask.shape[1]
-    return mask.reshape(shape)
 
 
 def correlate_nan(out, weight, in_sizes, stride, dilation, before):
@@ -190,19 +164,58 @@ def weight_grad_nan(gw, a, b_sizes, stride, dilation, before):
     array([nan, inf])
     """
     rank = a.ndim - 2
-    tables, edges = [], []
-    for i in range(rank):
-        table = outside(a.shape[2 + i], b_sizes[i], gw.shape[2 + i], stride[i], dilation[i],
-                        before[i])
-        tables.append(table)
-        edges.append(np.compress(table.any(axis=0), a, axis=2 + i))
-    if all(all_finite(e) for e in edges):
-        return gw
-    mask = np.zeros((a.shape[1], *gw.shape[2:]), bool)              # (C_a, *kernel)
-    for i, (table, edge) in enumerate(zip(tables, edges)):
-        bad = np.zeros((a.shape[1], a.shape[2 + i]), bool)
-        others = tuple(j for j in range(a.ndim) if j not in (1, 2 + i))
-        bad[:, table.any(axis=0)] = ~np.isfinite(edge).all(axis=others)
-        mask |= _along(_any_meets(bad, table.T), i, rank)
-    gw[np.broadcast_to(mask[:, None], gw.shape)] = np.nan
+    lift = (1,) * (3 - rank)
+    ints = lambda v, fill=1: np.array((*(fill,) * (3 - rank), *v), np.int64)  # noqa: E731
+    a5 = a.reshape(a.shape[:2] + lift + a.shape[2:])
+    mask = weight_grad_mask(a5, ints(b_sizes), ints(gw.shape[2:]), ints(stride),
+                            ints(dilation), ints(before, 0))
+    if mask.any():
+        gw[np.broadcast_to(mask.reshape(mask.shape[0], 1, *gw.shape[2:]), gw.shape)] = np.nan
     return gw
+
+
+@njit(cache=True, notice=False)
+def weight_grad_mask(a5, b_sizes, k_sizes, stride, dilation, before):
+    """The positions ``(C_a, kD, kH, kW)`` of the weight gradient that
+    :func:`weight_grad_nan` sets to NaN, from ``a5`` (``(N, C_a, D, H, W)``, any strides;
+    lower ranks as unit depth and height) and ``int64`` arrays of 3: along each dimension,
+    tap ``t`` at index ``o`` reads ``o*s + t*d - before`` outside ``[0, b_sizes)``, and a
+    non-finite ``a5[:, ca]`` at such an index marks tap ``t`` of channel ``ca``. Reads only
+    the slices of ``a5`` with an outside read (borders as wide as the padding); callable
+    from ``@njit`` code."""
+    c_a = a5.shape[1]
+    mask = np.zeros((c_a, k_sizes[0], k_sizes[1], k_sizes[2]), np.bool_)
+    for ax in range(3):
+        length = a5.shape[2 + ax]
+        table = np.zeros((k_sizes[ax], length), np.bool_)
+        for t in range(k_sizes[ax]):
+            for o in range(length):
+                pos = o * stride[ax] + t * dilation[ax] - before[ax]
+                table[t, o] = pos < 0 or pos >= b_sizes[ax]
+        for o in range(length):
+            if not table[:, o].any():
+                continue
+            for ca in range(c_a):
+                if _finite_slice(a5, ca, ax, o):
+                    continue
+                for t in range(k_sizes[ax]):
+                    if table[t, o]:
+                        if ax == 0:
+                            mask[ca, t] = True
+                        elif ax == 1:
+                            mask[ca, :, t] = True
+                        else:
+                            mask[ca, :, :, t] = True
+    return mask
+
+
+@njit(cache=True, notice=False)
+def _finite_slice(a5, ca, ax, o):
+    """Whether ``a5[:, ca]`` is finite at index ``o`` of spatial dimension ``ax``."""
+    for i in range(a5.shape[0]):
+        plane = a5[i, ca]
+        sl = plane[o] if ax == 0 else (plane[:, o] if ax == 1 else plane[:, :, o])
+        for v in sl.ravel():
+            if not np.isfinite(v):
+                return False
+    return True

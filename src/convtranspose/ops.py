@@ -15,11 +15,15 @@ convolution, run by the forward backends of :data:`convtranspose.dispatch.BACKEN
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import cuda, dispatch, halfops, nonfinite
 from ._arrays import (batched, channels_first, channels_last, compute_into, host_array,
                       host_operands, in_layout, is_device_array, laid_out, new_result)
+from ._threading import launch
+from .cpu import backward as cpu_backward
 from .cpu import direct
 from .cpu.workspace import get_workspace_limit
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
@@ -207,10 +211,19 @@ def _weight_grad_by(method, a, b, weight, params, dtype):
 
 
 def bias_grad(g):
-    """``grad_bias``: ``g`` (N, C, H, W) summed over all but the channels, silently
-    (``inf - inf`` gives NaN and a float32 sum may overflow to Inf, as in PyTorch)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return g.sum(axis=(0, 2, 3))
+    """``grad_bias``: ``g`` (N, C, *spatial; any rank, a channels-first view whose memory
+    may be channels-last) summed over all but the channels by
+    :func:`convtranspose.cpu.backward.channel_sums` (a fixed order, the one ``@njit``
+    code uses), silently: ``inf - inf`` gives NaN and a float32 sum may overflow to Inf,
+    as in PyTorch."""
+    n, c, p = g.shape[0], g.shape[1], math.prod(g.shape[2:])
+    out = np.empty(c, g.dtype)
+    moved = np.moveaxis(g, 1, -1)
+    last = not g.flags.c_contiguous and moved.flags.c_contiguous
+    g3 = moved.reshape(n, p, c) if last else np.ascontiguousarray(g).reshape(n, c, p)
+    if out.size:
+        launch(cpu_backward.channel_sums, g3, out, last)
+    return out
 
 
 # ----------------------------------------------------------------------------

@@ -329,8 +329,7 @@ def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
         if gw.size and x5.size:
             weight_grad_of(g5, x5, gw)
     if needs[2]:
-        with np.errstate(over="ignore", invalid="ignore"):
-            gb = g5.sum(axis=(0, 2, 3, 4))
+        gb = ops.bias_grad(g5)
     return gx, gw, gb
 
 

@@ -138,7 +138,7 @@ def test_rank1_gemm_forms_stay_within_the_limit(case):
     limit = 4 * 2**20
     peak = peak_memory(_RANK1.replace("LIMIT", str(limit)), _RANK1_CASES[case])
     # besides the limit: the phase form's repacked weight (128 KiB here), and for the
-    # weight gradient nonfinite.outside's (taps, L) tables (16 x 20000: int64 positions and
+    # weight gradient the NaN rule's (taps, L) tables (16 x 20000: int64 positions and
     # three bool masks, and two int64 rows)
     extra = 128 * 2**10 + (16 * 20000 * 11 + 2 * 20000 * 8 if "backward" in case else 0)
     assert peak["traced"] <= limit + extra + 64 * 2**10, peak

@@ -48,7 +48,7 @@ from .kernels import copy_rows
 
 __all__ = ["correlate", "weight_grad", "correlate_kernel", "weight_grad_kernel",
            "correlate_gemm_kernel", "weight_grad_gemm_kernel", "sum_partials", "plan_tasks",
-           "plan_weight_grad"]
+           "plan_weight_grad", "channel_sums"]
 
 # Contraction and reassociation; no ``nnan``/``ninf``, so NaN and Inf propagate.
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
@@ -433,6 +433,90 @@ def sum_partials(total, part):
             src = part[p * size + lo:p * size + hi]
             for i in range(hi - lo):
                 dst[i] += src[i]
+
+
+#: Elements per block of :func:`channel_sums`, and the lanes a block is summed in.
+_SUM_RUN = 1024
+_LANES = 8
+
+
+@njit(inline="always")
+def _fold(lanes):
+    """The lanes' sum, in a fixed tree."""
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + \
+        ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+
+
+@njit(parallel=True, cache=True)
+def channel_sums(g3, out, last):
+    """``out[c]`` = the sum of ``g3`` over all but its channel axis: the bias gradient.
+
+    ``g3`` is C-contiguous, ``(N, C, P)`` (channels first) or with ``last`` ``(N, P, C)``;
+    ``out`` ``(C,)`` of ``g3``'s dtype. Each channel is summed in float64, image by image,
+    in runs of :data:`_SUM_RUN` pixels, each run in :data:`_LANES` lanes (pixel ``i`` of
+    a run in lane ``i % 8``) folded in a fixed tree and added to the total in order: the
+    same terms in the same order in both layouts and for every thread count, and callable
+    from ``@njit`` code (the gradients there are bitwise Python's). Silent as PyTorch: Inf
+    - Inf gives NaN, and a float32 total beyond float32's range gives Inf.
+    """
+    n = g3.shape[0]
+    c = g3.shape[2] if last else g3.shape[1]
+    p = g3.shape[1] if last else g3.shape[2]
+    if last:
+        width = 16
+        for blk in prange((c + width - 1) // width):
+            c0 = blk * width
+            c1 = min(c, c0 + width)
+            total = np.zeros(c1 - c0)
+            lanes = np.zeros((_LANES, c1 - c0))
+            for i in range(n):
+                for r0 in range(0, p, _SUM_RUN):
+                    lanes[...] = 0.0
+                    for q in range(r0, min(p, r0 + _SUM_RUN)):
+                        row = lanes[(q - r0) % _LANES]
+                        src = g3[i, q, c0:c1]
+                        for j in range(c1 - c0):
+                            row[j] += src[j]
+                    for j in range(c1 - c0):
+                        total[j] += _fold(lanes[:, j])
+            for j in range(c1 - c0):
+                out[c0 + j] = total[j]
+    else:
+        for ch in prange(c):
+            total = 0.0
+            for i in range(n):
+                src = g3[i, ch]
+                for r0 in range(0, p, _SUM_RUN):
+                    r1 = min(p, r0 + _SUM_RUN)
+                    full = r0 + (r1 - r0) // _LANES * _LANES
+                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0     # the lanes, in registers
+                    for q in range(r0, full, _LANES):
+                        s0 += src[q]
+                        s1 += src[q + 1]
+                        s2 += src[q + 2]
+                        s3 += src[q + 3]
+                        s4 += src[q + 4]
+                        s5 += src[q + 5]
+                        s6 += src[q + 6]
+                        s7 += src[q + 7]
+                    for q in range(full, r1):      # the last run's tail: lanes 0 .. 6
+                        k, v = q - full, src[q]
+                        if k == 0:
+                            s0 += v
+                        elif k == 1:
+                            s1 += v
+                        elif k == 2:
+                            s2 += v
+                        elif k == 3:
+                            s3 += v
+                        elif k == 4:
+                            s4 += v
+                        elif k == 5:
+                            s5 += v
+                        else:
+                            s6 += v
+                    total += _fold((s0, s1, s2, s3, s4, s5, s6, s7))
+            out[ch] = total
 
 
 # ----------------------------------------------------------------------------

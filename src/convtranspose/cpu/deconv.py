@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .._jit import njit
 from .._threading import launch
 from . import simd
 from . import workspace as _ws
@@ -45,26 +46,19 @@ from .engine import MR, blocking, weight_grad_kernel
 from .taps import byte_bounded_cache
 from .workspace import workspace
 
-__all__ = ["weight_grad", "plan_weight_grad", "WeightGradPlan"]
+__all__ = ["weight_grad", "weight_grad_jit", "plan_weight_grad", "plan_table", "sizes",
+           "WeightGradPlan"]
 
 #: Tasks wanted per thread.
 _TASKS_PER_THREAD = 2
 
 
+@njit(cache=True, notice=False)
 def _split(length, most):
-    """``[(start, size)]`` cutting ``range(length)`` into the fewest pieces of at most
-    ``most``, as even as possible."""
-    pieces = -(-length // most)
-    size = -(-length // pieces)
-    return [(s, min(size, length - s)) for s in range(0, length, size)]
-
-
-def _table(rows, width=None):
-    """A read-only ``int64`` array of ``rows`` (``width`` columns when given)."""
-    a = np.array(rows, np.int64)
-    a = a.reshape(-1, width) if width else a
-    a.flags.writeable = False
-    return a
+    """``(pieces, size)``: ``range(length)`` cut into the fewest pieces of at most ``most``,
+    as even as possible: piece ``i`` starts at ``i * size`` (the last may be shorter)."""
+    size = -(-length // -(-length // most))
+    return -(-length // size), size
 
 
 class WeightGradPlan(NamedTuple):
@@ -106,41 +100,67 @@ def plan_weight_grad(a_shape, gw_shape, groups, dtype, limit, threads):
     (4, 4)
     """
     n, c_a, h_o, w_o = a_shape
-    dtype = np.dtype(dtype)
-    kc, mc, nc = blocking(dtype)
-    nr = simd.tile(dtype)[1]
-    line = _cache_line(dtype)
-    cols = gw_shape[1] * gw_shape[2] * gw_shape[3]
+    tasks, parts, slot, b_size, a_size = plan_table(
+        n * h_o * w_o, c_a, gw_shape[1] * gw_shape[2] * gw_shape[3], groups,
+        sizes(dtype), limit // np.dtype(dtype).itemsize, threads)
+    tasks.flags.writeable = False
+    return WeightGradPlan(tasks, parts, slot, b_size, a_size)
+
+
+@njit(inline="always")
+def _blocks(panels, groups, parts, want, cols, widest):
+    """Column blocks per group: enough for ``want`` tasks over ``parts`` pixel ranges, and
+    blocks no wider than ``widest`` columns."""
+    return max(min(panels, -(-want // (groups * parts))), -(-cols // widest))
+
+
+def sizes(dtype):
+    """``(KC, MC, NC, NR, line)`` for ``dtype``: the engine's blocking, its micro-tile's
+    columns and the elements in a 64-byte cache line; the constants :func:`plan_table`
+    and :func:`weight_grad_jit` take (``@njit`` code gets them from Python, where the
+    SIMD width of the process is known)."""
+    return (*blocking(dtype), simd.tile(dtype)[1], _cache_line(dtype))
+
+
+@njit(cache=True, notice=False)
+def plan_table(pixels, c_a, cols, groups, sizes, limit, threads):
+    """The arithmetic of :func:`plan_weight_grad`, callable from ``@njit`` code: ``(tasks,
+    parts, slot, b_size, a_size)`` for ``pixels`` (at least 1) pixels of ``a``, ``C_a``
+    rows, ``cols`` (``C_b_g*kH*kW``) columns, the constants :func:`sizes`, and a
+    workspace limit of ``limit`` elements among ``threads`` threads."""
+    kc, mc, nc, nr, line = sizes
     panels = -(-cols // nr)
-    pixels = n * h_o * w_o
     c_a_g = c_a // groups
     kb = min(kc, pixels)
     a_size = -(-kb * -(-min(mc, c_a_g) // MR) * MR // line) * line
     fixed = a_size + MR * nr + line
     # the most columns per block that keep every thread's slot within the limit
-    room = limit // (threads * dtype.itemsize) - fixed
+    room = limit // threads - fixed
     most = max(nr, min(nc, room // max(kb, 1) // nr * nr))
-
-    def blocks(parts, want, widest):
-        return max(min(panels, -(-want // (groups * parts))), -(-cols // widest))
-
-    def packed(parts):          # values packed (A once per column block) and partials added
-        return (pixels * (blocks(parts, _WG_PARTS_FOR, nc) * c_a_g + cols)
-                + 2 * (parts - 1) * c_a * cols)
-
+    # values packed (A once per column block) and partials added, for each pixel cut
     top = max(1, min(_WG_PARTS_FOR, pixels // (2 * kc)))
-    parts = min(range(1, top + 1), key=packed)
-    n_blocks = blocks(parts, _TASKS_PER_THREAD * threads, most)
-    tasks = []
-    for part, (p0, size) in enumerate(_split(pixels, -(-pixels // parts))):
+    parts, cost = 1, -1
+    for p in range(1, top + 1):
+        packed = (pixels * (_blocks(panels, groups, p, _WG_PARTS_FOR, cols, nc) * c_a_g + cols)
+                  + 2 * (p - 1) * c_a * cols)
+        if cost < 0 or packed < cost:
+            parts, cost = p, packed
+    n_blocks = _blocks(panels, groups, parts, _TASKS_PER_THREAD * threads, cols, most)
+    ranges, size = _split(pixels, -(-pixels // parts))
+    pieces, q_size = _split(panels, -(-panels // n_blocks))
+    tasks = np.empty((ranges * groups * pieces, 6), np.int64)
+    t, nb_max = 0, 0
+    for part in range(ranges):
+        p0 = part * size
         for g in range(groups):
-            for q0, q in _split(panels, -(-panels // n_blocks)):
-                j0 = q0 * nr
-                tasks.append((g, j0, min(cols, j0 + q * nr) - j0, p0, p0 + size, part))
-    nb_max = max(t[2] for t in tasks)
+            for b in range(pieces):
+                j0 = b * q_size * nr
+                nb = min(cols, j0 + min(q_size, panels - b * q_size) * nr) - j0
+                tasks[t] = (g, j0, nb, p0, min(pixels, p0 + size), part)
+                nb_max = max(nb_max, nb)
+                t += 1
     b_size = -(-kb * -(-nb_max // nr) * nr // line) * line
-    return WeightGradPlan(_table(tasks, 6), len({t[5] for t in tasks}),
-                          b_size + a_size + MR * nr, b_size, a_size)
+    return tasks, ranges, b_size + a_size + MR * nr, b_size, a_size
 
 
 def _cache_line(dtype):
@@ -200,6 +220,30 @@ def weight_grad(a, b, gw, stride, dilation, before, groups):
                 for p in range(held if at_once else min(r, 1)):  # partial sums, in order
                     flat += rest[p * gw.size:(p + 1) * gw.size]
     return gw
+
+
+@njit(cache=True, notice=False)
+def weight_grad_jit(a, b, gw, stride, dilation, before, groups, sizes, threads):
+    """:func:`weight_grad` from ``@njit`` code: the same tasks (:func:`plan_table`) and
+    the same sums in the same order, bitwise; ``stride``, ``dilation`` and ``before``
+    arrays or tuples of 2, ``sizes`` :func:`sizes` of the dtype, ``threads`` the process's
+    ``NUMBA_NUM_THREADS``. No workspace limit: every partial gradient at once, and the
+    widest column blocks (which change only the speed)."""
+    if a.size == 0 or gw.size == 0:
+        gw[...] = 0
+        return
+    k_h, k_w = gw.shape[2], gw.shape[3]
+    kc, mc = sizes[0], sizes[1]
+    tasks, parts, slot, b_size, a_size = plan_table(
+        a.shape[0] * a.shape[2] * a.shape[3], a.shape[1], gw.shape[1] * k_h * k_w, groups,
+        sizes, 2 ** 60, threads)
+    flat = gw.reshape(gw.size)
+    rest = np.empty((parts - 1) * gw.size, gw.dtype)
+    weight_grad_kernel(a, b, flat, rest, tasks, k_w, k_h * k_w, stride[0], stride[1],
+                       dilation[0], dilation[1], before[0], before[1], groups, kc, mc,
+                       np.empty(threads * slot, gw.dtype), slot, b_size, a_size)
+    for p in range(parts - 1):
+        flat += rest[p * gw.size:(p + 1) * gw.size]
 
 
 def _one_part_each(tasks, parts):

@@ -71,6 +71,13 @@ def _weight_grad(x_shape, w_shape, backend):
     return run
 
 
+def _bias_grad(dtype):
+    from .. import conv2d_backward
+    g, x, w = _ones(dtype, (2, 3, 3, 3), _SMALL[0], (3, 4, 3, 3))
+    conv2d_backward(g, x, w, stride=2, padding=1, needs_input_grad=False,
+                    needs_weight_grad=False)
+
+
 def _complex(dtype):
     """A complex call of the dtype whose parts are ``dtype``: the passes of Gauss's form."""
     from .. import conv_transpose2d
@@ -114,6 +121,7 @@ STEPS = (
          _correlation(_SMALL[0], (3, 4, 3, 3), "im2col")),
     Step("weight-grad-gemm", "the GEMM weight gradient (weight_grad_gemm_kernel, "
          "sum_partials)", _weight_grad(*_SMALL, "im2col")),
+    Step("bias-grad", "the bias gradient (channel_sums)", _bias_grad),
     Step("complex", "the passes of complex operands, for the complex dtype of these parts "
          "(pairs: _split, _join)", _complex),
 )
