@@ -9,10 +9,8 @@ from typing import TYPE_CHECKING
 
 from . import complexops, dask_ops, ops
 from . import explain as explaining
-from ._arrays import any_dask, channels_last, host_operands  # noqa: F401  (host_operands)
-from .dask_ops import dask_layout
+from ._arrays import any_dask, host_operands  # noqa: F401  (host_operands)
 from .ops import _VALIDATED  # noqa: F401  (the validated-call cache, which tests reset)
-from .params import spatial_output_size
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, IntPair, IntTuple, Shape
@@ -153,13 +151,9 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     dtype('float16')
     """
     if any_dask(x, weight, bias, out):
-        last, x = dask_layout(data_format, x)
-        if last and output_size is not None:    # a whole shape is read in the caller's layout
-            output_size = spatial_output_size(output_size, x.ndim, 2, last)
-        y = dask_ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
-                                      groups, dilation, output_size=output_size, out=out,
-                                      backend=backend)
-        return channels_last(y, 2) if last else y
+        return dask_ops.conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
+                                       dilation, output_size=output_size, out=out,
+                                       backend=backend, data_format=data_format)
     return ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
                                 dilation, output_size=output_size, out=out, backend=backend,
                                 data_format=data_format)

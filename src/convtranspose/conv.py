@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import complexops, dask_ops, halfops, ops
-from ._arrays import any_dask, channels_last, laid_out
-from .dask_ops import dask_layout
+from ._arrays import any_dask
 # These lived here before and stay importable from here; they belong where they come from.
 from ._arrays import batched as _batched, host_array  # noqa: F401
 from .dispatch import METHODS, check_method, correlate_method, weight_grad_method  # noqa: F401
@@ -113,9 +112,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     (5, 7, 9)
     """
     if any_dask(x, weight, bias):
-        last, x = dask_layout(data_format, x)
-        y = dask_ops.conv2d(x, weight, bias, stride, padding, dilation, groups, backend=backend)
-        return channels_last(y, 2) if last else y
+        return dask_ops.conv(x, weight, bias, stride, padding, dilation, groups, backend=backend,
+                             data_format=data_format)
     return ops.conv2d(x, weight, bias, stride, padding, dilation, groups, backend=backend,
                       data_format=data_format)
 
@@ -198,13 +196,11 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
            [4., 4.]]), array([4.]))
     """
     if any_dask(grad_output, x, weight):
-        last, grad_output, x = dask_layout(data_format, grad_output, x)
-        gx, gw, gb = dask_ops.conv2d_backward(grad_output, x, weight, stride, padding,
-                                              dilation, groups,
-                                              needs_input_grad=needs_input_grad,
-                                              needs_weight_grad=needs_weight_grad,
-                                              needs_bias_grad=needs_bias_grad, backend=backend)
-        return laid_out(gx, last, 2), gw, gb
+        return dask_ops.conv_backward(grad_output, x, weight, stride, padding, dilation, groups,
+                                      needs_input_grad=needs_input_grad,
+                                      needs_weight_grad=needs_weight_grad,
+                                      needs_bias_grad=needs_bias_grad, backend=backend,
+                                      data_format=data_format)
     return ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
                                needs_input_grad=needs_input_grad,
                                needs_weight_grad=needs_weight_grad,

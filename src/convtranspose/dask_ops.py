@@ -1,20 +1,22 @@
-"""Dask arrays in, lazy Dask arrays out.
+"""Dask arrays in, lazy Dask arrays out, at every rank.
 
-A Dask ``x`` (or ``grad_output``) makes :func:`convtranspose.conv_transpose2d`,
-:func:`convtranspose.conv2d` and :func:`convtranspose.conv_transpose2d_backward` build a
-graph whose tasks call the same operation on NumPy pieces, with the same ``backend``
-(its array path in :mod:`convtranspose.ops`, which every non-Dask call takes too).
-Nothing runs before ``.compute()``; ``weight`` and ``bias`` enter the graph once, as one
-key each, and every task slices what it needs from them.
+A Dask ``x`` (or ``grad_output``) makes the transposed convolutions, the convolutions and
+their gradients build a graph whose tasks call the same operation on NumPy pieces, with the
+same ``backend``: for 2-D (and 1-D, which runs as 2-D of unit height) its array path in
+:mod:`convtranspose.ops`, which every non-Dask call takes too; for 3-D the NumPy functions of
+:mod:`convtranspose.rank3`, which hands them in as a :class:`TileCalls` (it sits above this
+module). One graph builder serves every rank: a tiling per spatial axis. Nothing runs
+before ``.compute()``; ``weight`` and ``bias`` enter the graph once, as one key each, and
+every task slices what it needs from them.
 
 Chunks are honoured, not collapsed:
 
 * along the batch, output chunk ``b`` comes from input chunk ``b``;
-* along H and W, the output is cut where the input is (boundaries ``b*s`` for a transposed
-  convolution, ``b // s`` for a convolution, clipped to the output) and each output tile is
-  computed from the input rows and columns that reach it: its chunk plus a halo read from
-  the neighbouring chunks, with the sub-call's padding set so that the tile lands exactly
-  where it belongs in the whole result;
+* along each spatial axis (H and W; D, H and W), the output is cut where the input is
+  (boundaries ``b*s`` for a transposed convolution, ``b // s`` for a convolution, clipped to
+  the output) and each output tile is computed from the input rows that reach it along
+  every axis: its chunk plus a halo read from the neighbouring chunks, with the sub-call's
+  padding set so that the tile lands exactly where it belongs in the whole result;
 * along the input channels, each block of whole groups is computed on its own (its output
   channels are independent of the other groups'); with ``groups == 1`` and more than one
   channel chunk, each chunk gives a partial result and the partials are summed in a fixed
@@ -36,6 +38,7 @@ of the sum, within the float accuracy bound of README's Guarantees.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,20 +46,40 @@ from functools import partial
 import numpy as np
 
 from . import cuda, dispatch, halfops, ops
-from ._arrays import channels_first, host_array, is_dask_array, is_device_array
-from .params import (ConvParams, is_channels_last, is_half, normalise, normalise_backward,
-                     normalise_conv2d, normalise_conv2d_backward)
+from ._arrays import channels_first, host_array, is_dask_array, is_device_array, laid_out
+from .params import (DATA_FORMATS, ConvParams, is_channels_last, is_half, normalise,
+                     normalise_backward, normalise_conv, normalise_conv_backward,
+                     spatial_output_size)
 
-__all__ = ["is_dask_array", "conv_transpose2d", "conv2d", "conv_transpose2d_backward",
-           "conv2d_backward", "explain", "GraphPlan", "dask_layout", "as_small", "known_chunks"]
+__all__ = ["is_dask_array", "conv_transpose", "conv", "conv_transpose_backward",
+           "conv_backward", "explain", "GraphPlan", "TileCalls", "PLANE", "dask_layout",
+           "as_small", "known_chunks"]
 
 
 def dask_layout(data_format, *arrays, rank=2):
-    """Whether ``data_format`` is channels-last, and ``arrays`` as channels-first (lazy)
-    views if so: a Dask graph runs channels-first chunks, each tile's transposition a task
-    of its own."""
-    last = is_channels_last(data_format, rank)
+    """Whether ``data_format`` (``None``: the rank's channels-first layout) is
+    channels-last, and ``arrays`` as channels-first (lazy) views if so: a Dask graph runs
+    channels-first chunks, each tile's transposition a task of its own."""
+    last = is_channels_last(DATA_FORMATS[rank][0] if data_format is None else data_format,
+                            rank)
     return (last, *(channels_first(a, rank) if last else a for a in arrays))
+
+
+@dataclass(frozen=True)
+class TileCalls:
+    """The NumPy functions of one rank that a graph's tasks call on channels-first tiles:
+    ``transposed`` (``conv_transpose{rank}d``), ``correlation`` (``conv{rank}d``) and
+    ``backward`` (``conv_transpose{rank}d_backward``), each taking that operation's
+    keywords. :mod:`convtranspose.rank3` hands in its own (``rank3.TILES``)."""
+
+    rank: int
+    transposed: object
+    correlation: object
+    backward: object
+
+
+#: The calls of 2-D graphs (and of 1-D ones, which run as 2-D of unit height).
+PLANE = TileCalls(2, ops.conv_transpose2d, ops.conv2d, ops.conv_transpose2d_backward)
 
 
 # ----------------------------------------------------------------------------
@@ -185,28 +208,36 @@ def _strip(block, index):
     return np.array(block[index])
 
 
+def _cells(nested):
+    """``(index, block)`` of every block of a nested list (one level per axis)."""
+    if not isinstance(nested, list):
+        return [((), nested)]
+    return [((i, *index), block) for i, sub in enumerate(nested)
+            for index, block in _cells(sub)]
+
+
 def _join(blocks, channels, dtype=None):
-    """The task's input pieces (nested lists over channels, rows and columns of 4-D
-    arrays) joined into one C-contiguous array of ``dtype`` (default: the pieces'),
-    keeping the input channels ``channels`` of it: each piece is copied once, straight
-    into place."""
-    grid = [[list(row) for row in plane] for plane in blocks]
-    starts = [np.cumsum([0, *n]).tolist() for n in
-              ([p[0][0].shape[1] for p in grid], [r[0].shape[2] for r in grid[0]],
-               [b.shape[3] for b in grid[0][0]])]
+    """The task's input pieces (nested lists over channels and each spatial axis of
+    ``(N, C, *spatial)`` arrays) joined into one C-contiguous array of ``dtype`` (default:
+    the pieces'), keeping the input channels ``channels`` of it: each piece is copied once,
+    straight into place."""
+    cells = _cells(blocks)
+    starts = []     # per axis (channels, then the spatial ones), where each piece begins
+    for axis in range(len(cells[0][0])):
+        line = sorted((index[axis], block.shape[1 + axis]) for index, block in cells
+                      if not any(index[:axis] + index[axis + 1:]))
+        starts.append(np.cumsum([0] + [n for _, n in line]).tolist())
     c_lo, c_hi, _ = channels.indices(starts[0][-1])
     if dtype is None:
-        dtype = np.result_type(*(b.dtype for plane in grid for row in plane for b in row))
-    out = np.empty((grid[0][0][0].shape[0], c_hi - c_lo, starts[1][-1], starts[2][-1]), dtype)
-    for ci, plane in enumerate(grid):
-        lo, hi = max(starts[0][ci], c_lo), min(starts[0][ci + 1], c_hi)
+        dtype = np.result_type(*(block.dtype for _, block in cells))
+    out = np.empty((cells[0][1].shape[0], c_hi - c_lo, *(s[-1] for s in starts[1:])), dtype)
+    for index, block in cells:
+        c0, c1 = starts[0][index[0]], starts[0][index[0] + 1]
+        lo, hi = max(c0, c_lo), min(c1, c_hi)
         if hi <= lo:
             continue
-        for hi_, row in enumerate(plane):
-            for wi, block in enumerate(row):
-                out[:, lo - c_lo:hi - c_lo, starts[1][hi_]:starts[1][hi_ + 1],
-                    starts[2][wi]:starts[2][wi + 1]] = \
-                    block[:, lo - starts[0][ci]:hi - starts[0][ci]]
+        place = tuple(slice(s[i], s[i + 1]) for s, i in zip(starts[1:], index[1:]))
+        out[(slice(None), slice(lo - c_lo, hi - c_lo), *place)] = block[:, lo - c0:hi - c0]
     return out
 
 
@@ -230,7 +261,10 @@ def _add(a, b):
 
 
 def _sum_bias(g, dtype):
-    return ops.bias_grad(np.asarray(g, dtype))
+    """A block's sum over all but the channels: :func:`convtranspose.ops.bias_grad`, the
+    spatial axes after the first folded into one (at every rank)."""
+    g = np.asarray(g, dtype)
+    return ops.bias_grad(g.reshape(*g.shape[:3], math.prod(g.shape[3:])))
 
 
 def _concat(parts):
@@ -269,21 +303,23 @@ def as_small(a, name):
     return host_array(a, name)
 
 
-def _as_dask(a, name, like=None):
-    """``a`` as a 4-D Dask array with known chunks; a NumPy ``a`` is wrapped with ``like``'s
-    batch chunks and one chunk along every other axis."""
+def _as_dask(a, name, rank, like=None):
+    """``a`` as a batched or unbatched Dask array of ``rank`` spatial axes with known
+    chunks; a NumPy ``a`` is wrapped with ``like``'s batch chunks and one chunk along every
+    other axis."""
     import dask.array as da
     if not is_dask_array(a):
         if a is not None and is_device_array(a, name):
             raise TypeError(f"{name} is a CUDA array and another operand a Dask array: mixed "
                             "Dask and CUDA arrays are not supported")
         a = host_array(a, name)
-        batch = like.chunks[0] if like is not None and a.ndim == 4 else -1
+        batch = like.chunks[0] if like is not None and a.ndim == rank + 2 else -1
         a = da.from_array(a, chunks=(batch,) + (-1,) * (a.ndim - 1))
     known_chunks(a, name)
-    if a.ndim not in (3, 4):
-        raise ValueError(f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
-                         f"{a.shape}")
+    if a.ndim not in (rank + 1, rank + 2):
+        axes = ", ".join(("D", "H", "W")[3 - rank:])
+        raise ValueError(f"{name} must be {rank + 2}-D (N, C, {axes}) or {rank + 1}-D "
+                         f"(C, {axes}), got shape {a.shape}")
     return a
 
 
@@ -310,8 +346,8 @@ def _no_out(out):
                         "array; write it with dask.array.store or .compute()")
 
 
-def _meta(dtype):
-    return np.empty((0, 0, 0, 0), dtype)
+def _meta(dtype, ndim):
+    return np.empty((0,) * ndim, dtype)
 
 
 def _token(*parts):
@@ -355,29 +391,37 @@ def _rechunk_channels(a, channels):
 # graphs
 
 
-def _pieces(dsk, name, chunks, nb, cbs, rows, cols):
-    """Nested list ``[channel][row][column]`` of the keys of ``name``'s pieces in input rows
-    ``rows`` and columns ``cols`` (``(start, stop)``) of batch chunk ``nb``: a whole chunk by
-    its own key, a part of one (a halo strip) by a task of ``dsk`` that copies it out."""
-    hs = _overlaps(_bounds(chunks[2]), *rows)
-    ws = _overlaps(_bounds(chunks[3]), *cols)
-    grid = []
-    for c in cbs:
-        plane = []
-        for h, h_sl in hs:
-            row = []
-            for w, w_sl in ws:
-                key = (name, nb, c, h, w)
-                if (h_sl.stop - h_sl.start != chunks[2][h]
-                        or w_sl.stop - w_sl.start != chunks[3][w]):
-                    strip = (f"{name}-strip", nb, c, h, w, h_sl.start, h_sl.stop, w_sl.start,
-                             w_sl.stop)
-                    dsk[strip] = (_strip, key, (slice(None), slice(None), h_sl, w_sl))
-                    key = strip
-                row.append(key)
-            plane.append(row)
-        grid.append(plane)
-    return grid
+def _pieces(dsk, name, chunks, nb, cbs, spans):
+    """Nested list ``[channel][i_1][i_2]...`` (one level per spatial axis) of the keys of
+    ``name``'s pieces in the input ranges ``spans`` (``(start, stop)`` per spatial axis) of
+    batch chunk ``nb``: a whole chunk by its own key, a part of one (a halo strip) by a task
+    of ``dsk`` that copies it out."""
+    per_axis = [_overlaps(_bounds(c), *span) for c, span in zip(chunks[2:], spans)]
+
+    def piece(c, found):
+        index, parts = tuple(i for i, _ in found), tuple(sl for _, sl in found)
+        key = (name, nb, c, *index)
+        if any(sl.stop - sl.start != sizes[i]
+               for (i, sl), sizes in zip(found, chunks[2:])):
+            strip = (f"{name}-strip", nb, c, *index,
+                     *(end for sl in parts for end in (sl.start, sl.stop)))
+            dsk[strip] = (_strip, key, (slice(None), slice(None), *parts))
+            key = strip
+        return key
+
+    def nest(c, found):
+        if len(found) == len(per_axis):
+            return piece(c, found)
+        return [nest(c, (*found, f)) for f in per_axis[len(found)]]
+
+    return [nest(c, ()) for c in cbs]
+
+
+def _tile_grid(tiles):
+    """``(index, tile)`` for every choice of one tile per spatial axis (``tiles``: the
+    tiles of each axis), the last axis varying fastest."""
+    for chosen in itertools.product(*(enumerate(t) for t in tiles)):
+        yield tuple(i for i, _ in chosen), tuple(t for _, t in chosen)
 
 
 @dataclass
@@ -402,7 +446,8 @@ class _Graph:
         import dask.array as da
         from dask.highlevelgraph import HighLevelGraph
         graph = HighLevelGraph.from_collections(self.name, self.dsk, dependencies=deps)
-        return da.Array(graph, self.name, chunks=shape_chunks, meta=_meta(dtype))
+        return da.Array(graph, self.name, chunks=shape_chunks,
+                        meta=_meta(dtype, len(shape_chunks)))
 
 
 def _block_indices(channels, weight_axis):
@@ -421,57 +466,57 @@ def _block_indices(channels, weight_axis):
     return out
 
 
-def _forward(op, x, weight, bias, dtype, tiles_h, tiles_w, channels, weight_axis, kwargs):
+def _forward(op, x, weight, bias, dtype, tiles, channels, weight_axis, kwargs):
     """The graph of a forward operation ``op`` (NumPy function) over ``x``'s chunks: one
-    task per (batch chunk, channel block, tile row, tile column), channel partials summed in
-    a fixed order. ``weight_axis`` is the weight's axis of ``x``'s channels (0 for a
-    transposed convolution, 1 for a convolution)."""
+    task per (batch chunk, channel block, tile of every spatial axis; ``tiles`` holds each
+    axis's), channel partials summed in a fixed order. ``weight_axis`` is the weight's
+    axis of ``x``'s channels: 0 for a transposed convolution (whose tiles also set
+    ``output_padding``), 1 for a convolution."""
     x = _rechunk_channels(x, channels)
     indices = _block_indices(channels, weight_axis)
-    token = _token(op.__name__, x.name, weight, bias, tiles_h, tiles_w, channels, weight_axis,
-                   kwargs, dtype)
+    token = _token(op.__name__, x.name, weight, bias, tiles, channels, weight_axis, kwargs,
+                   dtype)
     # half-precision partials are summed in float32 and rounded once, at the end
     part_dtype = np.dtype(np.float32) if channels.partial and is_half(dtype) else dtype
     g = _Graph(f"{op.__name__}-{token}", weight, bias)
     for nb in range(len(x.chunks[0])):
-        for ti, th in enumerate(tiles_h):
-            for tj, tw in enumerate(tiles_w):
-                call_kw = dict(kwargs, padding=(th.pad, tw.pad))
-                if op.__name__ == "conv_transpose2d":
-                    call_kw["output_padding"] = (th.extra, tw.extra)
-                parts = []
-                for cb, (*_, groups) in enumerate(channels.blocks):
-                    w_index, b_index = indices[cb]
-                    call = _Call(op, slice(None), w_index, b_index, dict(call_kw, groups=groups),
-                                 part_dtype)
-                    key = ((g.name, nb, cb, ti, tj) if not channels.partial
-                           else (f"{g.name}-part", nb, cb, ti, tj))
-                    pieces = _pieces(g.dsk, x.name, x.chunks, nb, [cb], th.src, tw.src)
-                    g.dsk[key] = (_run, call, pieces, g.wkey, g.bkey)
-                    parts.append(key)
-                if channels.partial:
-                    total = _tree(g.dsk, f"{g.name}-sum-{nb}-{ti}-{tj}", parts)
-                    g.dsk[(g.name, nb, 0, ti, tj)] = (total if part_dtype == dtype
-                                                      else (halfops.rounded, total, dtype))
+        for index, tile in _tile_grid(tiles):
+            call_kw = dict(kwargs, padding=tuple(t.pad for t in tile))
+            if weight_axis == 0:
+                call_kw["output_padding"] = tuple(t.extra for t in tile)
+            parts = []
+            for cb, (*_, groups) in enumerate(channels.blocks):
+                w_index, b_index = indices[cb]
+                call = _Call(op, slice(None), w_index, b_index, dict(call_kw, groups=groups),
+                             part_dtype)
+                key = ((g.name, nb, cb, *index) if not channels.partial
+                       else (f"{g.name}-part", nb, cb, *index))
+                pieces = _pieces(g.dsk, x.name, x.chunks, nb, [cb], [t.src for t in tile])
+                g.dsk[key] = (_run, call, pieces, g.wkey, g.bkey)
+                parts.append(key)
+            if channels.partial:
+                total = _tree(g.dsk, "-".join(map(str, (f"{g.name}-sum", nb, *index))), parts)
+                g.dsk[(g.name, nb, 0, *index)] = (total if part_dtype == dtype
+                                                  else (halfops.rounded, total, dtype))
     c_chunks = ((channels.blocks[0][3],) if channels.partial
                 else tuple(oc1 - oc0 for _, _, oc0, oc1, _ in channels.blocks))
-    chunks = (x.chunks[0], c_chunks, tuple(t.out[1] - t.out[0] for t in tiles_h),
-              tuple(t.out[1] - t.out[0] for t in tiles_w))
+    chunks = (x.chunks[0], c_chunks, *(tuple(t.out[1] - t.out[0] for t in axis)
+                                       for axis in tiles))
     return g.array(chunks, dtype, x)
 
 
-def _axes(x_hw, out_hw, k_hw, params):
+def _axes(x_sizes, out_sizes, k_sizes, params):
     return [Axis(d * (k - 1), s, pad[0], n_in, n_out, pad[1], op)
             for d, k, s, pad, n_in, n_out, op in
-            zip(params.dilation, k_hw, params.stride, params.padding, x_hw, out_hw,
+            zip(params.dilation, k_sizes, params.stride, params.padding, x_sizes, out_sizes,
                 params.output_padding)]
 
 
-def _ct_tiles(x, k_hw, params, out_hw, out_chunks=None):
+def _ct_tiles(x, k_sizes, params, out_sizes, out_chunks=None):
     """Per spatial axis, the output tiles of a transposed convolution: cut at the input's
     chunk boundaries times the stride, or at ``out_chunks``'s boundaries."""
     tiles = []
-    for i, axis in enumerate(_axes(x.shape[2:], out_hw, k_hw, params)):
+    for i, axis in enumerate(_axes(x.shape[2:], out_sizes, k_sizes, params)):
         if out_chunks is None:
             cuts = _cuts([b * axis.s for b in _bounds(x.chunks[2 + i])[1:-1]], axis.n_out)
         else:
@@ -480,11 +525,11 @@ def _ct_tiles(x, k_hw, params, out_hw, out_chunks=None):
     return tiles
 
 
-def _conv_tiles(x, k_hw, params, out_hw, out_chunks=None):
+def _conv_tiles(x, k_sizes, params, out_sizes, out_chunks=None):
     """Per spatial axis, the output tiles of a convolution: cut at the input's chunk
     boundaries divided by the stride, or at ``out_chunks``'s boundaries."""
     tiles = []
-    for i, axis in enumerate(_axes(x.shape[2:], out_hw, k_hw, params)):
+    for i, axis in enumerate(_axes(x.shape[2:], out_sizes, k_sizes, params)):
         if out_chunks is None:
             cuts = _cuts([b // axis.s for b in _bounds(x.chunks[2 + i])[1:-1]], axis.n_out)
         else:
@@ -493,78 +538,95 @@ def _conv_tiles(x, k_hw, params, out_hw, out_chunks=None):
     return tiles
 
 
-def _batched(a):
-    return a if a.ndim == 4 else a[None]
+def _batched(a, rank):
+    return a if a.ndim == rank + 2 else a[None]
 
 
-def _unbatched_like(result, x):
-    return result if x.ndim == 4 else result[0]
+def _unbatched_like(result, x, rank):
+    return result if x.ndim == rank + 2 else result[0]
 
 
-def _validate(x, weight, bias, normaliser, kwargs):
-    x = _as_dask(x, "x")
+def _validate(x, weight, bias, normaliser, kwargs, rank):
+    x = _as_dask(x, "x", rank)
     weight, bias = as_small(weight, "weight"), as_small(bias, "bias")
     dtypes = [("x", x.dtype), ("weight", weight.dtype)] + (
         [] if bias is None else [("bias", bias.dtype)])
     params, shape, dtype = normaliser(x.shape, weight.shape,
-                                      None if bias is None else bias.shape, dtypes, **kwargs)
+                                      None if bias is None else bias.shape, dtypes, rank=rank,
+                                      **kwargs)
     return x, weight, bias, params, shape, dtype
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, output_size=None, out=None, backend="auto"):
-    """:func:`convtranspose.conv_transpose2d` of a Dask ``x``: a lazy Dask array."""
+def _caller_output_size(output_size, x, rank, last):
+    """``output_size`` for a validation of channels-first ``x``: a whole shape given in a
+    channels-last caller's layout read as its spatial sizes."""
+    if last and output_size is not None:
+        return spatial_output_size(output_size, x.ndim, rank, last)
+    return output_size
+
+
+def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                   dilation=1, *, output_size=None, out=None, backend="auto", data_format=None,
+                   calls=PLANE):
+    """The transposed convolution of rank ``calls.rank`` (:func:`convtranspose.conv_transpose2d`,
+    :func:`convtranspose.conv_transpose3d`) of a Dask ``x``: a lazy Dask array in
+    ``data_format``'s layout (``None``: channels-first)."""
     _no_out(out)
     dispatch.check_backend(backend)
+    rank = calls.rank
+    last, x = dask_layout(data_format, x, rank=rank)
     x, weight, bias, params, shape, dtype = _validate(
-        x, weight, bias, normalise, dict(stride=stride, padding=padding,
-                                         output_padding=output_padding, dilation=dilation,
-                                         groups=groups, output_size=output_size))
+        x, weight, bias, normalise, dict(
+            stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
+            groups=groups, output_size=_caller_output_size(output_size, x, rank, last)), rank)
     _check_gpu(backend)
-    y = _ct_graph(_batched(x), weight, bias, params, dtype, shape[-2:], backend)
-    return _unbatched_like(y, x)
+    y = _ct_graph(_batched(x, rank), weight, bias, params, dtype, shape[-rank:], backend,
+                  calls)
+    return laid_out(_unbatched_like(y, x, rank), last, rank)
 
 
-def _ct_graph(x4, weight, bias, params, dtype, out_hw, backend, out_chunks=None):
-    tiles_h, tiles_w = _ct_tiles(x4, weight.shape[2:], params, out_hw, out_chunks)
-    channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[0] // params.groups,
+def _ct_graph(x, weight, bias, params, dtype, out_sizes, backend, calls, out_chunks=None):
+    tiles = _ct_tiles(x, weight.shape[2:], params, out_sizes, out_chunks)
+    channels = _channel_blocks(_bounds(x.chunks[1]), weight.shape[0] // params.groups,
                                weight.shape[1], params.groups)
     kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
-    return _forward(ops.conv_transpose2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels,
-                    0, kwargs)
+    return _forward(calls.transposed, x, weight, bias, dtype, tiles, channels, 0, kwargs)
 
 
-def _conv_graph(x4, weight, bias, params, dtype, out_hw, backend, out_chunks=None):
-    tiles_h, tiles_w = _conv_tiles(x4, weight.shape[2:], params, out_hw, out_chunks)
-    channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[1],
+def _conv_graph(x, weight, bias, params, dtype, out_sizes, backend, calls, out_chunks=None):
+    tiles = _conv_tiles(x, weight.shape[2:], params, out_sizes, out_chunks)
+    channels = _channel_blocks(_bounds(x.chunks[1]), weight.shape[1],
                                weight.shape[0] // params.groups, params.groups)
     kwargs = dict(stride=params.stride, dilation=params.dilation, backend=backend)
-    return _forward(ops.conv2d, x4, weight, bias, dtype, tiles_h, tiles_w, channels, 1,
-                    kwargs)
+    return _forward(calls.correlation, x, weight, bias, dtype, tiles, channels, 1, kwargs)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           backend="auto"):
-    """:func:`convtranspose.conv2d` of a Dask ``x``: a lazy Dask array."""
+def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend="auto",
+         data_format=None, calls=PLANE):
+    """The convolution of rank ``calls.rank`` (:func:`convtranspose.conv2d`,
+    :func:`convtranspose.conv3d`) of a Dask ``x``: a lazy Dask array in ``data_format``'s
+    layout (``None``: channels-first)."""
     dispatch.check_method(backend)
+    rank = calls.rank
+    last, x = dask_layout(data_format, x, rank=rank)
     x, weight, bias, params, shape, dtype = _validate(
-        x, weight, bias, normalise_conv2d, dict(stride=stride, padding=padding,
-                                                dilation=dilation, groups=groups))
+        x, weight, bias, normalise_conv, dict(stride=stride, padding=padding,
+                                              dilation=dilation, groups=groups), rank)
     _check_gpu(backend)
-    y = _conv_graph(_batched(x), weight, bias, params, dtype, shape[-2:], backend)
-    return _unbatched_like(y, x)
+    y = _conv_graph(_batched(x, rank), weight, bias, params, dtype, shape[-rank:], backend,
+                    calls)
+    return laid_out(_unbatched_like(y, x, rank), last, rank)
 
 
-def _weight_grad_piece(g, x, weight, **kwargs):
-    return ops.conv_transpose2d_backward(g, x, weight, needs_input_grad=False,
-                                         needs_weight_grad=True, needs_bias_grad=False,
-                                         **kwargs)[1]
+def _weight_grad_piece(backward, g, x, weight, **kwargs):
+    return backward(g, x, weight, needs_input_grad=False, needs_weight_grad=True,
+                    needs_bias_grad=False, **kwargs)[1]
 
 
-def _weight_grad(g4, x4, weight, params, dtype, backend):
+def _weight_grad(g4, x4, weight, params, dtype, backend, calls):
     """``grad_weight`` as a one-chunk Dask array: a partial per (batch chunk, input tile)
-    of each channel block, read against the ``grad_output`` rows the tile reaches, summed
-    in a fixed order; channel blocks concatenated."""
+    of each channel block, read against the ``grad_output`` region the tile reaches,
+    summed in a fixed order; channel blocks concatenated."""
     c_out_g = weight.shape[1]
     channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[0] // params.groups,
                                c_out_g, params.groups)
@@ -581,21 +643,22 @@ def _weight_grad(g4, x4, weight, params, dtype, backend):
     for cb, (c0, c1, oc0, oc1, groups) in enumerate(channels.blocks):
         parts = []
         for nb in range(len(x4.chunks[0])):
-            for ti, th in enumerate(tiles[0]):
-                for tj, tw in enumerate(tiles[1]):
-                    call = _Call(partial(_weight_grad_piece, padding=(th.pad, tw.pad),
-                                         output_padding=(th.extra, tw.extra), groups=groups,
-                                         **kwargs),
-                                 (slice(oc0, oc1), slice(None)), (slice(c0, c1),))
-                    key = (f"{g.name}-part", cb, nb, ti, tj)
-                    g.dsk[key] = (_run_pair, call,
-                                  _pieces(g.dsk, g4.name, g4.chunks, nb,
-                                          range(len(g4.chunks[1])), th.out, tw.out),
-                                  _pieces(g.dsk, x4.name, x4.chunks, nb, [cb], th.src, tw.src),
-                                  g.wkey)
-                    parts.append(key)
+            for index, tile in _tile_grid(tiles):
+                call = _Call(partial(_weight_grad_piece, calls.backward,
+                                     padding=tuple(t.pad for t in tile),
+                                     output_padding=tuple(t.extra for t in tile),
+                                     groups=groups, **kwargs),
+                             (slice(oc0, oc1), slice(None)), (slice(c0, c1),))
+                key = (f"{g.name}-part", cb, nb, *index)
+                g.dsk[key] = (_run_pair, call,
+                              _pieces(g.dsk, g4.name, g4.chunks, nb, range(len(g4.chunks[1])),
+                                      [t.out for t in tile]),
+                              _pieces(g.dsk, x4.name, x4.chunks, nb, [cb],
+                                      [t.src for t in tile]),
+                              g.wkey)
+                parts.append(key)
         blocks.append(_tree(g.dsk, f"{g.name}-sum-{cb}", parts))
-    g.dsk[(g.name, 0, 0, 0, 0)] = (_concat, blocks)
+    g.dsk[(g.name, *(0,) * weight.ndim)] = (_concat, blocks)
     return g.array(tuple((n,) for n in weight.shape), dtype, g4, x4)
 
 
@@ -609,95 +672,97 @@ def _bias_grad(g4, dtype):
     for cb in range(len(g4.chunks[1])):
         parts = []
         for nb in range(len(g4.chunks[0])):
-            for hb in range(len(g4.chunks[2])):
-                for wb in range(len(g4.chunks[3])):
-                    key = (f"{name}-part", cb, nb, hb, wb)
-                    dsk[key] = (_sum_bias, (g4.name, nb, cb, hb, wb), dtype)
-                    parts.append(key)
+            for index in itertools.product(*(range(len(c)) for c in g4.chunks[2:])):
+                key = (f"{name}-part", cb, nb, *index)
+                dsk[key] = (_sum_bias, (g4.name, nb, cb, *index), dtype)
+                parts.append(key)
         totals.append(_tree(dsk, f"{name}-sum-{cb}", parts))
     dsk[(name, 0)] = (_concat, totals)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[g4])
-    return da.Array(graph, name, chunks=((g4.shape[1],),), meta=np.empty((0,), dtype))
+    return da.Array(graph, name, chunks=((g4.shape[1],),), meta=_meta(dtype, 1))
 
 
-def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
-                              needs_weight_grad=True, needs_bias_grad=True, backend="auto"):
-    """:func:`convtranspose.conv_transpose2d_backward` with a Dask ``grad_output`` or
-    ``x``: lazy Dask arrays (``grad_input`` chunked like ``x``; ``grad_weight`` and
-    ``grad_bias`` in one chunk each)."""
+def _gradient_operands(grad_output, x, weight, backend, data_format, rank):
+    """A gradient call's operands: ``(last, g, x, weight)`` with ``g`` and ``x``
+    channels-first Dask arrays with the same batch chunks (a NumPy one wrapped to match the
+    other) and ``weight`` a NumPy array."""
     dispatch.check_method(backend)
     _check_gpu(backend)
-    g, x = _operand_pair(grad_output, x)
-    weight = as_small(weight, "weight")
-    params, dtype = normalise_backward(
-        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
-        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size)
-    x4, g4 = _batched(x), _batched(g)
+    last, grad_output, x = dask_layout(data_format, grad_output, x, rank=rank)
+    x_is_dask = is_dask_array(x)
+    if x_is_dask:
+        x = _as_dask(x, "x", rank)
+    g = _as_dask(grad_output, "grad_output", rank,
+                 like=_batched(x, rank) if x_is_dask else None)
+    if not x_is_dask:
+        x = _as_dask(x, "x", rank, like=_batched(g, rank))
+    return last, g, x, as_small(weight, "weight")
+
+
+def _gradients(g, x, dtype, needs, input_graph, weight_graph, last, rank):
+    """``(grad_input, grad_weight, grad_bias)`` as asked for by ``needs``:
+    ``input_graph(g4, x4)`` rechunked like ``x`` where they differ (zero-size or channel
+    chunks of ``x``) and in the caller's layout, ``weight_graph(g4, x4)``, where ``g4`` and
+    ``x4`` are the batched operands with the same batch chunks."""
+    x4, g4 = _batched(x, rank), _batched(g, rank)
     if g4.chunks[0] != x4.chunks[0]:
         g4 = g4.rechunk({0: x4.chunks[0]})
-    return _gradients(
-        x, g4, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
-        lambda: _conv_graph(g4, weight, None, params, dtype, x4.shape[2:], backend,
-                            out_chunks=x4.chunks[2:]),
-        lambda: _weight_grad(g4, x4, weight, params, dtype, backend))
-
-
-def _gradients(x, g4, dtype, needs, input_graph, weight_graph):
-    """``(grad_input, grad_weight, grad_bias)`` as asked for by ``needs``: ``grad_input``
-    from ``input_graph()`` rechunked like ``x`` where they differ (zero-size or channel
-    chunks of ``x``), ``grad_weight`` from ``weight_graph()``."""
     grad_input = grad_weight = grad_bias = None
     if needs[0]:
-        gx, x4 = input_graph(), _batched(x)
-        grad_input = _unbatched_like(gx if gx.chunks == x4.chunks else gx.rechunk(x4.chunks), x)
+        gx = input_graph(g4, x4)
+        gx = gx if gx.chunks == x4.chunks else gx.rechunk(x4.chunks)
+        grad_input = laid_out(_unbatched_like(gx, x, rank), last, rank)
     if needs[1]:
-        grad_weight = weight_graph()
+        grad_weight = weight_graph(g4, x4)
     if needs[2]:
         grad_bias = _bias_grad(g4, dtype)
     return grad_input, grad_weight, grad_bias
 
 
-def _operand_pair(grad_output, x):
-    """``grad_output`` and ``x`` as Dask arrays with the same batch chunks (a NumPy one is
-    wrapped to match the other)."""
-    x_is_dask = is_dask_array(x)
-    if x_is_dask:
-        x = _as_dask(x, "x")
-    g = _as_dask(grad_output, "grad_output", like=_batched(x) if x_is_dask else None)
-    if not x_is_dask:
-        x = _as_dask(x, "x", like=_batched(g))
-    return g, x
+def conv_transpose_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
+                            groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
+                            needs_weight_grad=True, needs_bias_grad=True, backend="auto",
+                            data_format=None, calls=PLANE):
+    """The gradients of rank ``calls.rank`` (:func:`convtranspose.conv_transpose2d_backward`,
+    :func:`convtranspose.conv_transpose3d_backward`) with a Dask ``grad_output`` or ``x``:
+    lazy Dask arrays (``grad_input`` chunked like ``x``, in ``data_format``'s layout;
+    ``grad_weight`` and ``grad_bias`` in one chunk each)."""
+    rank = calls.rank
+    last, g, x, weight = _gradient_operands(grad_output, x, weight, backend, data_format, rank)
+    params, dtype = normalise_backward(
+        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
+        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+        output_size=_caller_output_size(output_size, x, rank, last), rank=rank)
+    return _gradients(
+        g, x, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
+        lambda g4, x4: _conv_graph(g4, weight, None, params, dtype, x4.shape[2:], backend,
+                                   calls, out_chunks=x4.chunks[2:]),
+        lambda g4, x4: _weight_grad(g4, x4, weight, params, dtype, backend, calls), last, rank)
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
-                    backend="auto"):
-    """:func:`convtranspose.conv2d_backward` with a Dask ``grad_output`` or ``x``: lazy Dask
+def conv_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                  needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                  backend="auto", data_format=None, calls=PLANE):
+    """The gradients of rank ``calls.rank`` (:func:`convtranspose.conv2d_backward`,
+    :func:`convtranspose.conv3d_backward`) with a Dask ``grad_output`` or ``x``: lazy Dask
     arrays (``grad_input`` chunked like ``x``). The gradients are the adjoint transposed
     convolution's forward and weight gradient, with ``grad_output`` as its input."""
-    dispatch.check_method(backend)
-    _check_gpu(backend)
-    g, x = _operand_pair(grad_output, x)
-    weight = as_small(weight, "weight")
-    params, dtype = normalise_conv2d_backward(
+    rank = calls.rank
+    last, g, x, weight = _gradient_operands(grad_output, x, weight, backend, data_format, rank)
+    params, dtype = normalise_conv_backward(
         g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
-        padding=padding, dilation=dilation, groups=groups)
-    x4, g4 = _batched(x), _batched(g)
-    if g4.chunks[0] != x4.chunks[0]:
-        g4 = g4.rechunk({0: x4.chunks[0]})
-    # the rows and columns of x that no output reads: output_padding of the adjoint
+        padding=padding, dilation=dilation, groups=groups, rank=rank)
+    # the rows of x that no output reads, per axis: output_padding of the adjoint
+    x_sizes, g_sizes = x.shape[-rank:], g.shape[-rank:]
     extra = tuple(n - ((o - 1) * s - sum(p) + d * (k - 1) + 1) for n, o, s, p, d, k in
-                  zip(x4.shape[2:], g4.shape[2:], params.stride, params.padding,
-                      params.dilation, weight.shape[2:]))
-    adjoint = ConvParams(params.stride, params.pad_h, params.pad_w, extra, params.dilation,
-                         params.groups)
+                  zip(x_sizes, g_sizes, params.stride, params.padding, params.dilation,
+                      weight.shape[2:]))
+    adjoint = ConvParams(params.stride, params.pads, extra, params.dilation, params.groups)
     return _gradients(
-        x, g4, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
-        lambda: _ct_graph(g4, weight, None, adjoint, dtype, x4.shape[2:], backend,
-                          out_chunks=x4.chunks[2:]),
-        lambda: _weight_grad(x4, g4, weight, adjoint, dtype, backend))
+        g, x, dtype, (needs_input_grad, needs_weight_grad, needs_bias_grad),
+        lambda g4, x4: _ct_graph(g4, weight, None, adjoint, dtype, x_sizes, backend, calls,
+                                 out_chunks=x4.chunks[2:]),
+        lambda g4, x4: _weight_grad(x4, g4, weight, adjoint, dtype, backend, calls), last, rank)
 
 
 # ----------------------------------------------------------------------------
@@ -706,7 +771,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
 @dataclass(frozen=True)
 class GraphPlan:
-    """What the Dask graph of one ``conv_transpose2d`` call will do.
+    """What the Dask graph of one transposed convolution call (of any rank) will do.
 
     :func:`convtranspose.explain` returns one for a Dask ``x``; ``str(plan)`` gives a
     readable summary, and ``plan.backend`` the backend most tiles run.
@@ -716,8 +781,8 @@ class GraphPlan:
     input_chunks, output_chunks : tuple of tuple of int
         Chunk sizes per axis (batched form).
     halo : tuple of (int, int)
-        Per spatial axis, the most input rows (columns) a tile reads before and after the
-        input chunk it comes from.
+        Per spatial axis (D, H, W in 3-D), the most input rows a tile reads before and
+        after the input chunk it comes from.
     channel_blocks : int
         Blocks of input channels computed separately.
     channel_partials : bool
@@ -782,40 +847,47 @@ def _halo(tiles, s):
     return before, after
 
 
+def _plane_backend(x_shape, w_shape, params, dtype, out_sizes):
+    """The backend ``auto`` runs for one 2-D tile: the dispatcher's choice."""
+    return dispatch.choose(x_shape, w_shape, params, dtype, out_sizes).backend
+
+
 def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-            dilation=1, *, output_size=None, backend="auto"):
-    """:func:`convtranspose.explain` for a Dask ``x``: a :class:`GraphPlan`."""
+            dilation=1, *, output_size=None, backend="auto", calls=PLANE,
+            tile_backend=_plane_backend):
+    """:func:`convtranspose.explain` for a channels-first Dask ``x``: a :class:`GraphPlan`
+    of the graph :func:`conv_transpose` builds with ``calls``; ``tile_backend(x_shape,
+    w_shape, params, dtype, out_sizes)`` names the backend ``auto`` runs for one tile."""
+    rank = calls.rank
     x, weight, bias, params, shape, dtype = _validate(
         x, weight, bias, normalise, dict(stride=stride, padding=padding,
                                          output_padding=output_padding, dilation=dilation,
-                                         groups=groups, output_size=output_size))
+                                         groups=groups, output_size=output_size), rank)
     dispatch.check_backend(backend)
     half = any(a is not None and is_half(a.dtype) for a in (x, weight, bias))
-    x4 = _batched(x)
-    y4 = _ct_graph(x4, weight, bias, params, dtype, shape[-2:], backend)
-    tiles = _ct_tiles(x4, weight.shape[2:], params, shape[-2:])
+    x4 = _batched(x, rank)
+    y4 = _ct_graph(x4, weight, bias, params, dtype, shape[-rank:], backend, calls)
+    tiles = _ct_tiles(x4, weight.shape[2:], params, shape[-rank:])
     channels = _channel_blocks(_bounds(x4.chunks[1]), weight.shape[0] // params.groups,
                                weight.shape[1], params.groups)
     backends, seen = {}, {}
     for n in x4.chunks[0]:
         for c0, c1, _, _, grp in channels.blocks:
-            for th in tiles[0]:
-                for tw in tiles[1]:
-                    name = "direct" if half else backend     # half precision: the engine
-                    if name == "auto":
-                        x_shape = (n, c1 - c0, th.src[1] - th.src[0], tw.src[1] - tw.src[0])
-                        w_shape = (c1 - c0, *weight.shape[1:])
-                        key = (x_shape, th, tw, grp)
-                        if key not in seen:
-                            sub = normalise(x_shape, w_shape, None, [dtype],
-                                            stride=params.stride, padding=(th.pad, tw.pad),
-                                            output_padding=(th.extra, tw.extra),
-                                            dilation=params.dilation, groups=grp)[0]
-                            seen[key] = dispatch.choose(
-                                x_shape, w_shape, sub, dtype,
-                                (th.out[1] - th.out[0], tw.out[1] - tw.out[0])).backend
-                        name = seen[key]
-                    backends[name] = backends.get(name, 0) + 1
+            for _, tile in _tile_grid(tiles):
+                name = "direct" if half else backend     # half precision: the engine
+                if name == "auto":
+                    x_shape = (n, c1 - c0, *(t.src[1] - t.src[0] for t in tile))
+                    w_shape = (c1 - c0, *weight.shape[1:])
+                    key = (x_shape, tile, grp)
+                    if key not in seen:
+                        sub = normalise(x_shape, w_shape, None, [dtype], stride=params.stride,
+                                        padding=tuple(t.pad for t in tile),
+                                        output_padding=tuple(t.extra for t in tile),
+                                        dilation=params.dilation, groups=grp, rank=rank)[0]
+                        seen[key] = tile_backend(x_shape, w_shape, sub, dtype,
+                                                 tuple(t.out[1] - t.out[0] for t in tile))
+                    name = seen[key]
+                backends[name] = backends.get(name, 0) + 1
     return GraphPlan(x4.chunks, y4.chunks,
                      tuple(_halo(t, s) for t, s in zip(tiles, params.stride)),
                      len(channels.blocks), channels.partial, len(y4.dask.layers[y4.name]),

@@ -261,7 +261,9 @@ def dask_plan(x, weight, bias=None, stride=1, padding=0, output_padding=0, group
               dilation=1, *, output_size=None, backend="auto", data_format=None):
     """:func:`convtranspose.explain` for Dask operands: the
     :class:`~convtranspose.dask_ops.GraphPlan` of the graph the call would build (for
-    1-D the 2-D graph of unit height it runs; for 3-D one task per batch chunk)."""
+    1-D the 2-D graph of unit height it runs; for 3-D the graph of :data:`rank3.TILES
+    <convtranspose.rank3.TILES>`, whose tiles ``auto`` runs as :func:`choice` says for
+    their shapes)."""
     from . import dask_ops
     w_shape = tuple(np.shape(weight)) if not is_dask_array(weight) else weight.shape
     rank = _rank(w_shape)
@@ -271,12 +273,14 @@ def dask_plan(x, weight, bias=None, stride=1, padding=0, output_padding=0, group
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
                   groups=groups, dilation=dilation, output_size=output_size,
                   backend=backend)
-    if rank == 2:
-        return dask_ops.explain(x, weight, bias, **kwargs)
     if rank == 1:
         x2, w2, b2, p2 = _lift_dask(x, weight, bias, kwargs)
         return dask_ops.explain(x2, w2, b2, **p2)
-    return _depth_plan(x, weight, bias, kwargs)
+    if rank == 3:
+        from .rank3 import TILES
+        return dask_ops.explain(x, weight, bias, calls=TILES, tile_backend=_volume_backend,
+                                **kwargs)
+    return dask_ops.explain(x, weight, bias, **kwargs)
 
 
 def _lift_dask(x, weight, bias, kwargs):
@@ -295,42 +299,10 @@ def _lift_dask(x, weight, bias, kwargs):
         dilation=p2.dilation, groups=p2.groups, backend=kwargs["backend"])
 
 
-def _depth_plan(x, weight, bias, kwargs):
-    """The :class:`GraphPlan` of a 3-D Dask call: one task per batch chunk, each a NumPy
-    3-D call on its whole images."""
-    from . import dask_ops
-    x = dask_ops.known_chunks(x, "x")
-    weight, bias = dask_ops.as_small(weight, "weight"), dask_ops.as_small(bias, "bias")
-    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + (
-        [] if bias is None else [("bias", bias.dtype)])
-    options = {k: v for k, v in kwargs.items() if k != "backend"}
-    params, shape, dtype = normalise(x.shape, weight.shape,
-                                     None if bias is None else bias.shape, dtypes, rank=3,
-                                     **options)
-    dispatch.check_backend(kwargs["backend"])
-    x5 = x if x.ndim == 5 else x[None]
-    out_shape = shape if len(shape) == 5 else (1, *shape)
-    backends = {}
-    for n in x5.chunks[0]:
-        if n == 0:
-            continue
-        part = "direct" if any(is_half(d) for _, d in dtypes) else _chunk_choice(
-            (n, *x5.shape[1:]), weight, params, dtype, out_shape[2], kwargs["backend"])
-        backends[part] = backends.get(part, 0) + 1
-    return dask_ops.GraphPlan(
-        (x5.chunks[0], *((s,) for s in x5.shape[1:])),
-        (x5.chunks[0], *((s,) for s in out_shape[1:])), ((0, 0),) * 3, 1, False,
-        len(x5.chunks[0]), backends or {kwargs["backend"]: 0})
-
-
-def _chunk_choice(x_shape, weight, params, dtype, out_depth, backend):
-    if backend != "auto":
-        return backend
-    counts = {}
-    for _, x4, w4, plane in depth_problems(x_shape, weight.shape, params, out_depth):
-        b = dispatch.choose(x4, w4, plane, dtype).backend
-        counts[b] = counts.get(b, 0) + 1
-    return max(counts, key=counts.get) if counts else "direct"
+def _volume_backend(x_shape, w_shape, params, dtype, out_sizes):
+    """The backend ``auto`` runs for one 3-D tile (channels-first): :func:`_depth_choice`'s."""
+    out_shape = (x_shape[0], w_shape[1] * params.groups, *out_sizes)
+    return _depth_choice(x_shape, w_shape, params, out_shape, dtype, "auto", False).backend
 
 
 def _flops(x_shape, w_shape):

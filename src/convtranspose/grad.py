@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import complexops, dask_ops, halfops, ops
-from ._arrays import any_dask, laid_out
-from .dask_ops import dask_layout
+from ._arrays import any_dask
 
 if TYPE_CHECKING:
     from ._typing import ArrayLike, Backend, Gradients, IntPair, Padding, Shape
@@ -115,13 +114,11 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
            [4., 4., 4.]]), array([25.]))
     """
     if any_dask(grad_output, x, weight):
-        last, grad_output, x = dask_layout(data_format, grad_output, x)
-        gx, gw, gb = dask_ops.conv_transpose2d_backward(
+        return dask_ops.conv_transpose_backward(
             grad_output, x, weight, stride, padding, output_padding, groups, dilation,
             output_size=output_size, needs_input_grad=needs_input_grad,
             needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
-            backend=backend)
-        return laid_out(gx, last, 2), gw, gb
+            backend=backend, data_format=data_format)
     return ops.conv_transpose2d_backward(
         grad_output, x, weight, stride, padding, output_padding, groups, dilation,
         output_size=output_size, needs_input_grad=needs_input_grad,

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import api, complexops, conv, grad
 from ._arrays import check_out, host_array, is_dask_array, is_device_array
+from .dask_ops import known_chunks
 from .params import (is_channels_last, normalise, normalise_backward, normalise_conv,
                      normalise_conv_backward)
 
@@ -91,9 +92,13 @@ def _forward_operands(x, weight, bias):
 
 
 def _grad_operands(grad_output, x, weight):
-    """The gradients' operands (:func:`_operand`) and their named dtypes."""
+    """The gradients' operands (:func:`_operand`) and their named dtypes; Dask ones with
+    unknown chunk sizes refused before the shapes are compared, as at every rank."""
     g, dg = _operand(grad_output, "grad_output")
     x, dx = _operand(x, "x")
+    for a, name in ((x, "x"), (g, "grad_output")):
+        if is_dask_array(a):
+            known_chunks(a, name)
     weight, dw = _operand(weight, "weight")
     return g, x, weight, [("grad_output", dg), ("x", dx), ("weight", dw)]
 

@@ -24,9 +24,9 @@ Memory: besides the result, at most one copy of each operand read (for one image
 depth slices folded once, :class:`_Runs`; for several, one tap's slices at a time) and
 one 2-D result, sized for the longest run and reused by every tap. CUDA arrays (or
 ``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which stacks the taps as
-channels on the GPU instead. A Dask operand gives a lazy Dask result chunked by batch only
-(each chunk one NumPy call; the weight and bias gradients summed over the chunks in a fixed
-order).
+channels on the GPU instead. A Dask operand gives a lazy Dask result tiled as at every rank
+(:mod:`convtranspose.dask_ops`: spatial tiles with halos along D, H and W, channel blocks),
+each tile a call of these functions on NumPy pieces (:data:`TILES`).
 """
 from __future__ import annotations
 
@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import complexops, cuda, dispatch, halfops, nonfinite, ops
+from . import complexops, cuda, dask_ops, dispatch, halfops, nonfinite, ops
 from .cpu import direct, nd_engine
 from ._alloc import allocate
 from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
-                      in_layout, is_dask_array, is_device_array, laid_out, native, new_result)
-from .dask_ops import as_small, known_chunks
+                      in_layout, is_device_array, laid_out, native, new_result)
 from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
                      normalise_conv, normalise_conv_backward)
 
@@ -334,66 +333,6 @@ def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
 
 
 # ----------------------------------------------------------------------------
-# Dask operands: chunks of whole images, each one NumPy call
-
-
-def _dask_batches(a, name):
-    """``a`` as a batched Dask array chunked by batch only (a NumPy array in one chunk;
-    ``ValueError`` for unknown chunk sizes, as in every rank)."""
-    import dask.array as da
-    a = known_chunks(da.asarray(a), name)
-    a = a if a.ndim == 5 else a[None]
-    return a.rechunk({i: -1 for i in range(1, 5)})
-
-
-def _dask_forward(fn, x, weight, bias, out, kwargs):
-    """``fn`` (a 3-D forward) over the batch chunks of a Dask ``x``, lazily."""
-    if out is not None:
-        raise ValueError("out= cannot be used with Dask arrays: the result is a lazy Dask "
-                         "array; store it with dask.array.store")
-    weight, bias = as_small(weight, "weight"), as_small(bias, "bias")
-    batched = x.ndim == 5
-    xb = _dask_batches(x, "x")
-    empty = fn(np.empty((0, *xb.shape[1:]), xb.dtype), weight, bias, **kwargs)
-    y = xb.map_blocks(lambda b: fn(b, weight, bias, **kwargs), dtype=empty.dtype,
-                      chunks=(xb.chunks[0], *((n,) for n in empty.shape[1:])),
-                      meta=empty[:0])
-    return y if batched else y[0]
-
-
-def _dask_backward(fn, g, x, weight, needs, kwargs, channel_axis):
-    """``fn`` (a 3-D backward) over the batch chunks of Dask ``g`` and ``x``, lazily:
-    ``grad_input`` chunked like them, the weight's and bias's gradients in one chunk each,
-    summed over the chunks in a fixed order."""
-    import dask
-    import dask.array as da
-    weight = as_small(weight, "weight")
-    batched = x.ndim == 5
-    xb = _dask_batches(x, "x")
-    gb = _dask_batches(g, "grad_output").rechunk({0: xb.chunks[0]})
-
-    def part(i):
-        return lambda gc, xc: fn(gc, xc, weight, needs_input_grad=i == 0,
-                                 needs_weight_grad=i == 1, needs_bias_grad=False, **kwargs)[i]
-
-    dtype = np.result_type(gb.dtype, xb.dtype, weight.dtype)
-    gx = gw = gbias = None
-    if needs[0]:
-        gx = da.map_blocks(part(0), gb, xb, dtype=dtype, chunks=xb.chunks,
-                           meta=np.empty((0,) * 5, dtype))
-        gx = gx if batched else gx[0]
-    if needs[1]:
-        grads = [da.from_delayed(dask.delayed(part(1))(gc, xc), weight.shape, dtype)
-                 for gc, xc in zip(gb.to_delayed().ravel(), xb.to_delayed().ravel())]
-        gw = da.stack(grads).sum(axis=0)
-    if needs[2]:
-        axes = tuple(i for i in range(5) if i != channel_axis % 5)
-        with np.errstate(over="ignore", invalid="ignore"):
-            gbias = gb.astype(dtype).sum(axis=axes)
-    return gx, gw, gbias
-
-
-# ----------------------------------------------------------------------------
 # the operations
 
 
@@ -410,8 +349,8 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
         Input: float16, bfloat16, float32, float64, complex64 or complex128 (as for
         :func:`conv_transpose2d`, Notes there). A Dask array gives a lazy Dask
-        array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
-        gives one of its kind.
+        array tiled along its batch, depth, height and width chunks, as in 2-D; a CUDA
+        array runs on its GPU (channels-first only) and gives one of its kind.
     weight : array_like, shape (C_in, C_out // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.ConvTranspose3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -488,10 +427,9 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     (32, 16, 16, 16)
     """
     if any_dask(x, weight, bias, out):
-        return _dask_forward(conv_transpose3d, x, weight, bias, out, dict(
-            stride=stride, padding=padding, output_padding=output_padding, groups=groups,
-            dilation=dilation, output_size=output_size, backend=backend,
-            data_format=data_format))
+        return dask_ops.conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
+                                       dilation, output_size=output_size, out=out,
+                                       backend=backend, data_format=data_format, calls=TILES)
     gpu = _gpu(backend, data_format, x=x, weight=weight, bias=bias, out=out)
     if gpu is not None:
         if out is not None:
@@ -531,8 +469,8 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     x : array_like, shape (N, C_in, D, H, W) or (C_in, D, H, W)
         Input: float16, bfloat16, float32, float64, complex64 or complex128 (as for
         :func:`conv_transpose2d`, Notes there). A Dask array gives a lazy Dask
-        array chunked by batch; a CUDA array runs on its GPU (channels-first only) and
-        gives one of its kind.
+        array tiled along its batch, depth, height and width chunks, as in 2-D; a CUDA
+        array runs on its GPU (channels-first only) and gives one of its kind.
     weight : array_like, shape (C_out, C_in // groups, kD, kH, kW)
         Kernel, laid out as in ``torch.nn.Conv3d.weight``.
     bias : array_like, shape (C_out,), optional
@@ -596,9 +534,8 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     (4, 5, 6, 7)
     """
     if any_dask(x, weight, bias):
-        return _dask_forward(conv3d, x, weight, bias, None, dict(
-            stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend,
-            data_format=data_format))
+        return dask_ops.conv(x, weight, bias, stride, padding, dilation, groups, backend=backend,
+                             data_format=data_format, calls=TILES)
     gpu = _gpu(backend, data_format, x=x, weight=weight, bias=bias)
     if gpu is not None:
         return gpu.conv3d(x, weight, bias, stride, padding, dilation, groups)
@@ -693,12 +630,11 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     (array([3., 3.]), array([2., 2., 2.]), array([5.]))
     """
     if any_dask(grad_output, x, weight):
-        return _dask_backward(conv_transpose3d_backward, grad_output, x, weight,
-                              (needs_input_grad, needs_weight_grad, needs_bias_grad), dict(
-                                  stride=stride, padding=padding, output_padding=output_padding,
-                                  groups=groups, dilation=dilation, output_size=output_size,
-                                  backend=backend, data_format=data_format),
-                              -1 if is_channels_last(data_format, 3) else 1)
+        return dask_ops.conv_transpose_backward(
+            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
+            output_size=output_size, needs_input_grad=needs_input_grad,
+            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
+            backend=backend, data_format=data_format, calls=TILES)
     gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
     if gpu is not None:
         return gpu.conv_transpose3d_backward(
@@ -789,11 +725,11 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     (array([1., 2., 1.]), array([2., 2.]), array([2.]))
     """
     if any_dask(grad_output, x, weight):
-        return _dask_backward(conv3d_backward, grad_output, x, weight,
-                              (needs_input_grad, needs_weight_grad, needs_bias_grad), dict(
-                                  stride=stride, padding=padding, dilation=dilation,
-                                  groups=groups, backend=backend, data_format=data_format),
-                              -1 if is_channels_last(data_format, 3) else 1)
+        return dask_ops.conv_backward(grad_output, x, weight, stride, padding, dilation, groups,
+                                      needs_input_grad=needs_input_grad,
+                                      needs_weight_grad=needs_weight_grad,
+                                      needs_bias_grad=needs_bias_grad, backend=backend,
+                                      data_format=data_format, calls=TILES)
     gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
     if gpu is not None:
         return gpu.conv3d_backward(grad_output, x, weight, stride, padding, dilation, groups,
@@ -813,3 +749,7 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     return _gradients(g, x, weight, dtype, last,
                       (needs_input_grad, needs_weight_grad, needs_bias_grad), input_grad,
                       lambda g5, x5, gw: weight_grad(g5, x5, gw, params, method, last))
+
+
+#: What the tasks of a 3-D Dask graph call on NumPy tiles (:mod:`convtranspose.dask_ops`).
+TILES = dask_ops.TileCalls(3, conv_transpose3d, conv3d, conv_transpose3d_backward)

@@ -76,7 +76,8 @@ def assert_same_specials(actual, expected, dtype, factor=1.0):
 
 @dataclass(frozen=True)
 class Problem:
-    """A valid random problem: shapes plus keyword arguments for ``conv_transpose2d``."""
+    """A valid random problem: shapes plus keyword arguments for ``conv_transpose2d`` (or
+    the function of its rank)."""
 
     x_shape: tuple
     w_shape: tuple
@@ -98,9 +99,10 @@ class Problem:
 
 
 def random_problem(rng, max_channels=8, max_size=9, max_kernel=5, max_stride=4,
-                   max_dilation=3, asymmetric=True):
+                   max_dilation=3, asymmetric=True, rank=2):
     """Draw a valid problem covering every parameter: strides, asymmetric padding,
-    output_padding, dilation, groups, non-square kernels and images, unbatched and N=0.
+    output_padding, dilation, groups, non-square kernels and images, unbatched and N=0,
+    with ``rank`` spatial dimensions (the keywords of ``conv_transpose{rank}d``).
 
     ``asymmetric=False`` keeps to what PyTorch can express (symmetric padding).
     """
@@ -108,22 +110,22 @@ def random_problem(rng, max_channels=8, max_size=9, max_kernel=5, max_stride=4,
         groups = int(rng.choice([1, 1, 2, 3]))
         c_in = groups * int(rng.integers(1, max_channels // groups + 1))
         c_out_g = int(rng.integers(1, max(2, max_channels // groups) + 1))
-        k = tuple(int(v) for v in rng.integers(1, max_kernel + 1, 2))
-        hw = tuple(int(v) for v in rng.integers(1, max_size + 1, 2))
-        stride = tuple(int(v) for v in rng.integers(1, max_stride + 1, 2))
-        dilation = tuple(int(v) for v in rng.integers(1, max_dilation + 1, 2))
+        k = tuple(int(v) for v in rng.integers(1, max_kernel + 1, rank))
+        hw = tuple(int(v) for v in rng.integers(1, max_size + 1, rank))
+        stride = tuple(int(v) for v in rng.integers(1, max_stride + 1, rank))
+        dilation = tuple(int(v) for v in rng.integers(1, max_dilation + 1, rank))
         op = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
         if asymmetric and rng.random() < 0.3:
-            padding = tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2))
+            padding = tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(rank))
         else:
-            padding = tuple(int(v) for v in rng.integers(0, 3, 2))
+            padding = tuple(int(v) for v in rng.integers(0, 3, rank))
         n = int(rng.choice([0, 1, 2, 3])) if rng.random() < 0.8 else None
         x_shape = (c_in, *hw) if n is None else (n, c_in, *hw)
         w_shape = (c_in, c_out_g, *k)
         kwargs = dict(stride=stride, padding=padding, output_padding=op, groups=groups,
                       dilation=dilation)
         try:
-            normalise(x_shape, w_shape, None, [np.dtype(np.float64)], **kwargs)
+            normalise(x_shape, w_shape, None, [np.dtype(np.float64)], rank=rank, **kwargs)
         except ValueError:      # e.g. padding crops the whole output: draw again
             continue
         return Problem(x_shape, w_shape, bool(rng.random() < 0.7), kwargs)
