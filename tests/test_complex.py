@@ -8,7 +8,7 @@ import pytest
 
 import convtranspose as ct
 from convtranspose.complexops import gauss_weight
-from convtranspose.cpu.pairs import ADJOINT, join, poison, split
+from convtranspose.cpu.pairs import ADJOINT, gradient_parts, join, split
 from convtranspose.params import DATA_FORMATS
 from convtranspose.testing import call_in_layout, operand_shapes, public_function
 from convtranspose.reference import (conv_backward_reference, conv_reference,
@@ -266,8 +266,14 @@ def test_a_nonfinite_element_is_nan_in_both_parts():
     assert y[0, 0, 1] == 1 + 1j
     assert np.isnan(join(np.array([[np.inf], [0.0], [0.0]]), 0, C128)).all()
     assert np.isnan(join(np.array([[0.0], [0.0], [np.nan]]), 0, C128, mode=ADJOINT)).all()
-    strided = np.array([complex(1, np.inf), 2 + 3j, complex(np.nan, 0)])[::2]
-    assert np.isnan(poison(strided).real).all() and np.isnan(strided.imag).all()
+    # the gradients' parts: Re = g0 + g2, Im = g1 + g2 (a bias's Im = g2), non-finite NaN
+    g3 = np.array([1.0, 2.0, np.inf, 10.0, 20.0, 30.0, 100.0, 200.0, -np.inf])
+    out = np.empty(3, C128)
+    gradient_parts(g3, out.view(np.float64), False)
+    assert out[0] == 101 + 110j and out[1] == 202 + 220j
+    assert np.isnan(out[2].real) and np.isnan(out[2].imag)      # inf - inf, and -inf
+    gradient_parts(g3[:6], out[:2].view(np.float64), True)      # blocks [1, 2] [inf, 10]
+    assert out[0] == 21 + 20j and out[1] == 32 + 30j             # [20, 30]: g1 unused
 
 
 def test_the_passes_take_odd_layouts_and_bytes_orders():

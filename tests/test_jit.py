@@ -72,22 +72,30 @@ def _operands(rng, rank, transposed, last, dtype, batch, bad_weight):
     x_shape = (*size, c_in) if last else (c_in, *size)
     if batch:
         x_shape = (batch, *x_shape)
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
+    x, w, b = (_normal(rng, shape, dtype) for shape in (x_shape, w_shape, c_out))
     if bad_weight:
         w.flat[rng.integers(w.size)] = rng.choice([np.inf, -np.inf, np.nan])
-    b = rng.standard_normal(c_out).astype(dtype)
     return x, w, b, s, p, op, groups, d
 
 
+def _normal(rng, shape, dtype):
+    """Standard normal values of ``dtype``, complex ones with both parts drawn."""
+    a = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        a = a + 1j * rng.standard_normal(shape)
+    return a.astype(dtype)
+
+
 #: Every layout and dtype in 2-D, two combinations in 1-D, both operations and layouts in
-#: 3-D: each compiles a function (a second or two with the library's compiled entries in
-#: Numba's cache).
+#: 3-D, and complex operands in each rank: each compiles a function (a second or two with
+#: the library's compiled entries in Numba's cache).
 COMBINATIONS = [(2, t, last, dt) for t in (True, False) for last in (False, True)
                 for dt in (np.float32, np.float64)] + [(1, True, False, np.float32),
                                                       (1, False, True, np.float64)] + \
     [(3, True, False, np.float32), (3, True, True, np.float64),
-     (3, False, False, np.float64), (3, False, True, np.float32)]
+     (3, False, False, np.float64), (3, False, True, np.float32)] + \
+    [(2, True, True, np.complex64), (2, False, False, np.complex128),
+     (1, True, False, np.complex128), (3, False, True, np.complex64)]
 
 
 @pytest.mark.parametrize("rank, transposed, last, dtype", COMBINATIONS)
@@ -133,7 +141,9 @@ def _poison(rng, a):
 GRAD_COMBINATIONS = [(2, t, last, dt) for t in (True, False) for last in (False, True)
                      for dt in (np.float32, np.float64)] + \
     [(1, True, True, np.float32), (1, False, False, np.float64),
-     (3, True, True, np.float64), (3, False, False, np.float32)]
+     (3, True, True, np.float64), (3, False, False, np.float32)] + \
+    [(2, True, False, np.complex64), (2, False, True, np.complex128),
+     (3, True, False, np.complex128)]
 
 
 @pytest.mark.parametrize("rank, transposed, last, dtype", GRAD_COMBINATIONS)
@@ -150,8 +160,7 @@ def test_gradients_bitwise_equal_to_the_python_call(rank, transposed, last, dtyp
                                             batch=(0, 1, 2, 3)[case % 4] or None,
                                             bad_weight=case % 4 == 1)
         hyper = (s, p, op, g, d) if transposed else (s, p, d, g)
-        gy = rng.standard_normal(forward(x, w, None, *hyper, data_format=fmt).shape)
-        gy = gy.astype(dtype)
+        gy = _normal(rng, forward(x, w, None, *hyper, data_format=fmt).shape, dtype)
         if case % 4 == 2 and x.size:
             _poison(rng, x)
         if case % 4 == 3 and gy.size:
@@ -202,6 +211,27 @@ def test_gradients_needs_flags_defaults_and_bad_grad_output():
         return ct.conv2d_backward(gy, x, w, needs_input_grad=b)
     with pytest.raises(TypingError, match="needs_input_grad must be a constant"):
         numba.njit(flag)(gy, x, w, True)
+
+
+def test_complex_promotion_bias_and_out():
+    """Real and complex operands together promote as from Python (complex64 with float64
+    gives complex128); a complex bias, ``out=`` of the complex result."""
+    @numba.njit
+    def f(x, w, b, out):
+        ct.conv_transpose1d(x, w, b, 2, out=out, data_format="NWC")
+        return ct.conv1d(x, w.transpose(1, 0, 2).copy(), None, 1, 1, data_format="NWC")
+
+    rng = np.random.default_rng(13)
+    x = _normal(rng, (2, 7, 3), np.complex64)
+    w = rng.standard_normal((3, 4, 3))                          # float64
+    b = _normal(rng, 4, np.complex64)
+    out = np.empty((2, 15, 4), np.complex128)
+    c = f(x, w, b, out)
+    np.testing.assert_array_equal(out, ct.conv_transpose1d(x, w, b, 2, backend="direct",
+                                                           data_format="NWC"))
+    want = ct.conv1d(x, w.transpose(1, 0, 2), None, 1, 1, backend="direct", data_format="NWC")
+    assert c.dtype == want.dtype == np.complex128
+    np.testing.assert_array_equal(c, want)
 
 
 def test_defaults_ints_no_bias_mixed_dtypes_and_out():
@@ -257,8 +287,8 @@ def test_bad_bias_and_out_shape():
     ("ct.conv_transpose2d(x, w, backend='cuda')", "backend must be 'direct' or 'auto'"),
     ("ct.conv_transpose2d(x, w, backend='im2col')", "backend must be 'direct' or 'auto'"),
     ("ct.conv2d(x, w, data_format='NWC')", "data_format must be 'NCHW'"),
-    ("ct.conv2d(x.astype(np.int64), w)", "x must be float32 or float64"),
-    ("ct.conv_transpose2d(x, w.view(np.uint16))", "weight must be float32 or float64"),
+    ("ct.conv2d(x.astype(np.int64), w)", "x must be float32, float64, complex64 or"),
+    ("ct.conv_transpose2d(x, w.view(np.uint16))", "weight must be float32, float64, complex"),
     ("ct.conv_transpose2d(x[0, 0], w)", "x must have 3 or 4 dimensions"),
     ("ct.conv_transpose2d(x, w, stride=(1, 2, 3))", "stride must be an int or a tuple of 2"),
     ("ct.conv2d(x, w, padding='SAME_UPPER')", "ONNX's auto_pad"),

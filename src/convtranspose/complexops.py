@@ -44,7 +44,7 @@ import numpy as np
 
 from ._alloc import allocate
 from ._arrays import check_out, host_array, is_dask_array, is_device_array
-from .cpu.pairs import ADJOINT, FORWARD, join, poison, split
+from .cpu.pairs import ADJOINT, FORWARD, gradient_parts, join, split
 from .cpu.workspace import get_workspace_limit
 from .params import (_caller_shape, _first_shape, is_channels_last, normalise,
                      normalise_backward, normalise_conv, normalise_conv_backward, result_dtype)
@@ -135,22 +135,21 @@ def gauss_weight(w, dtype):
 def complex_weight_grad(g3, dtype):
     """The complex weight gradient from the real one of :func:`gauss_weight`'s weight:
     ``Re w`` gets the gradients of the first and third blocks, ``Im w`` of the second and
-    third."""
-    a = g3.shape[0] // 3
-    out = np.empty((a,) + g3.shape[1:], dtype)
-    out.real = g3[:a] + g3[2 * a:]
-    out.imag = g3[a:2 * a] + g3[2 * a:]
-    return poison(out)
+    third (:func:`convtranspose.cpu.pairs.gradient_parts`)."""
+    return _gradient(g3, dtype, False)
 
 
 def _complex_bias_grad(g3, dtype):
     """``sum(g)`` from the bias gradient of the three real outputs ``(Re g - Im g, ...,
     Im g)``."""
-    c = g3.shape[0] // 3
-    out = np.empty(c, dtype)
-    out.real = g3[:c] + g3[2 * c:]
-    out.imag = g3[2 * c:]
-    return poison(out)
+    return _gradient(g3, dtype, True)
+
+
+def _gradient(g3, dtype, bias):
+    out = np.empty((g3.shape[0] // 3,) + g3.shape[1:], dtype)
+    gradient_parts(np.ascontiguousarray(g3).reshape(-1), out.reshape(-1).view(_part(dtype)),
+                   bias)
+    return out
 
 
 def _bound(sig, args, kwargs):

@@ -10,10 +10,12 @@ and those of the other ranks), and of :func:`~convtranspose.output_shape` for ev
 ``output_size``). Inside a jitted function they take the public functions' arguments,
 names and defaults:
 
-* ``x``, ``weight``, ``bias`` (or ``None``): float32 or float64 arrays, any strides; the
-  result's dtype is float64 when one of them is, else float32; half precision stays out
-  (Numba cannot type float16 or bfloat16 arrays; their ``uint16`` bits are refused with a
-  typing error);
+* ``x``, ``weight``, ``bias`` (or ``None``): float32, float64, complex64 or complex128
+  arrays, any strides; the result's dtype promotes as from Python (float64 when a part of
+  one of them is, complex when one of them is); a complex call runs as from Python, as the
+  real call of Gauss's three products between the compiled passes of
+  :mod:`convtranspose.cpu.pairs`; half precision stays out (Numba cannot type float16 or
+  bfloat16 arrays; their ``uint16`` bits are refused with a typing error);
 * ``stride``, ``output_padding``, ``dilation``: an int or a tuple of one int per spatial
   dimension; ``padding``: an int, a tuple of ints, a tuple of ``(before, after)`` pairs,
   or the string constant ``"same"`` or ``"valid"`` (any case; the rule of
@@ -26,7 +28,7 @@ names and defaults:
   ``"cuda"`` are refused with a typing error;
 * ``out=`` (the transposed convolutions): an array of the result's shape and dtype,
   filled and returned;
-* ``grad_output`` (the gradients): float32 or float64, of the forward result's shape (else
+* ``grad_output`` (the gradients): of those dtypes, of the forward result's shape (else
   ``ValueError`` naming it); ``needs_input_grad``, ``needs_weight_grad`` and
   ``needs_bias_grad`` are constants (``True`` or ``False`` in the call: they decide the
   result's type), and a gradient not asked for is ``None``.
@@ -89,7 +91,7 @@ from ._jit import disk_cache, njit
 from .api import conv_transpose2d
 from .conv import conv2d, conv2d_backward
 from .grad import conv_transpose2d_backward
-from .cpu import backward, deconv, direct, nd_engine
+from .cpu import backward, deconv, direct, nd_engine, pairs
 from .nonfinite import nan_mask, weight_grad_mask
 from .params import (DATA_FORMATS, MAX_PARAM, _conv_size, _padding_word, _same_extra,
                      _same_split, _spatial_out, output_shape)
@@ -700,6 +702,7 @@ def _keep(*arrays):
 # typing: the arguments' types and constants, when the caller compiles
 
 _FLOATS = (types.float32, types.float64)
+_COMPLEXES = (types.complex64, types.complex128)
 
 
 def _given(ty):
@@ -715,10 +718,11 @@ def _is_none(ty):
 def _float_array(ty, name, ndims, func):
     if not isinstance(ty, types.Array):
         raise TypingError(f"{func}: {name} must be a NumPy array inside jitted code, got {ty}")
-    if ty.dtype not in _FLOATS:
-        raise TypingError(f"{func}: {name} must be float32 or float64 inside jitted code, got "
-                          f"{ty.dtype} (float16 and bfloat16 stay out of jitted code: Numba "
-                          "cannot type them; call the function from Python for them)")
+    if ty.dtype not in _FLOATS + _COMPLEXES:
+        raise TypingError(f"{func}: {name} must be float32, float64, complex64 or complex128 "
+                          f"inside jitted code, got {ty.dtype} (float16 and bfloat16 stay out "
+                          "of jitted code: Numba cannot type them; call the function from "
+                          "Python for them)")
     if ty.ndim not in ndims:
         raise TypingError(f"{func}: {name} must have {' or '.join(map(str, ndims))} "
                           f"dimensions, got {ty.ndim}")
@@ -879,12 +883,36 @@ def _common(func, rank, x, weight, bias, backend, data_format):
                           f"{formats[1]!r} (channels last), got {fmt!r}")
     _float_array(x, "x", (rank + 1, rank + 2), name)
     _float_array(weight, "weight", (rank + 2,), name)
-    dtypes = [x.dtype, weight.dtype]
-    if not _is_none(bias):
+    arrays = [x, weight] + ([] if _is_none(bias) else [bias])
+    if len(arrays) == 3:
         _float_array(bias, "bias", (1,), name)
-        dtypes.append(bias.dtype)
-    dtype = types.float64 if types.float64 in dtypes else types.float32
-    return fmt == formats[1], x.ndim == rank + 2, dtype
+    return fmt == formats[1], x.ndim == rank + 2, _Kinds(arrays)
+
+
+class _Kinds:
+    """The dtypes of a call of operands of types ``arrays``: ``dtype`` the real (part)
+    dtype the kernels run in (float64 if an operand's part is), and ``cdtype`` the complex
+    result's dtype where an operand is complex (else ``None``: a complex call runs as the
+    real call of Gauss's three products, ``convtranspose.complexops``)."""
+
+    def __init__(self, arrays):
+        self.dtype = types.float32
+        self.cdtype = None
+        self.add(*arrays)
+
+    def add(self, *arrays):
+        for a in arrays:
+            if a.dtype in (types.float64, types.complex128):
+                self.dtype = types.float64
+            if a.dtype in _COMPLEXES:
+                self.cdtype = types.complex64
+        if self.cdtype is not None:
+            self.cdtype = types.complex128 if self.dtype == types.float64 else types.complex64
+        return self
+
+    @property
+    def result(self):
+        return self.cdtype or self.dtype
 
 
 #: The call of a compiled entry, in the generated implementations.
@@ -896,11 +924,24 @@ _CALL = """    r5 = _new_result(o, x5, {last})
 """
 
 
-def _scope(transposed, dtype, shape_of):
-    return {"DT": np.dtype(str(dtype)), "fn": entry(transposed, dtype), "shape_of": shape_of,
+def _scope(transposed, kinds, shape_of):
+    return {"DT": np.dtype(str(kinds.dtype)), "CDT": np.dtype(str(kinds.result)),
+            "fn": entry(transposed, kinds.dtype), "shape_of": shape_of,
             "_layout_shape": _layout_shape, "_shape": _shape, "_new_result": _new_result,
             "_meta": _meta, "_keep": _keep, "same_split": _same_split_jit,
-            "same_extra": _same_extra_jit}
+            "same_extra": _same_extra_jit, "split3": pairs.split3, "join3": pairs.join3,
+            "gradient_parts": pairs.gradient_parts}
+
+
+def _complex_forward(last, has_bias, output_padding):
+    """Source of a complex forward call's real operands (after the checks on the complex
+    ones), its bias as ``(C_out, 2)`` pairs ``bp``, and the real call's shape ``o``."""
+    bias = ("    bp = bz.view(DT).reshape((bz.shape[0], 2))\n" if has_bias else
+            "    bp = np.zeros((o[1], 2), DT)\n")
+    return (bias + _realise(last, {"xz5": ("x5", 0), "wz5": ("w5", 0)})
+            + "    b = np.empty(0, DT)\n"
+            f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), -1, s3, p3, "
+            f"{output_padding}d3, g)\n")
 
 
 def _compile(source, env):
@@ -909,16 +950,63 @@ def _compile(source, env):
     return scope["impl"]
 
 
-def _operand_source(rank, last, batched, x, weight, bias, dtype):
+def _operand_source(rank, last, batched, x, weight, bias, kinds, grad_output=None):
+    """Source of the operands as C-contiguous arrays of the call's dtype, ``x5`` and
+    ``w5`` 5-D (``g5`` too for a gradient), ``b`` the bias or empty: complex operands named
+    ``xz5``, ``wz5``, ``gz5``, ``bz`` (:func:`_realise` makes the real ones)."""
+    z = "z" if kinds.cdtype else ""
+    want = kinds.result
+
     def conv(name, ty):
-        return f"{name}.astype(DT)" if ty.dtype != dtype else f"np.ascontiguousarray({name})"
+        dt = "CDT" if z else "DT"
+        return f"{name}.astype({dt})" if ty.dtype != want else f"np.ascontiguousarray({name})"
     has_bias = not _is_none(bias)
     lines = [f"    xc = {conv('x', x)}",
-             f"    x5 = xc.reshape({_to5(rank, last, batched, 'xc')})",
+             f"    x{z}5 = xc.reshape({_to5(rank, last, batched, 'xc')})",
              f"    wc = {conv('weight', weight)}",
-             f"    w5 = wc.reshape({_to5(rank, False, True, 'wc')})",
-             f"    b = {conv('bias', bias)}" if has_bias else "    b = np.empty(0, DT)"]
+             f"    w{z}5 = wc.reshape({_to5(rank, False, True, 'wc')})",
+             f"    b{z} = {conv('bias', bias)}" if has_bias else f"    b{z} = np.empty(0, DT)"]
+    if grad_output is not None:
+        lines += [f"    gc = {conv('grad_output', grad_output)}",
+                  f"    g{z}5 = gc.reshape({_to5(rank, last, batched, 'gc')})"]
     return "\n".join(lines) + "\n", has_bias
+
+
+def _fold(name, axis):
+    """Source of the 5-D array ``name``'s shape folded at ``axis``: ``(P, C, L)``."""
+    dims = [f"{name}.shape[{i}]" for i in range(5)]
+    return (f"({' * '.join(dims[:axis]) or '1'}, {dims[axis]}, "
+            f"{' * '.join(dims[axis + 1:]) or '1'})")
+
+
+def _scaled(name, axis, op):
+    """Source of ``name``'s 5-D shape with entry ``axis`` changed by ``op`` (``"3 * "`` or
+    ``" // 3"``)."""
+    dims = [f"{name}.shape[{i}]" for i in range(5)]
+    dims[axis] = f"3 * {dims[axis]}" if op == "3 *" else f"{dims[axis]} // 3"
+    return "(" + ", ".join(dims) + ")"
+
+
+def _realise(last, names):
+    """Source that makes the real operands of Gauss's three products from the complex
+    ``xz5``, ``wz5`` (and ``gz5``) named in ``names`` ``{complex: (real, mode)}``, and
+    triples ``g``: :func:`convtranspose.cpu.pairs.split3` along the channel axis."""
+    axis = 4 if last else 1
+    lines = []
+    for zname, (rname, mode) in names.items():
+        ax = 0 if zname == "wz5" else axis
+        lines.append(f"    {rname} = split3({zname}.reshape({_fold(zname, ax)}), {mode}, DT)"
+                     f".reshape({_scaled(zname, ax, '3 *')})")
+    return "\n".join(lines) + "\n    g = 3 * g\n"
+
+
+def _join_source(last, real, name, mode, bias="np.zeros((1, 2), DT)"):
+    """Source of the complex ``name`` joined from the real 5-D ``real``
+    (:func:`convtranspose.cpu.pairs.join3`)."""
+    axis = 4 if last else 1
+    return (f"    {name} = np.empty({_scaled(real, axis, '// 3')}, CDT)\n"
+            f"    join3({real}.reshape({_fold(real, axis)}), {bias}, "
+            f"{name}.reshape({_fold(name, axis)}), {mode})\n")
 
 
 def _overload_transposed(func, rank):
@@ -928,7 +1016,8 @@ def _overload_transposed(func, rank):
     def typer(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
               dilation=1, output_size=None, out=None, backend="auto",
               data_format=DATA_FORMATS[rank][0]):
-        last, batched, dtype = _common(func, rank, x, weight, bias, backend, data_format)
+        last, batched, kinds = _common(func, rank, x, weight, bias, backend, data_format)
+        z = "z" if kinds.cdtype else ""
         sized = not _is_none(output_size)
         if sized and _padding_literal(padding, rank, name) == "same":
             raise TypingError(f"{name}: output_size with padding='same' is not supported "
@@ -938,9 +1027,10 @@ def _overload_transposed(func, rank):
         given_out = not _is_none(out)
         if given_out:
             _float_array(out, "out", (x.ndim,), name)
-            if out.dtype != dtype:
-                raise TypingError(f"{name}: out must have dtype {dtype}, got {out.dtype}")
-        operands, has_bias = _operand_source(rank, last, batched, x, weight, bias, dtype)
+            if out.dtype != kinds.result:
+                raise TypingError(f"{name}: out must have dtype {kinds.result}, got "
+                                  f"{out.dtype}")
+        operands, has_bias = _operand_source(rank, last, batched, x, weight, bias, kinds)
         source = (
             "def impl(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,\n"
             "         dilation=1, output_size=None, out=None, backend='auto',\n"
@@ -951,13 +1041,16 @@ def _overload_transposed(func, rank):
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
             + _padding_source(padding, rank, name, True)
             + (_output_size_source(output_size, rank, x.ndim, last, name).replace(
-                "LAST", str(last)) if sized else "") +
+                "LAST", str(last)).replace("x5", f"x{z}5").replace("w5", f"w{z}5")
+               if sized else "") +
             f"    g = np.int64(groups)\n"
-            f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
-            f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, op3, d3, g)\n"
-            + _CALL.format(last=last, volume=rank == 3))
+            f"    o = shape_of(_layout_shape(x{z}5, {last}), _shape(w{z}5), "
+            f"{f'b{z}.shape[0]' if has_bias else '-1'}, s3, p3, op3, d3, g)\n"
+            + (_complex_forward(last, has_bias, "op3, ") if z else "")
+            + _CALL.format(last=last, volume=rank == 3)
+            + (_join_source(last, "r5", "rz5", 0, "bp") if z else ""))
         source += (
-            f"    result = r5.reshape({_from5(rank, last, batched)})\n")
+            f"    result = r{z}5.reshape({_from5(rank, last, batched).replace('r5', f'r{z}5')})\n")
         if given_out:
             source += ("    if out.shape != result.shape:\n"
                        "        raise ValueError('out must have the shape of the result')\n"
@@ -965,7 +1058,7 @@ def _overload_transposed(func, rank):
                        "    return out\n")
         else:
             source += "    return result\n"
-        return _compile(source, _scope(True, dtype, transposed_shape))
+        return _compile(source, _scope(True, kinds, transposed_shape))
 
     return typer
 
@@ -976,10 +1069,11 @@ def _overload_conv(func, rank):
     @overload(func, prefer_literal=True)
     def typer(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
               backend="auto", data_format=DATA_FORMATS[rank][0]):
-        last, batched, dtype = _common(func, rank, x, weight, bias, backend, data_format)
+        last, batched, kinds = _common(func, rank, x, weight, bias, backend, data_format)
+        z = "z" if kinds.cdtype else ""
         if not _is_int(groups):
             raise TypingError(f"{name}: groups must be an int, got {groups}")
-        operands, has_bias = _operand_source(rank, last, batched, x, weight, bias, dtype)
+        operands, has_bias = _operand_source(rank, last, batched, x, weight, bias, kinds)
         source = (
             "def impl(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,\n"
             f"         backend='auto', data_format={DATA_FORMATS[rank][0]!r}):\n"
@@ -988,11 +1082,13 @@ def _overload_conv(func, rank):
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
             + _padding_source(padding, rank, name, False) +
             f"    g = np.int64(groups)\n"
-            f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), "
-            f"{'b.shape[0]' if has_bias else '-1'}, s3, p3, d3, g)\n"
-            + _CALL.format(last=last, volume=rank == 3) +
-            f"    return r5.reshape({_from5(rank, last, batched)})\n")
-        return _compile(source, _scope(False, dtype, conv_shape))
+            f"    o = shape_of(_layout_shape(x{z}5, {last}), _shape(w{z}5), "
+            f"{f'b{z}.shape[0]' if has_bias else '-1'}, s3, p3, d3, g)\n"
+            + (_complex_forward(last, has_bias, "") if z else "")
+            + _CALL.format(last=last, volume=rank == 3)
+            + (_join_source(last, "r5", "rz5", 0, "bp") if z else "") +
+            f"    return r{z}5.reshape({_from5(rank, last, batched).replace('r5', f'r{z}5')})\n")
+        return _compile(source, _scope(False, kinds, conv_shape))
 
     return typer
 
@@ -1022,6 +1118,20 @@ def _shape_text(shape):
     return "(" + ", ".join([str(v) for v in shape]) + ")"
 
 
+def _complex_gradients(last, needs):
+    """Source of the complex gradients ``gxz5``, ``gwz5``, ``gbz`` from the real ones of
+    Gauss's three products, as ``convtranspose.complexops`` makes them."""
+    lines = _join_source(last, "gx5", "gxz5", 1) if needs[0] else ""
+    if needs[1]:
+        lines += ("    gwz5 = np.empty(wz5.shape, CDT)\n"
+                  "    gradient_parts(gw5.reshape(gw5.size), "
+                  "gwz5.reshape(gwz5.size).view(DT), False)\n")
+    if needs[2]:
+        lines += ("    gbz = np.empty(gb.shape[0] // 3, CDT)\n"
+                  "    gradient_parts(gb, gbz.view(DT), True)\n")
+    return lines
+
+
 def _overload_backward(func, rank, transposed):
     name = func.__name__
     hyper = "output_padding=0, groups=1, dilation=1, output_size=None" if transposed else \
@@ -1030,10 +1140,10 @@ def _overload_backward(func, rank, transposed):
     def typer(grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1,
               dilation=1, output_size=None, needs_input_grad=True, needs_weight_grad=True,
               needs_bias_grad=True, backend="auto", data_format=DATA_FORMATS[rank][0]):
-        last, batched, dtype = _common(func, rank, x, weight, None, backend, data_format)
+        last, batched, kinds = _common(func, rank, x, weight, None, backend, data_format)
         _float_array(grad_output, "grad_output", (x.ndim,), name)
-        if types.float64 in (grad_output.dtype, dtype):
-            dtype = types.float64
+        kinds.add(grad_output)
+        z = "z" if kinds.cdtype else ""
         if not _is_int(groups):
             raise TypingError(f"{name}: groups must be an int, got {groups}")
         needs = tuple(_flag(ty, n, name) for ty, n in (
@@ -1043,47 +1153,49 @@ def _overload_backward(func, rank, transposed):
         if sized and _padding_literal(padding, rank, name) == "same":
             raise TypingError(f"{name}: output_size with padding='same' is not supported "
                               "inside jitted code yet; give numeric padding")
-        operands, _ = _operand_source(rank, last, batched, x, weight, None, dtype)
+        operands, _ = _operand_source(rank, last, batched, x, weight, None, kinds,
+                                      grad_output)
         source = (
             f"def impl(grad_output, x, weight, stride=1, padding=0, {hyper},\n"
             "         needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,\n"
             f"         backend='auto', data_format={DATA_FORMATS[rank][0]!r}):\n"
             + operands +
-            ("    gc = grad_output.astype(DT)\n" if grad_output.dtype != dtype else
-             "    gc = np.ascontiguousarray(grad_output)\n") +
-            f"    g5 = gc.reshape({_to5(rank, last, batched, 'gc')})\n"
             f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
             + (f"    op3 = np.array({_ints(output_padding, 'output_padding', rank, 0, name)})\n"
                if transposed else "") +
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
             + _padding_source(padding, rank, name, transposed)
             + (_output_size_source(output_size, rank, x.ndim, last, name).replace(
-                "LAST", str(last)) if sized else "") +
+                "LAST", str(last)).replace("x5", f"x{z}5").replace("w5", f"w{z}5")
+               if sized else "") +
             "    g = np.int64(groups)\n"
-            f"    o = shape_of(_layout_shape(x5, {last}), _shape(w5), -1, s3, p3, "
+            f"    o = shape_of(_layout_shape(x{z}5, {last}), _shape(w{z}5), -1, s3, p3, "
             + ("op3, " if transposed else "") + "d3, g)\n"
             f"    want = {_caller_dims(rank, last, batched, 'o')}\n"
             "    if grad_output.shape != want:\n"
             "        raise ValueError(\"grad_output must have the forward result's shape \"\n"
             "                         + shape_text(want) + ', got '\n"
             "                         + shape_text(grad_output.shape))\n"
+            + (_realise(last, {"gz5": ("g5", 1), "xz5": ("x5", 0), "wz5": ("w5", 0)})
+               if z else "") +
             f"    gx5 = np.empty(x5.shape if {needs[0]} else (0, 0, 0, 0, 0), DT)\n"
             f"    gw5 = np.empty(w5.shape if {needs[1]} else (0, 0, 0, 0, 0), DT)\n"
-            f"    gb = np.empty(o[1] if {needs[2]} else 0, DT)\n"
+            f"    gb = np.empty(g5.shape[{4 if last else 1}] if {needs[2]} else 0, DT)\n"
             f"    m = _grad_meta({last}, g, g5, x5, w5, s3, p3, d3, {rank == 3}, "
             f"{needs}, THREADS, SIZES)\n"
             "    fn(g5.ctypes.data, x5.ctypes.data, w5.ctypes.data, gx5.ctypes.data,\n"
             "       gw5.ctypes.data, gb.ctypes.data, m.ctypes.data)\n"
             "    _keep(g5, x5, w5, gx5, gw5, gb, m)\n"
+            + (_complex_gradients(last, needs) if z else "") +
             "    return (" + ", ".join(
-                [("gx5.reshape(x.shape)" if needs[0] else "None"),
-                 ("gw5.reshape(weight.shape)" if needs[1] else "None"),
-                 ("gb" if needs[2] else "None")]) + ")\n")
+                [(f"gx{z}5.reshape(x.shape)" if needs[0] else "None"),
+                 (f"gw{z}5.reshape(weight.shape)" if needs[1] else "None"),
+                 (f"gb{z}" if needs[2] else "None")]) + ")\n")
         shape_of = transposed_shape if transposed else conv_shape
-        scope = dict(_scope(transposed, dtype, shape_of), fn=entry(transposed, dtype, True),
-                     _grad_meta=_grad_meta, shape_text=_shape_text,
-                     THREADS=max(1, numba.config.NUMBA_NUM_THREADS),
-                     SIZES=deconv.sizes(np.dtype(str(dtype))))
+        scope = dict(_scope(transposed, kinds, shape_of),
+                     fn=entry(transposed, kinds.dtype, True), _grad_meta=_grad_meta,
+                     shape_text=_shape_text, THREADS=max(1, numba.config.NUMBA_NUM_THREADS),
+                     SIZES=deconv.sizes(np.dtype(str(kinds.dtype))))
         return _compile(source, scope)
 
     if not transposed:      # the convolution's order of hyper-parameters, no output_size

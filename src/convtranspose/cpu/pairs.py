@@ -23,7 +23,7 @@ from numba import prange
 
 from .._jit import njit
 
-__all__ = ["FORWARD", "ADJOINT", "split", "join", "poison"]
+__all__ = ["FORWARD", "ADJOINT", "split", "join", "split3", "join3", "gradient_parts"]
 
 #: :func:`split` to ``(Re, Im, Re + Im)`` and :func:`join` to ``(a - b, c - a - b)``.
 FORWARD = 0
@@ -98,6 +98,43 @@ def _join(y3, bias, out, mode):
             _join_one(y3, bias, out, n, c, i, channels, mode)
 
 
+@njit(cache=True)
+def split3(a3, mode, part):
+    """:func:`split` of the C-contiguous complex ``a3`` ``(P, C, L)`` (the axis folded):
+    ``(P, 3C, L)`` of the real dtype ``part``; callable from ``@njit`` code."""
+    p, c, n = a3.shape
+    out = np.empty((p, 3 * c, n), part)
+    _split(a3.view(part), out, mode)
+    return out
+
+
+@njit(cache=True)
+def join3(y3, bias, out3, mode):
+    """:func:`join` of the real ``y3`` ``(P, 3C, L)`` into the C-contiguous complex
+    ``out3`` ``(P, C, L)``, with ``bias`` ``(C, 2)`` pairs; callable from ``@njit``
+    code."""
+    _join(np.ascontiguousarray(y3), bias, out3.view(y3.dtype), mode)
+
+
+@njit(cache=True)
+def gradient_parts(g3, out_pairs, bias):
+    """The complex gradient of a weight (or, with ``bias``, of a bias) from the real one of
+    its three blocks ``g3`` (flat, ``3A`` values: the gradients of ``Re``, ``Im`` and
+    ``Re + Im`` in :func:`split`'s order), into ``out_pairs`` (the ``2A`` real values of
+    the C-contiguous complex result): ``Re = g_0 + g_2`` and ``Im = g_1 + g_2`` (the bias's
+    ``Im = g_2``: its real blocks are ``Re g - Im g``, ``-Re g - Im g``, ``Im g``), every
+    element not finite in both parts ``nan+nanj``; callable from ``@njit`` code."""
+    a = g3.shape[0] // 3
+    for e in range(a):
+        re = g3[e] + g3[2 * a + e]
+        im = g3[2 * a + e] if bias else g3[a + e] + g3[2 * a + e]
+        if not (math.isfinite(re) and math.isfinite(im)):
+            re = np.nan
+            im = np.nan
+        out_pairs[2 * e] = re
+        out_pairs[2 * e + 1] = im
+
+
 def _part(dtype):
     return np.dtype(f"f{dtype.itemsize // 2}")
 
@@ -124,9 +161,8 @@ def split(a, axis, dtype, mode=FORWARD):
     """
     a = np.ascontiguousarray(a, dtype)
     p, c, n = _folded(a.shape, axis)
-    out = np.empty(a.shape[:axis] + (3 * c,) + a.shape[axis + 1:], _part(dtype))
-    _split(a.reshape(p, c, n).view(_part(dtype)), out.reshape(p, 3 * c, n), mode)
-    return out
+    out = split3(a.reshape(p, c, n), mode, _part(dtype))
+    return out.reshape(a.shape[:axis] + (3 * c,) + a.shape[axis + 1:])
 
 
 def join(y3, axis, dtype, bias=None, out=None, mode=FORWARD):
@@ -152,26 +188,9 @@ def join(y3, axis, dtype, bias=None, out=None, mode=FORWARD):
     result = out if direct else np.empty(shape, dtype)
     pairs = (np.zeros((c, 2), part) if bias is None else
              np.ascontiguousarray(bias, dtype).view(part).reshape(c, 2))
-    _join(np.ascontiguousarray(y3, part).reshape(p, c3, n), pairs,
-          result.reshape(p, c, n).view(part), mode)
+    join3(np.ascontiguousarray(y3, part).reshape(p, c3, n), pairs, result.reshape(p, c, n),
+          mode)
     if out is not None and not direct:
         out[...] = result
         return out
     return result
-
-
-def poison(a):
-    """Make each element of the complex array ``a`` (any layout, writeable) that is not
-    finite in both parts ``nan+nanj``, in place; return ``a``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convtranspose.cpu.pairs import poison
-    >>> poison(np.array([1 + 2j, complex(np.inf, 0), complex(3, np.nan)]))
-    array([ 1. +2.j, nan+nanj, nan+nanj])
-    """
-    bad = ~np.isfinite(a)
-    if bad.any():
-        a[bad] = complex(np.nan, np.nan)
-    return a

@@ -80,10 +80,11 @@ def _bias_grad(dtype):
 
 def _complex(dtype):
     """A complex call of the dtype whose parts are ``dtype``: the passes of Gauss's form."""
-    from .. import conv_transpose2d
+    from .. import conv_transpose2d, conv_transpose2d_backward
     c = np.dtype(np.complex64 if np.dtype(dtype) == np.float32 else np.complex128)
     x, w, b = _ones(c, _SMALL[0], _SMALL[1], (3,))
-    conv_transpose2d(x, w, b, stride=2, padding=1)
+    y = conv_transpose2d(x, w, b, stride=2, padding=1)
+    conv_transpose2d_backward(y, x, w, stride=2, padding=1)
 
 
 def _calls(*runs):
@@ -123,7 +124,7 @@ STEPS = (
          "sum_partials)", _weight_grad(*_SMALL, "im2col")),
     Step("bias-grad", "the bias gradient (channel_sums)", _bias_grad),
     Step("complex", "the passes of complex operands, for the complex dtype of these parts "
-         "(pairs: _split, _join)", _complex),
+         "(pairs: _split, _join, split3, join3, gradient_parts)", _complex),
 )
 
 
