@@ -292,8 +292,6 @@ def test_bad_bias_and_out_shape():
     ("ct.conv_transpose2d(x[0, 0], w)", "x must have 3 or 4 dimensions"),
     ("ct.conv_transpose2d(x, w, stride=(1, 2, 3))", "stride must be an int or a tuple of 2"),
     ("ct.conv2d(x, w, padding='SAME_UPPER')", "ONNX's auto_pad"),
-    ("ct.conv_transpose2d(x, w, padding='same', output_size=(6, 6))",
-     "output_size with padding='same'"),
     ("ct.conv_transpose2d(x, w, output_size=(6,))", "output_size must be a tuple of 2"),
 ])
 def test_bad_types_and_constants_are_typing_errors(body, message):
@@ -324,11 +322,17 @@ def _sized_nhwc(x, w, s, p, size):
                                data_format="NHWC")
 
 
+@numba.njit
+def _same_sized_nhwc(x, w, s, size):
+    return ct.conv_transpose2d(x, w, stride=s, padding="same", output_size=size,
+                               data_format="NHWC")
+
+
 def test_same_valid_and_output_size_equal_pythons():
     """``padding="same"``/``"valid"`` (any case) and ``output_size`` (spatial sizes or the
     result's whole shape in the call's layout): bitwise the Python call's result, and the
     same refusals."""
-    rng = np.random.default_rng(11)
+    rng, cut = np.random.default_rng(11), np.random.default_rng(12)
     for _ in range(6):
         c, k, s, d = (int(v) for v in rng.integers(1, 4, 4))
         n = int(rng.integers(1, 12))
@@ -357,8 +361,17 @@ def test_same_valid_and_output_size_equal_pythons():
                 _sized_nhwc(xl, w3, s, 1, given),
                 ct.conv_transpose2d(xl, w3, stride=s, padding=1, output_size=given,
                                     data_format="NHWC", backend="direct"))
+        hw = xl.shape[1:3]
+        short = tuple(v * s - int(cut.integers(0, s)) for v in hw)   # "same" with a size
+        for given in (short, (1, *short, 3)):
+            np.testing.assert_array_equal(
+                _same_sized_nhwc(xl, w3, s, given),
+                ct.conv_transpose2d(xl, w3, stride=s, padding="same", output_size=given,
+                                    data_format="NHWC", backend="direct"))
     with pytest.raises(ValueError, match="output_size 99 cannot be reached"):
         _sized_nhwc(xl, w3, 2, 1, (99, 5))
+    with pytest.raises(ValueError, match="output_size 99 cannot be reached with padding='same'"):
+        _same_sized_nhwc(xl, w3, 2, (99, 5))
     with pytest.raises(ValueError, match="padding='same' needs stride 1"):
         numba.njit(lambda x, w: ct.conv2d(x, w, stride=2, padding="same"))(x2, w2)
     with pytest.raises(ValueError, match="output_padding cannot be given with padding='same'"):
@@ -375,6 +388,22 @@ def _jitted_output_shape(xs, ws, s, p, op, g, d):
 def _jitted_output_shape_last(xs, ws, s, p, op, g, d):
     return ct.output_shape(xs, ws, stride=s, padding=p, output_padding=op, groups=g,
                            dilation=d, data_format="NDHWC")
+
+
+def _jitted_sized_shape(xs, p, size):
+    if p == "same":     # a constant in each branch: padding is a string constant
+        return _sized_shape_same(xs, size)
+    return _sized_shape(xs, p, size)
+
+
+@numba.njit
+def _sized_shape_same(xs, size):
+    return ct.output_shape(xs, (3, 2, 3, 3), 2, "same", output_size=size, data_format="NHWC")
+
+
+@numba.njit
+def _sized_shape(xs, p, size):
+    return ct.output_shape(xs, (3, 2, 3, 3), 2, p, output_size=size, data_format="NHWC")
 
 
 def test_output_shape_equals_pythons():
@@ -398,6 +427,16 @@ def test_output_shape_equals_pythons():
                 _jitted_output_shape(xs, ws, s, p, op, g, d)
             continue
         assert _jitted_output_shape(xs, ws, s, p, op, g, d) == want
+    for size in ((7, 8), (1, 8, 7, 2), (9, 9)):      # "same" and numbers, with a size
+        for p in ("same", 1):
+            try:
+                want = ct.output_shape((1, 4, 4, 3), (3, 2, 3, 3), 2, p, output_size=size,
+                                       data_format="NHWC")
+            except ValueError as exc:
+                with pytest.raises(ValueError, match=str(exc).split(" (")[0].split(":")[0]):
+                    _jitted_sized_shape((1, 4, 4, 3), p, size)
+                continue
+            assert _jitted_sized_shape((1, 4, 4, 3), p, size) == want
     xs, ws = (2, 4, 5, 6, 4), (4, 3, 2, 3, 3)
     assert _jitted_output_shape_last(xs, ws, (1, 2, 3), ((1, 0), (0, 1), (2, 2)), 0, 2, 1) == \
         ct.output_shape(xs, ws, (1, 2, 3), ((1, 0), (0, 1), (2, 2)), 0, 2, 1,
@@ -405,7 +444,7 @@ def test_output_shape_equals_pythons():
 
 
 @pytest.mark.parametrize("body, message", [
-    ("ct.output_shape(xs, ws, output_size=(4, 4))", "output_size is not supported"),
+    ("ct.output_shape(xs, ws, output_size=(4,))", "output_size must be a tuple of 2"),
     ("ct.output_shape(xs, ws, rank=3)", "rank 3 does not match"),
     ("ct.output_shape(xs, ws, data_format='NDHWC')", "data_format must be 'NCHW'"),
     ("ct.output_shape(xs[:2], ws)", "input_shape must have 4 entries"),

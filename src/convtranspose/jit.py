@@ -6,8 +6,7 @@ of :func:`convtranspose.conv_transpose1d`, :func:`~convtranspose.conv_transpose2
 :func:`~convtranspose.conv2d` and :func:`~convtranspose.conv3d`, of their gradients
 (:func:`~convtranspose.conv_transpose2d_backward`, :func:`~convtranspose.conv2d_backward`
 and those of the other ranks), and of :func:`~convtranspose.output_shape` for every rank
-(shapes as tuples of ints, the same result and ``ValueError`` as from Python; no
-``output_size``). Inside a jitted function they take the public functions' arguments,
+(shapes as tuples of ints, the same result and ``ValueError`` as from Python). Inside a jitted function they take the public functions' arguments,
 names and defaults:
 
 * ``x``, ``weight``, ``bias`` (or ``None``): float32, float64, complex64 or complex128
@@ -20,8 +19,8 @@ names and defaults:
   dimension; ``padding``: an int, a tuple of ints, a tuple of ``(before, after)`` pairs,
   or the string constant ``"same"`` or ``"valid"`` (any case; the rule of
   :func:`convtranspose.params._same_split`, compiled); ``groups`` an int;
-  ``output_size`` (the transposed convolutions, with numeric padding): a tuple of the
-  spatial sizes or of the result's whole shape in the call's layout;
+  ``output_size`` (the transposed convolutions and ``output_shape``, with any padding): a
+  tuple of the spatial sizes or of the result's whole shape in the call's layout;
 * ``data_format`` and ``backend``: string constants. ``backend`` is ``"direct"`` or
   ``"auto"``, and ``"auto"`` means ``"direct"`` here (``auto``'s calibrated choice reads
   the workspace limit and timing tables that jitted code cannot see); ``"im2col"`` and
@@ -819,17 +818,61 @@ def _padding_source(ty, rank, func, transposed):
     return f"    p3 = np.array({_padding(ty, rank, func)}).reshape((3, 2))\n"
 
 
-def _output_size_source(ty, rank, ndim, last, func):
-    """Source lines that turn ``output_size`` (a tuple of ``rank`` ints, or of the result's
-    ``ndim`` in the caller's layout) into ``op3``, as ``nn.ConvTranspose{1,2,3}d``: the
-    size without ``output_padding`` up to ``stride - 1`` more."""
+def _sizing_source(padding, output_size, rank, ndim, last, func, transposed, z=""):
+    """Source that sets ``p3`` (and ``op3``) from ``padding`` and, for a transposed
+    convolution, ``output_size``, reading the operands ``x5`` and ``w5`` (``xz5`` and
+    ``wz5`` with ``z``): the rules of :func:`convtranspose.params._transpose_padding` and
+    :func:`convtranspose.params._conv_padding`."""
+    sized = transposed and not _is_none(output_size)
+    if sized and _padding_literal(padding, rank, func) == "same":
+        source = _SAME_SIZED.format(want=_want_source(output_size, rank, ndim, last, func),
+                                    lead=3 - rank)
+    else:
+        source = _padding_source(padding, rank, func, transposed) + (
+            _output_size_source(output_size, rank, ndim, last, func) if sized else "")
+    return source.replace("LAST", str(last)).replace("x5", f"x{z}5").replace("w5", f"w{z}5")
+
+
+#: Source of ``p3`` and ``op3`` for ``padding="same"`` with ``output_size`` (``want``):
+#: the crop grows by what the size is short of ``input * stride``.
+_SAME_SIZED = """    if op3[0] != 0 or op3[1] != 0 or op3[2] != 0:
+        raise ValueError("output_padding cannot be given with padding='same', which chooses "
+                         "the output size itself (input * stride; pass output_size for another "
+                         "size)")
+{want}    x_sizes = _layout_shape(x5, LAST)
+    p3 = np.zeros((3, 2), np.int64)
+    for a in range(3):
+        t = d3[a] * (w5.shape[2 + a] - 1) + 1 - s3[a]
+        if a >= {lead}:
+            lo, hi = (x_sizes[2 + a] - 1) * s3[a] + 1, x_sizes[2 + a] * s3[a]
+            if want[a - {lead}] < lo or want[a - {lead}] > hi:
+                raise ValueError("output_size " + str(want[a - {lead}]) + " cannot be "
+                                 "reached with padding='same' in spatial dimension "
+                                 + str(a - {lead}) + ": valid sizes range from " + str(lo)
+                                 + " to " + str(hi))
+            t += hi - want[a - {lead}]
+        p3[a, 0], p3[a, 1] = same_split(t)
+        op3[a] = same_extra(t)
+"""
+
+
+def _want_source(ty, rank, ndim, last, func):
+    """Source of ``want``, the spatial sizes ``output_size`` asks for (a tuple of ``rank``
+    ints, or of the result's ``ndim`` in the caller's layout)."""
     if not (isinstance(ty, types.BaseTuple) and len(ty) in (rank, ndim)
             and all(isinstance(t, types.Integer) for t in ty)):
         raise TypingError(f"{func}: output_size must be a tuple of {rank} ints or of the "
                           f"result's {ndim} inside jitted code, got {ty}")
     first = 0 if len(ty) == rank else (ndim - rank - 1 if last else ndim - rank)
     sizes = ", ".join(f"np.int64(output_size[{first + i}])" for i in range(rank))
-    return (f"    want = np.array(({sizes},))\n"
+    return f"    want = np.array(({sizes},))\n"
+
+
+def _output_size_source(ty, rank, ndim, last, func):
+    """Source lines that turn ``output_size`` (a tuple of ``rank`` ints, or of the result's
+    ``ndim`` in the caller's layout) into ``op3``, as ``nn.ConvTranspose{1,2,3}d``: the
+    size without ``output_padding`` up to ``stride - 1`` more."""
+    return (_want_source(ty, rank, ndim, last, func) +
             "    o0 = shape_of(_layout_shape(x5, LAST), _shape(w5), -1, s3, p3,\n"
             "                  np.zeros(3, np.int64), d3, np.int64(groups))\n"
             "    op = np.zeros(3, np.int64)\n"
@@ -1018,10 +1061,6 @@ def _overload_transposed(func, rank):
               data_format=DATA_FORMATS[rank][0]):
         last, batched, kinds = _common(func, rank, x, weight, bias, backend, data_format)
         z = "z" if kinds.cdtype else ""
-        sized = not _is_none(output_size)
-        if sized and _padding_literal(padding, rank, name) == "same":
-            raise TypingError(f"{name}: output_size with padding='same' is not supported "
-                              "inside jitted code yet; give numeric padding")
         if not _is_int(groups):
             raise TypingError(f"{name}: groups must be an int, got {groups}")
         given_out = not _is_none(out)
@@ -1039,10 +1078,7 @@ def _overload_transposed(func, rank):
             f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
             f"    op3 = np.array({_ints(output_padding, 'output_padding', rank, 0, name)})\n"
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
-            + _padding_source(padding, rank, name, True)
-            + (_output_size_source(output_size, rank, x.ndim, last, name).replace(
-                "LAST", str(last)).replace("x5", f"x{z}5").replace("w5", f"w{z}5")
-               if sized else "") +
+            + _sizing_source(padding, output_size, rank, x.ndim, last, name, True, z) +
             f"    g = np.int64(groups)\n"
             f"    o = shape_of(_layout_shape(x{z}5, {last}), _shape(w{z}5), "
             f"{f'b{z}.shape[0]' if has_bias else '-1'}, s3, p3, op3, d3, g)\n"
@@ -1080,7 +1116,7 @@ def _overload_conv(func, rank):
             + operands +
             f"    s3 = np.array({_ints(stride, 'stride', rank, 1, name)})\n"
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
-            + _padding_source(padding, rank, name, False) +
+            + _sizing_source(padding, None, rank, x.ndim, last, name, False, z) +
             f"    g = np.int64(groups)\n"
             f"    o = shape_of(_layout_shape(x{z}5, {last}), _shape(w{z}5), "
             f"{f'b{z}.shape[0]' if has_bias else '-1'}, s3, p3, d3, g)\n"
@@ -1149,10 +1185,6 @@ def _overload_backward(func, rank, transposed):
         needs = tuple(_flag(ty, n, name) for ty, n in (
             (needs_input_grad, "needs_input_grad"), (needs_weight_grad, "needs_weight_grad"),
             (needs_bias_grad, "needs_bias_grad")))
-        sized = transposed and not _is_none(output_size)
-        if sized and _padding_literal(padding, rank, name) == "same":
-            raise TypingError(f"{name}: output_size with padding='same' is not supported "
-                              "inside jitted code yet; give numeric padding")
         operands, _ = _operand_source(rank, last, batched, x, weight, None, kinds,
                                       grad_output)
         source = (
@@ -1164,10 +1196,7 @@ def _overload_backward(func, rank, transposed):
             + (f"    op3 = np.array({_ints(output_padding, 'output_padding', rank, 0, name)})\n"
                if transposed else "") +
             f"    d3 = np.array({_ints(dilation, 'dilation', rank, 1, name)})\n"
-            + _padding_source(padding, rank, name, transposed)
-            + (_output_size_source(output_size, rank, x.ndim, last, name).replace(
-                "LAST", str(last)).replace("x5", f"x{z}5").replace("w5", f"w{z}5")
-               if sized else "") +
+            + _sizing_source(padding, output_size, rank, x.ndim, last, name, transposed, z) +
             "    g = np.int64(groups)\n"
             f"    o = shape_of(_layout_shape(x{z}5, {last}), _shape(w{z}5), -1, s3, p3, "
             + ("op3, " if transposed else "") + "d3, g)\n"
@@ -1235,9 +1264,6 @@ def _overload_output_shape(func):
         if n_in not in (rank_ + 1, rank_ + 2):
             raise TypingError(f"{name}: input_shape must have {rank_ + 2} entries (or "
                               f"{rank_ + 1} unbatched), got {n_in}")
-        if not _is_none(output_size):
-            raise TypingError(f"{name}: output_size is not supported inside jitted code yet; "
-                              "give output_padding")
         if not _is_int(groups):
             raise TypingError(f"{name}: groups must be an int, got {groups}")
         fmt = _constant(data_format, "data_format", name)
@@ -1262,10 +1288,14 @@ def _overload_output_shape(func):
             f"    s3 = np.array({_ints(stride, 'stride', rank_, 1, name)})\n"
             f"    op3 = np.array({_ints(output_padding, 'output_padding', rank_, 0, name)})\n"
             f"    d3 = np.array({_ints(dilation, 'dilation', rank_, 1, name)})\n"
-            f"    p3 = np.array({_padding(padding, rank_, name)}).reshape((3, 2))\n"
+            # the operations' rules, on shapes: x5 and w5 are the shapes themselves here
+            + _sizing_source(padding, output_size, rank_, n_in, last, name, True).replace(
+                f"_layout_shape(x5, {last})", "x5").replace("_shape(w5)", "w5").replace(
+                "w5.shape[", "w5[") +
             "    o = shape_of(x5, w5, -1, s3, p3, op3, d3, np.int64(groups))\n"
             f"    return ({', '.join(out)},)\n")
-        return _compile(source, {"shape_of": transposed_shape})
+        return _compile(source, {"shape_of": transposed_shape, "same_split": _same_split_jit,
+                                 "same_extra": _same_extra_jit})
 
     return typer
 
