@@ -1150,6 +1150,15 @@ def _caller_dims(rank, last, batched, name):
 
 
 @njit(cache=True, notice=False)
+def _check_grad_output(got, want):
+    """``ValueError`` naming ``grad_output`` unless its shape ``got`` is ``want`` (both
+    ``int64`` arrays, in the caller's order): one compiled check for every call."""
+    if got.shape[0] != want.shape[0] or (got != want).any():
+        raise ValueError("grad_output must have the forward result's shape "
+                         + _shape_text(want) + ", got " + _shape_text(got))
+
+
+@njit(cache=True, notice=False)
 def _shape_text(shape):
     return "(" + ", ".join([str(v) for v in shape]) + ")"
 
@@ -1201,15 +1210,12 @@ def _overload_backward(func, rank, transposed):
             f"    o = shape_of(_layout_shape(x{z}5, {last}), _shape(w{z}5), -1, s3, p3, "
             + ("op3, " if transposed else "") + "d3, g)\n"
             f"    want = {_caller_dims(rank, last, batched, 'o')}\n"
-            "    if grad_output.shape != want:\n"
-            "        raise ValueError(\"grad_output must have the forward result's shape \"\n"
-            "                         + shape_text(want) + ', got '\n"
-            "                         + shape_text(grad_output.shape))\n"
+            "    check_grad_output(np.array(grad_output.shape, np.int64), np.array(want))\n"
             + (_realise(last, {"gz5": ("g5", 1), "xz5": ("x5", 0), "wz5": ("w5", 0)})
                if z else "") +
-            f"    gx5 = np.empty(x5.shape if {needs[0]} else (0, 0, 0, 0, 0), DT)\n"
-            f"    gw5 = np.empty(w5.shape if {needs[1]} else (0, 0, 0, 0, 0), DT)\n"
-            f"    gb = np.empty(g5.shape[{4 if last else 1}] if {needs[2]} else 0, DT)\n"
+            f"    gx5 = np.empty({'x5.shape' if needs[0] else '(0, 0, 0, 0, 0)'}, DT)\n"
+            f"    gw5 = np.empty({'w5.shape' if needs[1] else '(0, 0, 0, 0, 0)'}, DT)\n"
+            f"    gb = np.empty({f'g5.shape[{4 if last else 1}]' if needs[2] else '0'}, DT)\n"
             f"    m = _grad_meta({last}, g, g5, x5, w5, s3, p3, d3, {rank == 3}, "
             f"{needs}, THREADS, SIZES)\n"
             "    fn(g5.ctypes.data, x5.ctypes.data, w5.ctypes.data, gx5.ctypes.data,\n"
@@ -1223,7 +1229,7 @@ def _overload_backward(func, rank, transposed):
         shape_of = transposed_shape if transposed else conv_shape
         scope = dict(_scope(transposed, kinds, shape_of),
                      fn=entry(transposed, kinds.dtype, True), _grad_meta=_grad_meta,
-                     shape_text=_shape_text, THREADS=max(1, numba.config.NUMBA_NUM_THREADS),
+                     check_grad_output=_check_grad_output, THREADS=max(1, numba.config.NUMBA_NUM_THREADS),
                      SIZES=deconv.sizes(np.dtype(str(kinds.dtype))))
         return _compile(source, scope)
 
