@@ -242,3 +242,31 @@ def test_cuda_arrays_go_to_the_gpu_path():
                                      np.ones((4, 2, 2, 2)))
     with pytest.raises(TypeError, match="no CUDA GPU can be used"):
         ct.conv2d(FakeDeviceArray(), np.ones((2, 4, 2, 2)))
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_bias_gradient_is_a_fixed_order_float64_sum(rank):
+    """README (Non-finite values): ``grad_bias`` sums in float64 in a fixed order, so both
+    layouts give the same bits, a float32 total beyond float32's range is Inf, ``inf -
+    inf`` is NaN, and partial sums that overflow float32 but cancel give the finite total."""
+    fn = getattr(ct, f"conv_transpose{rank}d_backward")
+    fmt_first, fmt_last = ct.params.DATA_FORMATS[rank]
+    rng = np.random.default_rng(rank)
+    w = np.ones((2, 5) + (1,) * rank, np.float32)
+    x = rng.standard_normal((3, 2) + (7,) * rank).astype(np.float32)
+    g = (rng.standard_normal((3, 5) + (7,) * rank) * 1e3).astype(np.float32)
+    first = fn(g, x, w, data_format=fmt_first)[2]
+    last = fn(np.ascontiguousarray(np.moveaxis(g, 1, -1)), np.moveaxis(x, 1, -1), w,
+              data_format=fmt_last)[2]
+    assert first.tobytes() == last.tobytes()
+    exact = g.astype(np.float64).sum(axis=tuple(i for i in range(g.ndim) if i != 1))
+    assert np.abs(first - exact).max() <= 1e-7 * np.abs(g).sum()
+    hand = np.zeros((1, 5) + (4,) * rank, np.float32)
+    flat = hand.reshape(5, -1)
+    flat[0, :4] = [3e38, 3e38, -3e38, -3e38]     # overflow on the way, total 0
+    flat[1, :4] = 3e38                           # total beyond float32: Inf
+    flat[2, :2] = [np.inf, -np.inf]              # NaN
+    flat[3, :3] = [1.0, 2.0, 3.0]
+    xs = np.zeros((1, 2) + (4,) * rank, np.float32)
+    gb = fn(hand, xs, w, needs_input_grad=False, needs_weight_grad=False)[2]
+    assert gb[0] == 0 and gb[1] == np.inf and np.isnan(gb[2]) and gb[3] == 6 and gb[4] == 0

@@ -600,7 +600,8 @@ _GRAD_SIG = types.int64(*[types.voidptr] * 7)
 def _grad_views(gp, xp, wp, gxp, gwp, gbp, mp, dtype):
     """The operands and results of :func:`gradients_into` at the addresses (arrays of
     ``dtype``), and its other arguments, as the gradients' ``meta`` at ``mp`` describes
-    them (``transposed`` left out)."""
+    them (``transposed`` left out). A gradient not asked for has an empty buffer behind
+    its full-size view: :func:`gradients_into` reads ``needs`` before touching one."""
     m = carray(mp, (_GRAD_META,), np.int64)
     last = m[0] != 0
     x_shape = (m[7], m[8], m[9], m[10], m[11])
@@ -967,9 +968,9 @@ _CALL = """    r5 = _new_result(o, x5, {last})
 """
 
 
-def _scope(transposed, kinds, shape_of):
+def _scope(transposed, kinds, shape_of, gradients=False):
     return {"DT": np.dtype(str(kinds.dtype)), "CDT": np.dtype(str(kinds.result)),
-            "fn": entry(transposed, kinds.dtype), "shape_of": shape_of,
+            "fn": entry(transposed, kinds.dtype, gradients), "shape_of": shape_of,
             "_layout_shape": _layout_shape, "_shape": _shape, "_new_result": _new_result,
             "_meta": _meta, "_keep": _keep, "same_split": _same_split_jit,
             "same_extra": _same_extra_jit, "split3": pairs.split3, "join3": pairs.join3,
@@ -1227,8 +1228,8 @@ def _overload_backward(func, rank, transposed):
                  (f"gw{z}5.reshape(weight.shape)" if needs[1] else "None"),
                  (f"gb{z}" if needs[2] else "None")]) + ")\n")
         shape_of = transposed_shape if transposed else conv_shape
-        scope = dict(_scope(transposed, kinds, shape_of),
-                     fn=entry(transposed, kinds.dtype, True), _grad_meta=_grad_meta,
+        scope = dict(_scope(transposed, kinds, shape_of, gradients=True),
+                     _grad_meta=_grad_meta,
                      check_grad_output=_check_grad_output, THREADS=max(1, numba.config.NUMBA_NUM_THREADS),
                      SIZES=deconv.sizes(np.dtype(str(kinds.dtype))))
         return _compile(source, scope)
