@@ -43,6 +43,31 @@ def any_dask(*arrays):
     return False
 
 
+def is_complex(a):
+    """Whether the operand ``a`` (any array-like, or ``None``) holds complex numbers.
+    Arrays with a NumPy ``dtype`` are asked for it; anything else (a nested list, a torch
+    tensor) is read with ``numpy.asarray``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose._arrays import is_complex
+    >>> is_complex(np.zeros(2, np.complex64)), is_complex([1j]), is_complex(None)
+    (True, True, False)
+    """
+    if a is None:
+        return False
+    dtype = getattr(a, "dtype", None)
+    if isinstance(dtype, np.dtype):
+        return dtype.kind == "c"
+    try:
+        if hasattr(a, "__cuda_array_interface__"):
+            return False
+        return np.asarray(a).dtype.kind == "c"
+    except Exception:   # (a tensor that requires grad raises RuntimeError): the real path
+        return False    # says what is wrong with the operand, naming it
+
+
 def is_device_array(a, name):
     """True for a CUDA array (``__cuda_array_interface__``, or a simulated Numba device
     array); ``TypeError`` for a torch tensor that requires grad. Never imports numba.cuda.

@@ -1,16 +1,17 @@
 """The public entry points :func:`conv_transpose2d` and :func:`explain`.
 
-Dask arrays go to :mod:`convtranspose.dask_ops`; NumPy and CUDA arrays to
-:mod:`convtranspose.ops`, which validates, picks a backend and runs it.
+:func:`conv_transpose2d` is a name over the operation layer
+(:func:`convtranspose.operation.forward`), which routes Dask, CUDA, complex and NumPy
+operands, validates NumPy ones once and runs the CPU backend.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import complexops, dask_ops, ops
 from . import explain as explaining
-from ._arrays import any_dask, host_operands  # noqa: F401  (host_operands)
-from .ops import _VALIDATED  # noqa: F401  (the validated-call cache, which tests reset)
+from . import operation
+from ._arrays import any_dask
+from .operation import _VALIDATED  # noqa: F401  (the validated-call cache, which tests reset)
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, IntPair, IntTuple, Shape
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["conv_transpose2d", "explain"]
 
 
-@complexops.forward(2, correlation=False)
 def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntPair = 1, padding: AutoPadding = 0, output_padding: IntPair = 0,
                      groups: int = 1, dilation: IntPair = 1, *, output_size: Shape | None = None,
@@ -150,13 +150,12 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     >>> ct.conv_transpose2d(x.astype(np.float16), w.astype(np.float16), stride=2).dtype
     dtype('float16')
     """
-    if any_dask(x, weight, bias, out):
-        return dask_ops.conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
-                                       dilation, output_size=output_size, out=out,
-                                       backend=backend, data_format=data_format)
-    return ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
-                                dilation, output_size=output_size, out=out, backend=backend,
-                                data_format=data_format)
+    return operation.forward(_TRANSPOSED, x, weight, bias, stride, padding, output_padding,
+                             groups, dilation, output_size=output_size, out=out,
+                             backend=backend, data_format=data_format)
+
+
+_TRANSPOSED = operation.Op(transposed=True, rank=2)
 
 
 def explain(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,

@@ -43,41 +43,16 @@ import math
 import numpy as np
 
 from ._alloc import allocate
-from ._arrays import check_out, host_array, is_dask_array, is_device_array
+from ._arrays import check_out, host_array, is_complex, is_dask_array, is_device_array
 from .cpu.pairs import ADJOINT, FORWARD, gradient_parts, join, split
 from .cpu.workspace import get_workspace_limit
 from .params import (_caller_shape, _first_shape, is_channels_last, normalise,
                      normalise_backward, normalise_conv, normalise_conv_backward, result_dtype)
 
-__all__ = ["is_complex", "complex_result", "forward", "gradients", "gauss_weight",
+__all__ = ["is_complex", "complex_result", "run_forward", "gradients", "gauss_weight",
            "complex_weight_grad"]
 
 _COMPLEX = {4: np.dtype(np.complex64), 8: np.dtype(np.complex128)}
-
-
-def is_complex(a):
-    """Whether the operand ``a`` (any array-like, or ``None``) holds complex numbers.
-    Arrays with a NumPy ``dtype`` are asked for it; anything else (a nested list, a torch
-    tensor) is read with ``numpy.asarray``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convtranspose.complexops import is_complex
-    >>> is_complex(np.zeros(2, np.complex64)), is_complex([1j]), is_complex(None)
-    (True, True, False)
-    """
-    if a is None:
-        return False
-    dtype = getattr(a, "dtype", None)
-    if isinstance(dtype, np.dtype):
-        return dtype.kind == "c"
-    try:
-        if hasattr(a, "__cuda_array_interface__"):
-            return False
-        return np.asarray(a).dtype.kind == "c"
-    except Exception:   # (a tensor that requires grad raises RuntimeError): the real path
-        return False    # says what is wrong with the operand, naming it
 
 
 def complex_result(named):
@@ -175,13 +150,9 @@ def _taking_complex(run, rank, correlation):
     return decorate
 
 
-def forward(rank, correlation):
-    """Decorate a public forward function (``conv_transpose{rank}d``, or ``conv{rank}d``
-    with ``correlation``) so that complex operands run as described in this module."""
-    return _taking_complex(_forward, rank, correlation)
-
-
-def _forward(fn, p, rank, correlation):
+def run_forward(fn, p, rank, correlation):
+    """A forward call with a complex operand: ``fn`` is the real call of the same operation
+    (the operation layer's), ``p`` the call's arguments by name."""
     x, weight, bias, out = p["x"], p["weight"], p["bias"], p.get("out")
     _refuse_device(p["backend"], {"x": x, "weight": weight, "bias": bias, "out": out})
     lazy = any(is_dask_array(a) for a in (x, weight, bias))

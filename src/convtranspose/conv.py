@@ -1,14 +1,15 @@
 """``conv2d`` (forward and backward) with PyTorch's semantics.
 
 A convolution is the adjoint of a transposed convolution with the same weight, so the
-two share their kernels (see :mod:`convtranspose.ops`, which runs both on NumPy and CUDA
-arrays); Dask arrays go to :mod:`convtranspose.dask_ops`.
+two share their kernels (see :mod:`convtranspose.ops`). :func:`conv2d` is a name over the
+operation layer (:func:`convtranspose.operation.forward`); the gradients send Dask arrays
+to :mod:`convtranspose.dask_ops` and others to :mod:`convtranspose.ops`.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import complexops, dask_ops, halfops, ops
+from . import complexops, dask_ops, halfops, operation, ops
 from ._arrays import any_dask
 # These lived here before and stay importable from here; they belong where they come from.
 from ._arrays import batched as _batched, host_array  # noqa: F401
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["conv2d", "conv2d_backward"]
 
 
-@complexops.forward(2, correlation=True)
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
            groups: int = 1, *, backend: Backend = "auto", data_format: str = "NCHW") -> Array:
@@ -111,11 +111,11 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     ...           padding="same").shape
     (5, 7, 9)
     """
-    if any_dask(x, weight, bias):
-        return dask_ops.conv(x, weight, bias, stride, padding, dilation, groups, backend=backend,
-                             data_format=data_format)
-    return ops.conv2d(x, weight, bias, stride, padding, dilation, groups, backend=backend,
-                      data_format=data_format)
+    return operation.forward(_CORRELATION, x, weight, bias, stride, padding, groups=groups,
+                             dilation=dilation, backend=backend, data_format=data_format)
+
+
+_CORRELATION = operation.Op(transposed=False, rank=2)
 
 
 @complexops.gradients(2, correlation=True)
@@ -200,7 +200,8 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                                       needs_input_grad=needs_input_grad,
                                       needs_weight_grad=needs_weight_grad,
                                       needs_bias_grad=needs_bias_grad, backend=backend,
-                                      data_format=data_format)
+                                      data_format=data_format,
+                                      calls=operation.tiles(2, ops.conv_transpose2d_backward))
     return ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
                                needs_input_grad=needs_input_grad,
                                needs_weight_grad=needs_weight_grad,

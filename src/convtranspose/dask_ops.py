@@ -2,10 +2,10 @@
 
 A Dask ``x`` (or ``grad_output``) makes the transposed convolutions, the convolutions and
 their gradients build a graph whose tasks call the same operation on NumPy pieces, with the
-same ``backend``: for 2-D (and 1-D, which runs as 2-D of unit height) its array path in
-:mod:`convtranspose.ops`, which every non-Dask call takes too; for 3-D the NumPy functions of
-:mod:`convtranspose.rank3`, which hands them in as a :class:`TileCalls` (it sits above this
-module). One graph builder serves every rank: a tiling per spatial axis. Nothing runs
+same ``backend``: the operation layer's path for NumPy operands
+(:mod:`convtranspose.operation`, which every non-Dask call takes too), handed in by the
+caller as a :class:`TileCalls` (it sits above this module; 1-D runs as 2-D of unit height).
+One graph builder serves every rank: a tiling per spatial axis. Nothing runs
 before ``.compute()``; ``weight`` and ``bias`` enter the graph once, as one key each, and
 every task slices what it needs from them.
 
@@ -52,7 +52,7 @@ from .params import (DATA_FORMATS, ConvParams, is_channels_last, is_half, normal
                      spatial_output_size)
 
 __all__ = ["is_dask_array", "conv_transpose", "conv", "conv_transpose_backward",
-           "conv_backward", "explain", "GraphPlan", "TileCalls", "PLANE", "dask_layout",
+           "conv_backward", "explain", "GraphPlan", "TileCalls", "dask_layout",
            "as_small", "known_chunks"]
 
 
@@ -70,16 +70,12 @@ class TileCalls:
     """The NumPy functions of one rank that a graph's tasks call on channels-first tiles:
     ``transposed`` (``conv_transpose{rank}d``), ``correlation`` (``conv{rank}d``) and
     ``backward`` (``conv_transpose{rank}d_backward``), each taking that operation's
-    keywords. :mod:`convtranspose.rank3` hands in its own (``rank3.TILES``)."""
+    keywords (:func:`convtranspose.operation.tiles` makes them)."""
 
     rank: int
     transposed: object
     correlation: object
     backward: object
-
-
-#: The calls of 2-D graphs (and of 1-D ones, which run as 2-D of unit height).
-PLANE = TileCalls(2, ops.conv_transpose2d, ops.conv2d, ops.conv_transpose2d_backward)
 
 
 # ----------------------------------------------------------------------------
@@ -567,7 +563,7 @@ def _caller_output_size(output_size, x, rank, last):
 
 def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                    dilation=1, *, output_size=None, out=None, backend="auto", data_format=None,
-                   calls=PLANE):
+                   calls):
     """The transposed convolution of rank ``calls.rank`` (:func:`convtranspose.conv_transpose2d`,
     :func:`convtranspose.conv_transpose3d`) of a Dask ``x``: a lazy Dask array in
     ``data_format``'s layout (``None``: channels-first)."""
@@ -602,7 +598,7 @@ def _conv_graph(x, weight, bias, params, dtype, out_sizes, backend, calls, out_c
 
 
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend="auto",
-         data_format=None, calls=PLANE):
+         data_format=None, calls):
     """The convolution of rank ``calls.rank`` (:func:`convtranspose.conv2d`,
     :func:`convtranspose.conv3d`) of a Dask ``x``: a lazy Dask array in ``data_format``'s
     layout (``None``: channels-first)."""
@@ -722,7 +718,7 @@ def _gradients(g, x, dtype, needs, input_graph, weight_graph, last, rank):
 def conv_transpose_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
                             groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
                             needs_weight_grad=True, needs_bias_grad=True, backend="auto",
-                            data_format=None, calls=PLANE):
+                            data_format=None, calls):
     """The gradients of rank ``calls.rank`` (:func:`convtranspose.conv_transpose2d_backward`,
     :func:`convtranspose.conv_transpose3d_backward`) with a Dask ``grad_output`` or ``x``:
     lazy Dask arrays (``grad_input`` chunked like ``x``, in ``data_format``'s layout;
@@ -742,7 +738,7 @@ def conv_transpose_backward(grad_output, x, weight, stride=1, padding=0, output_
 
 def conv_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                   needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
-                  backend="auto", data_format=None, calls=PLANE):
+                  backend="auto", data_format=None, calls):
     """The gradients of rank ``calls.rank`` (:func:`convtranspose.conv2d_backward`,
     :func:`convtranspose.conv3d_backward`) with a Dask ``grad_output`` or ``x``: lazy Dask
     arrays (``grad_input`` chunked like ``x``). The gradients are the adjoint transposed
@@ -853,7 +849,7 @@ def _plane_backend(x_shape, w_shape, params, dtype, out_sizes):
 
 
 def explain(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-            dilation=1, *, output_size=None, backend="auto", calls=PLANE,
+            dilation=1, *, output_size=None, backend="auto", calls,
             tile_backend=_plane_backend):
     """:func:`convtranspose.explain` for a channels-first Dask ``x``: a :class:`GraphPlan`
     of the graph :func:`conv_transpose` builds with ``calls``; ``tile_backend(x_shape,

@@ -24,11 +24,12 @@ from ._arrays import is_device_array
 from .cpu import backward as cpu_backward
 from .cpu import direct, im2col, nd_engine
 from .cpu.layout import c_contiguous
-from .params import _output_hw
+from . import nonfinite
+from .params import BACKEND_NAMES, _output_hw, check_backend, check_method
 
 __all__ = ["BACKENDS", "GPU_BACKENDS", "METHODS", "OPERATIONS", "operation", "Choice",
            "check_backend", "check_method", "choose", "correlate_method", "weight_grad_method", "flops",
-           "is_device_array", "run_backend"]
+           "is_device_array", "run_backend", "correlate", "weight_grad"]
 
 
 @c_contiguous
@@ -188,25 +189,11 @@ def _balanced(tasks, threads):
     return -(-tasks // threads) * threads / tasks if tasks else 1.0
 
 
-def check_backend(backend):
-    """Return ``backend`` if it names a backend or ``"auto"``, else raise ``ValueError``."""
-    names = ("auto", *BACKENDS, *GPU_BACKENDS)
-    if not isinstance(backend, str) or backend not in names:
-        raise ValueError(f"backend must be one of {names}, got {backend!r}")
-    return backend
-
-
 #: Backends of ``conv2d`` and of the gradients: a gather kernel or patches + BLAS GEMM on
-#: the CPU, or :mod:`convtranspose.cuda`.
-METHODS = ("auto", "direct", "im2col", "cuda")
-
-
-def check_method(backend):
-    """Return ``backend`` if it is one of :data:`METHODS`, else raise ``ValueError``."""
-    if not isinstance(backend, str) or backend not in METHODS:
-        raise ValueError(f"backend must be one of {METHODS} for conv2d and the gradients, "
-                         f"got {backend!r}")
-    return backend
+#: the CPU, or :mod:`convtranspose.cuda` (the names validation checks,
+#: :func:`convtranspose.params.check_backend`).
+METHODS = BACKEND_NAMES
+assert METHODS == ("auto", *BACKENDS, *GPU_BACKENDS)
 
 
 #: Multiply-adds per group below which the gather kernel's lower overhead wins.
@@ -464,3 +451,31 @@ def _choose(x_shape, w_shape, params, dtype, out_hw, limit, channels_last=False)
         reason += ("; im2col/col2im is left out: one output row's task exceeds the "
                    "workspace limit")
     return Choice(best.split("/")[0], reason, est, work)
+
+
+# ----------------------------------------------------------------------------
+# the 2-D correlation and weight gradient by name, with PyTorch's NaN rules
+
+def _before(params):
+    return params.pad_h[0], params.pad_w[0]
+
+
+def correlate(x, weight, bias, out, params, method):
+    """The correlation of :mod:`convtranspose.cpu.backward` (4-D ``x`` and ``out``) by
+    ``method``, with PyTorch's NaN where a padding zero meets a non-finite weight
+    (:func:`convtranspose.nonfinite.correlate_nan`). Returns ``out``."""
+    operation("correlate", method)(x, weight, bias, out, params.stride, params.dilation,
+                                   _before(params), params.groups)
+    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
+                                   _before(params))
+
+
+def weight_grad(a, b, gw, params, method):
+    """The weight gradient of :mod:`convtranspose.cpu.backward` (``a`` on the strided
+    grid, ``b`` sampled, both 4-D) by ``method``, with PyTorch's NaN where a non-finite
+    ``a`` meets a zero read outside ``b`` (:func:`convtranspose.nonfinite.weight_grad_nan`).
+    Returns ``gw``."""
+    operation("weight_grad", method)(a, b, gw, params.stride, params.dilation,
+                                     _before(params), params.groups)
+    return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
+                                     _before(params))

@@ -74,7 +74,7 @@ def depth_problems(x_shape, w_shape, params, out_depth):
     """The 2-D problems a validated 3-D one runs, one per kernel depth tap that links
     slices: ``[(tap, x_shape, w_shape, plane_params)]`` with the linked depth slices of
     every image folded into the batch."""
-    from .rank3 import depth_taps
+    from .depth import depth_taps
     n, c, depth, h, w = x_shape if len(x_shape) == 5 else (1, *x_shape)
     return [(t, (n * (i1 - i0), c, h, w), (*w_shape[:2], *w_shape[3:]), params.plane)
             for t, i0, i1, _ in depth_taps(depth, out_depth, w_shape[2], params.stride[0],
@@ -261,10 +261,10 @@ def dask_plan(x, weight, bias=None, stride=1, padding=0, output_padding=0, group
               dilation=1, *, output_size=None, backend="auto", data_format=None):
     """:func:`convtranspose.explain` for Dask operands: the
     :class:`~convtranspose.dask_ops.GraphPlan` of the graph the call would build (for
-    1-D the 2-D graph of unit height it runs; for 3-D the graph of :data:`rank3.TILES
-    <convtranspose.rank3.TILES>`, whose tiles ``auto`` runs as :func:`choice` says for
-    their shapes)."""
+    1-D the 2-D graph of unit height it runs; for 3-D the graph whose tiles ``auto`` runs as
+    :func:`choice` says for their shapes)."""
     from . import dask_ops
+    from .operation import tiles
     w_shape = tuple(np.shape(weight)) if not is_dask_array(weight) else weight.shape
     rank = _rank(w_shape)
     last, x = dask_ops.dask_layout(data_format or DATA_FORMATS[rank][0], x, rank=rank)
@@ -275,12 +275,11 @@ def dask_plan(x, weight, bias=None, stride=1, padding=0, output_padding=0, group
                   backend=backend)
     if rank == 1:
         x2, w2, b2, p2 = _lift_dask(x, weight, bias, kwargs)
-        return dask_ops.explain(x2, w2, b2, **p2)
+        return dask_ops.explain(x2, w2, b2, calls=tiles(2), **p2)
     if rank == 3:
-        from .rank3 import TILES
-        return dask_ops.explain(x, weight, bias, calls=TILES, tile_backend=_volume_backend,
+        return dask_ops.explain(x, weight, bias, calls=tiles(3), tile_backend=_volume_backend,
                                 **kwargs)
-    return dask_ops.explain(x, weight, bias, **kwargs)
+    return dask_ops.explain(x, weight, bias, calls=tiles(2), **kwargs)
 
 
 def _lift_dask(x, weight, bias, kwargs):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import complexops, dask_ops, halfops, ops
+from . import complexops, dask_ops, halfops, operation, ops
 from ._arrays import any_dask
 
 if TYPE_CHECKING:
@@ -118,7 +118,8 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
             grad_output, x, weight, stride, padding, output_padding, groups, dilation,
             output_size=output_size, needs_input_grad=needs_input_grad,
             needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
-            backend=backend, data_format=data_format)
+            backend=backend, data_format=data_format,
+            calls=operation.tiles(2, ops.conv_transpose2d_backward))
     return ops.conv_transpose2d_backward(
         grad_output, x, weight, stride, padding, output_padding, groups, dilation,
         output_size=output_size, needs_input_grad=needs_input_grad,

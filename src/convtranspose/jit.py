@@ -36,7 +36,7 @@ The result is bitwise equal to the same call from Python with ``backend="direct"
 the same dtype and layout: the same kernels (the channels-last engine or the gather
 kernels, in 3-D off the engine one 2-D problem per depth tap added in the same order; for
 the weight gradient the register-blocked GEMM engine or the gather kernel, per depth tap),
-picked by the same rules from the same tables (:func:`convtranspose.rank3.tap_run` too):
+picked by the same rules from the same tables (:func:`convtranspose.depth.tap_run` too):
 :func:`~convtranspose.cpu.nd_engine.plan_tables`, :func:`~convtranspose.cpu.nd_engine.pack`,
 :func:`~convtranspose.cpu.nd_engine.task_table`, :func:`~convtranspose.cpu.taps.
 col_tables`, :func:`~convtranspose.cpu.deconv.plan_table`,
@@ -95,8 +95,8 @@ from .nonfinite import nan_mask, weight_grad_mask
 from .params import (DATA_FORMATS, MAX_PARAM, _conv_size, _padding_word, _same_extra,
                      _same_split, _spatial_out, output_shape)
 from .rank1 import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
-from .rank3 import (conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward,
-                    tap_run)
+from .depth import tap_run
+from .rank3 import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
 
 __all__ = ["BACKENDS", "entry", "transposed_shape", "conv_shape", "conv_transpose_into",
            "conv_into"]
@@ -278,7 +278,7 @@ def conv_transpose_into(x5, w5, b, out, stride, pads, dilation, groups, last, vo
     empty; ``backend="direct"``'s choice between the engine and the gather kernel, and for
     a ``volume`` (a 3-D call) that the engine does not take whole, one 2-D problem per
     depth tap added into the output's slices in tap order, as
-    :func:`convtranspose.rank3.scatter`."""
+    :func:`convtranspose.depth.scatter`."""
     if out.size == 0:
         return
     if not volume:
@@ -291,7 +291,7 @@ def conv_transpose_into(x5, w5, b, out, stride, pads, dilation, groups, last, vo
 def _depth_taps_into(x5, w5, b, out, stride, pads, dilation, groups, last, correlation):
     """A 3-D problem as one 2-D problem per depth tap (of unit-depth 5-D arrays), each
     added into the output's depth slices in tap order, after the bias: the order of
-    :func:`convtranspose.rank3.scatter` and ``_taps_correlate``."""
+    :func:`convtranspose.depth.scatter` and ``_taps_correlate``."""
     x_shape = _layout_shape(x5, last)
     o_shape = _layout_shape(out, last)
     n, c_in, c_out = x_shape[0], x_shape[1], o_shape[1]
@@ -345,7 +345,7 @@ def _depth_images(a5, start, step, count, last):
     """Depth slices ``start, start + step, ...`` (``count`` of them) of every image of
     ``a5`` (5-D, in its layout) as a C-contiguous channels-first batch of 2-D images
     ``(N*count, C, H, W)``, image by image (``n``, then the slice): the images
-    :class:`convtranspose.rank3._Runs` gives (a view where ``a5`` is already that)."""
+    :class:`convtranspose.depth._Runs` gives (a view where ``a5`` is already that)."""
     shape = _layout_shape(a5, last)
     n, c, h, w = shape[0], shape[1], shape[3], shape[4]
     if not last and shape[2] == 1 and count == 1:
@@ -409,7 +409,7 @@ def conv_into(x5, w5, b, out, stride, pads, dilation, groups, last, volume):
     """:func:`conv_transpose_into` for the convolution (checked by :func:`conv_shape`),
     with PyTorch's NaN where a padding zero meets a non-finite weight (in 3-D off the
     engine, one 2-D correlation per depth tap, each with its NaN rule, then the volume's,
-    as :func:`convtranspose.rank3.correlate`)."""
+    as :func:`convtranspose.depth.correlate`)."""
     if out.size == 0:
         return
     w_shape = _shape(w5)
@@ -509,7 +509,7 @@ def gradients_into(g5, x5, w5, gx5, gw5, gb, stride, pads, dilation, groups, las
 def _weight_grad_into(a5, b5, gw5, stride, pads, dilation, groups, last, sizes, threads):
     """``gw5`` = the weight gradient of ``a5`` (on the strided grid) against ``b5``
     (sampled), as ``direct`` computes it from Python: per depth tap, the 2-D problem of the
-    linked slices (:func:`convtranspose.rank3.weight_grad`; a unit-depth problem is one
+    linked slices (:func:`convtranspose.depth.weight_grad`; a unit-depth problem is one
     tap) on the engine or the gather kernel, then PyTorch's NaN rule
     (:func:`convtranspose.nonfinite.weight_grad_mask`)."""
     a_shape = _layout_shape(a5, last)

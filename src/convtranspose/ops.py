@@ -1,12 +1,13 @@
-"""The operations on in-memory arrays: NumPy arrays on the CPU, CUDA arrays on their GPU.
+"""The CPU backend of NumPy operands: forward problems of every rank, and the 2-D gradients.
 
-Each function here validates its operands once (:mod:`convtranspose.params`), sends CUDA
-arrays to :mod:`convtranspose.cuda`, and for NumPy arrays picks a CPU backend
-(:mod:`convtranspose.dispatch`) and runs it. The public functions
-(:func:`convtranspose.conv_transpose2d`, :func:`convtranspose.conv2d` and the gradients, in
-``api.py``, ``conv.py`` and ``grad.py``) send Dask arrays to :mod:`convtranspose.dask_ops`
-and everything else here; the tasks of a Dask graph call these same functions on their
-NumPy chunks. So this module imports neither the public modules nor ``dask_ops``.
+:func:`forward` runs a :class:`~convtranspose.operation.Problem` that the operation layer
+(:mod:`convtranspose.operation`) validated once: it picks a CPU backend
+(:mod:`convtranspose.dispatch`; ``"auto"`` by the cost model) and runs it, rank 1 as 2-D of
+unit height and rank 3 through :mod:`convtranspose.depth`. The tasks of a Dask graph reach
+it through the operation layer too. The 2-D gradients (``conv2d_backward``,
+``conv_transpose2d_backward``) still validate their own operands here and send CUDA
+arrays to :mod:`convtranspose.cuda`. This module imports neither the public modules nor
+``dask_ops``.
 
 The convolution and the transposed convolution are adjoint, so they share their kernels:
 ``conv2d``'s forward is the correlation of :mod:`convtranspose.cpu.backward` (also the
@@ -15,41 +16,106 @@ convolution, run by the forward backends of :data:`convtranspose.dispatch.BACKEN
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
-from . import cuda, dispatch, halfops, nonfinite
-from ._arrays import (batched, channels_first, channels_last, compute_into, host_array,
-                      host_operands, in_layout, is_device_array, laid_out, new_result)
+from . import cuda, depth, dispatch, halfops
+from ._arrays import (batched, channels_first, compute_into, host_array, in_layout,
+                      is_device_array, laid_out, new_result)
 from ._threading import launch
+from .dispatch import correlate, weight_grad
 from .cpu import backward as cpu_backward
 from .cpu import direct
-from .cpu.workspace import get_workspace_limit
-from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
-                     normalise_conv2d, normalise_conv2d_backward)
+from .params import (ConvParams, adjoint_params, is_channels_last, normalise_backward,
+                     normalise_conv2d_backward)
 
-__all__ = ["conv_transpose2d", "conv2d", "conv2d_backward", "conv_transpose2d_backward", "GPU_LAYOUT",
-           "on_gpu", "correlate", "weight_grad", "bias_grad"]
+__all__ = ["forward", "conv2d_backward", "conv_transpose2d_backward", "GPU_LAYOUT", "on_gpu",
+           "correlate", "weight_grad", "bias_grad"]
 
 
 # ----------------------------------------------------------------------------
-# the transposed convolution
+# the forward operations
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, output_size=None, out=None, backend="auto",
-                     data_format="NCHW"):
-    """:func:`convtranspose.conv_transpose2d` of NumPy or CUDA arrays (not Dask arrays)."""
-    if data_format != "NCHW" and is_channels_last(data_format, 2):
-        if dispatch.check_backend(backend) in dispatch.GPU_BACKENDS:
-            raise NotImplementedError(GPU_LAYOUT)
-        given = out
-        x, out = _from_channels_last(x, "x"), _from_channels_last(out, "out")
-        y = _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
-                              dilation, output_size, out, backend, True)
-        return given if given is not None else channels_last(y, 2)
-    return _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation,
-                             output_size, out, backend, False)
+def forward(problem, name, x, weight, bias, out, picked=None):
+    """Run a validated forward :class:`~convtranspose.problem.Problem` on NumPy operands
+    into ``out`` (or a new array) by backend ``name`` (``"auto"``: picked here) and return
+    it.
+
+    ``x`` and ``out`` are indexed channels-first (views of channels-last memory when
+    ``problem.last``), as is the result. Rank 1 runs as the 2-D problem of unit height
+    on views; rank 3 by :mod:`convtranspose.depth` (the engine for the whole volume, or
+    2-D problems per kernel depth tap). The backend that ``"auto"`` picks for a 2-D
+    transposed convolution is appended to the list ``picked``.
+    """
+    op, last = problem.op, problem.last
+    if op.rank == 1:
+        lifted = forward(_lifted(problem), name, x[..., None, :], weight[..., None, :], bias,
+                         None if out is None else out[..., None, :], picked)
+        return lifted[..., 0, :]
+    params, shape, dtype = problem.params, problem.shape, problem.dtype
+    half = halfops.takes(x, weight, bias)     # the engine where float32 runs it, else chunks
+    if op.rank == 3:
+        if op.transposed:
+            def run(x5, w, b, p, r5):
+                return depth.scatter(x5, w, b, p, r5, name, last)
+            run = halfops.transposed(name, run) if half else run
+        else:
+            run = (halfops.correlation(name, None) if half else
+                   lambda x5, w, b, p, r5: depth.correlate(x5, w, b, r5, p, name, last))
+        return compute_into(x, weight, bias, params, shape, dtype, out, run, last,
+                            convert=not half)
+    if not op.transposed:
+        if half:
+            run = halfops.correlation(name, _correlate_in)
+        else:
+            def run(x4, w, b, p, r4):
+                method = name
+                if method == "auto":
+                    method = dispatch.correlate_method(w.shape[0] // p.groups, w.shape[1],
+                                                       w.shape[2:], r4.size // r4.shape[1],
+                                                       _engine_fits(x4, w, p, r4, last))
+                correlate(x4, w, b, r4, p, method)
+        return compute_into(x, weight, bias, params, shape, dtype, out, run, last,
+                            convert=not half)
+    if half:
+        fallback = dispatch.run_backend("direct" if name == "auto" else name)
+        return compute_into(x, weight, bias, params, shape, dtype, out,
+                            halfops.transposed(name, fallback), last, convert=False)
+    if name != "auto":
+        return compute_into(x, weight, bias, params, shape, dtype, out,
+                            dispatch.run_backend(name), last)
+
+    def run_auto(x4, w, b, p, r4):
+        # chosen once the output exists: the model's tables need it
+        chosen = dispatch.choose(x4.shape, w.shape, p, dtype, r4.shape[2:], last).backend
+        if picked is not None:
+            picked.append(chosen)
+        return dispatch.run_backend(chosen)(x4, w, b, p, r4)
+
+    return compute_into(x, weight, bias, params, shape, dtype, out, run_auto, last)
+
+
+def _lifted(problem):
+    """A 1-D problem as the 2-D problem of unit height it runs as.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.ops import _lifted
+    >>> from convtranspose.problem import Op, validate
+    >>> f4 = np.dtype(np.float32)
+    >>> p = validate(Op(True, 1), (2, 8, 5), (8, 4, 3), None, [f4, f4], (2, 1, 1, 1, 1),
+    ...              None, "NCW", "auto")
+    >>> p.shape, _lifted(p).shape, _lifted(p).params.pads
+    ((2, 4, 10), (2, 4, 1, 10), ((0, 0), (1, 1)))
+    """
+    p = problem.params
+    params = ConvParams((1, *p.stride), ((0, 0), *p.pads), (0, *p.output_padding),
+                        (1, *p.dilation), p.groups)
+    return dataclasses.replace(problem, op=dataclasses.replace(problem.op, rank=2),
+                               params=params, shape=(*problem.shape[:-1], 1, problem.shape[-1]))
 
 
 #: Why a channels-last call cannot run on the GPU; said before any work, by every function.
@@ -75,92 +141,6 @@ def _from_channels_last(a, name):
     return channels_first(a, 2)
 
 
-def _conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation,
-                      output_size, out, backend, last):
-    key = _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
-                    output_size, (backend, last))
-    hit = _VALIDATED.get(key) if key is not None else None
-    if hit is None:
-        if any(is_device_array(a, n) for a, n in
-               ((x, "x"), (weight, "weight"), (bias, "bias"), (out, "out")) if a is not None):
-            if last:
-                raise NotImplementedError(GPU_LAYOUT)
-            if dispatch.check_backend(backend) not in ("auto", *dispatch.GPU_BACKENDS):
-                raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were "
-                                 "given: use backend='auto' or 'cuda', or copy them to NumPy "
-                                 "arrays")
-            return cuda.conv_transpose2d(x, weight, bias, stride, padding, output_padding,
-                                         groups, dilation, output_size=output_size, out=out)
-        x, weight, bias, dtypes = host_operands(x, weight, bias)
-        params, shape, dtype = normalise(
-            x.shape, weight.shape, None if bias is None else bias.shape,
-            dtypes, stride=stride, padding=padding,
-            output_padding=output_padding, dilation=dilation, groups=groups,
-            output_size=output_size, last=last)
-        hit = params, shape, dtype, dispatch.check_backend(backend)
-        if key is not None:
-            if len(_VALIDATED) >= _VALIDATED_MAX:
-                _VALIDATED.clear()
-            _VALIDATED[key] = hit
-    params, shape, dtype, name = hit
-    if halfops.takes(x, weight, bias):     # the engine where float32 runs it, else chunks
-        fallback = dispatch.run_backend("direct" if name == "auto" else name)
-        return compute_into(x, weight, bias, params, shape, dtype, out,
-                            halfops.transposed(name, fallback), last, convert=False)
-    if name != "auto":
-        return compute_into(x, weight, bias, params, shape, dtype, out,
-                            dispatch.run_backend(name), last)
-
-    def run_auto(x4, w, b, p, r4):
-        # chosen once the output exists: the model's tables need it
-        chosen = dispatch.choose(x4.shape, w.shape, p, dtype, r4.shape[2:], last).backend
-        if key is not None:
-            _VALIDATED[key] = p, shape, dtype, chosen
-        return dispatch.run_backend(chosen)(x4, w, b, p, r4)
-
-    return compute_into(x, weight, bias, params, shape, dtype, out, run_auto, last)
-
-
-# Validated calls, by the operands' types, shapes and dtypes, the hyper-parameters as
-# given and the workspace limit (on which the backend "auto" picks depends): a layer
-# called again skips validation and the backend choice (tens of microseconds, as long as
-# a small problem's whole computation). Only plain ndarrays and int / tuple-of-int
-# hyper-parameters are keyed, with their exact types, so every call that could raise
-# still goes through `normalise`.
-_VALIDATED = {}
-_VALIDATED_MAX = 512
-
-
-def _int_tree(v):
-    """``v`` if it is an int or (nested) tuple of ints, by exact type; else ``None``."""
-    if type(v) is int:
-        return v
-    if type(v) is tuple and all(type(e) is int or (type(e) is tuple and
-                                                   all(type(f) is int for f in e)) for e in v):
-        return v
-    return None
-
-
-def _fast_key(x, weight, bias, out, stride, padding, output_padding, groups, dilation,
-              output_size, backend):
-    """The cache key of a call, or ``None`` when it may not use the cache."""
-    if type(x) is not np.ndarray or type(weight) is not np.ndarray:
-        return None
-    if (bias is not None and type(bias) is not np.ndarray) or \
-            (out is not None and type(out) is not np.ndarray):
-        return None
-    hyper = (stride, padding, output_padding, groups, dilation)
-    for v in hyper:
-        if type(v) is not int and _int_tree(v) is None:
-            return None
-    if type(backend[0]) is not str or \
-            (output_size is not None and _int_tree(output_size) is None):
-        return None
-    return (x.shape, x.dtype, weight.shape, weight.dtype,
-            None if bias is None else (bias.shape, bias.dtype), hyper, output_size, backend,
-            get_workspace_limit())
-
-
 # ----------------------------------------------------------------------------
 # the correlation, the weight and bias gradients on the CPU
 
@@ -172,31 +152,6 @@ def on_gpu(backend, **arrays):
         raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
                          "use backend='auto' or 'cuda', or copy the arrays to NumPy")
     return bool(device) or dispatch.check_method(backend) == "cuda"
-
-
-def _before(params):
-    return params.pad_h[0], params.pad_w[0]
-
-
-def correlate(x, weight, bias, out, params, method):
-    """The correlation of :mod:`convtranspose.cpu.backward` (4-D ``x`` and ``out``) by
-    ``method``, with PyTorch's NaN where a padding zero meets a non-finite weight
-    (:func:`convtranspose.nonfinite.correlate_nan`). Returns ``out``."""
-    dispatch.operation("correlate", method)(x, weight, bias, out, params.stride,
-                                            params.dilation, _before(params), params.groups)
-    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
-                                   _before(params))
-
-
-def weight_grad(a, b, gw, params, method):
-    """The weight gradient of :mod:`convtranspose.cpu.backward` (``a`` on the strided
-    grid, ``b`` sampled, both 4-D) by ``method``, with PyTorch's NaN where a non-finite
-    ``a`` meets a zero read outside ``b`` (:func:`convtranspose.nonfinite.weight_grad_nan`).
-    Returns ``gw``."""
-    dispatch.operation("weight_grad", method)(a, b, gw, params.stride, params.dilation,
-                                              _before(params), params.groups)
-    return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
-                                     _before(params))
 
 
 def _weight_grad_by(method, a, b, weight, params, dtype):
@@ -228,40 +183,6 @@ def bias_grad(g):
 
 # ----------------------------------------------------------------------------
 # the convolution and the gradients
-
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           backend="auto", data_format="NCHW"):
-    """:func:`convtranspose.conv2d` of NumPy or CUDA arrays (not Dask arrays)."""
-    last = is_channels_last(data_format, 2)
-    if last:
-        x = _from_channels_last(x, "x")
-    if on_gpu(backend, x=x, weight=weight, bias=bias):
-        if last:
-            raise NotImplementedError(GPU_LAYOUT)
-        return cuda.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    x, weight, bias, dtypes = host_operands(x, weight, bias)
-    params, shape, dtype = normalise_conv2d(
-        x.shape, weight.shape, None if bias is None else bias.shape,
-        dtypes, stride=stride, padding=padding, dilation=dilation,
-        groups=groups, last=last)
-    method = dispatch.check_method(backend)
-    if halfops.takes(x, weight, bias):     # the engine where float32 runs it, else chunks
-        out = compute_into(x, weight, bias, params, shape, dtype, None,
-                           halfops.correlation(method, _correlate_in), last, convert=False)
-        return channels_last(out, 2) if last else out
-    x = in_layout(x, dtype, last, 2)
-    weight = np.ascontiguousarray(weight, dtype)
-    bias = None if bias is None else np.ascontiguousarray(bias, dtype)
-    out = new_result(shape, dtype, last, 2)
-    if out.size:
-        g = params.groups
-        if method == "auto":
-            method = dispatch.correlate_method(weight.shape[0] // g, weight.shape[1],
-                                               weight.shape[2:], out.size // out.shape[-3],
-                                               _engine_fits(x, weight, params, out, last))
-        correlate(batched(x), weight, bias, batched(out), params, method)
-    return channels_last(out, 2) if last else out
-
 
 def _correlate_in(x, weight, bias, params, out, method):
     """:func:`correlate` with the arguments of a ``run`` (batched or not) and ``method``."""

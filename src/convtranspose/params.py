@@ -146,6 +146,26 @@ class ConvParams:
 
 
 #: The layouts of each rank: channels-first (the default, PyTorch's), then channels-last.
+#: The ``backend`` names every function takes: ``"auto"``, the CPU backends and the GPU's
+#: (:data:`convtranspose.dispatch.BACKENDS`, :data:`convtranspose.dispatch.GPU_BACKENDS`).
+BACKEND_NAMES = ("auto", "direct", "im2col", "cuda")
+
+
+def check_backend(backend):
+    """Return ``backend`` if it names a backend or ``"auto"``, else raise ``ValueError``."""
+    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    return backend
+
+
+def check_method(backend):
+    """:func:`check_backend` of ``conv2d`` and the gradients (its message names them)."""
+    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES} for conv2d and the "
+                         f"gradients, got {backend!r}")
+    return backend
+
+
 DATA_FORMATS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 
 

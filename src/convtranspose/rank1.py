@@ -1,23 +1,25 @@
 """The 1-D operations: :func:`conv_transpose1d`, :func:`conv1d` and their gradients.
 
 A 1-D problem is a 2-D one of unit height (kernel height 1, stride and dilation 1 and no
-padding along it), so each function here validates its arguments at rank 1, so that
-errors speak of the 1-D arguments, and then runs the 2-D public function on zero-copy
-views ``(N, C, 1, L)`` of its operands, returning the result viewed back as
-``(N, C, L_out)``. NumPy and Dask arrays are viewed by indexing with ``None`` (lazy for
-Dask); CUDA arrays through their ``reshape``.
+padding along it). The forward functions are names over the operation layer
+(:func:`convtranspose.operation.forward`), which validates at rank 1 and runs the problem
+lifted. The gradients here still validate their arguments at rank 1, so that errors speak
+of the 1-D arguments, and then run the 2-D public function on zero-copy views
+``(N, C, 1, L)`` of their operands, returning the results viewed back as ``(N, C, L_out)``
+(:func:`convtranspose.operation.lift`: NumPy and Dask arrays are viewed by indexing with
+``None``, lazy for Dask; CUDA arrays through their ``reshape``).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from . import api, complexops, conv, grad
-from ._arrays import check_out, host_array, is_dask_array, is_device_array
+from . import complexops, conv, grad, operation
+from ._arrays import is_dask_array
 from .dask_ops import known_chunks
-from .params import (is_channels_last, normalise, normalise_backward, normalise_conv,
-                     normalise_conv_backward)
+from .operation import lift as _lift
+from .operation import operand_of_any_kind as _operand
+from .operation import unlift as _drop
+from .params import is_channels_last, normalise_backward, normalise_conv_backward
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
@@ -29,66 +31,8 @@ __all__ = ["conv_transpose1d", "conv1d", "conv_transpose1d_backward", "conv1d_ba
 # operands and views
 
 
-def _operand(a, name, required=True):
-    """``a`` as something with a ``.shape`` and a NumPy dtype: NumPy, Dask and CUDA
-    arrays as they are, anything else through ``numpy.asarray``; with its dtype."""
-    if a is None and not required:
-        return None, None
-    if isinstance(a, np.ndarray) or is_dask_array(a):
-        return a, a.dtype
-    if is_device_array(a, name):
-        try:
-            typestr = a.__cuda_array_interface__["typestr"]
-        except AttributeError:        # a simulated Numba device array
-            return a, np.dtype(a.dtype)
-        return a, np.dtype(typestr)
-    a = host_array(a, name, required)
-    return a, a.dtype
-
-
 def _shape(a):
     return None if a is None else tuple(a.shape)
-
-
-def _lift(a, name, last=False):
-    """``a`` of shape ``(..., L)`` as a view of shape ``(..., 1, L)``, never a copy; with
-    ``last`` (a channels-last ``(..., L, C)``), ``(..., 1, L, C)``."""
-    if a is None:
-        return None
-    if last:
-        a = _operand(a, name)[0]
-        if not (isinstance(a, np.ndarray) or is_dask_array(a)):
-            raise NotImplementedError(f"{name} is a CUDA array: channels-last layouts are "
-                                      "taken on the CPU only")
-        return a[..., None, :, :]
-    if isinstance(a, np.ndarray) or is_dask_array(a):
-        return a[..., None, :]
-    if not hasattr(a, "reshape"):
-        raise TypeError(f"{name} is a {type(a).__name__} without a reshape method, which "
-                        "the 1-D functions need to view it as a 2-D array of unit height")
-    shape = tuple(a.shape)
-    return a.reshape(shape[:-1] + (1, shape[-1]))
-
-
-def _drop(a, last=False):
-    """The view of :func:`_lift` undone: ``(..., 1, L)`` as ``(..., L)``."""
-    if a is None:
-        return None
-    if last:
-        return a[..., 0, :, :]
-    if isinstance(a, np.ndarray) or is_dask_array(a):
-        return a[..., 0, :]
-    shape = tuple(a.shape)
-    return a.reshape(shape[:-2] + (shape[-1],))
-
-
-def _forward_operands(x, weight, bias):
-    """The forward's operands (:func:`_operand`) and their named dtypes."""
-    x, dx = _operand(x, "x")
-    weight, dw = _operand(weight, "weight")
-    bias, db = _operand(bias, "bias", required=False)
-    return x, weight, bias, [("x", dx), ("weight", dw)] + ([] if bias is None else
-                                                          [("bias", db)])
 
 
 def _grad_operands(grad_output, x, weight):
@@ -119,18 +63,10 @@ def _lifted(params):
                 dilation=(1, params.dilation[0]), groups=params.groups)
 
 
-def _check_host_out(out, shape, dtype):
-    """Check a host ``out`` against the 1-D result's shape (the 2-D call would speak of
-    the lifted shape); CUDA and Dask ``out`` are checked (or refused) by the 2-D call."""
-    if out is not None and not is_dask_array(out) and not is_device_array(out, "out"):
-        check_out(out, shape, dtype)
-
-
 # ----------------------------------------------------------------------------
 # the operations
 
 
-@complexops.forward(1, correlation=False)
 def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntTuple = 1, padding: AutoPadding = 0,
                      output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
@@ -223,21 +159,14 @@ def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ...                     stride=8, padding="same").shape
     (4, 256)
     """
-    x, weight, bias, dtypes = _forward_operands(x, weight, bias)
-    last, fmt, x_shape = _layout(data_format, _shape(x))
-    params, shape, dtype = normalise(
-        x_shape, _shape(weight), _shape(bias), dtypes, stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=1, last=last)
-    _check_host_out(out, shape if not last else (*shape[:-2], shape[-1], shape[-2]), dtype)
-    y = api.conv_transpose2d(_lift(x, "x", last), _lift(weight, "weight"), bias,
-                             output_padding=(0, params.output_padding[0]),
-                             out=_lift(out, "out", last), backend=backend, data_format=fmt,
-                             **_lifted(params))
-    return out if out is not None else _drop(y, last)
+    return operation.forward(_TRANSPOSED, x, weight, bias, stride, padding, output_padding,
+                             groups, dilation, output_size=output_size, out=out,
+                             backend=backend, data_format=data_format)
 
 
-@complexops.forward(1, correlation=True)
+_TRANSPOSED = operation.Op(transposed=True, rank=1)
+
+
 def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
            groups: int = 1, *, backend: Backend = "auto", data_format: str = "NCW") -> Array:
@@ -318,13 +247,11 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     >>> ct.conv1d(np.zeros((3, 7)), np.zeros((5, 3, 4)), padding="same").shape
     (5, 7)
     """
-    x, weight, bias, dtypes = _forward_operands(x, weight, bias)
-    last, fmt, x_shape = _layout(data_format, _shape(x))
-    params, _, _ = normalise_conv(x_shape, _shape(weight), _shape(bias), dtypes,
-                                  stride=stride, padding=padding, dilation=dilation,
-                                  groups=groups, rank=1, last=last)
-    return _drop(conv.conv2d(_lift(x, "x", last), _lift(weight, "weight"), bias,
-                             backend=backend, data_format=fmt, **_lifted(params)), last)
+    return operation.forward(_CORRELATION, x, weight, bias, stride, padding, groups=groups,
+                             dilation=dilation, backend=backend, data_format=data_format)
+
+
+_CORRELATION = operation.Op(transposed=False, rank=1)
 
 
 @complexops.gradients(1, correlation=False)

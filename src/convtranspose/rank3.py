@@ -1,32 +1,15 @@
 """The 3-D operations: :func:`conv_transpose3d`, :func:`conv3d` and their gradients.
 
-Each function validates its arguments at rank 3 (:mod:`convtranspose.params`, so errors
-speak of the 3-D arguments) and reduces the problem to the 2-D operators of the CPU
-backends, one per kernel depth tap. A tap ``t`` links depth ``i`` of the small grid (the
-transposed convolution's input, the convolution's output) to depth ``o = i*sD + t*dD -
-front`` of the large one (the transposed convolution's output, the convolution's input),
-for the contiguous run of ``i`` where ``o`` falls inside (:func:`depth_taps`). The depth
-slices of a run, folded into the batch (``(N*J, C, H, W)``), go through one
-2-D call with the weight's plane ``weight[:, :, t]``:
-
-* the transposed convolution scatters: ``out[:, :, o] += conv_transpose2d(x[:, :, i])``;
-* the correlation (``conv3d``, the transposed convolution's input gradient) gathers:
-  ``out[:, :, i] += conv2d(x[:, :, o])``;
-* the weight gradient of tap ``t`` is the 2-D weight gradient of the run's pairs.
-
-The 2-D calls use the backend named (``"auto"``: the one the cost model picks for each
-2-D problem), and their NaN rules for padding zeros hold per plane; the rules across
-depth are applied once at the end (:mod:`convtranspose.nonfinite`, which works at any
-rank). Results are the definition's sums in another order: within rounding of the float64
-reference, bitwise independent of the thread count as the 2-D backends are.
-
-Memory: besides the result, at most one copy of each operand read (for one image its
-depth slices folded once, :class:`_Runs`; for several, one tap's slices at a time) and
-one 2-D result, sized for the longest run and reused by every tap. CUDA arrays (or
-``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which stacks the taps as
-channels on the GPU instead. A Dask operand gives a lazy Dask result tiled as at every rank
-(:mod:`convtranspose.dask_ops`: spatial tiles with halos along D, H and W, channel blocks),
-each tile a call of these functions on NumPy pieces (:data:`TILES`).
+The forward functions are names over the operation layer
+(:func:`convtranspose.operation.forward`), which validates at rank 3 and runs the volume on
+the CPU through :mod:`convtranspose.depth` (the engine for the whole volume, or one 2-D
+problem per kernel depth tap). The gradients here still validate their arguments at rank 3
+(so errors speak of the 3-D arguments) and reduce the problem to 2-D operators per depth
+tap themselves (:mod:`convtranspose.depth`). CUDA arrays (or ``backend="cuda"``) go to
+:mod:`convtranspose.cuda.rank3`, which stacks the taps as channels on the GPU instead. A
+Dask operand gives a lazy Dask result tiled as at every rank
+(:mod:`convtranspose.dask_ops`: spatial tiles with halos along D, H and W, channel
+blocks), each tile a call on NumPy pieces (:func:`convtranspose.operation.tiles`).
 """
 from __future__ import annotations
 
@@ -34,223 +17,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import complexops, cuda, dask_ops, dispatch, halfops, nonfinite, ops
-from .cpu import direct, nd_engine
-from ._alloc import allocate
-from ._arrays import (any_dask, channels_first, channels_last, compute_into, host_array,
-                      in_layout, is_device_array, laid_out, native, new_result)
-from .params import (adjoint_params, is_channels_last, normalise, normalise_backward,
-                     normalise_conv, normalise_conv_backward)
+from . import complexops, cuda, dask_ops, depth, dispatch, halfops, operation, ops
+from ._arrays import (any_dask, channels_first, host_array, in_layout, is_device_array,
+                      laid_out, native, new_result)
+from .params import adjoint_params, is_channels_last, normalise_backward, normalise_conv_backward
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
 
-__all__ = ["conv_transpose3d", "conv3d", "conv_transpose3d_backward", "conv3d_backward",
-           "depth_taps"]
-
-
-# ----------------------------------------------------------------------------
-# the reduction to 2-D operators, on validated C-contiguous 5-D host arrays
-
-
-def depth_taps(small, large, k, s, d, front):
-    """The runs of depth slices each kernel depth tap links.
-
-    Parameters
-    ----------
-    small, large : int
-        Depths of the small grid (a transposed convolution's input) and the large one
-        (its output).
-    k, s, d, front : int
-        Kernel depth, stride, dilation and leading padding along depth.
-
-    Returns
-    -------
-    list of (int, int, int, int)
-        ``(t, i0, i1, o0)``: tap ``t`` links small slices ``i0 <= i < i1`` to large slices
-        ``o0 + (i - i0)*s``, all inside; taps that link nothing are left out.
-
-    Examples
-    --------
-    >>> from convtranspose.rank3 import depth_taps
-    >>> depth_taps(3, 6, 2, 2, 1, 0)        # kernel 2, stride 2: even and odd slices
-    [(0, 0, 3, 0), (1, 0, 3, 1)]
-    >>> depth_taps(3, 3, 3, 1, 1, 1)        # kernel 3, padding 1: the ends lose a tap
-    [(0, 1, 3, 0), (1, 0, 3, 0), (2, 0, 2, 1)]
-    """
-    runs = []
-    for t in range(k):
-        i0, i1, o0 = tap_run(t, small, large, s, d, front)
-        if i1 > i0:
-            runs.append((t, i0, i1, o0))
-    return runs
-
-
-def tap_run(t, small, large, s, d, front):
-    """``(i0, i1, o0)`` of depth tap ``t`` for :func:`depth_taps` (nothing linked when
-    ``i1 <= i0``); one rule for Python and ``@njit`` code (:mod:`convtranspose.jit`
-    compiles it)."""
-    c = t * d - front
-    i0 = max(0, -(c // s))
-    i1 = min(small, (large - 1 - c) // s + 1)
-    return i0, i1, i0 * s + c
-
-
-class _Runs:
-    """The runs of depth slices of ``a`` (N, C, D, H, W) that the taps take, each as a
-    batch of 2-D images ``(N*J, C, H, W)``, image by image (``n``, then ``j``), in the
-    layout (with ``last``, a channels-first view of channels-last memory).
-
-    One image: ``a`` is copied once into depth-major memory (a view of channels-last
-    memory when ``step`` is 1), its slices ordered by residue modulo ``step``, so that
-    every run ``o0, o0 + step, ...`` is a contiguous block, taken as a view. Several
-    images: a run is copied when taken (the caller drops it before taking the next), so
-    at most one run's copy, never more than ``a``, exists at a time.
-    """
-
-    def __init__(self, a, last, step=1):
-        self.a, self.last, self.step = a, last, step
-        if a.shape[0] != 1:
-            return
-        d = a.shape[2]
-        moved = a[0].transpose((1, 2, 3, 0) if last else (1, 0, 2, 3))   # depth first
-        self.base = [sum(len(range(q, d, step)) for q in range(r)) for r in range(step)]
-        if step == 1:
-            self.mem = np.ascontiguousarray(moved)
-            return
-        self.mem = allocate(moved.shape, a.dtype, "depth slices")
-        for r in range(min(step, d)):
-            self.mem[self.base[r]:self.base[r] + len(range(r, d, step))] = moved[r::step]
-
-    def images(self, o0, count):
-        """Depth slices ``o0, o0 + step, ...`` (``count`` of them)."""
-        if self.a.shape[0] != 1:
-            part = self.a[:, :, o0:o0 + (count - 1) * self.step + 1:self.step]
-            mem = part.transpose((0, 2, 3, 4, 1) if self.last else (0, 2, 1, 3, 4))
-            part = np.ascontiguousarray(mem).reshape(-1, *mem.shape[2:])
-        else:
-            at = self.base[o0 % self.step] + o0 // self.step
-            part = self.mem[at:at + count]
-        return channels_first(part, 2) if self.last else part
-
-
-def _results(shape, taps, n, dtype, last):
-    """``result(J)``: a 2-D result of ``N*J`` images of ``shape`` (channels, height,
-    width), carved from one buffer sized for the longest run of ``taps``: the taps reuse
-    it, so no tap's result is allocated while another's is alive."""
-    buf = new_result((n * max(i1 - i0 for _, i0, i1, _ in taps), *shape), dtype, last, 2)
-    return lambda j: buf[:n * j]
-
-
-def _unfold(y, n):
-    """A 2-D result ``(N*J, C, H, W)`` as the depth run ``(N, C, J, H, W)`` (a view)."""
-    return np.moveaxis(y.reshape(n, -1, *y.shape[1:]), 1, 2)
-
-
-def _large_run(o0, count, s):
-    return slice(o0, o0 + (count - 1) * s + 1, s)
-
-
-def _start(out, bias):
-    out[...] = 0 if bias is None else bias.reshape(-1, 1, 1, 1)
-
-
-def scatter(x, weight, bias, params, out, method, last=False):
-    """The transposed convolution of ``x`` (N, C_in, D, H, W) into ``out``, by the 2-D
-    backend ``method`` (``"auto"``: chosen per 2-D problem); ``last``: both are
-    channels-first views of channels-last memory. Returns ``out``. Layers that ``direct``
-    runs on the channels-last engine go to it whole, with no loop over depth taps (``auto``
-    too, but for large channels-first results: :func:`~convtranspose.cpu.direct.volume_uses_engine`)."""
-    if method in ("auto", "direct") and direct.volume_uses_engine(
-            x.shape, weight.shape, params, out.shape, out.dtype.itemsize,
-            out.strides[1] == out.dtype.itemsize, method) and nd_engine.supported(weight):
-        return direct.run_volume(x, weight, bias, params, out)
-    _start(out, bias)
-    n, plane = x.shape[0], params.plane
-    taps = depth_taps(x.shape[2], out.shape[2], weight.shape[2], params.stride[0],
-                      params.dilation[0], params.pads[0][0])
-    if not taps:
-        return out
-    runs = _Runs(x, last)
-    result = _results((out.shape[1], *out.shape[3:]), taps, n, out.dtype, last)
-    for t, i0, i1, o0 in taps:
-        x4 = runs.images(i0, i1 - i0)
-        w4 = np.ascontiguousarray(weight[:, :, t])
-        y4 = result(i1 - i0)
-        name = method
-        if name == "auto":
-            name = dispatch.choose(x4.shape, w4.shape, plane, out.dtype, y4.shape[2:],
-                                   last).backend
-        dispatch.operation("conv_transpose", name)(x4, w4, None, plane, y4)
-        with np.errstate(invalid="ignore", over="ignore"):
-            out[:, :, _large_run(o0, i1 - i0, params.stride[0])] += _unfold(y4, n)
-        del x4      # before the next tap's copy is made
-    return out
-
-
-def correlate(x, weight, bias, out, params, method, last=False):
-    """The correlation (``conv3d``'s forward) of ``x`` (N, C_in, D, H, W) with ``weight``
-    (C_out, C_in // groups, kD, kH, kW) into ``out``, by ``method``, with PyTorch's NaN
-    where a padding zero meets a non-finite weight; ``last`` as for :func:`scatter`.
-    Returns ``out``. Layers with many channels run on the channels-last engine whole
-    (``auto``: unless the result is channels-first and large, as for :func:`scatter`)."""
-    if method in ("auto", "direct") and direct.volume_correlation_uses_engine(
-            x.shape, weight.shape, params, out.shape, out.dtype.itemsize,
-            out.strides[1] == out.dtype.itemsize, method):
-        direct.run_correlation(x, weight, bias, out, params.stride, params.dilation,
-                               [lo for lo, _ in params.pads], params.groups)
-    else:
-        _taps_correlate(x, weight, bias, out, params, method, last)
-    return nonfinite.correlate_nan(out, weight, x.shape[2:], params.stride, params.dilation,
-                                   [lo for lo, _ in params.pads])
-
-
-def _taps_correlate(x, weight, bias, out, params, method, last):
-    """:func:`correlate` as one 2-D correlation per depth tap, before the NaN rule."""
-    _start(out, bias)
-    n, plane = x.shape[0], params.plane
-    c_out, c_in_g = weight.shape[:2]
-    taps = depth_taps(out.shape[2], x.shape[2], weight.shape[2], params.stride[0],
-                      params.dilation[0], params.pads[0][0])
-    if taps:
-        runs = _Runs(x, last, params.stride[0])
-        result = _results((c_out, *out.shape[3:]), taps, n, out.dtype, last)
-    for t, i0, i1, o0 in taps:
-        x4 = runs.images(o0, i1 - i0)
-        w4 = np.ascontiguousarray(weight[:, :, t])
-        y4 = result(i1 - i0)
-        name = method
-        if name == "auto":
-            name = dispatch.correlate_method(c_out // params.groups, c_in_g, w4.shape[2:],
-                                             y4.size // c_out)
-        ops.correlate(x4, w4, None, y4, plane, name)
-        with np.errstate(invalid="ignore", over="ignore"):
-            out[:, :, i0:i1] += _unfold(y4, n)
-        del x4      # before the next tap's copy is made
-
-
-def weight_grad(a, b, gw, params, method, last=False):
-    """``gw[ca, j, t, kh, kw] = sum a[n, ca, i, h, w] * b[n, cb, i*sD + t*dD - front, ...]``
-    (``a`` on the strided grid, ``b`` sampled, both 5-D) by ``method``, with PyTorch's NaN
-    where a non-finite ``a`` meets a zero read outside ``b``; ``last`` as for
-    :func:`scatter`. Returns ``gw``."""
-    plane = params.plane
-    c_a, c_b_g = gw.shape[:2]
-    runs_a, runs_b = _Runs(a, last), _Runs(b, last, params.stride[0])
-    gw[...] = 0
-    for t, i0, i1, o0 in depth_taps(a.shape[2], b.shape[2], gw.shape[2], params.stride[0],
-                                    params.dilation[0], params.pads[0][0]):
-        a4, b4 = runs_a.images(i0, i1 - i0), runs_b.images(o0, i1 - i0)
-        g4 = np.empty((c_a, c_b_g, *gw.shape[3:]), gw.dtype)
-        name = method
-        if name == "auto":
-            name = dispatch.weight_grad_method(c_a // params.groups, c_b_g, gw.shape[3:],
-                                               a4.size // c_a)
-        gw[:, :, t] = ops.weight_grad(a4, b4, g4, plane, name)
-        del a4, b4      # before the next tap's copies are made
-    return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
-                                     [lo for lo, _ in params.pads])
-
+__all__ = ["conv_transpose3d", "conv3d", "conv_transpose3d_backward", "conv3d_backward"]
 
 # ----------------------------------------------------------------------------
 # operands
@@ -293,15 +68,6 @@ def _batched(a):
     return a if a.ndim == 5 else a[None]
 
 
-def _forward_operands(x, weight, bias, data_format):
-    last = is_channels_last(data_format, 3)
-    x, weight = _host(x, "x", last=last), _host(weight, "weight")
-    bias = _host(bias, "bias", False)
-    dtypes = [("x", x.dtype), ("weight", weight.dtype)] + \
-        ([] if bias is None else [("bias", bias.dtype)])
-    return last, x, weight, bias, dtypes
-
-
 def _grad_operands(grad_output, x, weight, data_format):
     last = is_channels_last(data_format, 3)
     g = _host(grad_output, "grad_output", last=last)
@@ -336,7 +102,6 @@ def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
 # the operations
 
 
-@complexops.forward(3, correlation=False)
 def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntTuple = 1, padding: AutoPadding = 0,
                      output_padding: IntTuple = 0, groups: int = 1, dilation: IntTuple = 1, *,
@@ -426,38 +191,14 @@ def conv_transpose3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     ...                     np.zeros((64, 32, 2, 2, 2), np.float32), stride=2).shape
     (32, 16, 16, 16)
     """
-    if any_dask(x, weight, bias, out):
-        return dask_ops.conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
-                                       dilation, output_size=output_size, out=out,
-                                       backend=backend, data_format=data_format, calls=TILES)
-    gpu = _gpu(backend, data_format, x=x, weight=weight, bias=bias, out=out)
-    if gpu is not None:
-        if out is not None:
-            raise NotImplementedError("out= is not taken by the 3-D functions on the GPU")
-        return gpu.conv_transpose3d(x, weight, bias, stride, padding, output_padding, groups,
-                                    dilation, output_size=output_size)
-    last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
-    params, shape, dtype = normalise(
-        x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
-        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=3, last=last)
-    method = _method(backend)
-    given = out
-    if out is not None and last:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-        out = _host(out, "out", last=True)
-
-    def run(x5, w, b, p, r5):
-        return scatter(x5, w, b, p, r5, method, last)
-
-    half = halfops.takes(x, weight, bias)       # 3-D half precision: the engine
-    y = compute_into(x, weight, bias, params, shape, dtype, out,
-                     halfops.transposed(method, run) if half else run, last, convert=not half)
-    return given if given is not None else (channels_last(y, 3) if last else y)
+    return operation.forward(_TRANSPOSED, x, weight, bias, stride, padding, output_padding,
+                             groups, dilation, output_size=output_size, out=out,
+                             backend=backend, data_format=data_format)
 
 
-@complexops.forward(3, correlation=True)
+_TRANSPOSED = operation.Op(transposed=True, rank=3)
+
+
 def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
            groups: int = 1, *, backend: Backend = "auto",
@@ -533,23 +274,11 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
     >>> ct.conv3d(np.zeros((3, 5, 6, 7)), np.zeros((4, 3, 3, 3, 3)), padding="same").shape
     (4, 5, 6, 7)
     """
-    if any_dask(x, weight, bias):
-        return dask_ops.conv(x, weight, bias, stride, padding, dilation, groups, backend=backend,
-                             data_format=data_format, calls=TILES)
-    gpu = _gpu(backend, data_format, x=x, weight=weight, bias=bias)
-    if gpu is not None:
-        return gpu.conv3d(x, weight, bias, stride, padding, dilation, groups)
-    last, x, weight, bias, dtypes = _forward_operands(x, weight, bias, data_format)
-    params, shape, dtype = normalise_conv(
-        x.shape, weight.shape, None if bias is None else bias.shape, dtypes, stride=stride,
-        padding=padding, dilation=dilation, groups=groups, rank=3, last=last)
-    method = _method(backend)
-    half = halfops.takes(x, weight, bias)       # 3-D half precision: the engine
-    y = compute_into(x, weight, bias, params, shape, dtype, None,
-                     halfops.correlation(method, None) if half else
-                     lambda x5, w, b, p, r5: correlate(x5, w, b, r5, p, method, last), last,
-                     convert=not half)
-    return channels_last(y, 3) if last else y
+    return operation.forward(_CORRELATION, x, weight, bias, stride, padding, groups=groups,
+                             dilation=dilation, backend=backend, data_format=data_format)
+
+
+_CORRELATION = operation.Op(transposed=False, rank=3)
 
 
 @complexops.gradients(3, correlation=False)
@@ -634,7 +363,8 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
             grad_output, x, weight, stride, padding, output_padding, groups, dilation,
             output_size=output_size, needs_input_grad=needs_input_grad,
             needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
-            backend=backend, data_format=data_format, calls=TILES)
+            backend=backend, data_format=data_format,
+            calls=operation.tiles(3, conv_transpose3d_backward))
     gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
     if gpu is not None:
         return gpu.conv_transpose3d_backward(
@@ -649,8 +379,8 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     method = _method(backend)
     return _gradients(g, x, weight, dtype, last,
                       (needs_input_grad, needs_weight_grad, needs_bias_grad),
-                      lambda g5, w, gx5: correlate(g5, w, None, gx5, params, method, last),
-                      lambda g5, x5, gw: weight_grad(x5, g5, gw, params, method, last))
+                      lambda g5, w, gx5: depth.correlate(g5, w, None, gx5, params, method, last),
+                      lambda g5, x5, gw: depth.weight_grad(x5, g5, gw, params, method, last))
 
 
 @complexops.gradients(3, correlation=True)
@@ -729,7 +459,8 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                                       needs_input_grad=needs_input_grad,
                                       needs_weight_grad=needs_weight_grad,
                                       needs_bias_grad=needs_bias_grad, backend=backend,
-                                      data_format=data_format, calls=TILES)
+                                      data_format=data_format,
+                                      calls=operation.tiles(3, conv_transpose3d_backward))
     gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
     if gpu is not None:
         return gpu.conv3d_backward(grad_output, x, weight, stride, padding, dilation, groups,
@@ -744,12 +475,8 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
 
     def input_grad(g5, w, gx5):
         tparams = adjoint_params(params, g5.shape[2:], w.shape[2:], gx5.shape[2:])
-        scatter(g5, w, None, tparams, gx5, method, last)
+        depth.scatter(g5, w, None, tparams, gx5, method, last)
 
     return _gradients(g, x, weight, dtype, last,
                       (needs_input_grad, needs_weight_grad, needs_bias_grad), input_grad,
-                      lambda g5, x5, gw: weight_grad(g5, x5, gw, params, method, last))
-
-
-#: What the tasks of a 3-D Dask graph call on NumPy tiles (:mod:`convtranspose.dask_ops`).
-TILES = dask_ops.TileCalls(3, conv_transpose3d, conv3d, conv_transpose3d_backward)
+                      lambda g5, x5, gw: depth.weight_grad(g5, x5, gw, params, method, last))
