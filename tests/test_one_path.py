@@ -6,7 +6,8 @@ operation layer (``operation.py``), validation (``problem.validate``, once), the
 kernels (``cpu/``, and ``nonfinite.py``'s compiled NaN rules). Small shared helpers (``_arrays``, ``params``' data types and
 predicates, the allocator, the thread pool) may be called from anywhere. These tests trace
 a call of a new shape (so nothing is cached) and check the order, that the upper layers are
-entered once and never from below, and that nothing validates twice.
+entered once and never from below, and that nothing validates twice, for the forward
+functions and the gradients of every rank and layout.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import pytest
 
 import convtranspose as ct
 
-FACE = {1: "convtranspose.rank1", 2: None, 3: "convtranspose.rank3"}
 LAYERS = {"convtranspose.operation": 1, "convtranspose.ops": 3, "convtranspose.depth": 3,
           "convtranspose.halfops": 3, "convtranspose.dispatch": 3}
 #: Modules that any layer may call (data types, operand predicates, memory, threads).
@@ -25,13 +25,14 @@ HELPERS = {"convtranspose._arrays", "convtranspose._alloc", "convtranspose.param
            "convtranspose.problem", "convtranspose._threading", "convtranspose._calls",
            "convtranspose._blaspool", "convtranspose.cpu.workspace"}
 NAMES = ("face", "operation", "validation", "backend", "kernels")
+VALIDATORS = ("validate", "validate_gradients")
 
 
 def _layer(module, function, face):
     """The layer of a frame (0 face ... 4 kernels), or ``None`` for a helper or an outsider."""
     if module == face:
         return 0
-    if module == "convtranspose.problem" and function == "validate":
+    if module == "convtranspose.problem" and function in VALIDATORS:
         return 2
     if module in HELPERS or not module.startswith("convtranspose."):
         return None
@@ -42,7 +43,7 @@ def _layer(module, function, face):
 
 def _trace(call):
     """The calls made by ``call()``: ``(caller module, callee module, callee function,
-    whether problem.validate is on the stack)``."""
+    whether a validator of ``problem.py`` is on the stack)``."""
     events = []
 
     def profile(frame, event, arg):
@@ -55,7 +56,7 @@ def _trace(call):
         caller = back.f_globals.get("__name__", "") if back is not None else ""
         inside, f = False, frame
         while f is not None:
-            if f.f_code.co_name == "validate" and \
+            if f.f_code.co_name in VALIDATORS and \
                     f.f_globals.get("__name__") == "convtranspose.problem":
                 inside = True
                 break
@@ -83,18 +84,29 @@ CASES = [(rank, transposed, last) for rank in (1, 2, 3) for transposed in (True,
          for last in (False, True)]
 
 
+def _call(rank, transposed, last, backend, gradients):
+    """The module of a public function (the forward, or with ``gradients`` its
+    ``*_backward`` asking for all three) and a call of it on a shape it has not seen (run
+    first on another, so that the trace holds no compilation)."""
+    forward = getattr(ct, f"conv_transpose{rank}d" if transposed else f"conv{rank}d")
+    fn = getattr(ct, f"{forward.__name__}_backward") if gradients else forward
+    kw = dict(stride=2 if transposed else 1, backend=backend,
+              data_format=ct.params.DATA_FORMATS[rank][last])
+    calls = []
+    for n, size in ((1, 5), (2, 6)):
+        x, w, b = _operands(rank, transposed, last, n, size)
+        args = (np.ones_like(forward(x, w, b, **kw)), x, w) if gradients else (x, w, b)
+        calls.append(lambda args=args: fn(*args, **kw))
+    calls[0]()
+    return fn.__module__, calls[1]
+
+
 @pytest.mark.parametrize("rank, transposed, last", CASES)
 @pytest.mark.parametrize("backend", ["auto", "direct"])
-def test_a_call_takes_one_path(rank, transposed, last, backend):
-    name = f"conv_transpose{rank}d" if transposed else f"conv{rank}d"
-    fn = getattr(ct, name)
-    face = FACE[rank] or fn.__module__
-    fmt = ct.params.DATA_FORMATS[rank][last]
-    stride = 2 if transposed else 1
-    fn(*_operands(rank, transposed, last, 1, 5), stride=stride, backend=backend,
-       data_format=fmt)                                  # compiled; another shape below
-    x, w, b = _operands(rank, transposed, last, 2, 6)
-    events = _trace(lambda: fn(x, w, b, stride=stride, backend=backend, data_format=fmt))
+@pytest.mark.parametrize("gradients", [False, True], ids=["forward", "gradients"])
+def test_a_call_takes_one_path(rank, transposed, last, backend, gradients):
+    face, call = _call(rank, transposed, last, backend, gradients)
+    events = _trace(call)
 
     entries = []                 # (caller layer, callee layer, callee module.function)
     for caller, module, function, _ in events:
@@ -136,6 +148,6 @@ def test_a_cached_call_skips_validation(rank):
     x, w, b = _operands(rank, True, False, 2, 5)
     fn(x, w, b, stride=2)
     events = _trace(lambda: fn(x, w, b, stride=2))
-    assert not [e for e in events if e[1] == "convtranspose.problem" and e[2] == "validate"]
+    assert not [e for e in events if e[1] == "convtranspose.problem" and e[2] in VALIDATORS]
     assert not [e for e in events if e[1] == "convtranspose.params" and
                 e[2].startswith("normalise")]

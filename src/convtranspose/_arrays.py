@@ -128,6 +128,12 @@ def batched(a):
     return a if a.ndim == 4 else a[None]
 
 
+def batched_to(a, rank):
+    """:func:`batched` at ``rank``: ``a`` with ``rank + 2`` dimensions, an unbatched one
+    viewed as one image."""
+    return a if a.ndim == rank + 2 else a[None]
+
+
 def check_out(out, shape, dtype):
     """``TypeError``/``ValueError`` unless ``out`` is a writeable ndarray of ``shape`` and
     ``dtype`` (either byte order)."""

@@ -36,8 +36,6 @@ the textbook product would bound the imaginary part by ``|xr| |wi| + |xi| |wr|``
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 
 import numpy as np
@@ -49,7 +47,7 @@ from .cpu.workspace import get_workspace_limit
 from .params import (_caller_shape, _first_shape, is_channels_last, normalise,
                      normalise_backward, normalise_conv, normalise_conv_backward, result_dtype)
 
-__all__ = ["is_complex", "complex_result", "run_forward", "gradients", "gauss_weight",
+__all__ = ["is_complex", "complex_result", "run_forward", "run_gradients", "gauss_weight",
            "complex_weight_grad"]
 
 _COMPLEX = {4: np.dtype(np.complex64), 8: np.dtype(np.complex128)}
@@ -127,29 +125,6 @@ def _gradient(g3, dtype, bias):
     return out
 
 
-def _bound(sig, args, kwargs):
-    bound = sig.bind(*args, **kwargs)
-    bound.apply_defaults()
-    return bound.arguments
-
-
-def _taking_complex(run, rank, correlation):
-    """A decorator of a public function whose first three parameters are its array
-    operands: calls with a complex one go to ``run(fn, arguments, rank, correlation)``."""
-    def decorate(fn):
-        sig = inspect.signature(fn)
-        names = tuple(sig.parameters)[:3]
-
-        @functools.wraps(fn)
-        def call(*args, **kwargs):
-            operands = args[:3] + tuple(kwargs.get(n) for n in names[len(args):])
-            if not any(is_complex(a) for a in operands):
-                return fn(*args, **kwargs)
-            return run(fn, _bound(sig, args, kwargs), rank, correlation)
-        return call
-    return decorate
-
-
 def run_forward(fn, p, rank, correlation):
     """A forward call with a complex operand: ``fn`` is the real call of the same operation
     (the operation layer's), ``p`` the call's arguments by name."""
@@ -223,14 +198,9 @@ def _real_params(params, correlation):
     return kw
 
 
-def gradients(rank, correlation):
-    """Decorate a public gradient function (``conv_transpose{rank}d_backward``, or
-    ``conv{rank}d_backward`` with ``correlation``) so that complex operands run as
-    described in this module."""
-    return _taking_complex(_gradients, rank, correlation)
-
-
-def _gradients(fn, p, rank, correlation):
+def run_gradients(fn, p, rank, correlation):
+    """A gradient call with a complex operand: ``fn`` is the real gradient call of the same
+    operation (the operation layer's), ``p`` the call's arguments by name."""
     g, x, weight = p["grad_output"], p["x"], p["weight"]
     _refuse_device(p["backend"], {"grad_output": g, "x": x, "weight": weight})
     lazy = any(is_dask_array(a) for a in (g, x, weight))

@@ -1,21 +1,15 @@
 """``conv2d`` (forward and backward) with PyTorch's semantics.
 
 A convolution is the adjoint of a transposed convolution with the same weight, so the
-two share their kernels (see :mod:`convtranspose.ops`). :func:`conv2d` is a name over the
-operation layer (:func:`convtranspose.operation.forward`); the gradients send Dask arrays
-to :mod:`convtranspose.dask_ops` and others to :mod:`convtranspose.ops`.
+two share their kernels (see :mod:`convtranspose.ops`). Both functions are names over the
+operation layer (:func:`convtranspose.operation.forward` and
+:func:`~convtranspose.operation.gradients`).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import complexops, dask_ops, halfops, operation, ops
-from ._arrays import any_dask
-# These lived here before and stay importable from here; they belong where they come from.
-from ._arrays import batched as _batched, host_array  # noqa: F401
-from .dispatch import METHODS, check_method, correlate_method, weight_grad_method  # noqa: F401
-from .ops import bias_grad, correlate, on_gpu, weight_grad  # noqa: F401
-from .params import adjoint_params  # noqa: F401
+from . import operation
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, Backend, Conv2dPadding, Gradients, IntPair
@@ -118,8 +112,6 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
 _CORRELATION = operation.Op(transposed=False, rank=2)
 
 
-@complexops.gradients(2, correlation=True)
-@halfops.float32_gradients
 def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntPair = 1, padding: Conv2dPadding = 0, dilation: IntPair = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
@@ -195,14 +187,8 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
-    if any_dask(grad_output, x, weight):
-        return dask_ops.conv_backward(grad_output, x, weight, stride, padding, dilation, groups,
-                                      needs_input_grad=needs_input_grad,
-                                      needs_weight_grad=needs_weight_grad,
-                                      needs_bias_grad=needs_bias_grad, backend=backend,
-                                      data_format=data_format,
-                                      calls=operation.tiles(2, ops.conv_transpose2d_backward))
-    return ops.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
+    return operation.gradients(_CORRELATION, grad_output, x, weight, stride, padding,
+                               groups=groups, dilation=dilation,
                                needs_input_grad=needs_input_grad,
                                needs_weight_grad=needs_weight_grad,
                                needs_bias_grad=needs_bias_grad, backend=backend,

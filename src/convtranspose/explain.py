@@ -107,7 +107,7 @@ def choice(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1
     rank = _rank(ws)
     last = _layout(data_format, rank)
     if last and (on_gpu or name in dispatch.GPU_BACKENDS):
-        from .ops import GPU_LAYOUT
+        from .operation import GPU_LAYOUT
         raise NotImplementedError(GPU_LAYOUT)
     if on_gpu and name not in ("auto", *dispatch.GPU_BACKENDS):
         raise ValueError(f"backend {backend!r} runs on the CPU but CUDA arrays were given: "

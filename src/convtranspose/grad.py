@@ -1,10 +1,10 @@
-"""Gradients of :func:`convtranspose.conv_transpose2d`: :func:`conv_transpose2d_backward`."""
+"""Gradients of :func:`convtranspose.conv_transpose2d`: :func:`conv_transpose2d_backward`, a
+name over the operation layer (:func:`convtranspose.operation.gradients`)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import complexops, dask_ops, halfops, operation, ops
-from ._arrays import any_dask
+from . import operation
 
 if TYPE_CHECKING:
     from ._typing import ArrayLike, Backend, Gradients, IntPair, Padding, Shape
@@ -12,8 +12,6 @@ if TYPE_CHECKING:
 __all__ = ["conv_transpose2d_backward"]
 
 
-@complexops.gradients(2, correlation=False)
-@halfops.float32_gradients
 def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntPair = 1, padding: Padding = 0,
                               output_padding: IntPair = 0, groups: int = 1,
@@ -113,15 +111,12 @@ def conv_transpose2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
            [4., 4., 4.],
            [4., 4., 4.]]), array([25.]))
     """
-    if any_dask(grad_output, x, weight):
-        return dask_ops.conv_transpose_backward(
-            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
-            output_size=output_size, needs_input_grad=needs_input_grad,
-            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
-            backend=backend, data_format=data_format,
-            calls=operation.tiles(2, ops.conv_transpose2d_backward))
-    return ops.conv_transpose2d_backward(
-        grad_output, x, weight, stride, padding, output_padding, groups, dilation,
-        output_size=output_size, needs_input_grad=needs_input_grad,
-        needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad, backend=backend,
-        data_format=data_format)
+    return operation.gradients(_TRANSPOSED, grad_output, x, weight, stride, padding,
+                               output_padding, groups, dilation, output_size=output_size,
+                               needs_input_grad=needs_input_grad,
+                               needs_weight_grad=needs_weight_grad,
+                               needs_bias_grad=needs_bias_grad, backend=backend,
+                               data_format=data_format)
+
+
+_TRANSPOSED = operation.Op(transposed=True, rank=2)

@@ -25,17 +25,19 @@ import functools
 
 import numpy as np
 
-from . import complexops, cuda, dask_ops, dispatch, ops
+from . import complexops, cuda, dask_ops, dispatch, halfops, ops
 from ._arrays import (any_dask, channels_first, channels_last, check_out, host_array,
                       host_operands, is_complex, is_dask_array, is_device_array)
 from .cpu.workspace import get_workspace_limit
-from .params import DATA_FORMATS, is_channels_last
-from .problem import Op, Problem, validate  # noqa: F401  (Problem: what validation gives)
+from .params import DATA_FORMATS, is_channels_last, is_half
+from .problem import Op, validate, validate_gradients
 
-__all__ = ["forward", "tiles", "GPU_LAYOUT", "lift", "unlift", "operand_of_any_kind"]
+__all__ = ["forward", "gradients", "tiles", "GPU_LAYOUT", "lift", "unlift",
+           "operand_of_any_kind"]
 
 #: Why a channels-last call cannot run on the GPU; said before any work, by every function.
-GPU_LAYOUT = ops.GPU_LAYOUT
+GPU_LAYOUT = ("the cuda backend takes the channels-first layout only (NCW, NCHW, NCDHW): "
+               "transpose the arrays, or run channels-last data on the CPU")
 
 
 def forward(op, x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -62,6 +64,117 @@ def forward(op, x, weight, bias=None, stride=1, padding=0, output_padding=0, gro
     if _on_gpu(op, backend, data_format, x, weight, bias, out):
         return _gpu(op, x, weight, bias, hyper, output_size, out)
     return _host(op, x, weight, bias, hyper, output_size, out, backend, data_format)
+
+
+# ----------------------------------------------------------------------------
+# the gradients
+
+
+def gradients(op, grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1,
+              dilation=1, *, output_size=None, needs_input_grad=True, needs_weight_grad=True,
+              needs_bias_grad=True, backend="auto", data_format=None):
+    """The public gradient function of ``op`` (``conv_transpose{rank}d_backward`` or
+    ``conv{rank}d_backward``; its arguments, ``output_padding`` and ``output_size`` only for
+    a transposed convolution; ``data_format=None`` is the rank's channels-first layout):
+    ``(grad_input, grad_weight, grad_bias)``, ``None`` for each not asked for."""
+    if data_format is None:
+        data_format = DATA_FORMATS[op.rank][0]
+    hyper = (stride, padding, output_padding, groups, dilation)
+    needs = (needs_input_grad, needs_weight_grad, needs_bias_grad)
+    if is_complex(grad_output) or is_complex(x) or is_complex(weight):
+        arguments = dict(grad_output=grad_output, x=x, weight=weight, stride=stride,
+                         padding=padding, groups=groups, dilation=dilation,
+                         needs_input_grad=needs[0], needs_weight_grad=needs[1],
+                         needs_bias_grad=needs[2], backend=backend, data_format=data_format)
+        if op.transposed:
+            arguments.update(output_padding=output_padding, output_size=output_size)
+        return complexops.run_gradients(_named_gradients(op), arguments, op.rank,
+                                        not op.transposed)
+    g, x, weight = (a if isinstance(a, np.ndarray) or is_dask_array(a) or
+                    is_device_array(a, n) else host_array(a, n)
+                    for a, n in ((grad_output, "grad_output"), (x, "x"), (weight, "weight")))
+    half = any(isinstance(getattr(a, "dtype", None), np.dtype) and is_half(a.dtype)
+               for a in (g, x, weight))
+    run = _in_float32(op) if half else functools.partial(_gradients, op)
+    return run(g, x, weight, hyper, output_size, needs, data_format, backend=backend)
+
+
+@functools.lru_cache(maxsize=None)
+def _in_float32(op):
+    """:func:`_gradients` of ``op``, on float32 copies of half-precision operands
+    (:func:`convtranspose.halfops.float32_gradients`)."""
+    return halfops.float32_gradients(functools.partial(_gradients, op))
+
+
+def _gradients(op, g, x, weight, hyper, output_size, needs, data_format, *, backend):
+    """The gradients of real operands: routed as :func:`forward` routes its operands."""
+    if op.rank == 1 and (any_dask(g, x, weight) or
+                         _on_gpu(op, backend, data_format, g, x, weight, gradients=True)):
+        return _lifted_gradients(op, g, x, weight, hyper, output_size, needs, data_format,
+                                 backend)
+    stride, padding, output_padding, groups, dilation = hyper
+    kw = dict(needs_input_grad=needs[0], needs_weight_grad=needs[1], needs_bias_grad=needs[2],
+              backend=backend)
+    if any_dask(g, x, weight):
+        calls = tiles(op.rank, _named_gradients(Op(True, op.rank)))
+        if op.transposed:
+            return dask_ops.conv_transpose_backward(
+                g, x, weight, stride, padding, output_padding, groups, dilation,
+                output_size=output_size, data_format=data_format, calls=calls, **kw)
+        return dask_ops.conv_backward(g, x, weight, stride, padding, dilation, groups,
+                                      data_format=data_format, calls=calls, **kw)
+    if _on_gpu(op, backend, data_format, g, x, weight, gradients=True):
+        del kw["backend"]
+        if op.rank == 3:
+            cuda._check_usable(grad_output=g, x=x, weight=weight)
+            from .cuda import rank3 as gpu
+            if op.transposed:
+                return gpu.conv_transpose3d_backward(g, x, weight, stride, padding,
+                                                     output_padding, groups, dilation,
+                                                     output_size=output_size, **kw)
+            return gpu.conv3d_backward(g, x, weight, stride, padding, dilation, groups, **kw)
+        if op.transposed:
+            return cuda.conv_transpose2d_backward(g, x, weight, stride, padding, output_padding,
+                                                  groups, dilation, output_size=output_size,
+                                                  **kw)
+        return cuda.conv2d_backward(g, x, weight, stride, padding, dilation, groups, **kw)
+    g, x, weight = (host_array(a, n) for a, n in
+                    ((g, "grad_output"), (x, "x"), (weight, "weight")))
+    problem = validate_gradients(op, g.shape, x.shape, weight.shape,
+                                 [("grad_output", g.dtype), ("x", x.dtype),
+                                  ("weight", weight.dtype)],
+                                 hyper, output_size, data_format, backend)
+    if problem.last:
+        g, x = channels_first(g, op.rank), channels_first(x, op.rank)
+    gx, gw, gb = ops.gradients(problem, g, x, weight, needs)
+    return (None if gx is None else channels_last(gx, op.rank) if problem.last else gx), gw, gb
+
+
+def _lifted_gradients(op, g, x, weight, hyper, output_size, needs, data_format, backend):
+    """1-D gradients of Dask or CUDA operands: validated at rank 1, then the 2-D gradients
+    of unit height on views."""
+    g, x, weight, dtypes = operands_of_any_kind(("grad_output", g), ("x", x),
+                                                ("weight", weight))
+    for a, name in ((x, "x"), (g, "grad_output")):
+        if is_dask_array(a):
+            dask_ops.known_chunks(a, name)
+    problem = validate_gradients(op, tuple(g.shape), tuple(x.shape), tuple(weight.shape),
+                                 dtypes, hyper, output_size, data_format, backend)
+    last, p = problem.last, problem.params
+    gx, gw, gb = gradients(
+        Op(op.transposed, 2), lift(g, "grad_output", last), lift(x, "x", last),
+        lift(weight, "weight"), (1, *p.stride), ((0, 0), *p.pads), (0, *p.output_padding),
+        p.groups, (1, *p.dilation), needs_input_grad=needs[0], needs_weight_grad=needs[1],
+        needs_bias_grad=needs[2], backend=backend, data_format=DATA_FORMATS[2][last])
+    return unlift(gx, last), unlift(gw), gb
+
+
+@functools.lru_cache(maxsize=None)
+def _named_gradients(op):
+    """:func:`gradients` of ``op`` as a function named as the public one."""
+    call = functools.partial(gradients, op)
+    call.__name__ = call.__qualname__ = f"{op.name}_backward"
+    return call
 
 
 # ----------------------------------------------------------------------------
@@ -141,14 +254,17 @@ def _fast_key(x, weight, bias, out, hyper, output_size, call):
 # the other kinds of operand
 
 
-def _on_gpu(op, backend, data_format, *arrays):
+def _on_gpu(op, backend, data_format, *arrays, gradients=False):
     """Whether the call runs on the GPU module: CUDA arrays among ``arrays``, or
-    ``backend="cuda"`` (except a transposed convolution of rank 1 or 2 on NumPy arrays,
-    which the CPU backend's ``"cuda"`` entry copies to the GPU and back). Refuses, before
-    any work, a channels-last layout there and a CPU backend named with CUDA arrays."""
-    names = ("x", "weight", "bias", "out")
+    ``backend="cuda"`` (except the forward transposed convolution of rank 1 or 2 on NumPy
+    arrays, which the CPU backend's ``"cuda"`` entry copies to the GPU and back). Refuses,
+    before any work, a channels-last layout there and a CPU backend named with CUDA
+    arrays. ``arrays`` are the forward's ``x, weight, bias, out``, or with ``gradients``
+    ``grad_output, x, weight``."""
+    names = ("grad_output", "x", "weight") if gradients else ("x", "weight", "bias", "out")
     device = [n for n, a in zip(names, arrays) if a is not None and is_device_array(a, n)]
-    name = (dispatch.check_backend if op.transposed else dispatch.check_method)(backend)
+    check = dispatch.check_backend if op.transposed and not gradients else dispatch.check_method
+    name = check(backend)
     if not device and name not in dispatch.GPU_BACKENDS:
         return False
     if is_channels_last(data_format, op.rank):
@@ -156,7 +272,7 @@ def _on_gpu(op, backend, data_format, *arrays):
     if device and name not in ("auto", *dispatch.GPU_BACKENDS):
         raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA "
                          "array: use backend='auto' or 'cuda', or copy the arrays to NumPy")
-    return bool(device) or not op.transposed or op.rank == 3
+    return bool(device) or gradients or not op.transposed or op.rank == 3
 
 
 def _gpu(op, x, weight, bias, hyper, output_size, out):
@@ -238,11 +354,8 @@ def operand_of_any_kind(a, name, required=True):
     if isinstance(a, np.ndarray) or is_dask_array(a):
         return a, a.dtype
     if is_device_array(a, name):
-        try:
-            typestr = a.__cuda_array_interface__["typestr"]
-        except AttributeError:        # a simulated Numba device array
-            return a, np.dtype(a.dtype)
-        return a, np.dtype(typestr)
+        typestr = getattr(a, "__cuda_array_interface__", {}).get("typestr")
+        return a, np.dtype(a.dtype if typestr is None else typestr)   # simulator: no typestr
     a = host_array(a, name, required)
     return a, a.dtype
 

@@ -1,13 +1,11 @@
 """The CPU backend of NumPy operands: forward problems of every rank, and the 2-D gradients.
 
-:func:`forward` runs a :class:`~convtranspose.operation.Problem` that the operation layer
+:func:`forward` runs a :class:`~convtranspose.problem.Problem` that the operation layer
 (:mod:`convtranspose.operation`) validated once: it picks a CPU backend
 (:mod:`convtranspose.dispatch`; ``"auto"`` by the cost model) and runs it, rank 1 as 2-D of
 unit height and rank 3 through :mod:`convtranspose.depth`. The tasks of a Dask graph reach
-it through the operation layer too. The 2-D gradients (``conv2d_backward``,
-``conv_transpose2d_backward``) still validate their own operands here and send CUDA
-arrays to :mod:`convtranspose.cuda`. This module imports neither the public modules nor
-``dask_ops``.
+it through the operation layer too; so do the gradients (:func:`gradients`). This module
+imports neither the public modules nor ``dask_ops``.
 
 The convolution and the transposed convolution are adjoint, so they share their kernels:
 ``conv2d``'s forward is the correlation of :mod:`convtranspose.cpu.backward` (also the
@@ -21,18 +19,15 @@ import math
 
 import numpy as np
 
-from . import cuda, depth, dispatch, halfops
-from ._arrays import (batched, channels_first, compute_into, host_array, in_layout,
-                      is_device_array, laid_out, new_result)
+from . import depth, dispatch, halfops
+from ._arrays import (batched, batched_to, compute_into, in_layout, native, new_result)
 from ._threading import launch
 from .dispatch import correlate, weight_grad
 from .cpu import backward as cpu_backward
 from .cpu import direct
-from .params import (ConvParams, adjoint_params, is_channels_last, normalise_backward,
-                     normalise_conv2d_backward)
+from .params import ConvParams, adjoint_params
 
-__all__ = ["forward", "conv2d_backward", "conv_transpose2d_backward", "GPU_LAYOUT", "on_gpu",
-           "correlate", "weight_grad", "bias_grad"]
+__all__ = ["forward", "gradients", "correlate", "weight_grad", "bias_grad"]
 
 
 # ----------------------------------------------------------------------------
@@ -118,41 +113,8 @@ def _lifted(problem):
                                params=params, shape=(*problem.shape[:-1], 1, problem.shape[-1]))
 
 
-#: Why a channels-last call cannot run on the GPU; said before any work, by every function.
-GPU_LAYOUT = ("the cuda backend takes the channels-first layout only (NCW, NCHW, NCDHW): "
-               "transpose the arrays, or run channels-last data on the CPU")
-
-
-def _from_channels_last(a, name):
-    """A channels-last operand as a channels-first view (NumPy arrays; CUDA arrays are
-    refused, ``None`` stays ``None``)."""
-    if a is None:
-        return None
-    if is_device_array(a, name):
-        raise NotImplementedError(f"{name} is a CUDA array: channels-last layouts are taken "
-                                  "on the CPU only (transpose it on the GPU, or pass the "
-                                  "channels-first layout)")
-    if name == "out" and not isinstance(a, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(a).__name__}")
-    a = host_array(a, name)
-    if a.ndim < 3:
-        raise ValueError(f"{name} must have 4 dimensions (N, H, W, C) or 3 (H, W, C) in the "
-                         f"channels-last layout, got shape {a.shape}")
-    return channels_first(a, 2)
-
-
 # ----------------------------------------------------------------------------
 # the correlation, the weight and bias gradients on the CPU
-
-def on_gpu(backend, **arrays):
-    """True when the call runs on the GPU: ``backend="cuda"``, or CUDA arrays among
-    ``arrays`` (``ValueError`` if a CPU backend is named with them)."""
-    device = [n for n, a in arrays.items() if a is not None and is_device_array(a, n)]
-    if device and dispatch.check_method(backend) not in ("auto", "cuda"):
-        raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
-                         "use backend='auto' or 'cuda', or copy the arrays to NumPy")
-    return bool(device) or dispatch.check_method(backend) == "cuda"
-
 
 def _weight_grad_by(method, a, b, weight, params, dtype):
     """A new ``grad_weight`` of ``weight``'s shape from :func:`weight_grad` of ``a`` (on the
@@ -196,95 +158,68 @@ def _engine_fits(x, weight, params, out, last):
     return direct.correlation_fits(x, weight, params, out, out.dtype.itemsize, last)
 
 
-def _gradient_operands(data_format, grad_output, x):
-    """Whether the gradients' layout is channels-last, and ``grad_output`` and ``x`` as
-    channels-first views if so."""
-    last = is_channels_last(data_format, 2)
-    if last:
-        grad_output, x = (_from_channels_last(grad_output, "grad_output"),
-                          _from_channels_last(x, "x"))
-    return last, grad_output, x
+def gradients(problem, g, x, weight, needs):
+    """The gradients ``(grad_input, grad_weight, grad_bias)`` of a validated gradient
+    :class:`~convtranspose.problem.Problem` on NumPy operands (``g`` and ``x`` indexed
+    channels-first, views of channels-last memory when ``problem.last``, as ``grad_input``
+    is), each computed where ``needs`` says so, else ``None``.
+
+    Rank 1 runs as the 2-D problem of unit height on views; rank 3 by
+    :mod:`convtranspose.depth`. The input gradient of a transposed convolution is a
+    correlation and that of a correlation a transposed convolution (by the forward
+    backends); the weight gradient is :func:`weight_grad`'s, the bias gradient
+    :func:`bias_grad`'s.
+    """
+    op, last = problem.op, problem.last
+    if op.rank == 1:
+        gx, gw, gb = gradients(_lifted(problem), g[..., None, :], x[..., None, :],
+                               weight[..., None, :], needs)
+        return (None if gx is None else gx[..., 0, :]), (None if gw is None else gw[..., 0, :]), gb
+    params, dtype, method = problem.params, problem.dtype, problem.backend
+    rank = op.rank
+    gn = batched_to(in_layout(g, dtype, last, rank), rank)
+    xn = batched_to(in_layout(x, dtype, last, rank), rank)
+    weight = native(weight, dtype)
+    gx = gw = gb = None
+    if needs[0]:
+        gx = new_result(x.shape, dtype, last, rank, "grad_input")
+        if not (op.transposed and rank == 2):   # the 2-D correlation writes every element
+            gx[...] = 0
+        if gx.size and gn.size:
+            _input_grad(op, gn, weight, batched_to(gx, rank), params, method, last)
+    if needs[1]:
+        if rank == 3:
+            gw = np.zeros(weight.shape, dtype)
+            if gw.size and xn.size:
+                a, b = (xn, gn) if op.transposed else (gn, xn)
+                depth.weight_grad(a, b, gw, params, method, last)
+        else:
+            gw = _weight_grad_by(method, *((xn, gn) if op.transposed else (gn, xn)), weight,
+                                 params, dtype)
+    if needs[2]:
+        gb = bias_grad(gn)
+    return gx, gw, gb
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
-                    backend="auto", data_format="NCHW"):
-    """:func:`convtranspose.conv2d_backward` of NumPy or CUDA arrays (not Dask arrays)."""
-    last, grad_output, x = _gradient_operands(data_format, grad_output, x)
-    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
-        if last:
-            raise NotImplementedError(GPU_LAYOUT)
-        return cuda.conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
-                                    needs_input_grad=needs_input_grad,
-                                    needs_weight_grad=needs_weight_grad,
-                                    needs_bias_grad=needs_bias_grad)
-    g = host_array(grad_output, "grad_output")
-    x = host_array(x, "x")
-    weight = host_array(weight, "weight")
-    params, dtype = normalise_conv2d_backward(
-        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
-        padding=padding, dilation=dilation, groups=groups, last=last)
-    method = dispatch.check_method(backend)
-    g4 = batched(in_layout(g, dtype, last, 2))
-    x4 = batched(in_layout(x, dtype, last, 2))
-    weight = np.ascontiguousarray(weight, dtype)
-    grad_input = grad_weight = grad_bias = None
-    if needs_input_grad:
-        grad_input = new_result(x.shape, dtype, last, 2, "grad_input")
-        grad_input[...] = 0
-        if grad_input.size:
-            tparams = adjoint_params(params, g4.shape[2:], weight.shape[2:], x4.shape[2:])
-            name = method
-            if name == "auto":
-                name = dispatch.choose(g4.shape, weight.shape, tparams, dtype).backend
-            dispatch.operation("conv_transpose", name)(g4, weight, None, tparams,
-                                                       batched(grad_input))
-    if needs_weight_grad:
-        grad_weight = _weight_grad_by(method, g4, x4, weight, params, dtype)
-    if needs_bias_grad:
-        grad_bias = bias_grad(g4)
-    return laid_out(grad_input, last, 2), grad_weight, grad_bias
-
-
-def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, *, output_size=None, needs_input_grad=True,
-                              needs_weight_grad=True, needs_bias_grad=True, backend="auto",
-                              data_format="NCHW"):
-    """:func:`convtranspose.conv_transpose2d_backward` of NumPy or CUDA arrays (not Dask
-    arrays)."""
-    last, grad_output, x = _gradient_operands(data_format, grad_output, x)
-    if on_gpu(backend, grad_output=grad_output, x=x, weight=weight):
-        if last:
-            raise NotImplementedError(GPU_LAYOUT)
-        return cuda.conv_transpose2d_backward(
-            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
-            output_size=output_size, needs_input_grad=needs_input_grad,
-            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
-    g = host_array(grad_output, "grad_output")
-    x = host_array(x, "x")
-    weight = host_array(weight, "weight")
-    params, dtype = normalise_backward(
-        g.shape, x.shape, weight.shape, [g.dtype, x.dtype, weight.dtype], stride=stride,
-        padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, last=last)
-    method = dispatch.check_method(backend)
-    g4 = batched(in_layout(g, dtype, last, 2))
-    x4 = batched(in_layout(x, dtype, last, 2))
-    weight = np.ascontiguousarray(weight, dtype)
-    grp = params.groups
-    grad_input = grad_weight = grad_bias = None
-    if needs_input_grad:
-        grad_input = new_result(x.shape, dtype, last, 2, "grad_input")
-        if grad_input.size:
-            name = method
-            if name == "auto":
-                name = dispatch.correlate_method(weight.shape[0] // grp, weight.shape[1],
-                                                 weight.shape[2:], x4.size // x4.shape[1],
-                                                 _engine_fits(g4, weight, params,
-                                                              batched(grad_input), last))
-            correlate(g4, weight, None, batched(grad_input), params, name)
-    if needs_weight_grad:
-        grad_weight = _weight_grad_by(method, x4, g4, weight, params, dtype)
-    if needs_bias_grad:
-        grad_bias = bias_grad(g4)
-    return laid_out(grad_input, last, 2), grad_weight, grad_bias
+def _input_grad(op, g, weight, gx, params, method, last):
+    """``grad_input`` of batched ``g`` into zeroed batched ``gx``: a correlation for a
+    transposed convolution, a transposed convolution (the adjoint) for a correlation."""
+    rank = op.rank
+    if op.transposed:
+        if rank == 3:
+            depth.correlate(g, weight, None, gx, params, method, last)
+            return
+        if method == "auto":
+            method = dispatch.correlate_method(weight.shape[0] // params.groups,
+                                               weight.shape[1], weight.shape[2:],
+                                               gx.size // gx.shape[1],
+                                               _engine_fits(g, weight, params, gx, last))
+        correlate(g, weight, None, gx, params, method)
+        return
+    tparams = adjoint_params(params, g.shape[2:], weight.shape[2:], gx.shape[2:])
+    if rank == 3:
+        depth.scatter(g, weight, None, tparams, gx, method, last)
+        return
+    if method == "auto":
+        method = dispatch.choose(g.shape, weight.shape, tparams, gx.dtype).backend
+    dispatch.operation("conv_transpose", method)(g, weight, None, tparams, gx)

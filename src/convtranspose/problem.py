@@ -1,7 +1,7 @@
-"""What a forward call is once validated: an :class:`Op` and a :class:`Problem`.
+"""What a call is once validated: an :class:`Op` and a :class:`Problem`.
 
-:func:`validate` is the one validation of a forward call on NumPy operands, for every rank
-and layout: pure functions of the operands' shapes and dtypes and the hyper-parameters as
+:func:`validate` (a forward call) and :func:`validate_gradients` (a gradient call) are the
+one validation of a call on NumPy operands, for every rank and layout: pure functions of the operands' shapes and dtypes and the hyper-parameters as
 ints and tuples (:mod:`convtranspose.params`), with messages in the caller's layout. The
 operation layer (:mod:`convtranspose.operation`) calls it once per new call and hands the
 :class:`Problem` to the CPU backend (:func:`convtranspose.ops.forward`).
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .params import (ConvParams, _caller_shape, _first_shape, check_backend, check_method,
-                     is_channels_last, normalise, normalise_conv)
+                     is_channels_last, normalise, normalise_backward, normalise_conv,
+                     normalise_conv_backward)
 
-__all__ = ["Op", "Problem", "validate"]
+__all__ = ["Op", "Problem", "validate", "validate_gradients"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Problem:
     """One validated forward call on NumPy operands.
 
     ``params`` are the resolved hyper-parameters (:class:`~convtranspose.params.ConvParams`,
-    ``"same"`` and ``output_size`` turned into numbers), ``shape`` the result's shape in
-    channels-first order, ``last`` whether the caller's layout is channels-last, and
+    ``"same"`` and ``output_size`` turned into numbers), ``shape`` the forward result's
+    shape in channels-first order (for a gradient call, ``grad_output``'s), ``last`` whether the caller's layout is channels-last, and
     ``backend`` the backend named (``"auto"``: the CPU backend picks one).
     """
 
@@ -100,3 +101,25 @@ def validate(op, x_shape, w_shape, b_shape, dtypes, hyper, output_size, data_for
             x_first, w_shape, b_shape, dtypes, stride=stride, padding=padding,
             dilation=dilation, groups=groups, rank=op.rank, last=last)
     return Problem(op, last, params, shape, dtype, name)
+
+
+def validate_gradients(op, g_shape, x_shape, w_shape, dtypes, hyper, output_size, data_format,
+                       backend):
+    """The :class:`Problem` of a gradient call of ``op`` (``op.name + "_backward"``):
+    :func:`validate`'s arguments with ``grad_output``'s shape first and the named dtypes
+    of ``grad_output``, ``x`` and ``weight``; ``grad_output`` must have the forward
+    result's shape."""
+    stride, padding, output_padding, groups, dilation = hyper
+    last = is_channels_last(data_format, op.rank)
+    g_first = _first_shape(g_shape, op.rank, last)
+    x_first = _first_shape(x_shape, op.rank, last)
+    if op.transposed:
+        params, dtype = normalise_backward(
+            g_first, x_first, w_shape, dtypes, stride=stride, padding=padding,
+            output_padding=output_padding, dilation=dilation, groups=groups,
+            output_size=output_size, rank=op.rank, last=last)
+    else:
+        params, dtype = normalise_conv_backward(
+            g_first, x_first, w_shape, dtypes, stride=stride, padding=padding,
+            dilation=dilation, groups=groups, rank=op.rank, last=last)
+    return Problem(op, last, params, g_first, dtype, check_method(backend))

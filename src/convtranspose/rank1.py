@@ -1,25 +1,17 @@
 """The 1-D operations: :func:`conv_transpose1d`, :func:`conv1d` and their gradients.
 
 A 1-D problem is a 2-D one of unit height (kernel height 1, stride and dilation 1 and no
-padding along it). The forward functions are names over the operation layer
-(:func:`convtranspose.operation.forward`), which validates at rank 1 and runs the problem
-lifted. The gradients here still validate their arguments at rank 1, so that errors speak
-of the 1-D arguments, and then run the 2-D public function on zero-copy views
-``(N, C, 1, L)`` of their operands, returning the results viewed back as ``(N, C, L_out)``
-(:func:`convtranspose.operation.lift`: NumPy and Dask arrays are viewed by indexing with
-``None``, lazy for Dask; CUDA arrays through their ``reshape``).
+padding along it). The functions here are names over the operation layer
+(:func:`convtranspose.operation.forward` and :func:`~convtranspose.operation.gradients`),
+which validates at rank 1, so that errors speak of the 1-D arguments, and runs the problem
+lifted on zero-copy views ``(N, C, 1, L)`` of the operands (CUDA arrays through their
+``reshape``), the results viewed back as ``(N, C, L_out)``.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import complexops, conv, grad, operation
-from ._arrays import is_dask_array
-from .dask_ops import known_chunks
-from .operation import lift as _lift
-from .operation import operand_of_any_kind as _operand
-from .operation import unlift as _drop
-from .params import is_channels_last, normalise_backward, normalise_conv_backward
+from . import operation
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
@@ -29,42 +21,6 @@ __all__ = ["conv_transpose1d", "conv1d", "conv_transpose1d_backward", "conv1d_ba
 
 # ----------------------------------------------------------------------------
 # operands and views
-
-
-def _shape(a):
-    return None if a is None else tuple(a.shape)
-
-
-def _grad_operands(grad_output, x, weight):
-    """The gradients' operands (:func:`_operand`) and their named dtypes; Dask ones with
-    unknown chunk sizes refused before the shapes are compared, as at every rank."""
-    g, dg = _operand(grad_output, "grad_output")
-    x, dx = _operand(x, "x")
-    for a, name in ((x, "x"), (g, "grad_output")):
-        if is_dask_array(a):
-            known_chunks(a, name)
-    weight, dw = _operand(weight, "weight")
-    return g, x, weight, [("grad_output", dg), ("x", dx), ("weight", dw)]
-
-
-def _layout(data_format, *shapes):
-    """Whether ``data_format`` is channels-last (``"NWC"``), the 2-D layout to run, and
-    ``shapes`` in the channels-first order that validation reads."""
-    last = is_channels_last(data_format, 1)
-    moved = [s if s is None or not last or len(s) < 2 else (*s[:-2], s[-1], s[-2])
-             for s in shapes]
-    return (last, "NHWC" if last else "NCHW", *moved)
-
-
-def _lifted(params):
-    """The rank-1 :class:`~convtranspose.params.ConvParams` as 2-D keyword arguments."""
-    (pad,) = params.pads
-    return dict(stride=(1, params.stride[0]), padding=((0, 0), pad),
-                dilation=(1, params.dilation[0]), groups=params.groups)
-
-
-# ----------------------------------------------------------------------------
-# the operations
 
 
 def conv_transpose1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
@@ -254,7 +210,6 @@ def conv1d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
 _CORRELATION = operation.Op(transposed=False, rank=1)
 
 
-@complexops.gradients(1, correlation=False)
 def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntTuple = 1, padding: AutoPadding = 0,
                               output_padding: IntTuple = 0, groups: int = 1,
@@ -331,21 +286,14 @@ def conv_transpose1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     >>> gx, gw, gb
     (array([[[3., 3.]]]), array([[[2., 2., 2.]]]), array([5.]))
     """
-    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
-    last, fmt, g_shape, x_shape = _layout(data_format, _shape(g), _shape(x))
-    params, _ = normalise_backward(
-        g_shape, x_shape, _shape(weight), dtypes, stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=1, last=last)
-    gx, gw, gb = grad.conv_transpose2d_backward(
-        _lift(g, "grad_output", last), _lift(x, "x", last), _lift(weight, "weight"),
-        output_padding=(0, params.output_padding[0]), needs_input_grad=needs_input_grad,
-        needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
-        backend=backend, data_format=fmt, **_lifted(params))
-    return _drop(gx, last), _drop(gw), gb
+    return operation.gradients(_TRANSPOSED, grad_output, x, weight, stride, padding,
+                               output_padding, groups, dilation, output_size=output_size,
+                               needs_input_grad=needs_input_grad,
+                               needs_weight_grad=needs_weight_grad,
+                               needs_bias_grad=needs_bias_grad, backend=backend,
+                               data_format=data_format)
 
 
-@complexops.gradients(1, correlation=True)
 def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
@@ -416,13 +364,9 @@ def conv1d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     >>> gx, gw, gb
     (array([[[1., 2., 1.]]]), array([[[2., 2.]]]), array([2.]))
     """
-    g, x, weight, dtypes = _grad_operands(grad_output, x, weight)
-    last, fmt, g_shape, x_shape = _layout(data_format, _shape(g), _shape(x))
-    params, _ = normalise_conv_backward(
-        g_shape, x_shape, _shape(weight), dtypes, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, rank=1, last=last)
-    gx, gw, gb = conv.conv2d_backward(
-        _lift(g, "grad_output", last), _lift(x, "x", last), _lift(weight, "weight"),
-        needs_input_grad=needs_input_grad, needs_weight_grad=needs_weight_grad,
-        needs_bias_grad=needs_bias_grad, backend=backend, data_format=fmt, **_lifted(params))
-    return _drop(gx, last), _drop(gw), gb
+    return operation.gradients(_CORRELATION, grad_output, x, weight, stride, padding,
+                               groups=groups, dilation=dilation,
+                               needs_input_grad=needs_input_grad,
+                               needs_weight_grad=needs_weight_grad,
+                               needs_bias_grad=needs_bias_grad, backend=backend,
+                               data_format=data_format)

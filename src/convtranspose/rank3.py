@@ -1,101 +1,24 @@
 """The 3-D operations: :func:`conv_transpose3d`, :func:`conv3d` and their gradients.
 
-The forward functions are names over the operation layer
-(:func:`convtranspose.operation.forward`), which validates at rank 3 and runs the volume on
-the CPU through :mod:`convtranspose.depth` (the engine for the whole volume, or one 2-D
-problem per kernel depth tap). The gradients here still validate their arguments at rank 3
-(so errors speak of the 3-D arguments) and reduce the problem to 2-D operators per depth
-tap themselves (:mod:`convtranspose.depth`). CUDA arrays (or ``backend="cuda"``) go to
-:mod:`convtranspose.cuda.rank3`, which stacks the taps as channels on the GPU instead. A
-Dask operand gives a lazy Dask result tiled as at every rank
-(:mod:`convtranspose.dask_ops`: spatial tiles with halos along D, H and W, channel
+The functions are names over the operation layer (:func:`convtranspose.operation.forward`
+and :func:`~convtranspose.operation.gradients`), which validates at rank 3 (so errors speak
+of the 3-D arguments) and runs the volume on the CPU through :mod:`convtranspose.depth`
+(the engine for the whole volume, or one 2-D problem per kernel depth tap). CUDA arrays
+(or ``backend="cuda"``) go to :mod:`convtranspose.cuda.rank3`, which stacks the taps as
+channels on the GPU instead. A Dask operand gives a lazy Dask result tiled as at every
+rank (:mod:`convtranspose.dask_ops`: spatial tiles with halos along D, H and W, channel
 blocks), each tile a call on NumPy pieces (:func:`convtranspose.operation.tiles`).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from . import complexops, cuda, dask_ops, depth, dispatch, halfops, operation, ops
-from ._arrays import (any_dask, channels_first, host_array, in_layout, is_device_array,
-                      laid_out, native, new_result)
-from .params import adjoint_params, is_channels_last, normalise_backward, normalise_conv_backward
+from . import operation
 
 if TYPE_CHECKING:
     from ._typing import Array, ArrayLike, AutoPadding, Backend, Gradients, IntTuple, Shape
 
 __all__ = ["conv_transpose3d", "conv3d", "conv_transpose3d_backward", "conv3d_backward"]
-
-# ----------------------------------------------------------------------------
-# operands
-
-
-def _host(a, name, required=True, last=False):
-    """``a`` as a NumPy array (with ``last``, a channels-first view of the channels-last
-    array given)."""
-    if a is None and not required:
-        return None
-    a = host_array(a, name, required)
-    if last and a.ndim < 4:
-        raise ValueError(f"{name} must have 5 dimensions (N, D, H, W, C) or 4 (D, H, W, C) in "
-                         f"the channels-last layout, got shape {a.shape}")
-    return channels_first(a, 3) if last else a
-
-
-def _method(backend):
-    return dispatch.check_method(backend)
-
-
-def _gpu(backend, data_format, **arrays):
-    """The CUDA module of the 3-D operations when the call runs on the GPU (CUDA arrays, or
-    ``backend="cuda"``), else ``None``."""
-    device = [n for n, a in arrays.items() if a is not None and is_device_array(a, n)]
-    name = dispatch.check_method(backend)
-    if not device and name != "cuda":
-        return None
-    if device and name not in ("auto", "cuda"):
-        raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA array: "
-                         "use backend='auto' or 'cuda', or copy the arrays to NumPy")
-    if is_channels_last(data_format, 3):
-        raise NotImplementedError(ops.GPU_LAYOUT)
-    cuda._check_usable(**arrays)
-    from .cuda import rank3 as gpu
-    return gpu
-
-
-def _batched(a):
-    return a if a.ndim == 5 else a[None]
-
-
-def _grad_operands(grad_output, x, weight, data_format):
-    last = is_channels_last(data_format, 3)
-    g = _host(grad_output, "grad_output", last=last)
-    x = _host(x, "x", last=last)
-    weight = _host(weight, "weight")
-    return last, g, x, weight, [("grad_output", g.dtype), ("x", x.dtype),
-                                ("weight", weight.dtype)]
-
-
-def _gradients(g, x, weight, dtype, last, needs, input_grad, weight_grad_of):
-    """The three gradients of 5-D-able host operands: ``input_grad(g5, w, gx5)`` fills the
-    input's, ``weight_grad_of(g5, x5, gw)`` the weight's; ``needs`` says which to compute."""
-    g5, x5 = _batched(in_layout(g, dtype, last, 3)), _batched(in_layout(x, dtype, last, 3))
-    weight = native(weight, dtype)
-    gx = gw = gb = None
-    if needs[0]:
-        gx = new_result(x.shape, dtype, last, 3, "grad_input")
-        gx[...] = 0
-        if gx.size and g5.size:
-            input_grad(g5, weight, _batched(gx))
-        gx = laid_out(gx, last, 3)
-    if needs[1]:
-        gw = np.zeros(weight.shape, dtype)
-        if gw.size and x5.size:
-            weight_grad_of(g5, x5, gw)
-    if needs[2]:
-        gb = ops.bias_grad(g5)
-    return gx, gw, gb
 
 
 # ----------------------------------------------------------------------------
@@ -281,8 +204,6 @@ def conv3d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
 _CORRELATION = operation.Op(transposed=False, rank=3)
 
 
-@complexops.gradients(3, correlation=False)
-@halfops.float32_gradients
 def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                               stride: IntTuple = 1, padding: AutoPadding = 0,
                               output_padding: IntTuple = 0, groups: int = 1,
@@ -358,33 +279,14 @@ def conv_transpose3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: Arra
     >>> gx.ravel(), gw.ravel(), gb
     (array([3., 3.]), array([2., 2., 2.]), array([5.]))
     """
-    if any_dask(grad_output, x, weight):
-        return dask_ops.conv_transpose_backward(
-            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
-            output_size=output_size, needs_input_grad=needs_input_grad,
-            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad,
-            backend=backend, data_format=data_format,
-            calls=operation.tiles(3, conv_transpose3d_backward))
-    gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
-    if gpu is not None:
-        return gpu.conv_transpose3d_backward(
-            grad_output, x, weight, stride, padding, output_padding, groups, dilation,
-            output_size=output_size, needs_input_grad=needs_input_grad,
-            needs_weight_grad=needs_weight_grad, needs_bias_grad=needs_bias_grad)
-    last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
-    params, dtype = normalise_backward(
-        g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=3, last=last)
-    method = _method(backend)
-    return _gradients(g, x, weight, dtype, last,
-                      (needs_input_grad, needs_weight_grad, needs_bias_grad),
-                      lambda g5, w, gx5: depth.correlate(g5, w, None, gx5, params, method, last),
-                      lambda g5, x5, gw: depth.weight_grad(x5, g5, gw, params, method, last))
+    return operation.gradients(_TRANSPOSED, grad_output, x, weight, stride, padding,
+                               output_padding, groups, dilation, output_size=output_size,
+                               needs_input_grad=needs_input_grad,
+                               needs_weight_grad=needs_weight_grad,
+                               needs_bias_grad=needs_bias_grad, backend=backend,
+                               data_format=data_format)
 
 
-@complexops.gradients(3, correlation=True)
-@halfops.float32_gradients
 def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                     stride: IntTuple = 1, padding: AutoPadding = 0, dilation: IntTuple = 1,
                     groups: int = 1, *, needs_input_grad: bool = True,
@@ -454,29 +356,9 @@ def conv3d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     >>> gx.ravel(), gw.ravel(), gb
     (array([1., 2., 1.]), array([2., 2.]), array([2.]))
     """
-    if any_dask(grad_output, x, weight):
-        return dask_ops.conv_backward(grad_output, x, weight, stride, padding, dilation, groups,
-                                      needs_input_grad=needs_input_grad,
-                                      needs_weight_grad=needs_weight_grad,
-                                      needs_bias_grad=needs_bias_grad, backend=backend,
-                                      data_format=data_format,
-                                      calls=operation.tiles(3, conv_transpose3d_backward))
-    gpu = _gpu(backend, data_format, grad_output=grad_output, x=x, weight=weight)
-    if gpu is not None:
-        return gpu.conv3d_backward(grad_output, x, weight, stride, padding, dilation, groups,
-                                   needs_input_grad=needs_input_grad,
-                                   needs_weight_grad=needs_weight_grad,
-                                   needs_bias_grad=needs_bias_grad)
-    last, g, x, weight, dtypes = _grad_operands(grad_output, x, weight, data_format)
-    params, dtype = normalise_conv_backward(
-        g.shape, x.shape, weight.shape, dtypes, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, rank=3, last=last)
-    method = _method(backend)
-
-    def input_grad(g5, w, gx5):
-        tparams = adjoint_params(params, g5.shape[2:], w.shape[2:], gx5.shape[2:])
-        depth.scatter(g5, w, None, tparams, gx5, method, last)
-
-    return _gradients(g, x, weight, dtype, last,
-                      (needs_input_grad, needs_weight_grad, needs_bias_grad), input_grad,
-                      lambda g5, x5, gw: depth.weight_grad(g5, x5, gw, params, method, last))
+    return operation.gradients(_CORRELATION, grad_output, x, weight, stride, padding,
+                               groups=groups, dilation=dilation,
+                               needs_input_grad=needs_input_grad,
+                               needs_weight_grad=needs_weight_grad,
+                               needs_bias_grad=needs_bias_grad, backend=backend,
+                               data_format=data_format)
