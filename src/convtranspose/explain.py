@@ -22,6 +22,7 @@ import numpy as np
 
 from . import dispatch
 from .cpu.direct import uses_engine
+from .problem import Op, validate
 from ._arrays import host_array, is_dask_array, is_device_array
 from .params import (DATA_FORMATS, ConvParams, _first_shape, check_device_dtype,
                      is_channels_last, is_half, normalise, spatial_output_size)
@@ -118,12 +119,12 @@ def choice(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1
                                dict(stride=stride, padding=padding,
                                     output_padding=output_padding, dilation=dilation,
                                     groups=groups, output_size=output_size), on_gpu)
+    problem = validate(Op(True, rank), xs, ws, described["bias"][0] if "bias" in described
+                       else None, [d for _, d in described.values()],
+                       (stride, padding, output_padding, groups, dilation), output_size,
+                       DATA_FORMATS[rank][last], backend)        # as the call validates
+    params, shape, dtype = problem.params, problem.shape, problem.dtype
     xs = _first_shape(xs, rank, last)
-    params, shape, dtype = normalise(
-        xs, ws, described["bias"][0] if "bias" in described else None,
-        [d for _, d in described.values()], stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation, groups=groups,
-        output_size=output_size, rank=rank, last=last)
     halves = [(n, dt) for n, (_, (_, dt)) in described.items() if is_half(dt)]
     if halves:
         return _half_choice(xs, ws, params, dtype, name, halves, last)

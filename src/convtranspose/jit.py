@@ -92,8 +92,9 @@ from .conv import conv2d, conv2d_backward
 from .grad import conv_transpose2d_backward
 from .cpu import backward, deconv, direct, nd_engine, pairs
 from .nonfinite import nan_mask, weight_grad_mask
-from .params import (DATA_FORMATS, MAX_PARAM, _conv_size, _padding_word, _same_extra,
-                     _same_split, _spatial_out, output_shape)
+from .params import (BAD_DILATION, BAD_GROUPS, BAD_OUTPUT_PADDING, BAD_PADDING, BAD_STRIDE,
+                     DATA_FORMATS, OK, WIDE_OUTPUT_PADDING, _conv_size, _padding_word,
+                     _same_extra, _same_split, _spatial_out, output_shape, range_fault)
 from .rank1 import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
 from .depth import tap_run
 from .rank3 import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
@@ -115,28 +116,32 @@ _wg_engine = njit(cache=True, notice=False)(direct.weight_grad_uses_engine)
 # ----------------------------------------------------------------------------
 # the checks of numbers, when the call runs
 
+_range_fault = njit(cache=True, notice=False)(range_fault)
+
+
 @njit(cache=True, notice=False)
 def _check_params(stride, pads, output_padding, dilation, groups):
-    for a in range(3):
-        if stride[a] < 1:
-            raise ValueError("stride must be >= 1 in each dimension, got "
-                             + str(stride[a]))
-        if dilation[a] < 1:
-            raise ValueError("dilation must be >= 1 in each dimension, got "
-                             + str(dilation[a]))
-        if pads[a, 0] < 0 or pads[a, 1] < 0:
-            raise ValueError("padding must be >= 0, got " + str(min(pads[a, 0], pads[a, 1])))
-        if output_padding[a] < 0:
-            raise ValueError("output_padding must be >= 0, got " + str(output_padding[a]))
-        if max(stride[a], dilation[a], pads[a, 0], pads[a, 1]) > MAX_PARAM:
-            raise ValueError("stride, dilation and padding must be at most 2**31 - 1 in "
-                             "each dimension")
-        if output_padding[a] >= max(stride[a], dilation[a]):
-            raise ValueError("output_padding " + str(output_padding[a]) + " must be smaller "
-                             "than stride (" + str(stride[a]) + ") or dilation ("
-                             + str(dilation[a]) + ") in each dimension")
-    if groups < 1:
+    """``ValueError`` for the first rule of :func:`convtranspose.params.range_fault` the
+    numbers break (the same rules, compiled), worded for one dimension."""
+    fault, a = _range_fault(stride, pads, output_padding, dilation, groups)
+    if fault == OK:
+        return
+    if fault == BAD_STRIDE:
+        raise ValueError("stride must be >= 1 in each dimension, got " + str(stride[a]))
+    if fault == BAD_DILATION:
+        raise ValueError("dilation must be >= 1 in each dimension, got " + str(dilation[a]))
+    if fault == BAD_PADDING:
+        raise ValueError("padding must be >= 0, got " + str(min(pads[a, 0], pads[a, 1])))
+    if fault == BAD_OUTPUT_PADDING:
+        raise ValueError("output_padding must be >= 0, got " + str(output_padding[a]))
+    if fault == BAD_GROUPS:
         raise ValueError("groups must be >= 1, got " + str(groups))
+    if fault == WIDE_OUTPUT_PADDING:
+        raise ValueError("output_padding " + str(output_padding[a]) + " must be smaller "
+                         "than stride (" + str(stride[a]) + ") or dilation ("
+                         + str(dilation[a]) + ") in each dimension")
+    raise ValueError("stride, dilation and padding must be at most 2**31 - 1 in each "
+                     "dimension")
 
 
 @njit(cache=True, notice=False)

@@ -350,6 +350,50 @@ def _make_params(stride, padding, output_padding, dilation, groups, rank=2):
     return params
 
 
+#: The rules :func:`range_fault` checks, in its order; ``OK`` when none is broken.
+(OK, BAD_STRIDE, BAD_DILATION, BAD_PADDING, BAD_OUTPUT_PADDING, BAD_GROUPS, HUGE_STRIDE,
+ HUGE_DILATION, HUGE_PADDING, WIDE_OUTPUT_PADDING) = range(10)
+
+
+def range_fault(stride, pads, output_padding, dilation, groups):
+    """The first rule the hyper-parameters break (``BAD_STRIDE`` ... ``WIDE_OUTPUT_PADDING``,
+    or ``OK``) and the first dimension that breaks it (``-1`` for none or ``groups``):
+    strides and dilations at least 1, paddings, output paddings at least 0,
+    groups at least 1, strides, dilations and paddings at most :data:`MAX_PARAM`, and each
+    output padding below its dimension's stride or dilation.
+
+    The one statement of these rules: plain loops over integers, so that ``@njit`` code
+    compiles the same function (``convtranspose.jit``, with arrays for the tuples); each
+    caller words the message. ``pads`` holds ``(before, after)`` per dimension.
+
+    Examples
+    --------
+    >>> from convtranspose.params import range_fault, OK, WIDE_OUTPUT_PADDING
+    >>> range_fault((2, 2), ((1, 1), (0, 0)), (1, 0), (1, 1), 1) == (OK, -1)
+    True
+    >>> range_fault((2, 1), ((1, 1), (0, 0)), (0, 1), (1, 1), 1) == (WIDE_OUTPUT_PADDING, 1)
+    True
+    """
+    n = len(stride)
+    for rule in range(BAD_STRIDE, WIDE_OUTPUT_PADDING + 1):
+        if rule == BAD_GROUPS:
+            if groups < 1:
+                return rule, -1
+            continue
+        for a in range(n):
+            s, d, op = stride[a], dilation[a], output_padding[a]
+            lo, hi = pads[a][0], pads[a][1]
+            if ((rule == BAD_STRIDE and s < 1) or (rule == BAD_DILATION and d < 1)
+                    or (rule == BAD_PADDING and min(lo, hi) < 0)
+                    or (rule == BAD_OUTPUT_PADDING and op < 0)
+                    or (rule == HUGE_STRIDE and s > MAX_PARAM)
+                    or (rule == HUGE_DILATION and d > MAX_PARAM)
+                    or (rule == HUGE_PADDING and max(lo, hi) > MAX_PARAM)
+                    or (rule == WIDE_OUTPUT_PADDING and op >= max(s, d))):
+                return rule, a
+    return OK, -1
+
+
 def _parse_params(stride, padding, output_padding, dilation, groups, rank):
     rank = _check_rank(rank)
     stride = _as_tuple(stride, "stride", rank)
@@ -357,26 +401,24 @@ def _parse_params(stride, padding, output_padding, dilation, groups, rank):
     pads = _as_padding(padding, rank)
     output_padding = _as_tuple(output_padding, "output_padding", rank)
     groups = _as_int(groups, "groups")
-    flat_pads = sum(pads, ())
-    if min(stride) < 1:
-        raise ValueError(f"stride must be >= 1 in each dimension, got {stride}")
-    if min(dilation) < 1:
-        raise ValueError(f"dilation must be >= 1 in each dimension, got {dilation}")
-    if min(flat_pads) < 0:
-        raise ValueError(f"padding must be >= 0, got {_show_padding(pads)}")
-    if min(output_padding) < 0:
-        raise ValueError(f"output_padding must be >= 0, got {output_padding}")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
-    for name, value in (("stride", stride), ("dilation", dilation), ("padding", flat_pads)):
-        if max(value) > MAX_PARAM:
-            raise ValueError(f"{name} must be at most 2**31 - 1 = {MAX_PARAM} in each "
-                             f"dimension, got {value}")
-    for op, s, d in zip(output_padding, stride, dilation):
-        if op >= max(s, d):
-            raise ValueError(
-                f"output_padding {output_padding} must be smaller than stride or dilation "
-                f"in each dimension, got stride {stride}, dilation {dilation}")
+    fault, _ = range_fault(stride, pads, output_padding, dilation, groups)
+    if fault != OK:
+        flat = sum(pads, ())
+        raise ValueError({
+            BAD_STRIDE: f"stride must be >= 1 in each dimension, got {stride}",
+            BAD_DILATION: f"dilation must be >= 1 in each dimension, got {dilation}",
+            BAD_PADDING: f"padding must be >= 0, got {_show_padding(pads)}",
+            BAD_OUTPUT_PADDING: f"output_padding must be >= 0, got {output_padding}",
+            BAD_GROUPS: f"groups must be >= 1, got {groups}",
+            HUGE_STRIDE: f"stride must be at most 2**31 - 1 = {MAX_PARAM} in each "
+                         f"dimension, got {stride}",
+            HUGE_DILATION: f"dilation must be at most 2**31 - 1 = {MAX_PARAM} in each "
+                           f"dimension, got {dilation}",
+            HUGE_PADDING: f"padding must be at most 2**31 - 1 = {MAX_PARAM} in each "
+                          f"dimension, got {flat}",
+            WIDE_OUTPUT_PADDING: f"output_padding {output_padding} must be smaller than "
+                                 f"stride or dilation in each dimension, got stride "
+                                 f"{stride}, dilation {dilation}"}[fault])
     return ConvParams(stride, pads, output_padding, dilation, groups)
 
 
