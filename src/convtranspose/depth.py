@@ -35,6 +35,7 @@ from .cpu import direct, nd_engine
 
 __all__ = ["depth_taps", "tap_run", "scatter", "correlate", "weight_grad"]
 
+
 def depth_taps(small, large, k, s, d, front):
     """The runs of depth slices each kernel depth tap links.
 

@@ -1,19 +1,23 @@
-"""The operation layer: one path from every public forward function to a backend.
+"""The operation layer: one path from every public function to a backend.
 
-``conv_transpose{1,2,3}d`` and ``conv{1,2,3}d`` are names over :func:`forward`, which
-takes any rank and layout and
+``conv_transpose{1,2,3}d`` and ``conv{1,2,3}d`` are names over :func:`forward`, their
+``*_backward`` functions names over :func:`gradients`; both take any rank and layout and
 
-1. **routes by the operands' kind:** complex operands to :mod:`convtranspose.complexops`
-   (three real calls, back through :func:`forward`), Dask arrays to the graph builder
-   (:mod:`convtranspose.dask_ops`, whose tasks call :func:`forward` on NumPy tiles), CUDA
-   arrays (and ``backend="cuda"``) to :mod:`convtranspose.cuda`, NumPy operands to the CPU;
-2. **validates NumPy operands once** (:mod:`convtranspose.params`, pure functions of
-   shapes, dtypes and ints, in the caller's layout so messages speak it) into a
-   :class:`~convtranspose.problem.Problem`, remembered by the call's shapes, dtypes and hyper-parameters so that
-   a layer called again skips it;
-3. **hands the problem to the CPU backend** (:func:`convtranspose.ops.forward`), with the
-   layout decided here once: channels-last operands become channels-first views of the
-   same memory, and the result is viewed back once.
+1. **route by the operands' kind:** complex operands to :mod:`convtranspose.complexops`
+   (three real calls, back through this layer), half-precision gradients to float32
+   copies (:func:`convtranspose.halfops.float32_gradients`), Dask arrays to the graph
+   builder (:mod:`convtranspose.dask_ops`, whose tasks call this layer on NumPy tiles),
+   CUDA arrays (and ``backend="cuda"``) to :mod:`convtranspose.cuda`, NumPy operands to
+   the CPU;
+2. **validate NumPy operands once** (:func:`convtranspose.problem.validate` and
+   :func:`~convtranspose.problem.validate_gradients`: pure functions of shapes, dtypes and
+   ints, in the caller's layout so messages speak it) into a
+   :class:`~convtranspose.problem.Problem`; a forward call's is remembered by the call's
+   shapes, dtypes and hyper-parameters, so that a layer called again skips it;
+3. **hand the problem to the CPU backend** (:func:`convtranspose.ops.forward`,
+   :func:`convtranspose.ops.gradients`), with the layout decided here once: channels-last
+   operands become channels-first views of the same memory, and the results are viewed
+   back once.
 
 Rank 1 runs as rank 2 of unit height: a 1-D :class:`~convtranspose.problem.Problem` is
 run lifted by the CPU backend without validating again, and 1-D Dask or CUDA operands are
@@ -48,6 +52,8 @@ def forward(op, x, weight, bias=None, stride=1, padding=0, output_padding=0, gro
     if data_format is None:
         data_format = DATA_FORMATS[op.rank][0]
     hyper = (stride, padding, output_padding, groups, dilation)
+    if _plain(x, weight, bias, out) and backend != "cuda":     # NumPy on the CPU, at once
+        return _host(op, x, weight, bias, hyper, output_size, out, backend, data_format)
     if is_complex(x) or is_complex(weight) or is_complex(bias):
         return _complex(op, x, weight, bias, hyper, output_size, out, backend, data_format)
     if op.rank == 1 and (any_dask(x, weight, bias, out) or
@@ -64,6 +70,16 @@ def forward(op, x, weight, bias=None, stride=1, padding=0, output_padding=0, gro
     if _on_gpu(op, backend, data_format, x, weight, bias, out):
         return _gpu(op, x, weight, bias, hyper, output_size, out)
     return _host(op, x, weight, bias, hyper, output_size, out, backend, data_format)
+
+
+def _plain(x, weight, bias, out):
+    """Whether the operands are NumPy arrays (``bias`` and ``out`` may be ``None``) of no
+    complex dtype: the routes of the other kinds have nothing to say about them."""
+    return (type(x) is np.ndarray and type(weight) is np.ndarray
+            and (bias is None or type(bias) is np.ndarray)
+            and (out is None or type(out) is np.ndarray)
+            and x.dtype.kind != "c" and weight.dtype.kind != "c"
+            and (bias is None or bias.dtype.kind != "c"))
 
 
 # ----------------------------------------------------------------------------
@@ -214,10 +230,10 @@ def _host(op, x, weight, bias, hyper, output_size, out, backend, data_format):
 # Validated calls (the problem, and the backend to run: the one "auto" picked once it has),
 # by the operation, the operands' types, shapes and dtypes, the hyper-parameters as given
 # and the workspace limit (on which the backend "auto" picks depends): a layer called
-# again skips validation and the backend choice (tens of
-# microseconds, as long as a small problem's whole computation). Only plain ndarrays and
-# int / tuple-of-int hyper-parameters are keyed, with their exact types, so every call
-# that could raise still goes through `validate`.
+# again skips validation and the backend choice (tens of microseconds, as long as a small
+# problem's whole computation). Only plain ndarrays and int / tuple-of-int
+# hyper-parameters are keyed, with their exact types, so every call that could raise
+# still goes through `validate`.
 _VALIDATED = {}
 _VALIDATED_MAX = 512
 
@@ -309,7 +325,8 @@ def _complex(op, x, weight, bias, hyper, output_size, out, backend, data_format)
 def _lifted_call(op, x, weight, bias, hyper, output_size, out, backend, data_format):
     """A 1-D call on Dask or CUDA operands: validated at rank 1 (so errors speak of the
     1-D arguments), then run as the 2-D call of unit height on views of the operands."""
-    x, weight, bias, dtypes = operands_of_any_kind(("x", x), ("weight", weight), ("bias", bias))
+    x, weight, bias, dtypes = operands_of_any_kind(("x", x), ("weight", weight),
+                                                   ("bias", bias))
     problem = validate(op, tuple(x.shape), tuple(weight.shape),
                        None if bias is None else tuple(bias.shape), dtypes, hyper,
                        output_size, data_format, backend)
