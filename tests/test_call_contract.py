@@ -266,3 +266,43 @@ def test_onnx_auto_pad_names_are_refused_with_what_to_write(spelling):
         ct.conv_transpose2d(x, w, padding=spelling)
     with pytest.raises(ValueError, match="auto_pad"):
         ct.conv2d(x, np.zeros((2, 4, 3, 3)), padding=spelling)
+
+
+# ----------------------------------------------------------------------------
+# one order of checks, whatever the operands' kind (issue 23: one path)
+
+BACKWARD_CONV = {1: ct.conv1d_backward, 2: ct.conv2d_backward, 3: ct.conv3d_backward}
+
+
+def _calls(rank):
+    """Each public function of ``rank`` as ``(function, operands)`` on NumPy arrays."""
+    rng = np.random.default_rng(rank)
+    x, w = _operands(rng, rank, c_in=2, c_out=2, size=3, k=2)
+    wc = np.ascontiguousarray(np.swapaxes(w, 0, 1))
+    y, yc = FORWARD[rank](x, w), CONV[rank](x, wc)
+    return [(FORWARD[rank], (x, w)), (CONV[rank], (x, wc)),
+            (BACKWARD[rank], (y, x, w)), (BACKWARD_CONV[rank], (yc, x, wc))]
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("data_format", [None, ["NCHW"], {"a": 1}, 2, "XYZ"])
+def test_a_bad_data_format_is_a_value_error_naming_it(rank, data_format):
+    for fn, operands in _calls(rank):
+        with pytest.raises(ValueError, match="data_format must be"):
+            fn(*operands, data_format=data_format)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("as_list", [False, True])
+def test_checks_run_in_one_order_for_every_kind_of_operand(rank, as_list):
+    """data_format, then the shapes and hyper-parameters, then backend: the same for
+    NumPy arrays and for nested lists (which take another route to the same checks)."""
+    for fn, operands in _calls(rank):
+        if as_list:
+            operands = tuple(a.tolist() for a in operands)
+        with pytest.raises(ValueError, match="data_format must be"):
+            fn(*operands, backend="bogus", data_format="XYZ", stride=0)
+        with pytest.raises(ValueError, match="stride must be >= 1"):
+            fn(*operands, backend="bogus", stride=0)
+        with pytest.raises(ValueError, match="backend must be one of"):
+            fn(*operands, backend="bogus")

@@ -44,12 +44,18 @@ GPU_LAYOUT = ("the cuda backend takes the channels-first layout only (NCW, NCHW,
                "transpose the arrays, or run channels-last data on the CPU")
 
 
+#: The layout of the calls that name none (the tasks of Dask graphs): the rank's
+#: channels-first one. The public functions pass the caller's, so ``None`` from a caller is
+#: refused as any other word is.
+CHANNELS_FIRST = "channels first"
+
+
 def forward(op, x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-            dilation=1, *, output_size=None, out=None, backend="auto", data_format=None):
+            dilation=1, *, output_size=None, out=None, backend="auto",
+            data_format=CHANNELS_FIRST):
     """The public forward function ``op.name`` (its arguments; ``output_padding`` and
-    ``output_size`` only for a transposed convolution; ``data_format=None`` is the rank's
-    channels-first layout)."""
-    if data_format is None:
+    ``output_size`` only for a transposed convolution)."""
+    if data_format is CHANNELS_FIRST:
         data_format = DATA_FORMATS[op.rank][0]
     hyper = (stride, padding, output_padding, groups, dilation)
     if _plain(x, weight, bias, out) and backend != "cuda":     # NumPy on the CPU, at once
@@ -88,12 +94,12 @@ def _plain(x, weight, bias, out):
 
 def gradients(op, grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1,
               dilation=1, *, output_size=None, needs_input_grad=True, needs_weight_grad=True,
-              needs_bias_grad=True, backend="auto", data_format=None):
+              needs_bias_grad=True, backend="auto", data_format=CHANNELS_FIRST):
     """The public gradient function of ``op`` (``conv_transpose{rank}d_backward`` or
     ``conv{rank}d_backward``; its arguments, ``output_padding`` and ``output_size`` only for
-    a transposed convolution; ``data_format=None`` is the rank's channels-first layout):
-    ``(grad_input, grad_weight, grad_bias)``, ``None`` for each not asked for."""
-    if data_format is None:
+    a transposed convolution): ``(grad_input, grad_weight, grad_bias)``, ``None`` for each
+    not asked for."""
+    if data_format is CHANNELS_FIRST:
         data_format = DATA_FORMATS[op.rank][0]
     hyper = (stride, padding, output_padding, groups, dilation)
     needs = (needs_input_grad, needs_weight_grad, needs_bias_grad)
@@ -201,6 +207,7 @@ def _host(op, x, weight, bias, hyper, output_size, out, backend, data_format):
     key = _fast_key(x, weight, bias, out, hyper, output_size, (op, backend, data_format))
     hit = _VALIDATED.get(key) if key is not None else None
     if hit is None:
+        is_channels_last(data_format, op.rank)      # the layout's word before the operands
         x, weight, bias, dtypes = host_operands(x, weight, bias)
         problem = validate(op, x.shape, weight.shape, None if bias is None else bias.shape,
                            dtypes, hyper, output_size, data_format, backend)
@@ -258,7 +265,7 @@ def _fast_key(x, weight, bias, out, hyper, output_size, call):
     for v in hyper:
         if type(v) is not int and _int_tree(v) is None:
             return None
-    if type(call[1]) is not str or \
+    if type(call[1]) is not str or type(call[2]) is not str or \
             (output_size is not None and _int_tree(output_size) is None):
         return None
     return (x.shape, x.dtype, weight.shape, weight.dtype,
@@ -274,20 +281,21 @@ def _on_gpu(op, backend, data_format, *arrays, gradients=False):
     """Whether the call runs on the GPU module: CUDA arrays among ``arrays``, or
     ``backend="cuda"`` (except the forward transposed convolution of rank 1 or 2 on NumPy
     arrays, which the CPU backend's ``"cuda"`` entry copies to the GPU and back). Refuses,
-    before any work, a channels-last layout there and a CPU backend named with CUDA
-    arrays. ``arrays`` are the forward's ``x, weight, bias, out``, or with ``gradients``
+    before any work and in this order, a bad ``data_format`` or ``backend``, a CPU backend
+    named with CUDA arrays and a channels-last layout there. ``arrays`` are the forward's ``x, weight, bias, out``, or with ``gradients``
     ``grad_output, x, weight``."""
     names = ("grad_output", "x", "weight") if gradients else ("x", "weight", "bias", "out")
     device = [n for n, a in zip(names, arrays) if a is not None and is_device_array(a, n)]
+    if not device and not (isinstance(backend, str) and backend in dispatch.GPU_BACKENDS):
+        return False            # a bad backend name is said after the operands are checked
+    last = is_channels_last(data_format, op.rank)
     check = dispatch.check_backend if op.transposed and not gradients else dispatch.check_method
     name = check(backend)
-    if not device and name not in dispatch.GPU_BACKENDS:
-        return False
-    if is_channels_last(data_format, op.rank):
-        raise NotImplementedError(GPU_LAYOUT)
     if device and name not in ("auto", *dispatch.GPU_BACKENDS):
         raise ValueError(f"backend {backend!r} runs on the CPU but {device[0]} is a CUDA "
                          "array: use backend='auto' or 'cuda', or copy the arrays to NumPy")
+    if last:
+        raise NotImplementedError(GPU_LAYOUT)
     return bool(device) or gradients or not op.transposed or op.rank == 3
 
 

@@ -1,4 +1,4 @@
-"""The CPU backend of NumPy operands: forward problems of every rank, and the 2-D gradients.
+"""The CPU backend of NumPy operands: the forward problems and gradients of every rank.
 
 :func:`forward` runs a :class:`~convtranspose.problem.Problem` that the operation layer
 (:mod:`convtranspose.operation`) validated once: it picks a CPU backend

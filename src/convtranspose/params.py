@@ -145,7 +145,6 @@ class ConvParams:
 # scalar and tuple parsing
 
 
-#: The layouts of each rank: channels-first (the default, PyTorch's), then channels-last.
 #: The ``backend`` names every function takes: ``"auto"``, the CPU backends and the GPU's
 #: (:data:`convtranspose.dispatch.BACKENDS`, :data:`convtranspose.dispatch.GPU_BACKENDS`).
 BACKEND_NAMES = ("auto", "direct", "im2col", "cuda")
@@ -166,6 +165,7 @@ def check_method(backend):
     return backend
 
 
+#: The layouts of each rank: channels-first (the default, PyTorch's), then channels-last.
 DATA_FORMATS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 
 

@@ -1,10 +1,13 @@
 """What a call is once validated: an :class:`Op` and a :class:`Problem`.
 
 :func:`validate` (a forward call) and :func:`validate_gradients` (a gradient call) are the
-one validation of a call on NumPy operands, for every rank and layout: pure functions of the operands' shapes and dtypes and the hyper-parameters as
-ints and tuples (:mod:`convtranspose.params`), with messages in the caller's layout. The
-operation layer (:mod:`convtranspose.operation`) calls it once per new call and hands the
-:class:`Problem` to the CPU backend (:func:`convtranspose.ops.forward`).
+one validation of a call on NumPy operands, for every rank and layout: pure functions of
+the operands' shapes and dtypes and the hyper-parameters as ints and tuples
+(:mod:`convtranspose.params`), with messages in the caller's layout, checked in one order:
+``data_format``, the shapes, dtypes and hyper-parameters, then ``backend``. The operation
+layer (:mod:`convtranspose.operation`) calls one of them once per new call and hands the
+:class:`Problem` to the CPU backend (:func:`convtranspose.ops.forward`,
+:func:`~convtranspose.ops.gradients`).
 """
 from __future__ import annotations
 
@@ -42,12 +45,13 @@ class Op:
 
 @dataclass(frozen=True)
 class Problem:
-    """One validated forward call on NumPy operands.
+    """One validated call on NumPy operands.
 
     ``params`` are the resolved hyper-parameters (:class:`~convtranspose.params.ConvParams`,
     ``"same"`` and ``output_size`` turned into numbers), ``shape`` the forward result's
-    shape in channels-first order (for a gradient call, ``grad_output``'s), ``last`` whether the caller's layout is channels-last, and
-    ``backend`` the backend named (``"auto"``: the CPU backend picks one).
+    shape in channels-first order (for a gradient call, ``grad_output``'s), ``last``
+    whether the caller's layout is channels-last, and ``backend`` the backend named
+    (``"auto"``: the CPU backend picks one).
     """
 
     op: Op
@@ -90,16 +94,16 @@ def validate(op, x_shape, w_shape, b_shape, dtypes, hyper, output_size, data_for
     last = is_channels_last(data_format, op.rank)
     x_first = _first_shape(x_shape, op.rank, last)
     if op.transposed:
-        name = check_backend(backend)
         params, shape, dtype = normalise(
             x_first, w_shape, b_shape, dtypes, stride=stride, padding=padding,
             output_padding=output_padding, dilation=dilation, groups=groups,
             output_size=output_size, rank=op.rank, last=last)
+        name = check_backend(backend)
     else:
-        name = check_method(backend)
         params, shape, dtype = normalise_conv(
             x_first, w_shape, b_shape, dtypes, stride=stride, padding=padding,
             dilation=dilation, groups=groups, rank=op.rank, last=last)
+        name = check_method(backend)
     return Problem(op, last, params, shape, dtype, name)
 
 
