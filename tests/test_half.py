@@ -265,6 +265,50 @@ def _params(x, w, kw):
     return normalise(x.shape, w.shape, None, [x.dtype, w.dtype], **kw)[0]
 
 
+#: NaN patterns of each half format: signalling (unquieted through every conversion of
+#: float16, quieted by bfloat16's) and quiet, both signs.
+NAN_BITS = {"float16": [0x7c01, 0xfd55, 0x7e00, 0x7fff],
+            "bfloat16": [0x7f81, 0xffc5, 0x7fc0, 0x7fff]}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("last", [False, True], ids=["channels-first", "channels-last"])
+@pytest.mark.parametrize("c_out, stride, k", [(40, 2, 3), (3, 2, 3), (37, 5, 2)],
+                         ids=["two-vectors", "one-vector", "dead-outputs"])
+def test_engine_rounds_its_float32_sums_once(dtype, last, c_out, stride, k):
+    """The engine rounds a half-precision result as its kernel stores it (a vector at a
+    time, into the result or into a 16-bit buffer copied into place): bitwise its float32
+    result on the widened operands, rounded by ``astype``. Inf and NaN inputs, overflow,
+    channels past the last full vector, and the bias of outputs no tap reaches with its
+    NaN payloads."""
+    from convtranspose.cpu import nd_engine
+    dt = HALVES[dtype]
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((2, 24, 3, 5, 7)) * 300).astype(dt)
+    x.reshape(-1)[::97] = np.inf
+    x.reshape(-1)[5::101] = -np.inf
+    x.reshape(-1)[7::89] = np.nan
+    w = rng.standard_normal((24, c_out, 1, k, k)).astype(dt)
+    b = rng.standard_normal(c_out).astype(dt)
+    nans = NAN_BITS[dtype][:c_out]
+    b.view(np.uint16)[:len(nans)] = nans
+    shape = (2, c_out, 3, 4 * stride + k, 6 * stride + k)
+    to_last = (lambda a: np.ascontiguousarray(np.moveaxis(a, 1, -1))) if last else \
+        (lambda a: a)
+
+    def run(x, w, b, dtype):
+        out = to_last(np.empty(shape, dtype))
+        return nd_engine.conv_transpose(to_last(x), w, b, (1, stride, stride),
+                                        ((0, 0),) * 3, (1, 1, 1), 1, out, last)
+
+    y = run(x, w, b, dt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = run(x.astype(F32), w.astype(F32), b.astype(F32), F32).astype(dt)
+    np.testing.assert_array_equal(y.view(np.uint16), want.view(np.uint16))
+    if stride > k and dtype == "float16":   # the bias alone: signalling NaNs kept
+        assert set(nans[:2]) <= set(y.view(np.uint16).ravel().tolist())
+
+
 def test_explain_says_how_half_precision_runs():
     x, w, _ = _arrays(CASES[0], 2, True, BF16)
     choice = ct.explain(x, w)

@@ -15,7 +15,7 @@ The form (XNNPACK's indirect deconvolution, Zhang, Franchetti & Low, ICML 2018):
   float32 in this pass, one batch chunk at a time.
 * **Weights packed once** (:func:`pack_weights`): per group and block of ``NR`` output
   channels (two vectors), ``wp[g, b, kd, kh, kw, c, NR]``, the block zero-padded (and
-  widened to the compute dtype: float32 for half-precision results).
+  widened to the compute dtype: float32 for half-precision results, in compiled code).
 * **Per stride phase** (sub-pixel decomposition): along each axis an output index
   ``o = q*s + r - pad`` of residue ``r`` receives exactly the taps ``k`` with ``k*d = r``
   modulo ``s``, from input ``i = q - m_k`` with ``m_k = (k*d - r) / s``. So ``MR = 6``
@@ -26,8 +26,10 @@ The form (XNNPACK's indirect deconvolution, Zhang, Franchetti & Low, ICML 2018):
   group's input channels, broadcasting ``xp`` read in place and loading two packed weight
   vectors. The store adds the bias and writes through the output's element strides, so
   channels-last and channels-first results are written directly. A half-precision
-  result is computed per batch chunk into a float32 buffer and rounded once (to nearest,
-  ties to even) as the chunk is stored (:func:`_store`).
+  result is computed in float32 and rounded once (to nearest, ties to even) as the tile
+  is stored, a vector of channels at a time (``vcvtps2ph`` for float16:
+  :func:`~convtranspose.cpu.half.put_vector`), into the result itself (channels-last)
+  or into a 16-bit channels-last buffer that :func:`_store` copies into place.
 
 The correlation (``conv{1,2,3}d``'s forward, :func:`correlate`) is the same kernel with one
 phase and the stride on the input side: output ``o`` reads input ``o*s + k*d - pad``, so a
@@ -57,7 +59,8 @@ from numba import prange
 from .._alloc import allocate
 from .._jit import njit
 from .._threading import launch
-from .half import PLAIN, bits, compute_dtype, get, is_half, kind_of, put
+from .half import (PLAIN, all_finite, bits, compute_dtype, get, is_half, kind_of, narrow,
+                   put, put_vector)
 from .taps import byte_bounded_cache
 from .workspace import workspace
 from .simd import MR, add, broadcast, fmadd, lanes, load, store, width, zero
@@ -67,8 +70,9 @@ __all__ = ["supported", "plan", "relayout", "pack_weights", "conv_transpose", "c
 
 
 def supported(weight):
-    """Whether :func:`conv_transpose` gives PyTorch's result for ``weight``: all finite."""
-    return bool(np.isfinite(weight).all())
+    """Whether :func:`conv_transpose` gives PyTorch's result for ``weight``: all finite
+    (a half-precision weight checked on its bits in compiled code)."""
+    return all_finite(weight)
 
 
 def plan(x_shape, w_shape, stride, pads, dilation, out_shape, correlation=False):
@@ -296,13 +300,15 @@ def _relayout_kernel(src, strides, xp, front, shape, kind):
                         dst[fw + w, c] = get(src, src0 + w * sw, kind)
 
 
-def pack_weights(weight, groups, nr, correlation=False):
+def pack_weights(weight, groups, nr, correlation=False, dtype=None):
     """The weight as ``wp[g, b, kD, kH, kW, C_in_g, nr]``: each group's output channels in
     blocks of ``nr``, the last block zero-padded. ``weight`` is a transposed
     convolution's ``(C_in, C_out_g, kD, kH, kW)``, or with ``correlation`` a convolution's
-    ``(C_out, C_in_g, kD, kH, kW)``, of the engine's dtype (any strides). One parallel
-    pass (a 512 x 256 x 16 float32 weight: 4 ms through NumPy's copies, a third of a
-    HiFi-GAN layer's call). Returns ``(wp, blocks)``.
+    ``(C_out, C_in_g, kD, kH, kW)`` (any strides), packed in ``dtype`` (the engine's;
+    default the weight's). One parallel pass (a 512 x 256 x 16 float32 weight: 4 ms
+    through NumPy's copies, a third of a HiFi-GAN layer's call), which also widens a
+    half-precision weight to float32 (NumPy's float16 cast alone takes 3.6 ms for that
+    weight). Returns ``(wp, blocks)``.
 
     Examples
     --------
@@ -313,6 +319,9 @@ def pack_weights(weight, groups, nr, correlation=False):
     >>> blocks, wp.reshape(2, 2, 2).tolist()    # [block][tap][channel of the block]
     (2, [[[0.0, 2.0], [1.0, 3.0]], [[4.0, 0.0], [5.0, 0.0]]])
     """
+    dtype = weight.dtype if dtype is None else np.dtype(dtype)
+    kind = kind_of(weight.dtype) if dtype == np.float32 else PLAIN
+    weight = bits(_readable(weight)) if kind != PLAIN else np.asarray(weight, dtype)
     kernel = weight.shape[2:]
     taps = math.prod(kernel)
     if correlation:
@@ -322,9 +331,9 @@ def pack_weights(weight, groups, nr, correlation=False):
         c_in_g, c_out_g = weight.shape[0] // groups, weight.shape[1]
         src = weight.reshape(groups, c_in_g, c_out_g, taps)
     blocks = -(-c_out_g // nr)
-    wp = allocate(groups * blocks * taps * c_in_g * nr, weight.dtype, "the packed weight")
+    wp = allocate(groups * blocks * taps * c_in_g * nr, dtype, "the packed weight")
     if wp.size:
-        launch(_pack_kernel, src, wp, nr)
+        launch(_pack_kernel, src, wp, nr, kind)
     return wp, blocks
 
 
@@ -341,7 +350,7 @@ def pack(weight, groups, nr, correlation):
         src = weight.reshape((groups, c_in_g, c_out_g, taps)).transpose((0, 1, 2, 3))
     blocks = (c_out_g + nr - 1) // nr
     wp = np.empty(groups * blocks * taps * c_in_g * nr, weight.dtype)
-    _pack_kernel(src, wp, nr)
+    _pack_kernel(src, wp, nr, PLAIN)
     return wp, blocks
 
 
@@ -351,11 +360,11 @@ _PACK_CHANNELS = 16
 
 
 @njit(cache=True, parallel=True)
-def _pack_kernel(src, wp, nr):
-    """``wp[g, b, t, ci, j] = src[g, ci, b * nr + j, t]`` (zero past the last channel), one
-    task per group, block and run of :data:`_PACK_CHANNELS` input channels; each input
-    channel's block is turned in a small buffer, so both sides are read and written in
-    runs."""
+def _pack_kernel(src, wp, nr, kind):
+    """``wp[g, b, t, ci, j] = src[g, ci, b * nr + j, t]`` (zero past the last channel;
+    widened from half-precision bits by ``kind``), one task per group, block and run of
+    :data:`_PACK_CHANNELS` input channels; each input channel's block is turned in a
+    small buffer, so both sides are read and written in runs."""
     groups, c_in_g, c_out_g, taps = src.shape
     blocks = (c_out_g + nr - 1) // nr
     runs = (c_in_g + _PACK_CHANNELS - 1) // _PACK_CHANNELS
@@ -368,7 +377,7 @@ def _pack_kernel(src, wp, nr):
         for ci in range(c0, min(c0 + _PACK_CHANNELS, c_in_g)):
             for j in range(valid):           # one channel's taps: one run of the source
                 for t in range(taps):
-                    buf[t, j] = src[g, ci, b * nr + j, t]
+                    buf[t, j] = get(src, (g, ci, b * nr + j, t), kind)
             for t in range(taps):            # one run of the packed weight per tap
                 at = (((g * blocks + b) * taps + t) * c_in_g + ci) * nr
                 for j in range(nr):
@@ -376,24 +385,25 @@ def _pack_kernel(src, wp, nr):
 
 
 @njit(inline="always")
-def _put(out, o, sc, acc0, acc1, b0, b1, w, nr, edge):
+def _put(out, o, sc, acc0, acc1, b0, b1, w, nr, edge, kind):
     """Store one pixel's ``nr`` channels (two vectors plus bias) at ``out.flat[o]``, the
-    channels ``sc`` apart."""
+    channels ``sc`` apart; rounded to half precision when ``out`` holds its bits
+    (``kind``), a vector at a time where the channels are contiguous."""
     v0 = add(acc0, b0)
     v1 = add(acc1, b1)
     if sc == 1 and nr == 2 * w:
-        store(out, o, v0)
-        store(out, o + w, v1)
+        put_vector(out, o, v0, kind, edge)
+        put_vector(out, o + w, v1, kind, edge)
     else:
         store(edge, 0, v0)
         store(edge, w, v1)
         for j in range(nr):
-            out[o + j * sc] = edge[j]
+            put(out, o + j * sc, edge[j], kind)
 
 
 @njit(inline="always")
 def _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0, o1, o2, o3, o4, o5, valid, cg,
-          nrt, sc, b0, b1, nr, edge):
+          nrt, sc, b0, b1, nr, edge, kind):
     """One tile: 6 pixels (``valid`` of them stored) x ``nr`` channels. Pixel ``j`` reads
     ``xp.flat[pj + tin[t] + c]`` for every tap ``t`` and input channel ``c`` and is stored
     at ``out.flat[oj]``; ``twt[t]`` is the tap's packed weight offset."""
@@ -435,17 +445,17 @@ def _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0, o1, o2, o3, o4, o5,
             c50 = fmadd(c50, a, b0v)
             c51 = fmadd(c51, a, b1v)
             pb += nrt
-    _put(out, o0, sc, c00, c01, b0, b1, w, nr, edge)
+    _put(out, o0, sc, c00, c01, b0, b1, w, nr, edge, kind)
     if valid > 1:
-        _put(out, o1, sc, c10, c11, b0, b1, w, nr, edge)
+        _put(out, o1, sc, c10, c11, b0, b1, w, nr, edge, kind)
     if valid > 2:
-        _put(out, o2, sc, c20, c21, b0, b1, w, nr, edge)
+        _put(out, o2, sc, c20, c21, b0, b1, w, nr, edge, kind)
     if valid > 3:
-        _put(out, o3, sc, c30, c31, b0, b1, w, nr, edge)
+        _put(out, o3, sc, c30, c31, b0, b1, w, nr, edge, kind)
     if valid > 4:
-        _put(out, o4, sc, c40, c41, b0, b1, w, nr, edge)
+        _put(out, o4, sc, c40, c41, b0, b1, w, nr, edge, kind)
     if valid > 5:
-        _put(out, o5, sc, c50, c51, b0, b1, w, nr, edge)
+        _put(out, o5, sc, c50, c51, b0, b1, w, nr, edge, kind)
 
 
 @njit(inline="always")
@@ -514,10 +524,12 @@ def _task(task, tasks, phase, tap_k, tap_o, geo, nrt):
 
 
 @njit(cache=True, parallel=True)
-def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
+def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides, kind):
     """Every task: tiles ``t0 <= t < t1`` of one phase's pixels (6 per tile, numbered over
     images and rows), one group and one block of output channels (two vectors).
-    ``phase[a, i]`` is ``(first q, count, output base, first tap, taps)`` (:func:`plan`)."""
+    ``phase[a, i]`` is ``(first q, count, output base, first tap, taps)`` (:func:`plan`);
+    ``out`` of the compute dtype, or ``uint16`` bits of the half-precision ``kind``
+    (:func:`_put`)."""
     cg, c_out_g = geo[5], geo[6]
     blocks = geo[7]
     sc = o_strides[4]
@@ -528,7 +540,7 @@ def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
             (info[6], info[7], info[8])
         last, t0, t1, g, b = info[9], info[10], info[11], info[12], info[13]
         nr = min(nrt, c_out_g - b * nrt)
-        edge = np.empty(nrt, out.dtype)
+        edge = np.empty(nrt, xp.dtype)
         b0 = load(bp, (g * blocks + b) * nrt)
         b1 = load(bp, (g * blocks + b) * nrt + width(xp))
         channel = (g * c_out_g + b * nrt) * sc
@@ -549,7 +561,7 @@ def _kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
                                            steps, ob, geo, o_strides)
             _tile(xp, wp, out, tin, twt, p0, p1, p2, p3, p4, p5, o0 + channel,
                   o1 + channel, o2 + channel, o3 + channel, o4 + channel, o5 + channel,
-                  min(MR, last + 1 - first), cg, nrt, sc, b0, b1, nr, edge)
+                  min(MR, last + 1 - first), cg, nrt, sc, b0, b1, nr, edge, kind)
 
 
 #: Pixels per tile of :func:`_narrow_kernel`: one vector of output channels leaves the
@@ -574,19 +586,21 @@ def tile_shape(c_out_g, dtype):
 
 
 @njit(inline="always")
-def _put1(out, o, sc, acc, b0, w, nr, edge):
-    """Store one pixel's ``nr`` channels (one vector plus bias) at ``out.flat[o]``."""
+def _put1(out, o, sc, acc, b0, w, nr, edge, kind):
+    """Store one pixel's ``nr`` channels (one vector plus bias) at ``out.flat[o]``, as
+    :func:`_put`."""
     v = add(acc, b0)
     if sc == 1 and nr == w:
-        store(out, o, v)
+        put_vector(out, o, v, kind, edge)
     else:
         store(edge, 0, v)
         for j in range(nr):
-            out[o + j * sc] = edge[j]
+            put(out, o + j * sc, edge[j], kind)
 
 
 @njit(cache=True, parallel=True)
-def _narrow_kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides):
+def _narrow_kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_strides,
+                   kind):
     """:func:`_kernel` for at most one vector of output channels per group: tiles of
     :data:`NARROW_MR` pixels x one vector, so no lane is wasted on a second vector."""
     cg, c_out_g = geo[5], geo[6]
@@ -599,7 +613,7 @@ def _narrow_kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_st
             (info[6], info[7], info[8])
         last, t0, t1, g, b = info[9], info[10], info[11], info[12], info[13]
         nr = min(w, c_out_g - b * w)
-        edge = np.empty(w, out.dtype)
+        edge = np.empty(w, xp.dtype)
         b0 = load(bp, (g * blocks + b) * w)
         channel = (g * c_out_g + b * w) * sc
         n, qd, qh, qw = _start_pixel(t0 * NARROW_MR, nq)
@@ -644,21 +658,21 @@ def _narrow_kernel(xp, wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo, o_st
                     c7 = fmadd(c7, broadcast(xp, p7 + c), v)
                     pb += w
             valid = min(NARROW_MR, last + 1 - first)
-            _put1(out, o0 + channel, sc, c0, b0, w, nr, edge)
+            _put1(out, o0 + channel, sc, c0, b0, w, nr, edge, kind)
             if valid > 1:
-                _put1(out, o1 + channel, sc, c1, b0, w, nr, edge)
+                _put1(out, o1 + channel, sc, c1, b0, w, nr, edge, kind)
             if valid > 2:
-                _put1(out, o2 + channel, sc, c2, b0, w, nr, edge)
+                _put1(out, o2 + channel, sc, c2, b0, w, nr, edge, kind)
             if valid > 3:
-                _put1(out, o3 + channel, sc, c3, b0, w, nr, edge)
+                _put1(out, o3 + channel, sc, c3, b0, w, nr, edge, kind)
             if valid > 4:
-                _put1(out, o4 + channel, sc, c4, b0, w, nr, edge)
+                _put1(out, o4 + channel, sc, c4, b0, w, nr, edge, kind)
             if valid > 5:
-                _put1(out, o5 + channel, sc, c5, b0, w, nr, edge)
+                _put1(out, o5 + channel, sc, c5, b0, w, nr, edge, kind)
             if valid > 6:
-                _put1(out, o6 + channel, sc, c6, b0, w, nr, edge)
+                _put1(out, o6 + channel, sc, c6, b0, w, nr, edge, kind)
             if valid > 7:
-                _put1(out, o7 + channel, sc, c7, b0, w, nr, edge)
+                _put1(out, o7 + channel, sc, c7, b0, w, nr, edge, kind)
 
 
 @njit(cache=True, notice=False)
@@ -713,7 +727,7 @@ def run_jit(xflat, x_shape, x_strides, weight, bias, out, o_shape, o_strides, st
                         blocks, k_sizes[0], k_sizes[1], k_sizes[2]), np.int64)
         _kernel(xp.ravel(), wp, bp, out, tasks, phase, tap_k, tap_o, steps, geo,
                 np.array((o_strides[0], o_strides[2], o_strides[3], o_strides[4],
-                          o_strides[1])))
+                          o_strides[1])), PLAIN)
 
 
 #: The task count :func:`run_jit` plans for (the tasks never change a result).
@@ -785,55 +799,67 @@ def _run(x, weight, bias, stride, pads, dilation, groups, out, channels_last, li
     c_out_g = weight.shape[0] // groups if correlation else weight.shape[1]
     nrt, mr = tile_shape(c_out_g, dtype)
     kernel = _narrow_kernel if mr == NARROW_MR else _kernel
-    wp, blocks = pack_weights(np.asarray(weight, dtype), groups, nrt, correlation)
+    wp, blocks = pack_weights(weight, groups, nrt, correlation, dtype)
     bp = np.zeros(groups * blocks * nrt, dtype)
     if bias is not None:
         bp.reshape(groups, blocks * nrt)[:, :c_out_g] = np.asarray(bias, dtype).reshape(
             groups, c_out_g)
     n = x_shape[0]
+    # the kernel writes the result's dtype: a half-precision result (computed in float32)
+    # as its bits, each vector of channels rounded as it is stored (vcvtps2ph)
+    kind = kind_of(out.dtype)
+    item = out.dtype.itemsize
     # channels-first results are computed channels-last, then stored transposed (a
-    # scattered store per tile costs more than one pass over the output); half-precision
-    # ones are computed in float32, then rounded as they are stored
-    direct = view.strides[1] == dtype.itemsize and not is_half(out.dtype)
+    # scattered store per tile costs more than one pass over the output)
+    direct = view.strides[1] == item
     padded = [size + f + b for size, f, b in zip(x_shape[2:], p["front"], p["back"])]
     per_image = math.prod(padded) * x_shape[1] * dtype.itemsize     # as image_bytes
     if not direct:
-        per_image += math.prod(out_shape[1:]) * dtype.itemsize
+        per_image += math.prod(out_shape[1:]) * item
     chunk = n if limit is None else max(1, min(n, limit // max(per_image, 1)))
     temp = 0 if direct else chunk * math.prod(out_shape[1:])
     tasks = None
     # the copy and the channels-first result's channels-last form come from the thread's
     # workspace, kept between calls (fresh memory's page faults cost a tenth of a pass)
-    with workspace(dtype, chunk * math.prod(padded) * x_shape[1], temp) as (xbuf, tbuf):
+    with workspace(dtype, chunk * math.prod(padded) * x_shape[1],
+                   -(-temp * item // dtype.itemsize)) as (xbuf, tbuf):
+        tbuf = bits(tbuf.view(out.dtype))       # the result's dtype (half: its bits)
         for n0 in range(0, n, chunk):
             part = min(chunk, n - n0)
             if tasks is None or part != chunk:
                 tasks = _tasks(p, part, groups, blocks, numba.config.NUMBA_NUM_THREADS, mr)
-            target = view[n0:n0 + part]
+            target = bits(view[n0:n0 + part])
             if not direct:
                 target = tbuf[:part * math.prod(out_shape[1:])].reshape(
                     (part, *out_shape[2:], out_shape[1])).transpose(0, 4, 1, 2, 3)
             if p["dead"]:           # outputs no tap reaches: the bias alone (zeros without)
-                target[...] = 0 if bias is None else \
-                    np.asarray(bias, dtype).reshape((-1, 1, 1, 1))
+                target[...] = 0 if bias is None else bits(
+                    _rounded(np.asarray(bias, dtype), out.dtype)).reshape((-1, 1, 1, 1))
             if len(tasks):
                 xp = relayout(xf[n0:n0 + part], p["front"], p["back"], False, dtype,
                               into=xbuf)
                 geo = np.array([part, *xp.shape[1:], c_in_g, c_out_g, blocks,
                                 *weight.shape[2:]], np.int64)
-                sn, sc, sd, sh, sw = (s // dtype.itemsize for s in target.strides)
+                sn, sc, sd, sh, sw = (s // item for s in target.strides)
                 launch(kernel, xp.ravel(), wp, bp, _base_view(target), tasks, p["phase"],
                        p["tap_k"], p["tap_o"], p["steps"], geo,
-                       np.array([sn, sd, sh, sw, sc], np.int64))
+                       np.array([sn, sd, sh, sw, sc], np.int64), kind)
             if not direct:
-                _store(target.transpose(0, 2, 3, 4, 1), view[n0:n0 + part])
+                _store(target.transpose(0, 2, 3, 4, 1), bits(view[n0:n0 + part]))
     return out
+
+
+def _rounded(a, dtype):
+    """The float array ``a`` in the result's ``dtype``: rounded as the kernels round
+    (:func:`~convtranspose.cpu.half.narrow`) when that is half precision."""
+    return narrow(a, dtype) if is_half(dtype) else a
 
 
 def _store(src, dst):
     """``dst[...] = src`` for a channels-last ``src`` (C-contiguous float ``(N, D, H, W,
     C)``) and a channels-first indexed ``dst`` ``(N, C, D, H, W)`` of any strides (native
-    byte order) and dtype, rounded to it when it is half precision; one pass in parallel."""
+    byte order) and dtype, rounded to it when it is half precision (a ``uint16`` ``src``
+    and ``dst``: half-precision bits, copied as they are); one pass in parallel."""
     strides = np.array([s // dst.itemsize for s in dst.strides], np.int64)
     n, c, d, h, w = dst.shape
     if (strides[4] == 1 or w == 1) and (strides[3] == w or h == 1) and \
