@@ -182,12 +182,12 @@ def _lifted_gradients(op, g, x, weight, hyper, output_size, needs, data_format, 
             dask_ops.known_chunks(a, name)
     problem = validate_gradients(op, tuple(g.shape), tuple(x.shape), tuple(weight.shape),
                                  dtypes, hyper, output_size, data_format, backend)
-    last, p = problem.last, problem.params
+    last, p = problem.last, ops.lifted(problem).params
     gx, gw, gb = gradients(
         Op(op.transposed, 2), lift(g, "grad_output", last), lift(x, "x", last),
-        lift(weight, "weight"), (1, *p.stride), ((0, 0), *p.pads), (0, *p.output_padding),
-        p.groups, (1, *p.dilation), needs_input_grad=needs[0], needs_weight_grad=needs[1],
-        needs_bias_grad=needs[2], backend=backend, data_format=DATA_FORMATS[2][last])
+        lift(weight, "weight"), p.stride, p.pads, p.output_padding, p.groups, p.dilation,
+        needs_input_grad=needs[0], needs_weight_grad=needs[1], needs_bias_grad=needs[2],
+        backend=backend, data_format=DATA_FORMATS[2][last])
     return unlift(gx, last), unlift(gw), gb
 
 
@@ -341,11 +341,11 @@ def _lifted_call(op, x, weight, bias, hyper, output_size, out, backend, data_for
     last = problem.last
     if out is not None and not is_dask_array(out) and not is_device_array(out, "out"):
         check_out(out, problem.caller_shape, problem.dtype)
-    p = problem.params
-    kw = dict(stride=(1, *p.stride), padding=((0, 0), *p.pads), groups=p.groups,
-              dilation=(1, *p.dilation), backend=backend, data_format=DATA_FORMATS[2][last])
+    p = ops.lifted(problem).params
+    kw = dict(stride=p.stride, padding=p.pads, groups=p.groups, dilation=p.dilation,
+              backend=backend, data_format=DATA_FORMATS[2][last])
     if op.transposed:
-        kw.update(output_padding=(0, *p.output_padding), out=lift(out, "out", last))
+        kw.update(output_padding=p.output_padding, out=lift(out, "out", last))
     y = forward(Op(op.transposed, 2), lift(x, "x", last), lift(weight, "weight"), bias, **kw)
     return out if out is not None else unlift(y, last)
 

@@ -27,7 +27,7 @@ from .cpu import backward as cpu_backward
 from .cpu import direct
 from .params import ConvParams, adjoint_params
 
-__all__ = ["forward", "gradients", "correlate", "weight_grad", "bias_grad"]
+__all__ = ["forward", "gradients", "lifted", "correlate", "weight_grad", "bias_grad"]
 
 
 # ----------------------------------------------------------------------------
@@ -46,9 +46,9 @@ def forward(problem, name, x, weight, bias, out, picked=None):
     """
     op, last = problem.op, problem.last
     if op.rank == 1:
-        lifted = forward(_lifted(problem), name, x[..., None, :], weight[..., None, :], bias,
-                         None if out is None else out[..., None, :], picked)
-        return lifted[..., 0, :]
+        y = forward(lifted(problem), name, x[..., None, :], weight[..., None, :], bias,
+                    None if out is None else out[..., None, :], picked)
+        return y[..., 0, :]
     params, shape, dtype = problem.params, problem.shape, problem.dtype
     half = halfops.takes(x, weight, bias)     # the engine where float32 runs it, else chunks
     if op.rank == 3:
@@ -92,18 +92,18 @@ def forward(problem, name, x, weight, bias, out, picked=None):
     return compute_into(x, weight, bias, params, shape, dtype, out, run_auto, last)
 
 
-def _lifted(problem):
+def lifted(problem):
     """A 1-D problem as the 2-D problem of unit height it runs as.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from convtranspose.ops import _lifted
+    >>> from convtranspose.ops import lifted
     >>> from convtranspose.problem import Op, validate
     >>> f4 = np.dtype(np.float32)
     >>> p = validate(Op(True, 1), (2, 8, 5), (8, 4, 3), None, [f4, f4], (2, 1, 1, 1, 1),
     ...              None, "NCW", "auto")
-    >>> p.shape, _lifted(p).shape, _lifted(p).params.pads
+    >>> p.shape, lifted(p).shape, lifted(p).params.pads
     ((2, 4, 10), (2, 4, 1, 10), ((0, 0), (1, 1)))
     """
     p = problem.params
@@ -172,7 +172,7 @@ def gradients(problem, g, x, weight, needs):
     """
     op, last = problem.op, problem.last
     if op.rank == 1:
-        gx, gw, gb = gradients(_lifted(problem), g[..., None, :], x[..., None, :],
+        gx, gw, gb = gradients(lifted(problem), g[..., None, :], x[..., None, :],
                                weight[..., None, :], needs)
         return (None if gx is None else gx[..., 0, :]), (None if gw is None else gw[..., 0, :]), gb
     params, dtype, method = problem.params, problem.dtype, problem.backend
