@@ -151,3 +151,49 @@ def test_weight_grad_bits_depend_on_neither_the_limit_nor_the_threads(tmp_path):
                              text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
         np.testing.assert_array_equal(np.load(tmp_path / "gw.npy"), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_grad_forms_give_the_same_bits(dtype, monkeypatch):
+    # B sampled from b itself (no room for the channels-last copy), packed from the copy,
+    # or read in place by the taps-as-rows kernel: the same products in the same order
+    rng = np.random.default_rng(36)
+    real_copy, real_wins = deconv._sampled_copy, deconv.tap_rows_wins
+    shapes = [((3, 40, 9, 7), (40, 3, 4, 4), dict(stride=2, padding=1)),
+              ((2, 18, 5, 6), (18, 7, 3, 2), dict(stride=(1, 2), padding=(2, 0), dilation=2)),
+              ((2, 36, 6, 6), (36, 4, 3, 3), dict(padding=1, groups=2)),
+              ((20, 16, 20, 20), (16, 1, 3, 3), dict(padding=1)),     # pixel parts
+              ((1, 64, 3, 3), (64, 33, 2, 2), dict(stride=2))]
+    for i in range(len(shapes) + 8):
+        if i < len(shapes):
+            x_shape, w_shape, kwargs = shapes[i]
+        else:
+            p = random_problem(rng)
+            x, w, _ = p.arrays(dtype, i)
+            x_shape, w_shape, kwargs = (1, *x.shape) if x.ndim == 3 else x.shape, w.shape, p.kwargs
+        x = rng.standard_normal(x_shape).astype(dtype)
+        x.ravel()[::17] = [np.inf, -np.inf, np.nan, 1e30][i % 4]
+        g = _grad_output(rng, x, w_shape, kwargs)
+        got = {}
+        for form in ("sampled", "packed", "rows", "rows, small limit"):
+            monkeypatch.setattr(deconv, "tap_rows_wins", lambda c_a_g, c_b_g: "rows" in form)
+            monkeypatch.setattr(deconv, "_sampled_copy", (
+                lambda *a: real_copy(*a)._replace(size=2**60)) if form == "sampled"
+                else real_copy)
+            old = ct.get_workspace_limit()
+            try:
+                if "small" in form:
+                    ct.set_workspace_limit(2**14)
+                with np.errstate(all="ignore"):
+                    got[form] = _weight_grad(x, g, w_shape, kwargs)
+            finally:
+                ct.set_workspace_limit(old)
+        monkeypatch.setattr(deconv, "tap_rows_wins", real_wins)
+        for form, gw in got.items():
+            np.testing.assert_array_equal(gw, got["sampled"], err_msg=f"{form}, case {i}")
+        x[~np.isfinite(x)] = 0
+        _, want, _ = conv_transpose2d_backward_reference(g, x, np.zeros(w_shape), **kwargs)
+        for form in ("packed", "rows"):
+            monkeypatch.setattr(deconv, "tap_rows_wins", lambda c_a_g, c_b_g: form == "rows")
+            assert_close(_weight_grad(x, g, w_shape, kwargs), want, dtype)
+        monkeypatch.setattr(deconv, "tap_rows_wins", real_wins)

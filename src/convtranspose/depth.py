@@ -205,7 +205,7 @@ def _taps_correlate(x, weight, bias, out, params, method, last):
         name = method
         if name == "auto":
             name = dispatch.correlate_method(c_out // params.groups, c_in_g, w4.shape[2:],
-                                             y4.size // c_out)
+                                             y4.size // c_out, images=y4.shape[0])
         dispatch.correlate(x4, w4, None, y4, plane, name)
         with np.errstate(invalid="ignore", over="ignore"):
             out[:, :, i0:i1] += _unfold(y4, n)

@@ -205,6 +205,8 @@ _SMALL_WORK = 2 ** 20
 #: packing engine that ran correlations before the channels-last one: two of its smallest
 #: tasks, 256 pixels, per thread).
 _ENGINE_PIXELS_PER_THREAD = 512
+#: ... or where an output image has at most this many pixels (see :func:`correlate_method`).
+_ENGINE_IMAGE_PIXELS = 16
 
 
 def _gemm_method(rows, depth, pixels):
@@ -214,29 +216,40 @@ def _gemm_method(rows, depth, pixels):
     return "im2col" if big and rows >= 4 and depth >= 16 else "direct"
 
 
-def correlate_method(c_out_g, c_in_g, k_hw, pixels, fits=True):
+def correlate_method(c_out_g, c_in_g, k_hw, pixels, fits=True, images=1):
     """The CPU backend ``"auto"`` runs a correlation with: ``"direct"`` where it runs on
     the channels-last engine (many channels,
     :func:`~convtranspose.cpu.direct.correlation_uses_engine`), one image's buffers
     ``fits`` in the workspace limit (:func:`~convtranspose.cpu.direct.fits`) and the
-    output has enough pixels to keep every thread busy; else ``"im2col"`` when
+    output has enough pixels to keep every thread busy or few pixels per image (of
+    ``images``: there ``im2col``'s GEMMs, one per image, are all but matrix-vector
+    products); else ``"im2col"`` when
     the GEMM (``C_out_g`` rows, ``C_in_g*kH*kW`` deep, ``pixels`` columns) is large enough
     to beat the gather kernel, and ``"direct"`` (the gather kernel) below that.
 
     The packing GEMM engine that ran these correlations before the channels-last one was
     1.1-2.4x faster than ``im2col`` on the input gradients of the benchmark suite's
     channel-heavy layers (AVX-512, 2 threads), and slower only where the output has too
-    few pixels to be cut into a task per thread (``dcgan_g1``); the rule was kept.
+    few pixels to be cut into a task per thread (``dcgan_g1``); the rule was kept. The
+    channels-last engine is faster than ``im2col`` on outputs of at most
+    :data:`_ENGINE_IMAGE_PIXELS` pixels per image whatever their count (0.39 against
+    7.99 ms for 64 images of one pixel, 128 input and 64 output channels, a 4x4 kernel;
+    1.8 against 4.5 ms for ``dcgan_g1``'s input gradient; 2.0 against 3.0 ms for 16
+    images of 4x4 pixels, 256 channels in and out, 3x3), and slower on one 8x8 image of
+    512 channels in and out (4.1 against 2.9 ms: packing its weight is most of the call).
 
     Examples
     --------
     >>> from convtranspose.dispatch import correlate_method
     >>> correlate_method(64, 32, (3, 3), 4096), correlate_method(64, 32, (3, 3), 64)
     ('direct', 'im2col')
+    >>> correlate_method(64, 32, (3, 3), 64, images=64)
+    'direct'
     """
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     if (direct.correlation_uses_engine((c_out_g, c_in_g, *k_hw), 1) and fits
-            and pixels >= _ENGINE_PIXELS_PER_THREAD * threads):
+            and (pixels >= _ENGINE_PIXELS_PER_THREAD * threads
+                 or pixels <= _ENGINE_IMAGE_PIXELS * max(images, 1))):
         return "direct"
     return _gemm_method(c_out_g, c_in_g * k_hw[0] * k_hw[1], pixels)
 
@@ -477,5 +490,7 @@ def weight_grad(a, b, gw, params, method):
     Returns ``gw``."""
     operation("weight_grad", method)(a, b, gw, params.stride, params.dilation,
                                      _before(params), params.groups)
+    if method == "direct" and direct.weight_grad_uses_engine(gw.shape, params.groups):
+        return gw       # the engine multiplies the zeros read outside ``b`` itself
     return nonfinite.weight_grad_nan(gw, a, b.shape[2:], params.stride, params.dilation,
                                      _before(params))

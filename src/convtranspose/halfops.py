@@ -151,7 +151,8 @@ def correlation(backend, float32_correlate):
             method = dispatch.correlate_method(
                 weight.shape[0] // g, weight.shape[1], weight.shape[2:],
                 out.size // out.shape[-3],
-                direct.correlation_fits(x, weight, params, out, _F32.itemsize, False))
+                direct.correlation_fits(x, weight, params, out, _F32.itemsize, False),
+                images=out.shape[0] if out.ndim == 4 else 1)
         if rank < 3 and not (method == "direct" and direct.correlation_uses_engine(
                 weight.shape, params.groups)):
             return _in_float32(lambda xc, w, b, p, o: float32_correlate(xc, w, b, p, o, method),

@@ -212,10 +212,13 @@ def weight_grad_mask(a5, b_sizes, k_sizes, stride, dilation, before):
 @njit(cache=True, notice=False)
 def _finite_slice(a5, ca, ax, o):
     """Whether ``a5[:, ca]`` is finite at index ``o`` of spatial dimension ``ax``."""
-    for i in range(a5.shape[0]):
-        plane = a5[i, ca]
-        sl = plane[o] if ax == 0 else (plane[:, o] if ax == 1 else plane[:, :, o])
-        for v in sl.ravel():
-            if not np.isfinite(v):
-                return False
+    lo = [0, 0, 0]
+    hi = [a5.shape[2], a5.shape[3], a5.shape[4]]
+    lo[ax], hi[ax] = o, o + 1
+    for i in range(a5.shape[0]):       # index loops: a slice's ravel() would copy it
+        for d in range(lo[0], hi[0]):
+            for h in range(lo[1], hi[1]):
+                for w in range(lo[2], hi[2]):
+                    if not np.isfinite(a5[i, ca, d, h, w]):
+                        return False
     return True

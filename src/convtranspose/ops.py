@@ -70,7 +70,8 @@ def forward(problem, name, x, weight, bias, out, picked=None):
                 if method == "auto":
                     method = dispatch.correlate_method(w.shape[0] // p.groups, w.shape[1],
                                                        w.shape[2:], r4.size // r4.shape[1],
-                                                       _engine_fits(x4, w, p, r4, last))
+                                                       _engine_fits(x4, w, p, r4, last),
+                                                       images=r4.shape[0])
                 correlate(x4, w, b, r4, p, method)
         return compute_into(x, weight, bias, params, shape, dtype, out, run, last,
                             convert=not half)
@@ -213,7 +214,8 @@ def _input_grad(op, g, weight, gx, params, method, last):
             method = dispatch.correlate_method(weight.shape[0] // params.groups,
                                                weight.shape[1], weight.shape[2:],
                                                gx.size // gx.shape[1],
-                                               _engine_fits(g, weight, params, gx, last))
+                                               _engine_fits(g, weight, params, gx, last),
+                                               images=gx.shape[0])
         correlate(g, weight, None, gx, params, method)
         return
     tparams = adjoint_params(params, g.shape[2:], weight.shape[2:], gx.shape[2:])

@@ -67,7 +67,7 @@ from . import simd
 from .simd import add, broadcast, fmadd, load, prefetch, store, width, zero
 
 __all__ = ["gemm", "blocking", "pack_a", "pack_b", "pack_a_pixels", "pack_b_sampled",
-           "weight_grad_kernel"]
+           "pack_b_channels_last", "weight_grad_kernel"]
 
 # The micro-kernel below is written out for this shape (12 named accumulators).
 assert (simd.MR, simd.NR_VECTORS) == (6, 2)
@@ -534,9 +534,83 @@ def pack_b_sampled(b, cb0, k_w, taps, sh, sw, dh, dw, top, left, w_o, hw_o, pc, 
                 n += 1
 
 
+@njit(inline="always")
+def pixel_offsets(geo, pc, kb, pix):
+    """``pix[k]``: where pixel ``pc + k = (n*H_o + oh)*W_o + ow`` of ``a``'s grid reads tap
+    ``(0, 0)``'s first channel in a zero-bordered channels-last copy of ``b``,
+    ``((n*Hp + oh*sH + row0)*Wp + ow*sW + col0)*C_b`` for ``geo = (H_o, W_o, Hp, Wp, C_b,
+    sH, sW, row0, col0)``."""
+    h_o, w_o, hp, wp, c_b = geo[0], geo[1], geo[2], geo[3], geo[4]
+    sh, sw, row0, col0 = geo[5], geo[6], geo[7], geo[8]
+    hw_o = h_o * w_o
+    n = pc // hw_o
+    oh = (pc - n * hw_o) // w_o
+    ow = pc - n * hw_o - oh * w_o
+    for k in range(kb):
+        pix[k] = ((n * hp + oh * sh + row0) * wp + ow * sw + col0) * c_b
+        ow += 1
+        if ow == w_o:
+            ow = 0
+            oh += 1
+            if oh == h_o:
+                oh = 0
+                n += 1
+
+
+@njit(cache=True)
+def pack_b_channels_last(bb, col_off, geo, pc, kb, j0, nb, bp, pix):
+    """Pack ``B[pc:pc+kb, j0:j0+nb]`` of a weight gradient whose columns run ``j = (kh, kw,
+    cb)`` (channels innermost) from ``bb``, a zero-bordered channels-last copy of ``b``
+    (:func:`convtranspose.cpu.nd_engine.relayout`) seen flat, in :func:`pack_b`'s layout::
+
+        B[p, j] = bb.flat[pix(p) + col_off[j]]
+
+    with ``pix(p)`` :func:`pixel_offsets`' and ``col_off[j]`` column ``j``'s tap and
+    channel offset. The
+    border holds every read, so no value is tested: a micro-panel whose columns are
+    consecutive in ``bb`` (one tap, or neighbouring taps that meet) is two vector copies per
+    pixel. ``pix`` is ``int64`` scratch of at least ``kb``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convtranspose.cpu import simd
+    >>> from convtranspose.cpu.engine import pack_b_channels_last
+    >>> bb = np.arange(6.0)                               # 3 pixels x 2 channels, no border
+    >>> nr = simd.tile(np.float64)[1]
+    >>> bp = np.full(2 * nr, np.nan)                       # pixels 1, 2 of a 1x3 grid
+    >>> geo = np.array([1, 3, 1, 3, 2, 1, 1, 0, 0])
+    >>> pack_b_channels_last(bb, np.array([0, 1]), geo, 1, 2, 0, 2, bp, np.empty(2, np.int64))
+    >>> bp.reshape(2, nr)[:, :3].tolist()                # channels 0, 1, then zeros
+    [[2.0, 3.0, 0.0], [4.0, 5.0, 0.0]]
+    """
+    w = width(bp)
+    nr = 2 * w
+    pixel_offsets(geo, pc, kb, pix)
+    for q in range(0, nb, nr):
+        cols = min(nr, nb - q)
+        base = q * kb
+        src = col_off[j0 + q]
+        runs = cols == nr
+        for j in range(1, cols):
+            runs = runs and col_off[j0 + q + j] == src + j
+        if runs:
+            for k in range(kb):
+                s = pix[k] + src
+                store(bp, base + k * nr, load(bb, s))
+                store(bp, base + k * nr + w, load(bb, s + w))
+        else:
+            for k in range(kb):
+                d = base + k * nr
+                for j in range(cols):
+                    bp[d + j] = bb[pix[k] + col_off[j0 + q + j]]
+                for j in range(cols, nr):
+                    bp[d + j] = 0
+
+
 @njit(cache=True)
 def _weight_grad_task(t, a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, top, left, groups,
-                      kc, mc, ws, slot, b_size, a_size):
+                      kc, mc, ws, slot, b_size, a_size, bb, col_off, geo):
     """Task ``t`` of :func:`weight_grad_kernel`."""
     g, j0, nb, p0, p1, part = (tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3], tasks[t, 4],
                                tasks[t, 5])
@@ -551,12 +625,16 @@ def _weight_grad_task(t, a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, to
     ap = ws[base + b_size:base + b_size + a_size]
     edge = ws[base + slot - MR * nr:base + slot]
     tab = np.empty((8, nb), np.int64)
+    pix = np.empty(kc, np.int64)
     c = first if part == 0 else rest
     off = (0 if part == 0 else (part - 1) * first.shape[0]) + g * c_a_g * ldc + j0
     for pc in range(p0, p1, kc):
         kb = min(kc, p1 - pc)
-        pack_b_sampled(b, g * c_b_g, k_w, taps, sh, sw, dh, dw, top, left, w_o, hw_o, pc, kb,
-                       j0, nb, bp, tab)
+        if bb.size:
+            pack_b_channels_last(bb, col_off[g], geo, pc, kb, j0, nb, bp, pix)
+        else:
+            pack_b_sampled(b, g * c_b_g, k_w, taps, sh, sw, dh, dw, top, left, w_o, hw_o, pc,
+                           kb, j0, nb, bp, tab)
         for ic in range(0, c_a_g, mc):
             mb = min(mc, c_a_g - ic)
             pack_a_pixels(a, g * c_a_g + ic, mb, pc, kb, ap)
@@ -565,7 +643,7 @@ def _weight_grad_task(t, a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, to
 
 @njit(cache=True, parallel=True)
 def weight_grad_kernel(a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, top, left, groups,
-                       kc, mc, ws, slot, b_size, a_size):
+                       kc, mc, ws, slot, b_size, a_size, bb, col_off, geo):
     """A weight gradient as one packed GEMM per group whose depth is the pixels, in tasks.
 
     ``a`` (N, C_a, H_o, W_o) lies on the strided grid, ``b`` (N, C_b, H, W) is sampled;
@@ -581,4 +659,4 @@ def weight_grad_kernel(a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, top,
     """
     for t in numba.prange(tasks.shape[0]):
         _weight_grad_task(t, a, b, first, rest, tasks, k_w, taps, sh, sw, dh, dw, top, left,
-                          groups, kc, mc, ws, slot, b_size, a_size)
+                          groups, kc, mc, ws, slot, b_size, a_size, bb, col_off, geo)
