@@ -203,3 +203,18 @@ def test_every_option_has_help(capsys, command):
             described = len(line.split("  ")) > 2 or (
                 i + 1 < len(options) and not options[i + 1].lstrip().startswith("-"))
             assert described, line
+
+
+@pytest.mark.parametrize("rank, data_format", [(1, "NWC"), (2, "NCHW"), (3, "NDHWC")])
+def test_bench_backward_runs_every_rank_and_layout(rank, data_format):
+    """``bench --backward`` times the rank's own backward in the shape's layout, and
+    PyTorch's autograd on the same layer where PyTorch is installed."""
+    from convtranspose.suite import Shape
+    from convtranspose.tools.bench_backward import run_backward_suite
+    shape = Shape("tiny", 2, 8, 4, 1 if rank == 1 else 5, 6, 3, 2, 1, rank=rank,
+                  d=4 if rank == 3 else 1, data_format=data_format)
+    report = run_backward_suite([shape], ["direct"], repeat=1)
+    rows = {r["backend"]: r for r in report["results"]}
+    assert rows["direct"]["median_s"] > 0
+    if "torch" in rows:
+        assert rows["direct"]["ratio_torch"] > 0

@@ -640,12 +640,14 @@ def weight_grad(a, b, gw, stride, dilation, before, groups, method):
     ``a`` (N, C_a, H_o, W_o), ``b`` (N, C_b, H, W), ``gw`` (C_a, C_b // groups, kH, kW)
     preallocated; ``before`` is ``(top, left)``; ``method`` ``"direct"`` (the engine for
     layers with many channels, :func:`~convtranspose.cpu.direct.weight_grad_uses_engine`,
-    else the gather kernel) or ``"im2col"``.
+    else the gather kernel) or ``"im2col"``. ``a`` and ``b`` may be in any layout: the
+    engine reads them through their strides where it lays them out channels-last, the
+    other kernels get C-contiguous copies.
     """
     (sh, sw), (dh, dw), (top, left) = stride, dilation, before
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)     # channels-last: copies
     if method == "direct" and weight_grad_uses_engine(gw.shape, groups):
         return deconv.weight_grad(a, b, gw, stride, dilation, before, groups)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)     # channels-last: copies
     if method == "direct":
         launch(weight_grad_kernel, a, b, gw, sh, sw, dh, dw, top, left, groups)
         return gw

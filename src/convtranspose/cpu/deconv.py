@@ -187,8 +187,11 @@ def weight_grad(a, b, gw, stride, dilation, before, groups):
     ----------
     a : ndarray, shape (N, C_a, H_o, W_o)
     b : ndarray, shape (N, C_b, H, W)
+        Of ``gw``'s dtype and native byte order, in any layout (a channels-first view of
+        channels-last memory is read as it is where the kernel lays it out channels-last;
+        else copied C-contiguous).
     gw : ndarray, shape (C_a, C_b // groups, kH, kW)
-        Written; all C-contiguous, of one dtype (float32 or float64).
+        Written; C-contiguous, float32 or float64.
     stride, dilation, before : pair of int
         ``before`` is the padding ``(top, left)``.
     groups : int
@@ -244,6 +247,11 @@ def weight_grad(a, b, gw, stride, dilation, before, groups):
         else:       # B sampled from b itself, its columns gw's own (cb, kh, kw)
             flat, bb = gw.reshape(-1), ws[:0]
             col_off, geo = _NO_COPY, _NO_COPY[0]
+            b = np.ascontiguousarray(b)
+        if fits:
+            b = np.empty((1, b.shape[1], 0, 0), gw.dtype)   # B comes from the copy
+        if not (fits and rows):         # A packed from channels-first a
+            a = np.ascontiguousarray(a)
         for r, tasks in enumerate(rounds):
             if fits and rows:
                 launch(tap_rows_kernel, xa, c_a, bb, col_off, geo, flat, rest, tasks, kc)

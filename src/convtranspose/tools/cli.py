@@ -280,7 +280,7 @@ def main(argv=None):
                    help="samples per median (default 5)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--backward", action="store_true",
-                   help="time conv_transpose2d_backward against torch autograd instead")
+                   help="time conv_transpose{1,2,3}d_backward against torch autograd instead")
     p.add_argument("--threads", type=_int_arg(_thread_count_problem),
                    help="Numba and PyTorch threads, 1..NUMBA_NUM_THREADS (default: all)")
     p.add_argument("--cpu-time", action="store_true",
