@@ -158,7 +158,7 @@ def test_weight_grad_forms_give_the_same_bits(dtype, monkeypatch):
     # B sampled from b itself (no room for the channels-last copy), packed from the copy,
     # or read in place by the taps-as-rows kernel: the same products in the same order
     rng = np.random.default_rng(36)
-    real_copy, real_wins = deconv._sampled_copy, deconv.tap_rows_wins
+    real_copy, real_wins = deconv._channels_last_copy, deconv.tap_rows_wins
     shapes = [((3, 40, 9, 7), (40, 3, 4, 4), dict(stride=2, padding=1)),
               ((2, 18, 5, 6), (18, 7, 3, 2), dict(stride=(1, 2), padding=(2, 0), dilation=2)),
               ((2, 36, 6, 6), (36, 4, 3, 3), dict(padding=1, groups=2)),
@@ -177,7 +177,7 @@ def test_weight_grad_forms_give_the_same_bits(dtype, monkeypatch):
         got = {}
         for form in ("sampled", "packed", "rows", "rows, small limit"):
             monkeypatch.setattr(deconv, "tap_rows_wins", lambda c_a_g, c_b_g: "rows" in form)
-            monkeypatch.setattr(deconv, "_sampled_copy", (
+            monkeypatch.setattr(deconv, "_channels_last_copy", (
                 lambda *a: real_copy(*a)._replace(size=2**60)) if form == "sampled"
                 else real_copy)
             old = ct.get_workspace_limit()

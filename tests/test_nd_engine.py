@@ -477,3 +477,15 @@ def test_narrower_builds_in_a_subprocess(build, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     isa, ok = out.stdout.split()
     assert ok == "ok" and isa == ("avx2" if build == "avx2" else "portable"), out.stdout
+
+
+def test_relayout_reads_zero_and_overlapping_strides_as_they_index():
+    # a broadcast axis can give a memory span of exactly x.size: still not a dense array
+    from numpy.lib.stride_tricks import as_strided
+    from convtranspose.cpu import nd_engine
+    base = np.arange(8.0)
+    for shape, strides in [((1, 2, 1, 2, 2), (0, 0, 0, 8, 48)),
+                           ((2, 2, 1, 2, 2), (8, 8, 0, 16, 32))]:
+        x = as_strided(base, shape, strides)
+        got = nd_engine.relayout(x, (0, 0, 0), (0, 0, 0), False)
+        np.testing.assert_array_equal(got, x.transpose(0, 2, 3, 4, 1))

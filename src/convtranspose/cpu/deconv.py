@@ -223,13 +223,14 @@ def weight_grad(a, b, gw, stride, dilation, before, groups):
     at_once = ((plan.parts - 1) * gw.size + threads * plan.slot) * gw.itemsize <= limit
     rounds = [plan.tasks] if at_once else _one_part_each(plan.tasks, plan.parts)
     held = plan.parts - 1 if at_once else min(1, plan.parts - 1)
-    copy = _sampled_copy(a.shape, b.shape, gw.shape, stride, dilation, before, groups)
+    copy = _channels_last_copy(a.shape, b.shape, gw.shape, stride, dilation, before, groups)
     c_a, c_b_g = gw.shape[:2]
     taps = k_h * k_w
-    rows = tap_rows_wins(c_a // groups, c_b_g)
-    extra = a.size + 2 * simd.lanes(gw.dtype) if rows else 0
-    fits = (threads * plan.slot + held * gw.size + gw.size + copy.size + extra) \
-        * gw.itemsize <= limit
+    base = threads * plan.slot + held * gw.size + gw.size + copy.size
+    fits = base * gw.itemsize <= limit
+    extra = a.size + 2 * simd.lanes(gw.dtype)       # the transposed product's copy of a
+    rows = tap_rows_wins(c_a // groups, c_b_g) and (base + extra) * gw.itemsize <= limit
+    extra = extra if rows else 0
     with workspace(gw.dtype, threads * plan.slot, held * gw.size,
                    gw.size + copy.size + extra if fits else 0) as (ws, rest, more):
         if fits:    # B read from a channels-last copy of b, its columns (kh, kw, cb)
@@ -248,8 +249,8 @@ def weight_grad(a, b, gw, stride, dilation, before, groups):
             flat, bb = gw.reshape(-1), ws[:0]
             col_off, geo = _NO_COPY, _NO_COPY[0]
             b = np.ascontiguousarray(b)
-        if fits:
-            b = np.empty((1, b.shape[1], 0, 0), gw.dtype)   # B comes from the copy
+        if fits:        # no image: the kernel reads only b's channels from its shape
+            b = np.ascontiguousarray(b[:0])
         if not (fits and rows):         # A packed from channels-first a
             a = np.ascontiguousarray(a)
         for r, tasks in enumerate(rounds):
@@ -311,7 +312,7 @@ _NO_COPY = np.zeros((1, 1), np.int64)
 _NO_COPY.flags.writeable = False
 
 
-class SampledCopy(NamedTuple):
+class ChannelsLastCopy(NamedTuple):
     """Where :func:`weight_grad` reads ``B`` from a zero-bordered channels-last copy of
     ``b``: the copy's border (height and width), its size, each group's column offsets
     ``col_off[g, j]`` for columns ``j = (kh, kw, cb)`` and the pixel geometry of
@@ -325,8 +326,8 @@ class SampledCopy(NamedTuple):
 
 
 @byte_bounded_cache()
-def _sampled_copy(a_shape, b_shape, gw_shape, stride, dilation, before, groups):
-    """The :class:`SampledCopy` of one problem (cached): the border holds every read
+def _channels_last_copy(a_shape, b_shape, gw_shape, stride, dilation, before, groups):
+    """The :class:`ChannelsLastCopy` of one problem (cached): the border holds every read
     ``oh*sH + kh*dH - top`` (and along the width), so nothing is tested per value."""
     n, _, h_o, w_o = a_shape
     _, c_b, h, w = b_shape
@@ -347,7 +348,7 @@ def _sampled_copy(a_shape, b_shape, gw_shape, stride, dilation, before, groups):
                     front[1] - before[1]], np.int64)
     for t in (col_off, geo):
         t.flags.writeable = False
-    return SampledCopy(tuple(front), tuple(back), n * hp * wp * c_b, col_off, geo)
+    return ChannelsLastCopy(tuple(front), tuple(back), n * hp * wp * c_b, col_off, geo)
 
 
 @njit(cache=True, notice=False)

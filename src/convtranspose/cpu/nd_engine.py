@@ -250,10 +250,23 @@ def _readable(a):
 
 def _base_view(a):
     """A 1-D view of ``a``'s memory from its first element (non-negative strides)."""
-    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize
-    if span == a.size:                  # dense in some axis order: a view, 50x cheaper
+    if _dense(a):                       # dense in some axis order: a view, 50x cheaper
         return a.ravel(order="K")
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize
     return np.lib.stride_tricks.as_strided(a, (span,), (a.itemsize,))
+
+
+def _dense(a):
+    """Whether ``a``'s elements fill its memory once each in some axis order (a zero or
+    overlapping stride can give a span of ``a.size`` too, whose ``ravel`` would reorder)."""
+    if a.size == 0:
+        return True
+    step = a.itemsize
+    for stride, size in sorted((s, n) for n, s in zip(a.shape, a.strides) if n > 1):
+        if stride != step:
+            return False
+        step *= size
+    return True
 
 
 #: Input rows per task of :func:`_relayout_kernel`, at most: a channels-first source is

@@ -11,12 +11,11 @@ gradients, each as many as the forward (``2 * Shape.flops``). Run
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
 import numpy as np
-
-import functools
 
 from .bench import _meta, _out_shape, gemm_gflops, match_torch_threads, median_time
 from ..suite import SUITE
