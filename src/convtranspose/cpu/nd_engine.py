@@ -259,7 +259,7 @@ def _base_view(a):
 def _dense(a):
     """Whether ``a``'s elements fill its memory once each in some axis order (a zero or
     overlapping stride can give a span of ``a.size`` too, whose ``ravel`` would reorder)."""
-    if a.size == 0:
+    if a.size == 0 or a.flags.c_contiguous or a.flags.f_contiguous:
         return True
     step = a.itemsize
     for stride, size in sorted((s, n) for n, s in zip(a.shape, a.strides) if n > 1):
