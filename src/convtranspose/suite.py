@@ -446,6 +446,55 @@ def _hifigan_torch(p):
                                     padding=3)),)
 
 
+
+def _hifigan_train_make(rng, dtype, batch):
+    p = _hifigan_make(rng, dtype, batch)
+    p["gy"] = _normal(rng, dtype, (batch, 1, 64 * 8 * 8 * 2 * 2))   # the step's dL/dy
+    return p
+
+
+def _leaky_grad(g, a, slope=0.1):
+    """``g`` through a leaky ReLU whose input was ``a``."""
+    return np.where(a > 0, g, g * g.dtype.type(slope))
+
+
+def _hifigan_train_ours(p, backend):
+    """Forward, then dL/dW and dL/db of every layer from ``gy`` through tanh and the leaky
+    ReLUs: the weight gradients of ``conv1d`` and ``conv_transpose1d``."""
+    import convtranspose as ct
+    pre = [ct.conv1d(p["mel"], p["pre_w"], p["pre_b"], padding=3, backend=backend)]
+    for i, (_, _, _, s, pad) in enumerate(_HIFIGAN):
+        pre.append(ct.conv_transpose1d(_leaky(pre[-1]), p[f"up{i}_w"], p[f"up{i}_b"], s, pad,
+                                       backend=backend))
+    y = np.tanh(ct.conv1d(_leaky(pre[-1]), p["post_w"], p["post_b"], padding=3,
+                          backend=backend))
+    g, post_w, post_b = ct.conv1d_backward(p["gy"] * (1 - y * y), _leaky(pre[-1]),
+                                           p["post_w"], padding=3, backend=backend)
+    grads = [post_w, post_b]
+    for i in reversed(range(len(_HIFIGAN))):
+        _, _, _, s, pad = _HIFIGAN[i]
+        g, gw, gb = ct.conv_transpose1d_backward(_leaky_grad(g, pre[i + 1]), _leaky(pre[i]),
+                                                 p[f"up{i}_w"], s, pad, backend=backend)
+        grads[:0] = [gw, gb]
+    _, pre_w, pre_b = ct.conv1d_backward(_leaky_grad(g, pre[0]), p["mel"], p["pre_w"],
+                                         padding=3, needs_input_grad=False, backend=backend)
+    return (pre_w, pre_b, *grads)
+
+
+def _hifigan_train_torch(p):
+    import torch
+    names = ["pre_w", "pre_b", *(f"up{i}_{k}" for i in range(len(_HIFIGAN)) for k in "wb"),
+             "post_w", "post_b"]
+    leaves = {k: p[k].detach().requires_grad_() for k in names}
+    q = dict(p, **leaves)
+    with torch.enable_grad():
+        import torch.nn.functional as F
+        h = F.conv1d(q["mel"], q["pre_w"], q["pre_b"], padding=3)
+        for i, (_, _, _, s, pad) in enumerate(_HIFIGAN):
+            h = F.conv_transpose1d(F.leaky_relu(h, 0.1), q[f"up{i}_w"], q[f"up{i}_b"], s, pad)
+        y = torch.tanh(F.conv1d(F.leaky_relu(h, 0.1), q["post_w"], q["post_b"], padding=3))
+        return torch.autograd.grad(y, [leaves[k] for k in names], p["gy"])
+
 # 3-D volume decoder stage: up-convolution 16^3 -> 32^3, then a 3x3x3 convolution
 def _volume_make(rng, dtype, batch):
     return {"x": _normal(rng, dtype, (batch, 64, 16, 16, 16)),
@@ -469,6 +518,38 @@ def _volume_torch(p):
         return (torch.relu(F.conv3d(h, p["c_w"], p["c_b"], padding=1)),)
 
 
+
+def _volume_train_make(rng, dtype, batch):
+    p = _volume_make(rng, dtype, batch)
+    p["gy"] = _normal(rng, dtype, (batch, 16, 32, 32, 32))          # the step's dL/dy
+    return p
+
+
+def _volume_train_ours(p, backend):
+    """Forward, then dL/dW and dL/db of both layers from ``gy`` through the activations
+    (tanh: a ReLU's kink would let one float32 rounding of a value near zero decide a
+    whole gradient term, so the check against PyTorch would measure the data, not the
+    code)."""
+    import convtranspose as ct
+    h = np.tanh(ct.conv_transpose3d(p["x"], p["up_w"], p["up_b"], 2, backend=backend))
+    y = np.tanh(ct.conv3d(h, p["c_w"], p["c_b"], padding=1, backend=backend))
+    g, c_w, c_b = ct.conv3d_backward(p["gy"] * (1 - y * y), h, p["c_w"], padding=1,
+                                     backend=backend)
+    _, up_w, up_b = ct.conv_transpose3d_backward(g * (1 - h * h), p["x"], p["up_w"], 2,
+                                                 needs_input_grad=False, backend=backend)
+    return (up_w, up_b, c_w, c_b)
+
+
+def _volume_train_torch(p):
+    import torch
+    import torch.nn.functional as F
+    leaves = [p[k].detach().requires_grad_() for k in ("up_w", "up_b", "c_w", "c_b")]
+    with torch.enable_grad():
+        h = torch.tanh(F.conv_transpose3d(p["x"], leaves[0], leaves[1], 2))
+        y = torch.tanh(F.conv3d(h, leaves[2], leaves[3], padding=1))
+        return torch.autograd.grad(y, leaves, p["gy"])
+
+
 #: Whole networks (issue 21), chosen before any tuning on them.
 NETWORKS = (
     Network("dcgan_gen", 64, _dcgan_make, _dcgan_ours, _dcgan_torch,
@@ -486,6 +567,13 @@ NETWORKS = (
             "leaky ReLU, 64 frames -> 16384 samples"),
     Network("volume_dec", 1, _volume_make, _volume_ours, _volume_torch,
             "3-D volume decoder: conv_transpose3d 64->32 16^3 -> 32^3, conv3d 32->16"),
+    Network("hifigan_train", 1, _hifigan_train_make, _hifigan_train_ours,
+            _hifigan_train_torch,
+            "the HiFi-GAN-like upsampler's training step: forward and every weight and bias "
+            "gradient (against torch autograd)"),
+    Network("volume_train", 1, _volume_train_make, _volume_train_ours, _volume_train_torch,
+            "the 3-D volume decoder's training step (tanh activations): forward and every "
+            "weight and bias gradient (against torch autograd)"),
 )
 
 _NETWORKS_BY_NAME = {n.name: n for n in NETWORKS}
