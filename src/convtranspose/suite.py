@@ -460,20 +460,22 @@ def _leaky_grad(g, a, slope=0.1):
 
 def _hifigan_train_ours(p, backend):
     """Forward, then dL/dW and dL/db of every layer from ``gy`` through tanh and the leaky
-    ReLUs: the weight gradients of ``conv1d`` and ``conv_transpose1d``."""
+    ReLUs (each activation computed once and kept): the weight gradients of ``conv1d`` and
+    ``conv_transpose1d``."""
     import convtranspose as ct
     pre = [ct.conv1d(p["mel"], p["pre_w"], p["pre_b"], padding=3, backend=backend)]
+    act = [_leaky(pre[0])]
     for i, (_, _, _, s, pad) in enumerate(_HIFIGAN):
-        pre.append(ct.conv_transpose1d(_leaky(pre[-1]), p[f"up{i}_w"], p[f"up{i}_b"], s, pad,
+        pre.append(ct.conv_transpose1d(act[-1], p[f"up{i}_w"], p[f"up{i}_b"], s, pad,
                                        backend=backend))
-    y = np.tanh(ct.conv1d(_leaky(pre[-1]), p["post_w"], p["post_b"], padding=3,
-                          backend=backend))
-    g, post_w, post_b = ct.conv1d_backward(p["gy"] * (1 - y * y), _leaky(pre[-1]),
-                                           p["post_w"], padding=3, backend=backend)
+        act.append(_leaky(pre[-1]))
+    y = np.tanh(ct.conv1d(act[-1], p["post_w"], p["post_b"], padding=3, backend=backend))
+    g, post_w, post_b = ct.conv1d_backward(p["gy"] * (1 - y * y), act[-1], p["post_w"],
+                                           padding=3, backend=backend)
     grads = [post_w, post_b]
     for i in reversed(range(len(_HIFIGAN))):
         _, _, _, s, pad = _HIFIGAN[i]
-        g, gw, gb = ct.conv_transpose1d_backward(_leaky_grad(g, pre[i + 1]), _leaky(pre[i]),
+        g, gw, gb = ct.conv_transpose1d_backward(_leaky_grad(g, pre[i + 1]), act[i],
                                                  p[f"up{i}_w"], s, pad, backend=backend)
         grads[:0] = [gw, gb]
     _, pre_w, pre_b = ct.conv1d_backward(_leaky_grad(g, pre[0]), p["mel"], p["pre_w"],
